@@ -1,0 +1,216 @@
+"""Bayer colour filter arrays: one spelling, and phase-safe mosaic utilities.
+
+A CFA pattern is named by its top-left 2×2 block read row by row, e.g. ``RGGB`` means
+``mosaic[0, 0]`` is red, ``mosaic[0, 1]`` and ``mosaic[1, 0]`` are green, ``mosaic[1, 1]`` is blue.
+That string is the only spelling used in this project; :func:`cfa_from_rawpy` and
+:func:`opencv_bayer_code` convert at the edges.
+
+"Positions" are the four sites of the 2×2 block in row-major order: 0 = (0, 0), 1 = (0, 1),
+2 = (1, 0), 3 = (1, 1). Per-position values (black levels, packed channels) are always in that
+order.
+
+Any crop at an odd offset or any flip changes the pattern; the functions here return the new
+pattern with the new mosaic, so a mosaic is never silently mislabelled.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+
+__all__ = [
+    "CFA",
+    "cfa_from_rawpy",
+    "channel_index_map",
+    "crop",
+    "flip",
+    "opencv_bayer_code",
+    "pack",
+    "to_rggb",
+    "unpack",
+]
+
+_CHANNEL_OF_LETTER = {"R": 0, "G": 1, "B": 2}
+
+
+class CFA(str, Enum):
+    """The four Bayer layouts, valued by their top-left 2×2 string."""
+
+    RGGB = "RGGB"
+    BGGR = "BGGR"
+    GRBG = "GRBG"
+    GBRG = "GBRG"
+
+    @property
+    def channels(self) -> tuple[int, int, int, int]:
+        """Colour channel (0 = R, 1 = G, 2 = B) at each of the four positions, row-major."""
+        return tuple(_CHANNEL_OF_LETTER[c] for c in self.value)  # type: ignore[return-value]
+
+    @property
+    def red_position(self) -> tuple[int, int]:
+        """(row, col) of the red site inside the 2×2 block."""
+        i = self.value.index("R")
+        return divmod(i, 2)
+
+    @classmethod
+    def parse(cls, value: str | CFA) -> CFA:
+        """Accept ``"rggb"``, ``"RGGB"`` or a :class:`CFA`; raise ``ValueError`` otherwise."""
+        if isinstance(value, CFA):
+            return value
+        try:
+            return cls(str(value).upper())
+        except ValueError:
+            raise ValueError(
+                f"unknown CFA pattern {value!r}: expected one of {[c.value for c in cls]}"
+            ) from None
+
+    @classmethod
+    def from_channels(cls, channels: tuple[int, ...]) -> CFA:
+        """Inverse of :attr:`channels`."""
+        name = "".join("RGB"[c] for c in channels)
+        return cls.parse(name)
+
+
+def cfa_from_rawpy(raw_pattern: np.ndarray, color_desc: bytes | str) -> CFA:
+    """Map rawpy's ``raw_pattern`` (indices into ``color_desc``) to a :class:`CFA`.
+
+    ``color_desc`` is e.g. ``b"RGBG"``: index 3 is the second green. Non-Bayer layouts
+    (X-Trans 6×6, CMYG, four distinct colours, …) raise ``ValueError``.
+    """
+    desc = color_desc.decode() if isinstance(color_desc, bytes) else str(color_desc)
+    pattern = np.asarray(raw_pattern)
+    if pattern.shape != (2, 2):
+        raise ValueError(f"not a Bayer sensor: CFA pattern has shape {pattern.shape}, not 2×2")
+    try:
+        letters = "".join(desc[int(i)] for i in pattern.ravel())
+    except IndexError:
+        raise ValueError(f"raw_pattern {pattern.tolist()} indexes outside {desc!r}") from None
+    try:
+        return CFA(letters)
+    except ValueError:
+        raise ValueError(f"not a Bayer sensor: colour layout {letters!r} ({desc!r})") from None
+
+
+# OpenCV names its Bayer codes by the second row's first two sites, so an RGGB mosaic needs
+# COLOR_BayerBG2*. The mapping is checked against a synthetic mosaic in the tests.
+_OPENCV_NAME = {CFA.RGGB: "BG", CFA.BGGR: "RG", CFA.GRBG: "GB", CFA.GBRG: "GR"}
+
+
+def opencv_bayer_code(cfa: CFA | str, target: str = "RGB", variant: str = "") -> int:
+    """The ``cv2.COLOR_Bayer??2<target>[_<variant>]`` constant for ``cfa``.
+
+    ``variant`` is ``""`` (bilinear), ``"EA"`` (edge aware) or ``"VNG"`` (8-bit only).
+    """
+    import cv2
+
+    name = f"COLOR_Bayer{_OPENCV_NAME[CFA.parse(cfa)]}2{target}"
+    if variant:
+        name += f"_{variant}"
+    return int(getattr(cv2, name))
+
+
+def channel_index_map(cfa: CFA | str, height: int, width: int) -> np.ndarray:
+    """H×W uint8 array giving the colour channel (0 = R, 1 = G, 2 = B) of every site."""
+    block = np.array(CFA.parse(cfa).channels, dtype=np.uint8).reshape(2, 2)
+    reps = (-(-height // 2), -(-width // 2))
+    return np.tile(block, reps)[:height, :width]
+
+
+def _require_even_mosaic(mosaic: np.ndarray) -> None:
+    if mosaic.ndim != 2:
+        raise ValueError(f"mosaic must be 2-D (H×W), got shape {mosaic.shape}")
+    if mosaic.shape[0] % 2 or mosaic.shape[1] % 2:
+        raise ValueError(f"mosaic height and width must be even, got {mosaic.shape}")
+
+
+def pack(mosaic: np.ndarray) -> np.ndarray:
+    """H×W mosaic → 4×(H/2)×(W/2) planes, one per CFA position in row-major order.
+
+    For RGGB the planes are R, G (red row), G (blue row), B. Values and dtype are unchanged
+    (the result is a copy). H and W must be even.
+    """
+    _require_even_mosaic(mosaic)
+    h, w = mosaic.shape
+    return np.ascontiguousarray(mosaic.reshape(h // 2, 2, w // 2, 2).transpose(1, 3, 0, 2)).reshape(
+        4, h // 2, w // 2
+    )
+
+
+def unpack(planes: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack`: 4×h×w planes → 2h×2w mosaic."""
+    if planes.ndim != 3 or planes.shape[0] != 4:
+        raise ValueError(f"packed planes must have shape 4×h×w, got {planes.shape}")
+    _, h, w = planes.shape
+    return np.ascontiguousarray(planes.reshape(2, 2, h, w).transpose(2, 0, 3, 1)).reshape(
+        2 * h, 2 * w
+    )
+
+
+def _shifted(cfa: CFA, dy: int, dx: int) -> CFA:
+    """Pattern seen by a view whose origin is (dy, dx) sites into a ``cfa`` mosaic."""
+    ch = np.array(cfa.channels).reshape(2, 2)
+    ch = np.roll(ch, shift=(-(dy % 2), -(dx % 2)), axis=(0, 1))
+    return CFA.from_channels(tuple(int(c) for c in ch.ravel()))
+
+
+def crop(
+    mosaic: np.ndarray, cfa: CFA | str, top: int, left: int, height: int, width: int
+) -> tuple[np.ndarray, CFA]:
+    """Crop a mosaic and return the pattern of the crop (changed when an offset is odd).
+
+    The box must lie inside the mosaic; the result is a view.
+    """
+    cfa = CFA.parse(cfa)
+    if mosaic.ndim != 2:
+        raise ValueError(f"mosaic must be 2-D (H×W), got shape {mosaic.shape}")
+    h, w = mosaic.shape
+    if top < 0 or left < 0 or height <= 0 or width <= 0 or top + height > h or left + width > w:
+        raise ValueError(
+            f"crop box (top={top}, left={left}, height={height}, width={width}) "
+            f"is outside the {h}×{w} mosaic"
+        )
+    return mosaic[top : top + height, left : left + width], _shifted(cfa, top, left)
+
+
+def flip(mosaic: np.ndarray, cfa: CFA | str, axis: int) -> tuple[np.ndarray, CFA]:
+    """Flip a mosaic (axis 1: left-right, axis 0: up-down) and return its new pattern.
+
+    H and W must be even so that the flipped pattern is the same at every 2×2 block.
+    """
+    cfa = CFA.parse(cfa)
+    _require_even_mosaic(mosaic)
+    if axis not in (0, 1):
+        raise ValueError(f"axis must be 0 (up-down) or 1 (left-right), got {axis}")
+    ch = np.flip(np.array(cfa.channels).reshape(2, 2), axis=axis)
+    return np.flip(mosaic, axis=axis), CFA.from_channels(tuple(int(c) for c in ch.ravel()))
+
+
+def to_rggb(
+    mosaic: np.ndarray, cfa: CFA | str, method: str = "crop"
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Re-phase any Bayer mosaic to RGGB with the smallest change; returns (mosaic, (dy, dx)).
+
+    ``method="crop"``: drop one row (column) at each end where the red site is on an odd row
+    (column); the result is 2 smaller there, and ``(dy, dx)`` is the origin of the result in the
+    input, so aligned RGB can be cropped the same way.
+    ``method="flip"``: mirror up-down (left-right) where red is on an odd row (column); the size is
+    kept, the content is mirrored, and ``(dy, dx)`` are 1 for each flipped axis (0, 1).
+    """
+    cfa = CFA.parse(cfa)
+    _require_even_mosaic(mosaic)
+    ry, rx = cfa.red_position
+    if method == "crop":
+        h, w = mosaic.shape
+        out, new = crop(mosaic, cfa, ry, rx, h - 2 * ry, w - 2 * rx)
+        assert new is CFA.RGGB
+        return out, (ry, rx)
+    if method == "flip":
+        out = mosaic
+        if ry:
+            out, cfa = flip(out, cfa, 0)
+        if rx:
+            out, cfa = flip(out, cfa, 1)
+        assert cfa is CFA.RGGB
+        return out, (ry, rx)
+    raise ValueError(f"unknown method {method!r}: expected 'crop' or 'flip'")

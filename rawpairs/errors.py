@@ -1,0 +1,24 @@
+"""Errors for bad inputs: each names the file and the cause in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["CorruptInputError", "InputError", "UnsupportedInputError"]
+
+
+class InputError(ValueError):
+    """An input file that cannot become a sample. ``str(err)`` is ``"<path>: <cause>"``."""
+
+    def __init__(self, path: str | Path, cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{self.path}: {cause}")
+
+
+class UnsupportedInputError(InputError):
+    """A readable file of a kind we do not convert (non-Bayer sensor, 16-bit photo, …)."""
+
+
+class CorruptInputError(InputError):
+    """An unreadable file: empty, truncated, wrong contents for its extension, bad checksum."""

@@ -1,0 +1,113 @@
+"""Tone curve and gamma, both directions, as pure float32 functions and exact uint8 tables.
+
+The forward ISP applies ``tone`` (a global S-curve) then ``gamma`` (display encoding); the inverse
+ISP undoes gamma, then tone. For uint8 input the inverse is a 256-entry table: exact and nearly free.
+
+References: IEC 61966-2-1 (sRGB transfer function); Brooks et al. 2019, "Unprocessing Images for
+Learned Raw Denoising" (smoothstep tone curve and its closed-form inverse).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = [
+    "GAMMAS",
+    "TONES",
+    "decode_gamma",
+    "encode_gamma",
+    "inverse_tone",
+    "linear_lut",
+    "tone",
+]
+
+GAMMAS = ("srgb", "2.2", "linear")
+TONES = ("smoothstep", "none")
+
+_SRGB_THRESHOLD = 0.0031308
+_EPS = 1e-8
+
+
+def _check(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise ValueError(f"{name} expects a float array in [0, 1], got dtype {x.dtype}")
+    return x
+
+
+def encode_gamma(linear: np.ndarray, gamma: str = "srgb") -> np.ndarray:
+    """Linear light in [0, 1] → display-encoded values in [0, 1] (values are clipped to [0, 1]).
+
+    ``gamma``: ``"srgb"`` (the piecewise IEC 61966-2-1 curve), ``"2.2"`` (pure power 1/2.2) or
+    ``"linear"`` (identity).
+    """
+    x = np.clip(_check(linear, "encode_gamma"), 0.0, 1.0)
+    if gamma == "srgb":
+        return np.where(
+            x <= _SRGB_THRESHOLD,
+            12.92 * x,
+            1.055 * np.power(np.maximum(x, _SRGB_THRESHOLD), 1 / 2.4) - 0.055,
+        ).astype(x.dtype, copy=False)
+    if gamma == "2.2":
+        return np.power(x, 1 / 2.2).astype(x.dtype, copy=False)
+    if gamma == "linear":
+        return x
+    raise ValueError(f"unknown gamma {gamma!r}: expected one of {GAMMAS}")
+
+
+def decode_gamma(encoded: np.ndarray, gamma: str = "srgb") -> np.ndarray:
+    """Inverse of :func:`encode_gamma`: display values in [0, 1] → linear light in [0, 1]."""
+    y = np.clip(_check(encoded, "decode_gamma"), 0.0, 1.0)
+    if gamma == "srgb":
+        return np.where(
+            y <= 12.92 * _SRGB_THRESHOLD,
+            y / 12.92,
+            np.power((np.maximum(y, 0.04045) + 0.055) / 1.055, 2.4),
+        ).astype(y.dtype, copy=False)
+    if gamma == "2.2":
+        return np.power(y, 2.2).astype(y.dtype, copy=False)
+    if gamma == "linear":
+        return y
+    raise ValueError(f"unknown gamma {gamma!r}: expected one of {GAMMAS}")
+
+
+def tone(x: np.ndarray, curve: str = "smoothstep") -> np.ndarray:
+    """Global tone curve on linear values in [0, 1]: smoothstep ``3x² − 2x³`` or ``"none"``."""
+    x = np.clip(_check(x, "tone"), 0.0, 1.0)
+    if curve == "smoothstep":
+        return (x * x * (3.0 - 2.0 * x)).astype(x.dtype, copy=False)
+    if curve == "none":
+        return x
+    raise ValueError(f"unknown tone curve {curve!r}: expected one of {TONES}")
+
+
+def inverse_tone(y: np.ndarray, curve: str = "smoothstep") -> np.ndarray:
+    """Inverse of :func:`tone`: ``0.5 − sin(asin(1 − 2y) / 3)`` for smoothstep (Brooks 2019)."""
+    y = np.clip(_check(y, "inverse_tone"), 0.0, 1.0)
+    if curve == "smoothstep":
+        return (0.5 - np.sin(np.arcsin(1.0 - 2.0 * y) / 3.0)).astype(y.dtype, copy=False)
+    if curve == "none":
+        return y
+    raise ValueError(f"unknown tone curve {curve!r}: expected one of {TONES}")
+
+
+@lru_cache(maxsize=16)
+def _linear_lut(gamma: str, curve: str) -> np.ndarray:
+    codes = np.arange(256, dtype=np.float64) / 255.0
+    lut = inverse_tone(decode_gamma(codes, gamma), curve).astype(np.float32)
+    lut.setflags(write=False)
+    return lut
+
+
+def linear_lut(gamma: str = "srgb", curve: str = "smoothstep") -> np.ndarray:
+    """256-entry float32 table: uint8 display code → linear value in [0, 1] (read-only).
+
+    Exactly ``inverse_tone(decode_gamma(code / 255))`` computed in float64, then rounded once.
+    """
+    if gamma not in GAMMAS:
+        raise ValueError(f"unknown gamma {gamma!r}: expected one of {GAMMAS}")
+    if curve not in TONES:
+        raise ValueError(f"unknown tone curve {curve!r}: expected one of {TONES}")
+    return _linear_lut(gamma, curve)
