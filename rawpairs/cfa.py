@@ -21,6 +21,7 @@ import numpy as np
 
 __all__ = [
     "CFA",
+    "bin_mosaic",
     "cfa_from_rawpy",
     "channel_index_map",
     "crop",
@@ -214,3 +215,27 @@ def to_rggb(
         assert cfa is CFA.RGGB
         return out, (ry, rx)
     raise ValueError(f"unknown method {method!r}: expected 'crop' or 'flip'")
+
+
+def bin_mosaic(mosaic: np.ndarray, factor: int) -> np.ndarray:
+    """Downscale a mosaic by an integer ``factor`` keeping its CFA pattern.
+
+    Each CFA position is averaged over ``factor``×``factor`` neighbouring sites of the same
+    position (a box filter on the packed planes), rounded to the input dtype. Values stay in the
+    input's units (e.g. counts, black level included). Rows and columns that do not fill a whole
+    bin are dropped from the bottom and right.
+    """
+    if int(factor) != factor or factor < 1:
+        raise ValueError(f"bin factor must be a positive integer, got {factor}")
+    if factor == 1:
+        return mosaic
+    planes = pack(mosaic)
+    _, h, w = planes.shape
+    hb, wb = h // factor, w // factor
+    if hb == 0 or wb == 0:
+        raise ValueError(f"mosaic {mosaic.shape} is too small to bin by {factor}")
+    trimmed = planes[:, : hb * factor, : wb * factor].astype(np.float64)
+    binned = trimmed.reshape(4, hb, factor, wb, factor).mean(axis=(2, 4))
+    if np.issubdtype(mosaic.dtype, np.integer):
+        binned = np.rint(binned)
+    return unpack(binned.astype(mosaic.dtype))

@@ -1,0 +1,244 @@
+"""Command line: ``rawpairs build`` and ``rawpairs inspect``."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["main"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+
+
+class ByteSize(click.ParamType):
+    """``123``, ``64MB``, ``1.5GiB`` → bytes (K/M/G/T are powers of 1024)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if isinstance(value, int):
+            return value
+        m = _SIZE.match(str(value))
+        if not m:
+            self.fail(f"{value!r} is not a size like 256MB or 1073741824", param, ctx)
+        number, unit = float(m.group(1)), m.group(2).upper()
+        return int(number * 1024 ** " KMGT".index(unit or " "))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rawpairs")
+def main() -> None:
+    """Build and inspect RAW–RGB pair datasets (WebDataset shards)."""
+
+
+@main.command()
+@click.option(
+    "--src",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder (or file) of camera RAW files and/or photos.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Output folder for shards."
+)
+@click.option(
+    "--crop", type=int, default=None, help="Crop N×N pairs at even offsets (default: whole image)."
+)
+@click.option(
+    "--crop-mode", type=click.Choice(["random", "tile"]), default="random", show_default=True
+)
+@click.option("--crops", type=int, default=1, show_default=True, help="Random crops per source.")
+@click.option(
+    "--max-side",
+    type=int,
+    default=None,
+    help="Resize photos (Bayer-bin RAW) so the longer side is at most N.",
+)
+@click.option(
+    "--render",
+    type=click.Choice(["rawpairs", "libraw"]),
+    default="rawpairs",
+    show_default=True,
+    help="How RAW files get their RGB.",
+)
+@click.option(
+    "--demosaic", type=click.Choice(["malvar", "bilinear"]), default="malvar", show_default=True
+)
+@click.option(
+    "--tone", type=click.Choice(["smoothstep", "none"]), default="smoothstep", show_default=True
+)
+@click.option("--gamma", type=click.Choice(["srgb", "2.2"]), default="srgb", show_default=True)
+@click.option("--rgb-format", type=click.Choice(["png", "jpeg"]), default="png", show_default=True)
+@click.option(
+    "--camera",
+    "camera_json",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON file fixing or narrowing the capture priors.",
+)
+@click.option(
+    "--labels",
+    type=click.Choice(["folder"]),
+    default=None,
+    help="Add `cls` from the parent folder name.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes [default: all cores].",
+)
+@click.option("--samples-per-shard", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option(
+    "--shard-size",
+    type=ByteSize(),
+    default="256MiB",
+    show_default=True,
+    help="Close a shard at this many bytes.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a different build in --out.")
+@click.option("--strict", is_flag=True, help="Exit non-zero if any input failed.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def build(
+    src: Path,
+    out: Path,
+    crop: int | None,
+    crop_mode: str,
+    crops: int,
+    max_side: int | None,
+    render: str,
+    demosaic: str,
+    tone: str,
+    gamma: str,
+    rgb_format: str,
+    camera_json: Path | None,
+    labels: str | None,
+    seed: int,
+    workers: int | None,
+    samples_per_shard: int,
+    shard_size: int,
+    overwrite: bool,
+    strict: bool,
+    quiet: bool,
+) -> None:
+    """Turn RAW files and photos under --src into pair shards in --out."""
+    from tqdm import tqdm
+
+    from rawpairs.build import BuildError
+    from rawpairs.build import build as run_build
+    from rawpairs.priors import CapturePriors
+    from rawpairs.sample import BuildConfig
+
+    try:
+        priors = (
+            CapturePriors.from_dict(json.loads(camera_json.read_text()))
+            if camera_json
+            else CapturePriors()
+        )
+        config = BuildConfig(
+            seed=seed,
+            crop=crop,
+            crop_mode=crop_mode,
+            crops=crops,
+            max_side=max_side,
+            render=render,
+            demosaic=demosaic,
+            tone=tone,
+            gamma=gamma,
+            rgb_format=rgb_format,
+            priors=priors,
+            labels=labels == "folder",
+        )
+    except (ValueError, json.JSONDecodeError) as err:
+        raise click.UsageError(f"{camera_json or 'options'}: {err}") from err
+
+    bar = None if quiet else tqdm(unit="src", dynamic_ncols=True, file=sys.stderr)
+
+    def progress(done: int, total: int, written: int, errors: int) -> None:
+        if bar is not None:
+            bar.total, bar.n = total, done
+            bar.set_postfix(samples=written, errors=errors)
+
+    def warn(line: str) -> None:
+        (bar.write if bar is not None else click.echo)(f"warning: {line}", file=sys.stderr)
+
+    try:
+        result = run_build(
+            src,
+            out,
+            config,
+            workers=workers,
+            samples_per_shard=samples_per_shard,
+            shard_size=shard_size,
+            overwrite=overwrite,
+            progress=progress,
+            warn=warn,
+        )
+    except BuildError as err:
+        raise click.UsageError(str(err)) from err
+    finally:
+        if bar is not None:
+            bar.close()
+    click.echo(result.summary)
+    if result.samples == 0:
+        raise click.exceptions.Exit(1)
+    if strict and result.errors:
+        click.echo(
+            f"--strict: {result.errors} inputs failed (see {out / 'errors.jsonl'})", err=True
+        )
+        raise click.exceptions.Exit(1)
+
+
+@main.command()
+@click.argument("shards", type=click.Path(path_type=Path))
+@click.option(
+    "--verify", is_flag=True, help="Read every sample and check it; exit 1 on any problem."
+)
+@click.option(
+    "--preview",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a contact sheet PNG.",
+)
+@click.option("--preview-samples", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(
+    shards: Path, verify: bool, preview: Path | None, preview_samples: int, as_json: bool
+) -> None:
+    """Summarise (and optionally verify or preview) a shard folder."""
+    from rawpairs.inspect import (
+        InspectError,
+        format_summary,
+        summarize,
+        verify_shards,
+        write_preview,
+    )
+
+    try:
+        summary = summarize(shards)
+    except InspectError as err:
+        raise click.UsageError(str(err)) from err
+    problems: list[str] = []
+    if verify:
+        problems = verify_shards(shards)
+        summary["verify"] = {"ok": not problems, "problems": problems}
+    if preview is not None:
+        write_preview(shards, preview, n=preview_samples)
+        summary["preview"] = str(preview)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        click.echo(format_summary(summary))
+    if problems:
+        for p in problems if not as_json else []:
+            click.echo(f"problem: {p}", err=True)
+        raise click.exceptions.Exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""Where a sample is made: one source file + the build configuration → aligned RAW–RGB pairs.
+
+:func:`make_samples` is the build's unit of work, a pure function of (source, configuration):
+the same file and configuration give byte-identical samples in any process, on any engine, in
+any order. Randomness comes only from a per-sample ``numpy.random.Generator`` seeded by
+(``config.seed``, sample key).
+
+A photo (``kind="rgb"``) is resized (``max_side``), cropped at even offsets, and its RAW is
+simulated by the inverse ISP with capture parameters drawn from ``config.priors``. A camera RAW
+(``kind="raw"``) is Bayer-binned (``max_side``), rendered to sRGB by our forward ISP from the file's
+own metadata (or by LibRaw), and cropped at even offsets so the CFA phase is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from rawpairs import cfa as cfa_utils
+from rawpairs.camera import Camera
+from rawpairs.priors import CapturePriors
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BuildConfig",
+    "Sample",
+    "Source",
+    "encode_sample",
+    "make_samples",
+    "sample_key",
+    "sample_rng",
+]
+
+SCHEMA_VERSION = 1
+RENDERS = ("rawpairs", "libraw")
+CROP_MODES = ("random", "tile")
+RGB_FORMATS = ("png", "jpeg")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that decides the bytes of a sample (and nothing that does not)."""
+
+    seed: int = 0
+    crop: int | None = None
+    crop_mode: str = "random"
+    crops: int = 1
+    max_side: int | None = None
+    render: str = "rawpairs"
+    demosaic: str = "malvar"
+    tone: str = "smoothstep"
+    gamma: str = "srgb"
+    rgb_format: str = "png"
+    jpeg_quality: int = 95
+    png_compression: int = 1
+    priors: CapturePriors = field(default_factory=CapturePriors)
+    labels: bool = False
+
+    def __post_init__(self) -> None:
+        if self.crop is not None and (self.crop < 2 or self.crop % 2):
+            raise ValueError(f"--crop must be an even number >= 2, got {self.crop}")
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"crop mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
+        if self.crops < 1:
+            raise ValueError(f"--crops must be >= 1, got {self.crops}")
+        if self.max_side is not None and self.max_side < 2:
+            raise ValueError(f"--max-side must be >= 2, got {self.max_side}")
+        if self.render not in RENDERS:
+            raise ValueError(f"--render must be one of {RENDERS}, got {self.render!r}")
+        if self.rgb_format not in RGB_FORMATS:
+            raise ValueError(f"--rgb-format must be one of {RGB_FORMATS}, got {self.rgb_format!r}")
+        if not 95 <= self.jpeg_quality <= 100:
+            raise ValueError(f"JPEG quality must be in [95, 100], got {self.jpeg_quality}")
+        if not 0 <= self.png_compression <= 9:
+            raise ValueError(f"PNG compression must be in [0, 9], got {self.png_compression}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["priors"] = self.priors.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BuildConfig:
+        d = dict(d)
+        d["priors"] = CapturePriors.from_dict(d.get("priors", {}))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file: ``path``, ``relpath`` (POSIX, relative to ``--src``), kind, label."""
+
+    path: str
+    relpath: str
+    kind: str  # "raw" | "rgb"
+    label: int | None = None
+
+
+@dataclass
+class Sample:
+    """A finished pair before encoding: aligned ``raw`` (uint16 H×W), ``rgb`` (uint8 H×W×3)."""
+
+    key: str
+    raw: np.ndarray
+    rgb: np.ndarray
+    meta: dict[str, Any]
+    label: int | None = None
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def sample_key(relpath: str, crop_index: int) -> str:
+    """Stable, unique, dot-free key: readable path stem + 8 hex of the path's hash + crop index."""
+    readable = _UNSAFE.sub("_", relpath).strip("_")[-80:]
+    digest = hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:8]
+    return f"{readable}_{digest}_c{crop_index:04d}"
+
+
+def sample_rng(seed: int, key: str) -> np.random.Generator:
+    """The per-sample generator: a function of (global seed, key) only."""
+    digest = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little")
+    return np.random.default_rng([seed, digest])
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _crop_boxes(
+    height: int, width: int, config: BuildConfig, rng: np.random.Generator
+) -> list[tuple[int, int, int, int]]:
+    """Crop boxes (top, left, h, w) at even offsets with even sizes inside an H×W image."""
+    even_h, even_w = height - height % 2, width - width % 2
+    if config.crop is None:
+        return [(0, 0, even_h, even_w)]
+    size = config.crop
+    if size > even_h or size > even_w:
+        raise ValueError(f"image {height}×{width} is smaller than the {size}×{size} crop")
+    if config.crop_mode == "tile":
+        return [
+            (top, left, size, size)
+            for top in range(0, even_h - size + 1, size)
+            for left in range(0, even_w - size + 1, size)
+        ]
+    tops = rng.integers(0, (even_h - size) // 2 + 1, size=config.crops) * 2
+    lefts = rng.integers(0, (even_w - size) // 2 + 1, size=config.crops) * 2
+    return [(int(t), int(left), size, size) for t, left in zip(tops, lefts, strict=True)]
+
+
+def _resize_to_max_side(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return rgb
+    scale = max_side / max(h, w)
+    size = (max(2, round(w * scale)), max(2, round(h * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def _source_meta(source: Source, sha256: str, height: int, width: int, **extra: Any) -> dict:
+    return {
+        "path": source.relpath,
+        "kind": source.kind,
+        "sha256": sha256,
+        "height": height,
+        "width": width,
+        **extra,
+    }
+
+
+def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sample]:
+    from rawpairs.sources import read_rgb
+    from rawpairs.unprocess import simulate_raw
+
+    rgb = _resize_to_max_side(read_rgb(source.path), config.max_side)
+    h, w = rgb.shape[:2]
+    boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))
+    samples = []
+    for index, (top, left, ch, cw) in enumerate(boxes):
+        key = sample_key(source.relpath, index)
+        rng = sample_rng(config.seed, key)
+        crop = np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
+        mosaic, camera = simulate_raw(
+            crop, rng, config.priors, tone=config.tone, gamma=config.gamma
+        )
+        render = {"method": "unprocess", "tone": config.tone, "gamma": config.gamma}
+        meta = _meta(key, camera, render, _source_meta(source, sha256, h, w), (top, left, ch, cw))
+        samples.append(Sample(key, mosaic, crop, meta, source.label))
+    return samples
+
+
+def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sample]:
+    from rawpairs.isp import process
+    from rawpairs.sources import read_raw, render_libraw
+
+    capture = read_raw(source.path)
+    mosaic, camera = capture.mosaic, capture.camera
+    factor = 1
+    if config.max_side is not None and max(mosaic.shape) > config.max_side:
+        factor = -(-max(mosaic.shape) // config.max_side)
+        if config.render == "libraw":
+            raise ValueError("--max-side with --render libraw is not supported for RAW sources")
+        mosaic = cfa_utils.bin_mosaic(mosaic, factor)
+    if config.render == "libraw":
+        rgb = render_libraw(source.path)
+        render = {"method": "libraw"}
+    else:
+        rgb = process(
+            mosaic, camera, demosaic=config.demosaic, tone=config.tone, gamma=config.gamma
+        )
+        render = {
+            "method": "rawpairs",
+            "demosaic": config.demosaic,
+            "tone": config.tone,
+            "gamma": config.gamma,
+        }
+    h, w = mosaic.shape
+    boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))
+    src_meta = _source_meta(
+        source, sha256, h, w, make=capture.make, model=capture.model, bin_factor=factor
+    )
+    samples = []
+    for index, (top, left, ch, cw) in enumerate(boxes):
+        key = sample_key(source.relpath, index)
+        raw_crop, crop_cfa = cfa_utils.crop(mosaic, camera.cfa, top, left, ch, cw)
+        assert crop_cfa is camera.cfa  # even offsets keep the phase
+        meta = _meta(key, camera, render, src_meta, (top, left, ch, cw))
+        rgb_crop = np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
+        samples.append(Sample(key, np.ascontiguousarray(raw_crop), rgb_crop, meta, source.label))
+    return samples
+
+
+def _meta(
+    key: str,
+    camera: Camera,
+    render: dict[str, Any],
+    source: dict[str, Any],
+    box: tuple[int, int, int, int],
+) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": key,
+        "camera": camera.to_dict(),
+        "render": render,
+        "source": source,
+        "crop": list(box),
+    }
+
+
+def make_samples(source: Source, config: BuildConfig) -> list[Sample]:
+    """All samples of one source file, in crop order. Raises ``InputError`` for bad files."""
+    from rawpairs.errors import CorruptInputError
+
+    try:
+        sha256 = _file_sha256(source.path)
+    except OSError as err:
+        raise CorruptInputError(source.path, f"cannot read file ({err.strerror})") from err
+    if source.kind == "rgb":
+        samples = _rgb_samples(source, config, sha256)
+    elif source.kind == "raw":
+        samples = _raw_samples(source, config, sha256)
+    else:
+        raise ValueError(f"{source.path}: unknown source kind {source.kind!r}")
+    for sample in samples:
+        sample.meta["seed"] = config.seed
+    return samples
+
+
+def encode_sample(sample: Sample, config: BuildConfig) -> dict[str, bytes | str]:
+    """The tar members of a sample (see docs/schema.md), ready for webdataset's ``TarWriter``."""
+    raw_buf = io.BytesIO()
+    np.save(raw_buf, sample.raw, allow_pickle=False)
+    bgr = cv2.cvtColor(sample.rgb, cv2.COLOR_RGB2BGR)
+    if config.rgb_format == "png":
+        ext, params = ".png", [cv2.IMWRITE_PNG_COMPRESSION, config.png_compression]
+    else:
+        ext, params = ".jpg", [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]
+    ok, encoded = cv2.imencode(ext, bgr, params)
+    if not ok:
+        raise ValueError(f"{sample.key}: OpenCV could not encode the RGB image as {ext}")
+    members: dict[str, bytes | str] = {
+        "__key__": sample.key,
+        "raw.npy": raw_buf.getvalue(),
+        f"rgb{ext}": encoded.tobytes(),
+        "json": json.dumps(sample.meta, sort_keys=True).encode("utf-8"),
+    }
+    if sample.label is not None:
+        members["cls"] = str(sample.label).encode("ascii")
+    return members
