@@ -1,0 +1,276 @@
+"""The build end to end: mixed good and bad inputs, determinism, resume after kill -9, refusal."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from skimage import data
+
+from rawpairs.build import BuildError, build, discover_sources
+from rawpairs.cli import main as cli
+from rawpairs.dng import write_dng
+from rawpairs.sample import BuildConfig
+from rawpairs.shards import decode_raw, decode_rgb, read_shard
+from rawpairs.sources import read_raw
+from rawpairs.unprocess import simulate_raw
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def _photo(name: str, side: int = 120) -> np.ndarray:
+    rgb = getattr(data, name)()[..., :3]
+    scale = side / max(rgb.shape[:2])
+    size = (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def _write_photo(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def _png_with_bad_crc(path: Path) -> None:
+    ok, png = cv2.imencode(".png", np.full((8, 8, 3), 128, np.uint8))
+    assert ok
+    raw = bytearray(png.tobytes())
+    # Chunk layout after the 8-byte signature: length(4) type(4) data(length) crc(4).
+    pos = 8
+    while raw[pos + 4 : pos + 8] != b"IDAT":
+        pos += 12 + int.from_bytes(raw[pos : pos + 4], "big")
+    length = int.from_bytes(raw[pos : pos + 4], "big")
+    crc_at = pos + 8 + length
+    good = zlib.crc32(raw[pos + 4 : crc_at]) & 0xFFFFFFFF
+    raw[crc_at : crc_at + 4] = ((good + 1) & 0xFFFFFFFF).to_bytes(4, "big")
+    path.write_bytes(bytes(raw))
+
+
+@pytest.fixture(scope="module")
+def good_src(tmp_path_factory) -> Path:
+    """Photos in two class folders plus two DNGs written from simulated RAW."""
+    src = tmp_path_factory.mktemp("src")
+    for i, name in enumerate(PHOTOS):
+        folder = "cats" if i % 2 else "things"
+        ext = "png" if i % 2 else "jpg"
+        _write_photo(src / folder / f"{name}.{ext}", _photo(name))
+    rng = np.random.default_rng(7)
+    for name in ("chelsea", "coffee"):
+        rgb = _photo(name, 96)
+        mosaic, camera = simulate_raw(rgb[: rgb.shape[0] // 2 * 2, : rgb.shape[1] // 2 * 2], rng)
+        (src / "raw").mkdir(exist_ok=True)
+        write_dng(src / "raw" / f"{name}.dng", mosaic, camera)
+    return src
+
+
+@pytest.fixture(scope="module")
+def mixed_src(tmp_path_factory, good_src) -> Path:
+    """The good sources plus every kind of bad input."""
+    src = tmp_path_factory.mktemp("mixed")
+    for p in good_src.rglob("*"):
+        if p.is_file():
+            target = src / p.relative_to(good_src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(p.read_bytes())
+    bad = src / "bad"
+    bad.mkdir()
+    dng = (good_src / "raw" / "chelsea.dng").read_bytes()
+    (bad / "truncated.dng").write_bytes(dng[: len(dng) // 3])
+    (bad / "empty.dng").write_bytes(b"")
+    (bad / "text.dng").write_text("this is not a raw file\n")
+    _png_with_bad_crc(bad / "bad_crc.png")
+    (bad / "notes.txt").write_text("not an image\n")
+    return src
+
+
+BAD = {"bad/truncated.dng", "bad/empty.dng", "bad/text.dng", "bad/bad_crc.png", "bad/notes.txt"}
+
+CONFIG = BuildConfig(seed=3, crop=64, crops=2)
+
+
+def _manifest(out: Path) -> list[dict]:
+    return pq.read_table(out / "manifest.parquet").to_pylist()
+
+
+def test_mixed_folder_writes_every_good_sample_and_lists_every_bad_one(mixed_src, tmp_path):
+    result = build(mixed_src, tmp_path / "out", CONFIG, workers=1, samples_per_shard=5)
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").open()]
+    assert {e["path"] for e in errors} == BAD
+    assert all(e["message"] and e["error"] for e in errors)
+    assert result.samples == 6 * 2 and result.errors == len(BAD)
+    rows = _manifest(tmp_path / "out")
+    assert {r["source"] for r in rows} == {
+        p.relative_to(mixed_src).as_posix() for p in mixed_src.rglob("*") if p.is_file()
+    } - BAD
+    assert not list((tmp_path / "out").glob("*.partial"))
+
+
+def test_samples_follow_the_schema_and_raw_is_bit_exact(good_src, tmp_path):
+    build(good_src, tmp_path / "out", CONFIG, workers=1)
+    rows = {r["key"]: r for r in _manifest(tmp_path / "out")}
+    keys = []
+    for shard in sorted((tmp_path / "out").glob("rawpairs-*.tar")):
+        for key, members in read_shard(shard):
+            keys.append(key)
+            assert "." not in key
+            assert set(members) == {"raw.npy", "rgb.png", "json"}
+            raw, rgb = decode_raw(members["raw.npy"]), decode_rgb(members["rgb.png"])
+            meta = json.loads(members["json"])
+            assert raw.shape == rgb.shape[:2] == (64, 64)
+            assert meta["key"] == key and meta["schema_version"] == 1 and meta["seed"] == 3
+            top, left, h, w = meta["crop"]
+            assert top % 2 == 0 and left % 2 == 0 and (h, w) == (64, 64)
+            assert len(meta["source"]["sha256"]) == 64
+            assert rows[key]["cfa"] == meta["camera"]["cfa"]
+            if meta["source"]["kind"] == "raw":
+                capture = read_raw(good_src / meta["source"]["path"])
+                np.testing.assert_array_equal(raw, capture.mosaic[top : top + h, left : left + w])
+                assert meta["camera"]["cfa"] == capture.camera.cfa.value
+                assert meta["render"]["method"] == "rawpairs"
+            else:
+                assert meta["render"]["method"] == "unprocess"
+                assert meta["camera"]["provenance"]["wb_gains"] == "sampled"
+    assert len(keys) == len(set(keys)) == len(rows) == 12
+
+
+def test_output_does_not_depend_on_worker_count(good_src, tmp_path):
+    build(good_src, tmp_path / "one", CONFIG, workers=1, samples_per_shard=3)
+    build(good_src, tmp_path / "two", CONFIG, workers=2, samples_per_shard=3)
+    one = json.loads((tmp_path / "one" / "index.json").read_text())
+    two = json.loads((tmp_path / "two" / "index.json").read_text())
+    assert one == two and len(one["shards"]) == 4
+    assert _manifest(tmp_path / "one") == _manifest(tmp_path / "two")
+
+
+def test_kill_9_mid_build_then_rerun_equals_uninterrupted(good_src, tmp_path):
+    out = tmp_path / "killed"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from rawpairs.build import build
+        from rawpairs.sample import BuildConfig
+        def progress(done, total, written, errors):
+            if written >= 5:  # mid-shard: one shard committed, the next one half written
+                os.kill(os.getpid(), signal.SIGKILL)
+        build({str(good_src)!r}, {str(out)!r}, BuildConfig(seed=3, crop=64, crops=2),
+              workers=1, samples_per_shard=3, progress=progress)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    assert (out / "rawpairs-000000.tar").exists()
+    assert not (out / "manifest.parquet").exists()
+    build(good_src, out, CONFIG, workers=1, samples_per_shard=3)
+    build(good_src, tmp_path / "clean", CONFIG, workers=1, samples_per_shard=3)
+    assert _manifest(out) == _manifest(tmp_path / "clean")
+    assert (out / "index.json").read_text() == (tmp_path / "clean" / "index.json").read_text()
+    assert not list(out.glob(".*.partial")) and not (out / ".state").exists()
+
+
+def test_rerun_of_a_complete_build_does_nothing(good_src, tmp_path):
+    build(good_src, tmp_path / "out", CONFIG, workers=1)
+    again = build(good_src, tmp_path / "out", CONFIG, workers=1)
+    assert again.already_complete and again.samples == 12
+
+
+def test_different_configuration_is_refused_unless_overwrite(good_src, tmp_path):
+    build(good_src, tmp_path / "out", CONFIG, workers=1)
+    other = BuildConfig(seed=4, crop=64, crops=2)
+    with pytest.raises(BuildError, match="different config"):
+        build(good_src, tmp_path / "out", other, workers=1)
+    result = build(good_src, tmp_path / "out", other, workers=1, overwrite=True)
+    assert result.samples == 12 and not result.already_complete
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.md").write_text("mine")
+    with pytest.raises(BuildError, match="not empty"):
+        build(good_src, tmp_path / "foreign", CONFIG, workers=1)
+
+
+def test_labels_from_folders(good_src, tmp_path):
+    result = build(good_src, tmp_path / "out", BuildConfig(labels=True), workers=1)
+    meta = json.loads((tmp_path / "out" / "build.json").read_text())
+    assert meta["class_map"] == {"cats": 0, "raw": 1, "things": 2}
+    for row in _manifest(tmp_path / "out"):
+        assert row["label"] == meta["class_map"][row["source"].split("/")[0]]
+    assert result.samples == 6
+
+
+def test_discover_sources_is_sorted_and_skips_hidden(tmp_path):
+    for rel in ("b/x.png", "a/y.jpg", ".hidden/z.png", "a/.DS_Store", "c.dng"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    sources, _ = discover_sources(tmp_path)
+    assert [s.relpath for s in sources] == ["a/y.jpg", "b/x.png", "c.dng"]
+    assert [s.kind for s in sources] == ["rgb", "rgb", "raw"]
+
+
+def test_cli_build_exit_codes(mixed_src, good_src, tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(
+        cli, ["build", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
+    )
+    assert missing.exit_code == 2 and "no such file" in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(
+        cli, ["build", "--src", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]
+    )
+    assert empty.exit_code == 2 and "no input files" in empty.output
+    args = ["build", "--src", str(mixed_src), "--crop", "64", "--workers", "1", "--quiet"]
+    ok = runner.invoke(cli, [*args, "--out", str(tmp_path / "a")])
+    assert ok.exit_code == 0, ok.output
+    assert "6 samples" in ok.output and "5 failed" in ok.output
+    assert "warning: bad/empty.dng" in ok.output
+    strict = runner.invoke(cli, [*args, "--out", str(tmp_path / "b"), "--strict"])
+    assert strict.exit_code == 1
+    bad_flag = runner.invoke(cli, [*args, "--out", str(tmp_path / "c"), "--crop", "63"])
+    assert bad_flag.exit_code == 2 and "--crop" in bad_flag.output
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "x.dng").write_bytes(b"")
+    none = runner.invoke(
+        cli, ["build", "--src", str(only_bad), "--out", str(tmp_path / "d"), "--quiet"]
+    )
+    assert none.exit_code == 1
+
+
+def test_shard_size_limit_closes_shards(good_src, tmp_path):
+    result = build(good_src, tmp_path / "out", CONFIG, workers=1, shard_size=40_000)
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert result.shards == len(index["shards"]) > 1
+    assert sum(s["samples"] for s in index["shards"]) == 12
+
+
+@pytest.mark.parametrize("mode, expected", [("tile", 4), ("random", 3)])
+def test_crop_modes(good_src, tmp_path, mode, expected):
+    src = tmp_path / "src"
+    _write_photo(src / "a.png", _photo("coffee", 130)[:100, :130])
+    config = BuildConfig(crop=50, crop_mode=mode, crops=3)
+    result = build(src, tmp_path / "out", config, workers=1)
+    assert result.samples == expected
+    boxes = [(r["crop_top"], r["crop_left"]) for r in _manifest(tmp_path / "out")]
+    assert all(t % 2 == 0 and left % 2 == 0 for t, left in boxes)
+    if mode == "tile":
+        assert boxes == [(0, 0), (0, 50), (50, 0), (50, 50)]
+
+
+def test_interrupt_leaves_no_partial_shard(tmp_path, good_src):
+    """An exception in the writer loop (e.g. Ctrl-C) removes the partial shard."""
+
+    def progress(done, total, written, errors):
+        if written >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build(good_src, tmp_path / "out", CONFIG, workers=1, samples_per_shard=5, progress=progress)
+    assert not list((tmp_path / "out").glob("*.partial"))
+    assert not list((tmp_path / "out").glob("rawpairs-*.tar"))
+    assert (tmp_path / "out" / "build.json").exists()
