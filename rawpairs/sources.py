@@ -1,0 +1,472 @@
+"""Read the two kinds of input: camera RAW files (through rawpy/LibRaw) and ordinary photos.
+
+- :func:`read_raw`: the visible Bayer mosaic, exactly as stored, with a validated
+  :class:`rawpairs.Camera` whose every value records where it came from (``provenance``).
+- :func:`render_libraw`: LibRaw's own rendering of the same file, aligned pixel for pixel with the
+  mosaic (a reference ISP).
+- :func:`read_rgb`: a photo as uint8 RGB.
+
+Every failure is an :class:`rawpairs.errors.InputError` naming the file and the cause in one line.
+RAW files keep the sensor's orientation (LibRaw's ``sizes.flip`` is *not* applied), because
+rotating a mosaic changes its CFA phase; photos are turned upright by their EXIF orientation.
+``docs/sources.md`` lists the rules, fallbacks and provenance strings.
+
+rawpy must run in the main process or in ``spawn``/``forkserver`` workers: LibRaw's OpenMP can
+deadlock in a ``fork``ed child.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import rawpy
+import tifffile
+
+from rawpairs.camera import XYZ_TO_SRGB, Camera
+from rawpairs.cfa import CFA, cfa_from_rawpy, pack
+from rawpairs.errors import CorruptInputError, InputError, UnsupportedInputError
+
+__all__ = [
+    "RAW_EXTENSIONS",
+    "RGB_EXTENSIONS",
+    "RawCapture",
+    "bit_depth_for",
+    "gray_world_gains",
+    "read_raw",
+    "read_rgb",
+    "render_libraw",
+    "source_kind",
+]
+
+# Extensions of the RAW formats LibRaw reads (lowercase, with the dot). Files are identified by
+# content, so a listed extension is an invitation to try, not a promise: non-Bayer sensors
+# (Sigma Foveon .x3f, Fuji X-Trans .raf, linear DNGs) are refused by read_raw.
+RAW_EXTENSIONS = frozenset(
+    {
+        ".3fr", ".ari", ".arw", ".bay", ".cap", ".cr2", ".cr3", ".crw", ".cs1", ".dc2", ".dcr",
+        ".dcs", ".dng", ".drf", ".eip", ".erf", ".fff", ".gpr", ".iiq", ".k25", ".kc2", ".kdc",
+        ".mdc", ".mef", ".mfw", ".mos", ".mrw", ".nef", ".nrw", ".orf", ".ori", ".pef", ".ptx",
+        ".pxn", ".qtk", ".raf", ".raw", ".rw2", ".rwl", ".sr2", ".srf", ".srw", ".sti", ".x3f",
+    }
+)  # fmt: skip
+RGB_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"})
+
+# Leading bytes (offset, signature) of the RAW containers LibRaw reads. A file LibRaw rejects
+# that starts with none of them is not a RAW file at all (corrupt); one that does may be a real
+# RAW of an unsupported camera, or damaged (LibRaw cannot tell).
+_RAW_SIGNATURES = (
+    (0, b"II*\x00"),  # TIFF little-endian: DNG, NEF, CR2, ARW, PEF, KDC, IIQ, 3FR, ...
+    (0, b"MM\x00*"),  # TIFF big-endian
+    (0, b"IIRO"),  # Olympus ORF
+    (0, b"IIRS"),
+    (0, b"MMOR"),
+    (0, b"IIU\x00"),  # Panasonic RW2 / RAW / RWL
+    (0, b"FUJIFILM"),  # Fuji RAF
+    (6, b"HEAPCCDR"),  # Canon CRW (CIFF)
+    (4, b"ftypcrx "),  # Canon CR3
+    (0, b"FOVb"),  # Sigma X3F
+    (0, b"\x00MRM"),  # Minolta MRW
+)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOI = b"\xff\xd8"
+_D65 = 21
+# DNG ColorMatrix tags with their CalibrationIlluminant and CameraCalibration tags.
+_DNG_COLOR_MATRICES = (
+    ("ColorMatrix1", "CalibrationIlluminant1", "CameraCalibration1"),
+    ("ColorMatrix2", "CalibrationIlluminant2", "CameraCalibration2"),
+)
+# The LibRaw rendering of render_libraw (see its docstring).
+_LIBRAW_RENDER = {
+    "demosaic_algorithm": rawpy.DemosaicAlgorithm.AHD,
+    "use_camera_wb": True,
+    "use_auto_wb": False,
+    "no_auto_bright": True,
+    "adjust_maximum_thr": 0.0,
+    "output_color": rawpy.ColorSpace.sRGB,
+    "output_bps": 8,
+    "gamma": (2.4, 12.92),
+    "user_flip": 0,
+}
+
+
+def source_kind(path: str | Path) -> Literal["raw", "rgb"] | None:
+    """``"raw"``, ``"rgb"`` or ``None`` from the file extension (case-insensitive)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in RAW_EXTENSIONS:
+        return "raw"
+    if suffix in RGB_EXTENSIONS:
+        return "rgb"
+    return None
+
+
+@dataclass(frozen=True)
+class RawCapture:
+    """A RAW file's visible mosaic and its camera model.
+
+    ``mosaic``: uint16 H×W sensor counts of LibRaw's visible area (``raw_image_visible``), a copy
+    owned by this object, in sensor orientation; a trailing odd row or column is dropped so that
+    H and W are even (the CFA phase is unchanged). ``camera``: CFA phase of ``mosaic[0, 0]``,
+    levels, white balance and colour matrix with ``provenance``. ``make``/``model``: from the
+    file's TIFF IFD0 (DNG and most RAW formats), ``""`` for non-TIFF containers (e.g. CRW).
+    """
+
+    mosaic: np.ndarray
+    camera: Camera
+    make: str
+    model: str
+
+
+# Errors ------------------------------------------------------------------------------------
+
+
+def _read_head(path: Path, n: int = 16) -> bytes:
+    """First ``n`` bytes; missing, unreadable and empty files raise the matching InputError."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(n)
+    except OSError as e:
+        raise InputError(path, f"cannot open: {e.strerror or e}") from None
+    if not head:
+        raise CorruptInputError(path, "empty file (0 bytes)")
+    return head
+
+
+def _has_raw_signature(head: bytes) -> bool:
+    return any(head[off : off + len(sig)] == sig for off, sig in _RAW_SIGNATURES)
+
+
+def _libraw_message(e: Exception) -> str:
+    msg = e.args[0] if e.args else ""
+    if isinstance(msg, bytes):
+        msg = msg.decode("utf-8", "replace")
+    return str(msg) or type(e).__name__
+
+
+@contextmanager
+def _open_raw(path: Path) -> Iterator[rawpy.RawPy]:
+    """``rawpy.imread`` with LibRaw's errors (while opening or while used) mapped to InputErrors."""
+    head = _read_head(path)
+    try:
+        with rawpy.imread(str(path)) as raw:
+            yield raw
+    except rawpy.LibRawFileUnsupportedError as e:
+        if not _has_raw_signature(head):
+            raise CorruptInputError(
+                path, f"not a RAW file: no known RAW signature at its start ({head[:8]!r})"
+            ) from e
+        raise UnsupportedInputError(
+            path,
+            "LibRaw cannot decode it (unsupported camera or format, or a damaged file): "
+            + _libraw_message(e),
+        ) from e
+    except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
+        raise CorruptInputError(
+            path, f"damaged or truncated RAW data (LibRaw: {_libraw_message(e)})"
+        ) from e
+    except rawpy.LibRawError as e:
+        raise UnsupportedInputError(path, f"LibRaw {type(e).__name__}: {_libraw_message(e)}") from e
+    except NotImplementedError as e:  # rawpy's raw_pattern on an exotic filter layout
+        raise UnsupportedInputError(path, f"unsupported colour filter layout ({e})") from e
+
+
+# RAW metadata rules (pure) -------------------------------------------------------------------
+
+
+def bit_depth_for(white_level: float) -> int:
+    """Smallest ``b`` with ``2**b − 1 >= white_level`` (e.g. 1023 → 10, 15000 → 14)."""
+    if not white_level > 0:
+        raise ValueError(f"white level must be positive, got {white_level}")
+    return max(1, int(np.ceil(np.log2(float(white_level) + 1.0))))
+
+
+def _usable_gains(values: list[float], desc: str) -> tuple[float, float, float] | None:
+    """(R, G, B) multipliers normalised to G = 1, or None if missing, non-positive or all equal."""
+    rgb = np.array([values[desc.index(c)] for c in "RGB"], dtype=np.float64)
+    if not np.all(np.isfinite(rgb)) or np.any(rgb <= 0):
+        return None
+    gains = rgb / rgb[1]
+    if np.allclose(gains, 1.0, rtol=0.0, atol=1e-6):
+        return None
+    return (float(gains[0]), 1.0, float(gains[2]))
+
+
+def gray_world_gains(
+    mosaic: np.ndarray, cfa: CFA | str, black_level: tuple[float, ...], white_level: float
+) -> tuple[float, float, float] | None:
+    """Gray-world white balance: (G/R, 1, G/B) from the channel means of a Bayer mosaic.
+
+    Means are over black-subtracted counts of unsaturated sites (``< white_level``); the two
+    green positions are pooled. ``None`` when a channel has no signal (mean ≤ 0).
+    """
+    planes = pack(np.asarray(mosaic)).astype(np.float64)
+    sums = np.zeros(3)
+    counts = np.zeros(3)
+    for pos, channel in enumerate(CFA.parse(cfa).channels):
+        plane = planes[pos]
+        valid = plane < white_level
+        sums[channel] += float((plane[valid] - black_level[pos]).sum())
+        counts[channel] += int(valid.sum())
+    if np.any(counts == 0):
+        return None
+    means = sums / counts
+    if np.any(means <= 0):
+        return None
+    return (float(means[1] / means[0]), 1.0, float(means[1] / means[2]))
+
+
+def _choose_white_balance(
+    camera_wb: list[float],
+    daylight_wb: list[float],
+    desc: str,
+    mosaic: np.ndarray,
+    cfa: CFA,
+    black_level: tuple[float, ...],
+    white_level: float,
+) -> tuple[tuple[float, float, float], str]:
+    """(gains, provenance) by the rules of :func:`read_raw`."""
+    for source, values in (
+        ("file:camera_whitebalance", camera_wb),
+        ("file:daylight_whitebalance", daylight_wb),
+    ):
+        gains = _usable_gains(values, desc)
+        if gains is not None:
+            return gains, source
+    gains = gray_world_gains(mosaic, cfa, black_level, white_level)
+    if gains is not None:
+        return gains, "fallback:gray_world"
+    return (1.0, 1.0, 1.0), "fallback:unity"
+
+
+def _nonzero(m: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(m)) and np.any(m != 0))
+
+
+def _dng_xyz_to_cam(tags: tifffile.TiffTags) -> tuple[str, np.ndarray] | None:
+    """XYZ → camera from a DNG's IFD0: ``diag(AnalogBalance) @ CameraCalibration @ ColorMatrix``.
+
+    Of ColorMatrix1/2, the one calibrated for D65 is taken, else the last present (DNG writers
+    put the higher colour temperature second). 3-colour matrices only.
+    """
+    found = []
+    for cm_name, illum_name, cc_name in _DNG_COLOR_MATRICES:
+        if cm_name not in tags:
+            continue
+        cm = np.array(tags[cm_name].value, dtype=np.float64)
+        if cm.size != 18:  # 9 (numerator, denominator) pairs
+            continue
+        cm = (cm[0::2] / cm[1::2]).reshape(3, 3)
+        if cc_name in tags:
+            cc = np.array(tags[cc_name].value, dtype=np.float64)
+            if cc.size == 18:
+                cm = (cc[0::2] / cc[1::2]).reshape(3, 3) @ cm
+        illuminant = int(tags[illum_name].value) if illum_name in tags else None
+        found.append((cm_name, illuminant, cm))
+    if not found:
+        return None
+    name, _, cm = next((f for f in found if f[1] == _D65), found[-1])
+    if "AnalogBalance" in tags:
+        ab = np.array(tags["AnalogBalance"].value, dtype=np.float64)
+        if ab.size == 6:
+            cm = np.diag(ab[0::2] / ab[1::2]) @ cm
+    return f"file:{name}", cm
+
+
+def _tiff_metadata(path: Path) -> tuple[str, str, tuple[str, np.ndarray] | None]:
+    """(make, model, DNG colour matrix) from a TIFF-based RAW's IFD0; blanks for other files."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tags = tif.pages[0].tags
+            make = str(tags["Make"].value).strip() if "Make" in tags else ""
+            model = str(tags["Model"].value).strip() if "Model" in tags else ""
+            dng = _dng_xyz_to_cam(tags) if "DNGVersion" in tags else None
+    except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError):
+        return "", "", None
+    return make, model, dng
+
+
+# Readers ---------------------------------------------------------------------------------------
+
+
+def read_raw(path: str | Path) -> RawCapture:
+    """Read a Bayer RAW file: visible mosaic (sensor orientation) and camera model.
+
+    Rules, each recorded in ``camera.provenance``:
+
+    - ``cfa``: LibRaw's colour at the visible area's origin (``file``).
+    - ``black_level``: LibRaw's per-colour black mapped to the four CFA positions;
+      ``white_level``: LibRaw's ``white_level``; ``bit_depth``: :func:`bit_depth_for` it (``file``).
+    - ``wb_gains``: ``camera_whitebalance`` normalised to G = 1 (``file:camera_whitebalance``) if
+      usable (R, G, B finite, > 0, not all equal), else ``daylight_whitebalance``
+      (``file:daylight_whitebalance``), else :func:`gray_world_gains` (``fallback:gray_world``),
+      else 1, 1, 1 (``fallback:unity``).
+    - ``xyz_to_cam``: a DNG's own ColorMatrix (``file:ColorMatrix1``/``2``), else LibRaw's
+      ``rgb_xyz_matrix`` (``file:rgb_xyz_matrix``), else inverted from LibRaw's camera → sRGB
+      ``color_matrix`` (``file:color_matrix``), else camera RGB taken as linear sRGB
+      (``fallback:srgb``); the first one that gives an invertible camera is used.
+
+    Non-Bayer sensors and images with fewer than 2 rows or columns raise
+    :class:`UnsupportedInputError`; unreadable files raise :class:`CorruptInputError`.
+    """
+    path = Path(path)
+    with _open_raw(path) as raw:
+        if raw.raw_type != rawpy.RawType.Flat or raw.raw_pattern is None:
+            raise UnsupportedInputError(
+                path, "not a mosaic: LibRaw decodes it to a multi-channel (linear) image"
+            )
+        desc = raw.color_desc.decode("ascii", "replace")
+        if raw.raw_pattern.shape != (2, 2):
+            raise UnsupportedInputError(
+                path, f"not a Bayer sensor: {raw.raw_pattern.shape} colour filter pattern ({desc})"
+            )
+        sizes = raw.sizes
+        # rawpy's raw_pattern is anchored at the full raw image's origin; LibRaw's COLOR() and
+        # raw_color() at the visible area, so ask for the colours there.
+        visible = np.array(
+            [
+                [raw.raw_color(sizes.top_margin + y, sizes.left_margin + x) for x in (0, 1)]
+                for y in (0, 1)
+            ]
+        )
+        try:
+            cfa = cfa_from_rawpy(visible, desc)
+        except ValueError as e:
+            raise UnsupportedInputError(path, str(e)) from None
+        h, w = raw.raw_image_visible.shape
+        if h < 2 or w < 2:
+            raise UnsupportedInputError(path, f"visible area is only {h}×{w} pixels")
+        mosaic = np.array(raw.raw_image_visible[: h - h % 2, : w - w % 2], dtype=np.uint16)
+        per_colour = list(raw.black_level_per_channel)
+        black = tuple(float(per_colour[i]) for i in visible.ravel())
+        white = float(raw.white_level)
+        camera_wb = list(raw.camera_whitebalance)
+        daylight_wb = list(raw.daylight_whitebalance)
+        rgb_xyz = np.array(raw.rgb_xyz_matrix[:3], dtype=np.float64)
+        cam_to_srgb = np.array(raw.color_matrix[:, :3], dtype=np.float64)
+    make, model, dng_matrix = _tiff_metadata(path)
+
+    wb, wb_source = _choose_white_balance(camera_wb, daylight_wb, desc, mosaic, cfa, black, white)
+    try:
+        camera = Camera(
+            cfa=cfa,
+            black_level=black,
+            white_level=white,
+            bit_depth=bit_depth_for(white),
+            wb_gains=wb,
+            xyz_to_cam=XYZ_TO_SRGB,
+            provenance={
+                "cfa": "file",
+                "black_level": "file",
+                "white_level": "file",
+                "wb_gains": wb_source,
+                "xyz_to_cam": "fallback:srgb",
+            },
+        )
+    except ValueError as e:
+        raise UnsupportedInputError(path, f"invalid camera metadata: {e}") from None
+    candidates = [dng_matrix] if dng_matrix is not None else []
+    if _nonzero(rgb_xyz):
+        candidates.append(("file:rgb_xyz_matrix", rgb_xyz))
+    if _nonzero(cam_to_srgb) and abs(np.linalg.det(cam_to_srgb)) > 1e-8:
+        candidates.append(("file:color_matrix", np.linalg.inv(cam_to_srgb) @ XYZ_TO_SRGB))
+    for source, xyz_to_cam in candidates:
+        try:
+            camera = camera.replace(
+                xyz_to_cam=xyz_to_cam, provenance={**camera.provenance, "xyz_to_cam": source}
+            )
+            break
+        except ValueError:  # singular or white-to-zero matrix: try the next source
+            continue
+    return RawCapture(mosaic=mosaic, camera=camera, make=make, model=model)
+
+
+def render_libraw(path: str | Path) -> np.ndarray:
+    """LibRaw's sRGB rendering of a RAW file: uint8 H×W×3, aligned with ``read_raw(path).mosaic``.
+
+    Fixed parameters: AHD demosaic, the camera's as-shot white balance (LibRaw's own fallback when
+    it is missing), no auto-brightening, the file's white level as is (``adjust_maximum_thr=0``),
+    highlights clipped, sRGB primaries, sRGB-like gamma (power 2.4, toe slope 12.92), no rotation.
+    Files with non-square pixels (LibRaw would stretch the render) raise
+    :class:`UnsupportedInputError`.
+    """
+    path = Path(path)
+    with _open_raw(path) as raw:
+        aspect = float(raw.sizes.pixel_aspect)
+        if abs(aspect - 1.0) > 1e-6:
+            raise UnsupportedInputError(
+                path,
+                f"non-square pixels (pixel_aspect {aspect:.4g}): LibRaw's render is resampled "
+                "and cannot align with the mosaic",
+            )
+        h, w = raw.raw_image_visible.shape
+        rgb = raw.postprocess(**_LIBRAW_RENDER)
+    if rgb.shape != (h, w, 3):
+        raise UnsupportedInputError(
+            path, f"LibRaw renders {rgb.shape[0]}×{rgb.shape[1]}, not the visible {h}×{w} mosaic"
+        )
+    return np.ascontiguousarray(rgb[: h - h % 2, : w - w % 2])
+
+
+def _png_crc_error(data: bytes) -> str | None:
+    """Name the first PNG chunk whose CRC-32 does not match (or that is cut short), else None."""
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            return f"chunk {kind!r} is cut short"
+        if zlib.crc32(data[pos + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
+            return f"CRC mismatch in chunk {kind!r}"
+        if kind == b"IEND":
+            return None
+        pos = end + 4
+    return "no IEND chunk (truncated)"
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    """True if no end-of-image marker follows the last start-of-scan (a cut-off download)."""
+    sos = data.rfind(b"\xff\xda")
+    return sos < 0 or data.find(b"\xff\xd9", sos) < 0
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read a photo as uint8 H×W×3 RGB, upright.
+
+    Decoded by OpenCV: EXIF orientation is applied, grayscale is repeated to 3 channels, an alpha
+    channel is dropped (not composited), and 16-bit images are rounded to 8 bits
+    (``round(v / 257)``, exact for values that came from 8 bits). PNG chunk CRCs and a JPEG's
+    end-of-image marker are checked (:class:`CorruptInputError`), so a damaged file never decodes
+    to partly invented pixels; float images raise :class:`UnsupportedInputError`.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(path, f"cannot open: {e.strerror or e}") from None
+    if not data:
+        raise CorruptInputError(path, "empty file (0 bytes)")
+    if data.startswith(_PNG_SIGNATURE):
+        problem = _png_crc_error(data)
+        if problem:
+            raise CorruptInputError(path, f"damaged PNG: {problem}")
+    elif data.startswith(_JPEG_SOI) and _jpeg_truncated(data):
+        raise CorruptInputError(path, "truncated JPEG: no end-of-image marker after the last scan")
+    image = cv2.imdecode(
+        np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+    )
+    if image is None:
+        raise CorruptInputError(path, "OpenCV cannot decode it as an image")
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise UnsupportedInputError(
+            path, f"{image.dtype} pixels: only 8- and 16-bit integer photos are read"
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
