@@ -103,6 +103,7 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Discard the partial shard."""
+        self._tar.close()  # closes tarfile's stream too (it would write on garbage collection)
         self._file.close()
         self.partial.unlink(missing_ok=True)
 

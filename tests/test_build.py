@@ -252,7 +252,7 @@ def test_shard_size_limit_closes_shards(good_src, tmp_path):
 @pytest.mark.parametrize("mode, expected", [("tile", 4), ("random", 3)])
 def test_crop_modes(good_src, tmp_path, mode, expected):
     src = tmp_path / "src"
-    _write_photo(src / "a.png", _photo("coffee", 130)[:100, :130])
+    _write_photo(src / "a.png", cv2.resize(data.coffee(), (130, 100), interpolation=cv2.INTER_AREA))
     config = BuildConfig(crop=50, crop_mode=mode, crops=3)
     result = build(src, tmp_path / "out", config, workers=1)
     assert result.samples == expected
