@@ -1,0 +1,189 @@
+"""Properties of rawpairs.cfa: exact phase bookkeeping for every Bayer layout."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rawpairs.cfa import (
+    CFA,
+    cfa_from_rawpy,
+    channel_index_map,
+    crop,
+    flip,
+    opencv_bayer_code,
+    pack,
+    to_rggb,
+    unpack,
+)
+
+LAYOUTS = list(CFA)
+layouts = st.sampled_from(LAYOUTS)
+
+
+@st.composite
+def mosaics(draw, dtype=np.uint16, min_half=1):
+    """A random even-sized mosaic (each side at least 2·min_half) with a layout."""
+    h = 2 * draw(st.integers(min_half, 12))
+    w = 2 * draw(st.integers(min_half, 12))
+    seed = draw(st.integers(0, 2**32 - 1))
+    mosaic = np.random.default_rng(seed).integers(0, 2**16, size=(h, w)).astype(dtype)
+    return mosaic, draw(layouts)
+
+
+def test_channels_and_red_position() -> None:
+    assert CFA.RGGB.channels == (0, 1, 1, 2)
+    assert CFA.GBRG.channels == (1, 2, 0, 1)
+    assert {c: c.red_position for c in CFA} == {
+        CFA.RGGB: (0, 0),
+        CFA.GRBG: (0, 1),
+        CFA.GBRG: (1, 0),
+        CFA.BGGR: (1, 1),
+    }
+    assert CFA.parse("grbg") is CFA.GRBG
+    with pytest.raises(ValueError, match="unknown CFA pattern 'RGBG'"):
+        CFA.parse("RGBG")
+
+
+def test_channel_index_map_odd_size() -> None:
+    np.testing.assert_array_equal(
+        channel_index_map("GRBG", 3, 3), [[1, 0, 1], [2, 1, 2], [1, 0, 1]]
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(mosaics())
+def test_pack_unpack_round_trip(case) -> None:
+    mosaic, cfa = case
+    planes = pack(mosaic)
+    h, w = mosaic.shape
+    assert planes.shape == (4, h // 2, w // 2) and planes.dtype == mosaic.dtype
+    np.testing.assert_array_equal(unpack(planes), mosaic)
+    # plane p holds exactly the sites of CFA position p, i.e. of channel cfa.channels[p]
+    channel_planes = pack(channel_index_map(cfa, h, w))
+    for p in range(4):
+        assert np.all(channel_planes[p] == cfa.channels[p])
+        np.testing.assert_array_equal(planes[p], mosaic[p // 2 :: 2, p % 2 :: 2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(mosaics(), st.data())
+def test_crop_pattern_matches_source(case, data) -> None:
+    mosaic, cfa = case
+    h, w = mosaic.shape
+    top = data.draw(st.integers(0, h - 1))
+    left = data.draw(st.integers(0, w - 1))
+    height = data.draw(st.integers(1, h - top))
+    width = data.draw(st.integers(1, w - left))
+    out, new = crop(mosaic, cfa, top, left, height, width)
+    np.testing.assert_array_equal(out, mosaic[top : top + height, left : left + width])
+    expected = channel_index_map(cfa, h, w)[top : top + height, left : left + width]
+    np.testing.assert_array_equal(channel_index_map(new, height, width), expected)
+
+
+def test_crop_errors() -> None:
+    mosaic = np.zeros((4, 6), np.uint16)
+    with pytest.raises(ValueError, match="outside the 4×6 mosaic"):
+        crop(mosaic, "RGGB", 1, 0, 4, 2)
+    with pytest.raises(ValueError, match="outside"):
+        crop(mosaic, "RGGB", 0, 0, 0, 2)
+    with pytest.raises(ValueError, match="2-D"):
+        crop(np.zeros((4, 4, 3)), "RGGB", 0, 0, 2, 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(mosaics(), st.sampled_from([0, 1]))
+def test_flip_labels_every_site_and_twice_is_identity(case, axis) -> None:
+    mosaic, cfa = case
+    h, w = mosaic.shape
+    out, new = flip(mosaic, cfa, axis)
+    np.testing.assert_array_equal(out, np.flip(mosaic, axis))
+    np.testing.assert_array_equal(
+        channel_index_map(new, h, w), np.flip(channel_index_map(cfa, h, w), axis)
+    )
+    back, again = flip(out, new, axis)
+    assert again is cfa
+    np.testing.assert_array_equal(back, mosaic)
+
+
+def test_flip_errors() -> None:
+    with pytest.raises(ValueError, match="even"):
+        flip(np.zeros((4, 5)), "RGGB", 0)
+    with pytest.raises(ValueError, match="axis must be 0"):
+        flip(np.zeros((4, 4)), "RGGB", 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(mosaics(min_half=2), st.sampled_from(["crop", "flip"]))
+def test_to_rggb(case, method) -> None:
+    mosaic, cfa = case
+    h, w = mosaic.shape
+    source_channels = channel_index_map(cfa, h, w)
+    out, (dy, dx) = to_rggb(mosaic, cfa, method)
+    assert (dy, dx) == cfa.red_position
+    if method == "crop":
+        oh, ow = h - 2 * dy, w - 2 * dx
+        assert out.shape == (oh, ow)
+        np.testing.assert_array_equal(out, mosaic[dy : dy + oh, dx : dx + ow])
+        moved_channels = source_channels[dy : dy + oh, dx : dx + ow]
+    else:
+        axes = tuple(a for a, d in ((0, dy), (1, dx)) if d)
+        expected = np.flip(mosaic, axes) if axes else mosaic
+        np.testing.assert_array_equal(out, expected)
+        moved_channels = np.flip(source_channels, axes) if axes else source_channels
+    # every site of the result is labelled correctly by RGGB
+    np.testing.assert_array_equal(moved_channels, channel_index_map(CFA.RGGB, *out.shape))
+
+
+def test_to_rggb_errors() -> None:
+    with pytest.raises(ValueError, match="unknown method 'rotate'"):
+        to_rggb(np.zeros((4, 4)), "GRBG", "rotate")
+    with pytest.raises(ValueError, match="even"):
+        to_rggb(np.zeros((3, 4)), "GRBG")
+    with pytest.raises(ValueError, match="outside"):  # cropping 2 rows off a 2-row mosaic
+        to_rggb(np.zeros((2, 4)), "BGGR", "crop")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "desc", "expected"),
+    [
+        ([[0, 1], [3, 2]], b"RGBG", CFA.RGGB),  # index 3 is the second green
+        ([[3, 2], [0, 1]], b"RGBG", CFA.GBRG),
+        ([[1, 0], [2, 3]], b"RGBG", CFA.GRBG),
+        ([[2, 3], [1, 0]], "RGBG", CFA.BGGR),
+        ([[2, 1], [1, 0]], b"RGB", CFA.BGGR),
+    ],
+)
+def test_cfa_from_rawpy(pattern, desc, expected) -> None:
+    assert cfa_from_rawpy(np.array(pattern, np.uint8), desc) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "desc", "message"),
+    [
+        (np.zeros((6, 6), np.uint8), b"RGBG", "shape \\(6, 6\\), not 2×2"),
+        ([[0, 1], [4, 2]], b"RGBG", "indexes outside 'RGBG'"),
+        ([[0, 1], [3, 2]], b"CMYG", "not a Bayer sensor: colour layout 'CMGY'"),
+        ([[0, 1], [3, 2]], b"RGBE", "not a Bayer sensor: colour layout 'RGEB'"),
+        ([[0, 0], [1, 2]], b"RGBG", "not a Bayer sensor"),
+    ],
+)
+def test_cfa_from_rawpy_errors(pattern, desc, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        cfa_from_rawpy(np.array(pattern), desc)
+
+
+@pytest.mark.parametrize("cfa", LAYOUTS)
+@pytest.mark.parametrize("variant", ["", "EA"])
+def test_opencv_bayer_code_renders_red_as_red(cfa, variant) -> None:
+    """OpenCV names codes by the second row: a wrong mapping would turn red into blue."""
+    scene = np.zeros((16, 16, 3), np.uint8)
+    scene[..., 0] = 200  # pure red
+    mosaic = np.take_along_axis(scene, channel_index_map(cfa, 16, 16)[..., None], 2)[..., 0]
+    rgb = cv2.cvtColor(np.ascontiguousarray(mosaic), opencv_bayer_code(cfa, "RGB", variant))
+    np.testing.assert_array_equal(rgb[2:-2, 2:-2], np.broadcast_to([200, 0, 0], (12, 12, 3)))
+    bgr = cv2.cvtColor(np.ascontiguousarray(mosaic), opencv_bayer_code(cfa, "BGR", variant))
+    np.testing.assert_array_equal(bgr[2:-2, 2:-2, ::-1], rgb[2:-2, 2:-2])
