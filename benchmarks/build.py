@@ -34,7 +34,7 @@ from rawpairs.shards import ShardWriter
 from rawpairs.unprocess import simulate_raw
 
 cv2.setNumThreads(1)
-NAMES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "immunohistochemistry")
+NAMES = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "immunohistochemistry")
 
 
 def _photos(n: int, w: int, h: int) -> list[np.ndarray]:

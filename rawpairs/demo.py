@@ -19,15 +19,15 @@ import click
 import cv2
 import numpy as np
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "immunohistochemistry")
-RAW_FROM = ("hubble_deep_field", "motorcycle_right")
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry")
+RAW_FROM = ("hubble_deep_field", "stereo_motorcycle")
 
 
 def _skimage_photo(name: str) -> np.ndarray:
     from skimage import data
 
     image = getattr(data, name)()
-    if isinstance(image, tuple):  # stereo pairs come with disparity
+    if isinstance(image, tuple):  # the stereo pair: take the left view
         image = image[0]
     return np.ascontiguousarray(image[..., :3]).astype(np.uint8)
 
@@ -80,11 +80,9 @@ def main(out: Path, workers: int, train_steps: int) -> None:
         ["inspect", str(shards), "--verify", "--preview", str(out / "preview.png")],
     ):
         click.echo(f"$ rawpairs {' '.join(args)}")
-        try:
-            cli.main(args=args, standalone_mode=False)
-        except SystemExit as exit_:
-            if exit_.code:
-                sys.exit(exit_.code)
+        code = cli.main(args=args, standalone_mode=False)
+        if code:
+            sys.exit(code)
     if train_steps:
         from distill.train import main as train
 

@@ -210,10 +210,16 @@ def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 2
     from rawpairs.isp import process
 
     folder, out = Path(folder), Path(out)
-    index, _, _ = _load(folder)
+    index, rows, _ = _load(folder)
+    if not rows:
+        raise InspectError(f"{folder}: no samples to preview")
+    picks = np.unique(np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int))
+    wanted = {rows[i]["key"] for i in picks}  # evenly spread over the build
     rows_img = []
     for shard in index["shards"]:
         for key, members in read_shard(folder / shard["name"]):
+            if key not in wanted:
+                continue
             meta = json.loads(members["json"])
             camera = Camera.from_dict(meta["camera"])
             raw = decode_raw(members["raw.npy"])
@@ -222,15 +228,12 @@ def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 2
             rendered = process(
                 raw,
                 camera,
+                demosaic=render.get("demosaic", "malvar"),
                 tone=render.get("tone", "smoothstep"),
                 gamma=render.get("gamma", "srgb"),
             )
-            scaled = np.clip(
-                (raw.astype(np.float32) - min(camera.black_level))
-                / (camera.white_level - min(camera.black_level)),
-                0,
-                1,
-            )
+            black = min(camera.black_level)
+            scaled = np.clip((raw.astype(np.float32) - black) / (camera.white_level - black), 0, 1)
             mosaic = np.repeat((np.sqrt(scaled) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
             short = key if len(key) <= 40 else "…" + key[-39:]
             rows_img.append(
@@ -242,10 +245,6 @@ def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 2
                     ]
                 )
             )
-            if len(rows_img) >= n:
-                break
-        if len(rows_img) >= n:
-            break
     if not rows_img:
         raise InspectError(f"{folder}: no samples to preview")
     sheet = np.vstack(rows_img)
