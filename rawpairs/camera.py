@@ -2,7 +2,7 @@
 
 One immutable, validated object, :class:`Camera`, with an exact JSON round trip. Units:
 
-- ``black_level``: sensor counts, one per CFA position (row-major 2×2 order, see :mod:`rawpairs.cfa`).
+- ``black_level``: sensor counts, one per CFA position (row-major 2×2, see :mod:`rawpairs.cfa`).
 - ``white_level``: sensor counts of saturation; ``bit_depth``: bits per stored sample.
 - ``wb_gains``: (R, G, B) multipliers applied to linear camera RGB, normalised so G = 1.
 - ``digital_gain``: brightness multiplier applied with the white balance (1 for real captures;

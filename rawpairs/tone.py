@@ -1,7 +1,7 @@
 """Tone curve and gamma, both directions, as pure float32 functions and exact uint8 tables.
 
 The forward ISP applies ``tone`` (a global S-curve) then ``gamma`` (display encoding); the inverse
-ISP undoes gamma, then tone. For uint8 input the inverse is a 256-entry table: exact and nearly free.
+ISP undoes gamma, then tone. For uint8 input the inverse is a 256-entry table: exact, nearly free.
 
 References: IEC 61966-2-1 (sRGB transfer function); Brooks et al. 2019, "Unprocessing Images for
 Learned Raw Denoising" (smoothstep tone curve and its closed-form inverse).
