@@ -15,15 +15,13 @@ leaves at most a ``.partial`` file, which is discarded. ``manifest.parquet``, ``
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rawpairs.sample import BuildConfig, Sample, Source, encode_sample, make_samples
+from rawpairs.engines import ENGINES, ordered_results
+from rawpairs.sample import BuildConfig, Source
 from rawpairs.shards import ShardWriter
 
 __all__ = [
@@ -117,91 +116,6 @@ def _plan_fingerprint(sources: list[Source]) -> str:
     for s in sources:
         h.update(f"{s.relpath}\0{os.path.getsize(s.path)}\n".encode())
     return h.hexdigest()
-
-
-# Work (runs in worker processes) ----------------------------------------------------------
-
-
-def _error_record(source: Source, err: BaseException) -> dict[str, str]:
-    message = getattr(err, "cause", None) or str(err) or type(err).__name__
-    message = message.replace(f"{source.path}: ", "")
-    return {"path": source.relpath, "error": type(err).__name__, "message": message}
-
-
-def process_source(source: Source, config: BuildConfig) -> tuple[str, Any]:
-    """One source → ``("ok", [(members, row), ...])`` or ``("error", record)``; never raises."""
-    try:
-        if source.kind == "unknown":
-            from rawpairs.errors import UnsupportedInputError
-
-            raise UnsupportedInputError(source.path, "not a RAW or photo file (unknown extension)")
-        if config.labels and source.label is None:
-            from rawpairs.errors import UnsupportedInputError
-
-            raise UnsupportedInputError(
-                source.path, "--labels folder: file is not in a class folder"
-            )
-        samples = make_samples(source, config)
-        return "ok", [(encode_sample(s, config), _manifest_row(s)) for s in samples]
-    except Exception as err:  # one bad input never stops the build
-        return "error", _error_record(source, err)
-
-
-def _manifest_row(sample: Sample) -> dict[str, Any]:
-    cam = sample.meta["camera"]
-    src = sample.meta["source"]
-    top, left, height, width = sample.meta["crop"]
-    return {
-        "key": sample.key,
-        "source": src["path"],
-        "kind": src["kind"],
-        "make": src.get("make", ""),
-        "model": src.get("model", ""),
-        "height": height,
-        "width": width,
-        "crop_top": top,
-        "crop_left": left,
-        "cfa": cam["cfa"],
-        "black_level": float(sum(cam["black_level"]) / 4),
-        "white_level": cam["white_level"],
-        "bit_depth": cam["bit_depth"],
-        "wb_r": cam["wb_gains"][0],
-        "wb_b": cam["wb_gains"][2],
-        "digital_gain": cam["digital_gain"],
-        "noise_shot": cam["noise_shot"],
-        "noise_read": cam["noise_read"],
-        "matrix_provenance": cam["provenance"].get("xyz_to_cam", ""),
-        "render": sample.meta["render"]["method"],
-        "label": sample.label,
-    }
-
-
-def _ordered_results(
-    sources: list[Source], config: BuildConfig, workers: int
-) -> Iterator[tuple[int, tuple[str, Any]]]:
-    """Yield ``(position, result)`` in source order; ``workers > 1`` uses spawn processes.
-
-    rawpy (LibRaw with OpenMP) can deadlock in forked children, so workers are spawned. At most
-    ``4 × workers`` results are in flight, which bounds memory.
-    """
-    if workers <= 1:
-        for i, source in enumerate(sources):
-            yield i, process_source(source, config)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        pending: collections.deque = collections.deque()
-        it = iter(enumerate(sources))
-        for i, source in it:
-            pending.append((i, pool.apply_async(process_source, (source, config))))
-            if len(pending) >= 4 * workers:
-                break
-        while pending:
-            i, res = pending.popleft()
-            yield i, res.get()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt[0], pool.apply_async(process_source, (nxt[1], config))))
 
 
 # Output folder -----------------------------------------------------------------------------
@@ -373,6 +287,8 @@ def build(
     samples_per_shard: int = 10_000,
     shard_size: int = 256 * 2**20,
     overwrite: bool = False,
+    engine: str = "local",
+    address: str | None = None,
     progress: Callable[[int, int, int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> BuildResult:
@@ -383,6 +299,8 @@ def build(
     ``warn(line)`` with a one-line message for each failed input. Raises :class:`BuildError`
     when ``src`` is missing or empty, or ``out`` holds a different build (without ``overwrite``).
     """
+    if engine not in ENGINES:
+        raise BuildError(f"--engine must be one of {ENGINES}, got {engine!r}")
     if samples_per_shard < 1:
         raise BuildError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     if shard_size < 1:
@@ -445,7 +363,9 @@ def build(
 
     todo = sources[cursor[0] :]
     try:
-        for offset, (status, payload) in _ordered_results(todo, config, workers):
+        for offset, (status, payload) in ordered_results(
+            todo, config, workers=workers, engine=engine, address=address
+        ):
             position = cursor[0] + offset
             if status == "error":
                 errors.append(payload)

@@ -101,6 +101,18 @@ def main() -> None:
     show_default=True,
     help="Close a shard at this many bytes.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Run the per-source work here (spawned processes) or on a Ray cluster.",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster address (ray://host:10001 or auto); default: a local Ray instance.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a different build in --out.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any input failed.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -122,6 +134,8 @@ def build(
     workers: int | None,
     samples_per_shard: int,
     shard_size: int,
+    engine: str,
+    address: str | None,
     overwrite: bool,
     strict: bool,
     quiet: bool,
@@ -176,6 +190,8 @@ def build(
             samples_per_shard=samples_per_shard,
             shard_size=shard_size,
             overwrite=overwrite,
+            engine=engine,
+            address=address,
             progress=progress,
             warn=warn,
         )

@@ -34,6 +34,7 @@ __all__ = [
     "Source",
     "encode_sample",
     "make_samples",
+    "process_source",
     "sample_key",
     "sample_rng",
 ]
@@ -298,3 +299,57 @@ def encode_sample(sample: Sample, config: BuildConfig) -> dict[str, bytes | str]
     if sample.label is not None:
         members["cls"] = str(sample.label).encode("ascii")
     return members
+
+
+def _error_record(source: Source, err: BaseException) -> dict[str, str]:
+    message = getattr(err, "cause", None) or str(err) or type(err).__name__
+    message = message.replace(f"{source.path}: ", "")
+    return {"path": source.relpath, "error": type(err).__name__, "message": message}
+
+
+def process_source(source: Source, config: BuildConfig) -> tuple[str, Any]:
+    """One source → ``("ok", [(members, row), ...])`` or ``("error", record)``; never raises."""
+    try:
+        if source.kind == "unknown":
+            from rawpairs.errors import UnsupportedInputError
+
+            raise UnsupportedInputError(source.path, "not a RAW or photo file (unknown extension)")
+        if config.labels and source.label is None:
+            from rawpairs.errors import UnsupportedInputError
+
+            raise UnsupportedInputError(
+                source.path, "--labels folder: file is not in a class folder"
+            )
+        samples = make_samples(source, config)
+        return "ok", [(encode_sample(s, config), _manifest_row(s)) for s in samples]
+    except Exception as err:  # one bad input never stops the build
+        return "error", _error_record(source, err)
+
+
+def _manifest_row(sample: Sample) -> dict[str, Any]:
+    cam = sample.meta["camera"]
+    src = sample.meta["source"]
+    top, left, height, width = sample.meta["crop"]
+    return {
+        "key": sample.key,
+        "source": src["path"],
+        "kind": src["kind"],
+        "make": src.get("make", ""),
+        "model": src.get("model", ""),
+        "height": height,
+        "width": width,
+        "crop_top": top,
+        "crop_left": left,
+        "cfa": cam["cfa"],
+        "black_level": float(sum(cam["black_level"]) / 4),
+        "white_level": cam["white_level"],
+        "bit_depth": cam["bit_depth"],
+        "wb_r": cam["wb_gains"][0],
+        "wb_b": cam["wb_gains"][2],
+        "digital_gain": cam["digital_gain"],
+        "noise_shot": cam["noise_shot"],
+        "noise_read": cam["noise_read"],
+        "matrix_provenance": cam["provenance"].get("xyz_to_cam", ""),
+        "render": sample.meta["render"]["method"],
+        "label": sample.label,
+    }
