@@ -26,7 +26,7 @@ from rawpairs.isp import (
 from rawpairs.tone import GAMMAS, TONES, decode_gamma, encode_gamma, inverse_tone, tone
 
 RAW_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
-CANON_G2_XYZ_TO_CAM = [
+CANON_G2_XYZ_TO_CAM = [  # LibRaw rgb_xyz_matrix of the PowerShot G2
     [0.9194, -0.2787, -0.1059],
     [-0.8098, 1.5657, 0.2608],
     [-0.261, 0.3064, 0.7867],
@@ -312,7 +312,7 @@ def test_process_errors(image, kwargs, message) -> None:
 
 def test_stage_function_errors() -> None:
     camera = make_camera()
-    with pytest.raises(ValueError, match="camera must be a rawpairs.Camera, got dict"):
+    with pytest.raises(ValueError, match=r"camera must be a rawpairs\.Camera, got dict"):
         normalize(random_raw(0), camera.to_dict())
     with pytest.raises(ValueError, match="uint16"):
         normalize(np.zeros((8, 8), np.int32), camera)
