@@ -126,6 +126,16 @@ class RawCapture:
 # Errors ------------------------------------------------------------------------------------
 
 
+def _require_kind(path: Path, kind: Literal["raw", "rgb"]) -> None:
+    if source_kind(path) != kind:
+        allowed = RAW_EXTENSIONS if kind == "raw" else RGB_EXTENSIONS
+        what = "a RAW file" if kind == "raw" else "a photo"
+        raise UnsupportedInputError(
+            path,
+            f"extension {path.suffix!r} is not one of {what} ({' '.join(sorted(allowed))})",
+        )
+
+
 def _read_head(path: Path, n: int = 16) -> bytes:
     """First ``n`` bytes; missing, unreadable and empty files raise the matching InputError."""
     try:
@@ -315,6 +325,7 @@ def read_raw(path: str | Path) -> RawCapture:
     :class:`UnsupportedInputError`; unreadable files raise :class:`CorruptInputError`.
     """
     path = Path(path)
+    _require_kind(path, "raw")
     with _open_raw(path) as raw:
         if raw.raw_type != rawpy.RawType.Flat or raw.raw_pattern is None:
             raise UnsupportedInputError(
@@ -323,7 +334,8 @@ def read_raw(path: str | Path) -> RawCapture:
         desc = raw.color_desc.decode("ascii", "replace")
         if raw.raw_pattern.shape != (2, 2):
             raise UnsupportedInputError(
-                path, f"not a Bayer sensor: {raw.raw_pattern.shape} colour filter pattern ({desc})"
+                path,
+                "not a Bayer sensor: {}×{} colour filter pattern".format(*raw.raw_pattern.shape),
             )
         sizes = raw.sizes
         # rawpy's raw_pattern is anchored at the full raw image's origin; LibRaw's COLOR() and
@@ -396,6 +408,7 @@ def render_libraw(path: str | Path) -> np.ndarray:
     :class:`UnsupportedInputError`.
     """
     path = Path(path)
+    _require_kind(path, "raw")
     with _open_raw(path) as raw:
         aspect = float(raw.sizes.pixel_aspect)
         if abs(aspect - 1.0) > 1e-6:
@@ -446,6 +459,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     to partly invented pixels; float images raise :class:`UnsupportedInputError`.
     """
     path = Path(path)
+    _require_kind(path, "rgb")
     try:
         data = path.read_bytes()
     except OSError as e:
