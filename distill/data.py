@@ -1,0 +1,646 @@
+"""Where pairs are read for training: RAW–RGB shards → aligned teacher–student batches.
+
+Data flow (one DataLoader worker; see ``docs/data.md`` for the guarantees and their proofs):
+
+1. :func:`resolve_shards` turns a folder, glob, brace pattern or URL into a shard list.
+2. :func:`dealt_shards` deals shards to this (rank, worker) "slot" from the endless sequence of
+   per-epoch shard permutations (one pass over the sorted list when ``repeat=False``).
+3. :func:`iter_records` walks each tar member by member and groups members by key. Samples that
+   an earlier run already consumed (exact resume) are passed on as placeholders whose members
+   are never read.
+4. :func:`buffer_shuffle` shuffles the *undecoded* records with a seeded buffer.
+5. :func:`decode_pair` decodes ``raw.npy`` with ``np.load`` (exact 16-bit), ``rgb.png`` with
+   OpenCV and ``json`` into a :class:`Pair`.
+6. :func:`make_example` crops, flips, re-phases to RGGB, normalises and (optionally) darkens,
+   with a generator derived from ``(seed, epoch, key)`` so the result never depends on timing.
+7. Examples are stacked into batches inside the worker; the DataLoader interleaves workers
+   round-robin, which :class:`PairStream` accounts for when resuming.
+
+Units: the student input is linear sensor signal with the black level removed per CFA position
+and divided by ``white − black`` (0 = black, 1 = saturation; not clipped); the teacher input is
+sRGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import os
+import random
+import tarfile
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from rawpairs import cfa as cfa_ops
+from rawpairs.camera import Camera
+from rawpairs.cfa import CFA
+from rawpairs.errors import CorruptInputError
+
+__all__ = [
+    "STUDENT_INPUTS",
+    "Pair",
+    "PairStream",
+    "Record",
+    "SmallSampleWarning",
+    "buffer_shuffle",
+    "dealt_shards",
+    "decode_pair",
+    "iter_records",
+    "make_example",
+    "make_loader",
+    "paired_rggb_crop",
+    "resolve_shards",
+    "resume_plan",
+    "rggb_black_level",
+    "sample_rng",
+]
+
+STUDENT_INPUTS = ("packed", "mosaic")
+_RGB_MEMBERS = ("rgb.png", "rgb.jpg")
+_URL_PREFIXES = ("pipe:", "http://", "https://", "gs://", "s3://", "ais://")
+# Domain tags keep the three seed derivations apart even for equal numbers.
+_EPOCH_TAG, _SHUFFLE_TAG, _SAMPLE_TAG = 0x45504F43, 0x53485546, 0x53414D50
+
+
+class SmallSampleWarning(UserWarning):
+    """A sample smaller than the crop was zero-padded (black RAW and RGB) at the bottom/right."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Shard lists
+# ---------------------------------------------------------------------------------------------
+def _is_url(spec: str) -> bool:
+    return spec.startswith(_URL_PREFIXES) or ("://" in spec and not spec.startswith("file:"))
+
+
+def _expand_one(spec: str) -> list[str]:
+    import braceexpand
+
+    if _is_url(spec):
+        return list(braceexpand.braceexpand(spec))
+    if spec.startswith("file:"):
+        spec = spec.removeprefix("file://").removeprefix("file:")
+    if os.path.isdir(spec):
+        return sorted(glob.glob(os.path.join(spec, "*.tar")))
+    paths: list[str] = []
+    for item in braceexpand.braceexpand(spec):
+        if glob.has_magic(item):
+            paths.extend(sorted(glob.glob(item)))
+        elif os.path.isfile(item):
+            paths.append(item)
+        elif item != spec:
+            raise FileNotFoundError(f"{spec}: shard {item} does not exist")
+    return paths
+
+
+def resolve_shards(spec: str | Sequence[str]) -> list[str]:
+    """Shard paths or URLs for a folder (its ``*.tar``, sorted), glob, brace pattern, URL or list.
+
+    Brace patterns keep their order; a pattern naming a local file that does not exist raises
+    ``FileNotFoundError`` naming it. Nothing found raises ``FileNotFoundError("no shards found
+    at <spec>")``. URLs (``http://``, ``pipe:``, …) are brace-expanded and not checked.
+    """
+    specs = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
+    shards = [s for item in specs for s in _expand_one(os.fspath(item))]
+    if not shards:
+        raise FileNotFoundError(f"no shards found at {spec}")
+    return shards
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism: seeds, shard dealing, shuffle and resume
+# ---------------------------------------------------------------------------------------------
+def _key_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    """The generator of one sample's augmentation in one epoch: a function of its arguments only."""
+    return np.random.default_rng([_SAMPLE_TAG, seed, epoch, _key_hash(key)])
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([_EPOCH_TAG, seed, epoch]).permutation(n)
+
+
+def dealt_shards(
+    shards: Sequence[str], *, seed: int, slot: int, slots: int, repeat: bool
+) -> Iterator[tuple[int, str]]:
+    """(epoch, shard) pairs for one slot (``slot = rank + world_size · worker``).
+
+    ``repeat=True``: the endless sequence "permutation of epoch 0, permutation of epoch 1, …"
+    (each a function of ``(seed, epoch)``) is dealt round-robin over ``slots``; so in every epoch
+    each shard goes to exactly one slot, every slot gets shards even when there are fewer shards
+    than slots, and no slot runs dry. ``repeat=False``: one pass over ``shards`` in the given
+    order, dealt the same way (epoch 0).
+    """
+    if not 0 <= slot < slots:
+        raise ValueError(f"slot {slot} outside [0, {slots})")
+    n = len(shards)
+    if not repeat:
+        for i in range(slot, n, slots):
+            yield 0, shards[i]
+        return
+    i, epoch, order = slot, -1, np.arange(0)
+    while True:
+        if i // n != epoch:
+            epoch = i // n
+            order = _epoch_order(n, seed, epoch)
+        yield epoch, shards[order[i % n]]
+        i += slots
+
+
+def buffer_shuffle(items: Iterable[Any], size: int, rng: random.Random) -> Iterator[Any]:
+    """Shuffle a stream with a buffer of ``size`` items (``size=1``: the input order).
+
+    Once the buffer is full, each new item replaces a uniformly drawn buffered item, which is
+    emitted; at the end the rest is emitted in random order. The output order depends only on
+    ``rng`` and the number of items, never on their contents (what :func:`resume_plan` uses).
+    """
+    if size < 1:
+        raise ValueError(f"shuffle buffer size must be >= 1, got {size}")
+    buf: list[Any] = []
+    for item in items:
+        if len(buf) < size:
+            buf.append(item)
+            continue
+        i = rng.randrange(size)
+        out, buf[i] = buf[i], item
+        yield out
+    rng.shuffle(buf)
+    yield from buf
+
+
+def resume_plan(n_skip: int, size: int, rng: random.Random) -> tuple[int, frozenset[int]]:
+    """Which stream positions :func:`buffer_shuffle` has consumed after ``n_skip`` outputs.
+
+    Simulates the shuffle on positions 0, 1, 2, … of a stream at least ``n_skip + size`` long
+    (always true for the endless stream, and harmless otherwise: see ``docs/data.md``) and returns
+    ``(read, buffered)``: after ``n_skip`` outputs, positions ``< read`` were read and of those
+    only ``buffered`` are still waiting; every other position ``< read`` has been emitted, so a
+    resumed run never needs its bytes. ``rng`` must be in the state the real shuffle starts from.
+    """
+    if n_skip <= 0:
+        return 0, frozenset()
+    buf = list(range(size))
+    read = size
+    for _ in range(n_skip):
+        buf[rng.randrange(size)] = read
+        read += 1
+    return read, frozenset(buf)
+
+
+def _shuffle_rng(seed: int, slot: int, slots: int) -> random.Random:
+    state = np.random.SeedSequence([_SHUFFLE_TAG, seed, slot, slots]).generate_state(2)
+    return random.Random(int(state[0]) << 32 | int(state[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading tar shards
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Record:
+    """One undecoded sample: its stream position, epoch, shard, key and members.
+
+    ``members`` is ``None`` for a sample an earlier run already consumed: its bytes were never
+    read (the tar reader seeks past them in local shards).
+    """
+
+    position: int
+    epoch: int
+    shard: str
+    key: str
+    members: Mapping[str, bytes] | None
+
+
+def _split_name(name: str) -> tuple[str, str] | None:
+    """``dir/key.raw.npy`` → (``dir/key``, ``raw.npy``); webdataset's rule (first dot)."""
+    head, _, base = name.rpartition("/")
+    if "." not in base:
+        return None
+    stem, ext = base.split(".", 1)
+    return (f"{head}/{stem}" if head else stem), ext.lower()
+
+
+def _open_tar(shard: str) -> tarfile.TarFile:
+    if _is_url(shard):
+        from webdataset import gopen
+
+        return tarfile.open(fileobj=gopen.gopen(shard), mode="r|*")
+    path = shard.removeprefix("file://").removeprefix("file:")
+    return tarfile.open(path, mode="r:*")  # seekable: unread members are skipped by seeking
+
+
+def iter_records(shard: str, epoch: int, first_position: int, skip: Any = None) -> Iterator[Record]:
+    """Samples of one shard as :class:`Record` s numbered from ``first_position``.
+
+    ``skip(position) -> bool`` marks samples whose members must not be read. Members are grouped
+    by key (consecutive members sharing the part of the name before the first dot); tar entries
+    that are not regular files or have no extension are ignored. A shard without samples, a
+    repeated member or an unreadable tar raises :class:`~rawpairs.errors.CorruptInputError`.
+    """
+    position = first_position
+    key: str | None = None
+    members: dict[str, bytes] | None = None
+    try:
+        with _open_tar(shard) as tar:
+            for info in tar:
+                split = _split_name(info.name) if info.isreg() else None
+                if split is None or split[0].rpartition("/")[2].startswith("__"):
+                    continue
+                name_key, ext = split
+                if name_key != key:
+                    if key is not None:
+                        yield Record(position, epoch, shard, key, members)
+                        position += 1
+                    key = name_key
+                    members = None if skip is not None and skip(position) else {}
+                if members is None:
+                    continue
+                if ext in members:
+                    raise CorruptInputError(shard, f"sample {key!r} repeats member {ext!r}")
+                members[ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise CorruptInputError(shard, f"unreadable tar: {err}") from err
+    if key is None:
+        raise CorruptInputError(shard, "shard has no samples")
+    yield Record(position, epoch, shard, key, members)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pair:
+    """A decoded sample: uint16 H×W mosaic (counts), uint8 H×W×3 sRGB, camera, class (−1: none)."""
+
+    key: str
+    mosaic: np.ndarray
+    rgb: np.ndarray
+    camera: Camera
+    cls: int
+
+
+def decode_pair(members: Mapping[str, bytes], shard: str, key: str) -> Pair:
+    """Decode one sample's members (docs/schema.md); errors name the shard and the key.
+
+    ``raw.npy`` is read with ``np.load`` (exact uint16, no pickle), ``rgb.png`` / ``rgb.jpg`` with
+    ``cv2.imdecode`` (BGR → RGB), ``json`` with :meth:`Camera.from_dict`, ``cls`` as an ASCII
+    integer.
+    """
+
+    def fail(cause: str) -> CorruptInputError:
+        return CorruptInputError(shard, f"sample {key!r}: {cause}")
+
+    if "raw.npy" not in members:
+        raise fail(f"no raw.npy member (members: {sorted(members)})")
+    rgb_name = next((m for m in _RGB_MEMBERS if m in members), None)
+    if rgb_name is None:
+        raise fail(f"no rgb.png or rgb.jpg member (members: {sorted(members)})")
+    if "json" not in members:
+        raise fail(f"no json member (members: {sorted(members)})")
+    try:
+        mosaic = np.load(io.BytesIO(members["raw.npy"]), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise fail(f"raw.npy is not a readable .npy array ({err})") from err
+    if mosaic.dtype != np.uint16 or mosaic.ndim != 2:
+        raise fail(f"raw.npy must be a 2-D uint16 mosaic, got {mosaic.dtype} {mosaic.shape}")
+    bgr = cv2.imdecode(np.frombuffer(members[rgb_name], np.uint8), cv2.IMREAD_UNCHANGED)
+    if bgr is None:
+        raise fail(f"{rgb_name} cannot be decoded")
+    if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise fail(f"{rgb_name} must be 8-bit RGB, got {bgr.dtype} {bgr.shape}")
+    if bgr.shape[:2] != mosaic.shape:
+        raise fail(
+            f"shape mismatch: raw.npy is {mosaic.shape[0]}×{mosaic.shape[1]} but {rgb_name} is "
+            f"{bgr.shape[0]}×{bgr.shape[1]}"
+        )
+    try:
+        camera = Camera.from_dict(json.loads(members["json"])["camera"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise fail(f"json has no valid camera ({err})") from err
+    cls = -1
+    if "cls" in members:
+        try:
+            cls = int(members["cls"].decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError) as err:
+            raise fail(f"cls is not an ASCII integer: {members['cls'][:20]!r}") from err
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return Pair(key=key, mosaic=mosaic, rgb=rgb, camera=camera, cls=cls)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired augmentation and normalisation (pure numpy)
+# ---------------------------------------------------------------------------------------------
+def rggb_black_level(cfa: CFA | str, black_level: Sequence[float]) -> np.ndarray:
+    """Black levels (counts, float32 [4]) for the R, G(red row), G(blue row), B sites.
+
+    ``black_level`` is per position of ``cfa`` (row-major 2×2). Flips and crops keep each green
+    in the row of its red or blue neighbour, so this mapping holds for every re-phased crop.
+    """
+    cfa = CFA.parse(cfa)
+    bl = np.asarray(black_level, dtype=np.float32).reshape(2, 2)
+    ry, rx = cfa.red_position
+    by, bx = 1 - ry, 1 - rx
+    return np.array([bl[ry, rx], bl[ry, bx], bl[by, rx], bl[by, bx]], dtype=np.float32)
+
+
+def _origin(extent: int, phase: int, size: int, rng: np.random.Generator | None) -> int:
+    """Crop start on axis ``extent`` at parity ``phase``: random if ``rng``, else centred."""
+    slack = max(0, (extent - phase - size) // 2)
+    step = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+    return phase + 2 * step
+
+
+def paired_rggb_crop(
+    mosaic: np.ndarray,
+    rgb: np.ndarray,
+    cfa: CFA | str,
+    size: int,
+    *,
+    hflip: bool = False,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """An aligned RGGB crop of at most ``size``×``size`` from a mosaic and its RGB (views).
+
+    The sample is trimmed to even height and width (the last row/column goes; the phase is
+    kept), mirrored left-right if ``hflip`` (:func:`rawpairs.cfa.flip` gives the new pattern),
+    then cropped with its origin on a red site, so the crop is RGGB. The origin is random when
+    ``rng`` is given, else centred. A side shorter than ``size`` (after re-phasing) gives a shorter
+    crop of even length: the caller pads it. ``size`` must be even.
+    """
+    if size <= 0 or size % 2:
+        raise ValueError(f"crop size must be a positive even number, got {size}")
+    if mosaic.shape != rgb.shape[:2]:
+        raise ValueError(f"mosaic {mosaic.shape} and RGB {rgb.shape} are not aligned")
+    h, w = mosaic.shape[0] // 2 * 2, mosaic.shape[1] // 2 * 2
+    mosaic, rgb, cfa = mosaic[:h, :w], rgb[:h, :w], CFA.parse(cfa)
+    if hflip:
+        mosaic, cfa = cfa_ops.flip(mosaic, cfa, 1)
+        rgb = rgb[:, ::-1]
+    ry, rx = cfa.red_position
+    ch, cw = min(size, (h - ry) // 2 * 2), min(size, (w - rx) // 2 * 2)
+    if ch <= 0 or cw <= 0:
+        raise ValueError(f"a {mosaic.shape} mosaic holds no whole 2×2 RGGB block")
+    top, left = _origin(h, ry, ch, rng), _origin(w, rx, cw, rng)
+    out, phase = cfa_ops.crop(mosaic, cfa, top, left, ch, cw)
+    assert phase is CFA.RGGB
+    return out, rgb[top : top + ch, left : left + cw]
+
+
+def _pad(array: np.ndarray, height: int, width: int, axes: tuple[int, int]) -> np.ndarray:
+    """Zero-pad ``axes`` at the bottom/right to ``height``×``width`` (keeps the CFA phase)."""
+    pad = [(0, 0)] * array.ndim
+    pad[axes[0]] = (0, height - array.shape[axes[0]])
+    pad[axes[1]] = (0, width - array.shape[axes[1]])
+    return np.pad(array, pad)
+
+
+def make_example(
+    pair: Pair,
+    rng: np.random.Generator,
+    *,
+    crop: int,
+    teacher_size: int,
+    student_input: str = "packed",
+    augment: bool = True,
+    hflip: bool = True,
+    low_light: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """One example: ``raw`` float32 (4, crop/2, crop/2) or (1, crop, crop), ``rgb`` float32
+    (3, teacher_size, teacher_size) in [0, 1], ``cls`` and ``key``.
+
+    ``augment``: random crop origin and, with ``hflip``, a left-right flip with probability 1/2;
+    otherwise the centre crop, unflipped. ``low_light=(lo, hi)``: the RAW is darkened by a factor
+    drawn uniformly in that range, with the camera's shot/read noise
+    (:func:`rawpairs.noise.darken`); the RGB target is unchanged. All draws come from ``rng`` in a
+    fixed order (flip, crop, low light). A sample smaller than the crop is zero-padded at the
+    bottom/right in both RAW (after normalisation: black) and RGB, with a
+    :class:`SmallSampleWarning`; ``raw`` is not clipped.
+    """
+    if student_input not in STUDENT_INPUTS:
+        raise ValueError(f"student_input must be one of {STUDENT_INPUTS}, got {student_input!r}")
+    camera = pair.camera
+    flip = augment and hflip and bool(rng.random() < 0.5)
+    mosaic, rgb = paired_rggb_crop(
+        pair.mosaic, pair.rgb, camera.cfa, crop, hflip=flip, rng=rng if augment else None
+    )
+    black = rggb_black_level(camera.cfa, camera.black_level)[:, None, None]
+    planes = (cfa_ops.pack(mosaic).astype(np.float32) - black) / (
+        np.float32(camera.white_level) - black
+    )
+    if low_light is not None:
+        from rawpairs.noise import darken
+
+        factor = float(rng.uniform(low_light[0], low_light[1]))
+        planes = darken(planes, factor, camera.noise_shot, camera.noise_read, rng)
+    rgb_f = rgb.astype(np.float32) / np.float32(255)
+    if mosaic.shape != (crop, crop):
+        warnings.warn(
+            f"sample {pair.key!r} ({pair.mosaic.shape[0]}×{pair.mosaic.shape[1]}, "
+            f"{camera.cfa.value}) holds only a {mosaic.shape[0]}×{mosaic.shape[1]} RGGB window, "
+            f"less than the {crop}×{crop} crop: zero-padded at the bottom/right",
+            SmallSampleWarning,
+            stacklevel=2,
+        )
+        planes = _pad(planes, crop // 2, crop // 2, (1, 2))
+        rgb_f = _pad(rgb_f, crop, crop, (0, 1))
+    if teacher_size != crop:
+        rgb_f = cv2.resize(rgb_f, (teacher_size, teacher_size), interpolation=cv2.INTER_AREA)
+    raw = planes if student_input == "packed" else cfa_ops.unpack(planes)[None]
+    return {
+        "raw": np.ascontiguousarray(raw, dtype=np.float32),
+        "rgb": np.ascontiguousarray(rgb_f.transpose(2, 0, 1)),
+        "cls": pair.cls,
+        "key": pair.key,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The stream and its loader
+# ---------------------------------------------------------------------------------------------
+def _collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "raw": torch.from_numpy(np.stack([e["raw"] for e in examples])),
+        "rgb": torch.from_numpy(np.stack([e["rgb"] for e in examples])),
+        "cls": torch.tensor([e["cls"] for e in examples], dtype=torch.int64),
+        "key": [e["key"] for e in examples],
+    }
+
+
+class PairStream(IterableDataset):
+    """Batches of teacher–student examples for one rank; each DataLoader worker makes whole batches.
+
+    The DataLoader takes batches from its ``workers`` workers round-robin, so global batch ``b``
+    is batch ``b // workers`` of worker ``b % workers``. To resume at ``start_batch = k``, worker
+    ``i`` plays the role of worker ``(i + k) % workers`` of the fresh run and skips the batches
+    that worker had already made (see ``docs/data.md``). Use it through :func:`make_loader`.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[str],
+        *,
+        batch_size: int,
+        seed: int,
+        workers: int,
+        rank: int,
+        world_size: int,
+        start_batch: int,
+        crop: int,
+        teacher_size: int,
+        student_input: str,
+        hflip: bool,
+        low_light: tuple[float, float] | None,
+        shuffle_buffer: int,
+        repeat: bool,
+    ) -> None:
+        super().__init__()
+        self.shards = list(shards)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.workers = workers
+        self.rank = rank
+        self.world_size = world_size
+        self.start_batch = start_batch
+        self.crop = crop
+        self.teacher_size = teacher_size
+        self.student_input = student_input
+        self.hflip = hflip
+        self.low_light = low_light
+        self.shuffle_buffer = shuffle_buffer if repeat else 1
+        self.repeat = repeat
+
+    def _records(self, slot: int, slots: int, skip: Any) -> Iterator[Record]:
+        position = 0
+        for epoch, shard in dealt_shards(
+            self.shards, seed=self.seed, slot=slot, slots=slots, repeat=self.repeat
+        ):
+            for record in iter_records(shard, epoch, position, skip):
+                yield record
+            position = record.position + 1
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if workers != self.workers:
+            raise RuntimeError(f"PairStream built for {self.workers} workers runs on {workers}")
+        role = (worker + self.start_batch) % workers
+        n_skip = len(range(role, self.start_batch, workers)) * self.batch_size
+        slot, slots = self.rank + self.world_size * role, self.world_size * workers
+        read, buffered = resume_plan(
+            n_skip, self.shuffle_buffer, _shuffle_rng(self.seed, slot, slots)
+        )
+        records = buffer_shuffle(
+            self._records(slot, slots, lambda p: p < read and p not in buffered),
+            self.shuffle_buffer,
+            _shuffle_rng(self.seed, slot, slots),
+        )
+        batch: list[dict[str, Any]] = []
+        for index, record in enumerate(records):
+            if index < n_skip:
+                assert record.members is None, "resume plan and shuffle disagree"
+                continue
+            assert record.members is not None
+            pair = decode_pair(record.members, record.shard, record.key)
+            batch.append(
+                make_example(
+                    pair,
+                    sample_rng(self.seed, record.epoch, record.key),
+                    crop=self.crop,
+                    teacher_size=self.teacher_size,
+                    student_input=self.student_input,
+                    augment=self.repeat,
+                    hflip=self.hflip,
+                    low_light=self.low_light,
+                )
+            )
+            if len(batch) == self.batch_size:
+                yield _collate(batch)
+                batch = []
+        if batch:
+            yield _collate(batch)
+
+
+def make_loader(
+    shards: str | Sequence[str],
+    *,
+    batch_size: int,
+    seed: int = 0,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    start_batch: int = 0,
+    crop: int = 224,
+    teacher_size: int = 224,
+    student_input: str = "packed",
+    hflip: bool = True,
+    low_light: tuple[float, float] | None = None,
+    shuffle_buffer: int = 256,
+    repeat: bool = True,
+) -> DataLoader:
+    """Batches of aligned RAW (student) / RGB (teacher) examples from RAW–RGB pair shards.
+
+    Each batch: ``raw`` float32 [B, 4, crop/2, crop/2] (``"packed"``, RGGB planes) or
+    [B, 1, crop, crop] (``"mosaic"``, RGGB phase), black level removed per CFA position and divided
+    by ``white − black`` (not clipped); ``rgb`` float32 [B, 3, teacher_size, teacher_size], sRGB in
+    [0, 1]; ``cls`` int64 [B] (−1: no label); ``key`` list[str].
+
+    ``repeat=True``: an endless, shuffled, augmented stream (random crop, flips); the trainer stops
+    it after its number of steps. ``repeat=False``: one pass, in shard order, centre crops, no flip;
+    the last batch of each worker may be short. Deterministic for given (shards, seed, rank,
+    world_size, num_workers); the batches from ``start_batch`` on equal those of a run started at 0
+    from that batch on. Shards are split by rank, then by worker, without duplicates.
+    """
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("seed", seed, 0),
+        ("num_workers", num_workers, 0),
+        ("world_size", world_size, 1),
+        ("start_batch", start_batch, 0),
+        ("teacher_size", teacher_size, 1),
+        ("shuffle_buffer", shuffle_buffer, 1),
+    ):
+        if int(value) != value or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+    if crop <= 0 or crop % 2:
+        raise ValueError(f"crop must be a positive even number, got {crop}")
+    if student_input not in STUDENT_INPUTS:
+        raise ValueError(f"student_input must be one of {STUDENT_INPUTS}, got {student_input!r}")
+    if low_light is not None:
+        lo, hi = low_light
+        if not 1 <= lo <= hi:
+            raise ValueError(f"low_light factors must satisfy 1 <= min <= max, got {low_light}")
+    if start_batch and not repeat and num_workers > 1:
+        raise ValueError(
+            "start_batch needs repeat=True or num_workers <= 1: a single pass ends unevenly "
+            "across workers, so its batch numbers do not follow the round-robin order"
+        )
+    dataset = PairStream(
+        resolve_shards(shards),
+        batch_size=batch_size,
+        seed=seed,
+        workers=max(1, num_workers),
+        rank=rank,
+        world_size=world_size,
+        start_batch=start_batch,
+        crop=crop,
+        teacher_size=teacher_size,
+        student_input=student_input,
+        hflip=hflip,
+        low_light=None if low_light is None else (float(low_light[0]), float(low_light[1])),
+        shuffle_buffer=shuffle_buffer,
+        repeat=repeat,
+    )
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers)

@@ -1,0 +1,402 @@
+"""distill.data: shards, paired augmentation, normalisation, splitting, determinism, resume."""
+
+from __future__ import annotations
+
+import random
+from itertools import islice
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import encode_members, make_camera, pattern_sample, write_shard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import distill.data as data
+from rawpairs.cfa import CFA, channel_index_map, unpack
+from rawpairs.errors import CorruptInputError
+from rawpairs.tone import decode_gamma
+
+RGGB_CHANNELS = np.array([[0, 1], [1, 2]])
+
+
+def take(loader, n: int) -> list[dict]:
+    return list(islice(iter(loader), n))
+
+
+def assert_same_batches(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x["key"] == y["key"]
+        for name in ("raw", "rgb", "cls"):
+            assert torch.equal(x[name], y[name]), name
+
+
+def originals(folder: Path) -> dict[str, data.Pair]:
+    """Every sample of a folder's shards, decoded as stored: the oracle for the tests."""
+    return {
+        r.key: data.decode_pair(r.members, r.shard, r.key)
+        for shard in data.resolve_shards(str(folder))
+        for r in data.iter_records(shard, 0, 0)
+    }
+
+
+# --- shard lists ------------------------------------------------------------------------------
+def test_resolve_shards_folder_glob_brace_list(pair_shards: Path, tmp_path: Path) -> None:
+    names = [f"rawpairs-{i:06d}.tar" for i in range(3)]
+    expected = [str(pair_shards / n) for n in names]
+    (tmp_path / "index.json").write_text("{}")
+    assert data.resolve_shards(str(pair_shards)) == expected
+    assert data.resolve_shards(str(pair_shards / "rawpairs-*.tar")) == expected
+    assert data.resolve_shards(str(pair_shards / "rawpairs-{000002..000000}.tar")) == expected[::-1]
+    assert data.resolve_shards([expected[1], str(pair_shards / "*-000000.tar")]) == [
+        expected[1],
+        expected[0],
+    ]
+    assert data.resolve_shards("pipe:cat /d/s-{0..1}.tar") == [
+        "pipe:cat /d/s-0.tar",
+        "pipe:cat /d/s-1.tar",
+    ]
+    assert data.resolve_shards("https://host/s-{00..01}.tar") == [
+        "https://host/s-00.tar",
+        "https://host/s-01.tar",
+    ]
+
+
+def test_resolve_shards_errors(pair_shards: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=f"no shards found at {tmp_path}"):
+        data.resolve_shards(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"no shards found at .*nothing-"):
+        data.resolve_shards(str(tmp_path / "nothing-*.tar"))
+    with pytest.raises(FileNotFoundError, match=r"rawpairs-000003\.tar does not exist"):
+        data.resolve_shards(str(pair_shards / "rawpairs-{000000..000003}.tar"))
+
+
+# --- alignment, phase and normalisation -------------------------------------------------------
+def check_aligned(batch: dict, pairs: dict[str, data.Pair], student_input: str) -> list[bool]:
+    """Check every site of every example against the stored sample; return which were flipped."""
+    flipped = []
+    for i, key in enumerate(batch["key"]):
+        pair = pairs[key]
+        rgb = np.rint(batch["rgb"][i].numpy() * 255).astype(np.int64)
+        y, x, colour = rgb
+        raw = batch["raw"][i].numpy()
+        mosaic = unpack(raw) if student_input == "packed" else raw[0]
+        c = mosaic.shape[0]
+        # A contiguous window, mirrored or not: rows step by +1, columns by +1 or -1.
+        assert np.all(np.diff(y, axis=0) == 1) and np.all(np.diff(y, axis=1) == 0)
+        step = np.diff(x, axis=1)
+        assert (
+            np.all(step == step[0, 0]) and abs(step[0, 0]) == 1 and np.all(np.diff(x, axis=0) == 0)
+        )
+        flipped.append(bool(step[0, 0] == -1))
+        # Every site has the colour RGGB says, in the RAW (stored CFA) and in the RGB marker.
+        rggb = np.tile(RGGB_CHANNELS, (c // 2, c // 2))
+        site = channel_index_map(pair.camera.cfa, *pair.mosaic.shape)[y, x]
+        np.testing.assert_array_equal(site, rggb)
+        np.testing.assert_array_equal(colour, 100 * rggb)
+        # Exact normalisation with the black level of the stored position.
+        black = pair.camera.black_level_array[y % 2, x % 2]
+        counts = pair.mosaic[y, x].astype(np.float32)
+        expected = (counts - black) / (np.float32(pair.camera.white_level) - black)
+        np.testing.assert_allclose(mosaic, expected, rtol=1e-6, atol=0)
+    return flipped
+
+
+@pytest.mark.parametrize("student_input", ["packed", "mosaic"])
+def test_training_crops_are_aligned_rggb_and_exactly_normalised(
+    pattern_shards: Path, student_input: str
+) -> None:
+    pairs = originals(pattern_shards)
+    loader = data.make_loader(
+        str(pattern_shards), batch_size=4, crop=32, teacher_size=32, seed=3,
+        student_input=student_input, shuffle_buffer=4,
+    )  # fmt: skip
+    flips = []
+    for batch in take(loader, 8):
+        shape = (4, 16, 16) if student_input == "packed" else (1, 32, 32)
+        assert batch["raw"].shape == (4, *shape) and batch["raw"].dtype == torch.float32
+        assert batch["rgb"].shape == (4, 3, 32, 32) and batch["cls"].tolist() == [-1] * 4
+        flips += check_aligned(batch, pairs, student_input)
+    assert 0 < sum(flips) < len(flips)  # both branches were checked
+
+
+def test_evaluation_is_centre_crop_without_flip(pattern_shards: Path) -> None:
+    pairs = originals(pattern_shards)
+    loader = data.make_loader(
+        str(pattern_shards), batch_size=3, crop=32, teacher_size=32, repeat=False
+    )
+    batches = list(loader)
+    assert [len(b["key"]) for b in batches] == [3, 1]
+    for batch in batches:
+        assert not any(check_aligned(batch, pairs, "packed"))
+        for i, key in enumerate(batch["key"]):
+            h, w = pairs[key].mosaic.shape
+            y0, x0 = np.rint(batch["rgb"][i, :2, 0, 0].numpy() * 255)
+            cfa = pairs[key].camera.cfa
+            # Centred within one 2×2 block, on the red site.
+            assert abs(y0 + 16 - h / 2) <= 2 and abs(x0 + 16 - w / 2) <= 2
+            assert (y0 % 2, x0 % 2) == cfa.red_position
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cfa=st.sampled_from(list(CFA)),
+    h=st.integers(4, 40),
+    w=st.integers(4, 40),
+    size=st.sampled_from([2, 4, 8, 16]),
+    hflip=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_paired_rggb_crop_phase_property(
+    cfa: CFA, h: int, w: int, size: int, hflip: bool, seed: int
+) -> None:
+    y, x = np.mgrid[:h, :w]
+    site = channel_index_map(cfa, h, w).astype(np.int64)
+    mosaic = (site * 10000 + y * 100 + x).astype(np.uint16)
+    rgb = np.stack([y, x, site], -1).astype(np.uint8)
+    out, out_rgb = data.paired_rggb_crop(
+        mosaic, rgb, cfa, size, hflip=hflip, rng=np.random.default_rng(seed)
+    )
+    ch, cw = out.shape
+    assert ch % 2 == 0 and cw % 2 == 0 and 0 < ch <= size and 0 < cw <= size
+    assert ch == size or ch >= h - 3  # shorter only when the sample is
+    np.testing.assert_array_equal(out // 10000, np.tile(RGGB_CHANNELS, (ch // 2, cw // 2)))
+    np.testing.assert_array_equal(out % 10000, out_rgb[..., 0].astype(int) * 100 + out_rgb[..., 1])
+    assert np.all(np.diff(out_rgb[..., 1].astype(int), axis=1) == (-1 if hflip else 1))
+
+
+def test_small_samples_are_padded_and_stay_aligned(tmp_path: Path) -> None:
+    write_shard(
+        tmp_path / "s.tar", [pattern_sample("tiny", CFA.GBRG, 21, 30, (8.0, 9.0, 10.0, 11.0))]
+    )
+    pairs = originals(tmp_path)
+    loader = data.make_loader(str(tmp_path), batch_size=1, crop=24, teacher_size=24, repeat=False)
+    with pytest.warns(
+        data.SmallSampleWarning,
+        match=r"'tiny' \(21×30, GBRG\) holds only a 18×24 RGGB window, less than the 24×24",
+    ):
+        (batch,) = list(loader)
+    mosaic = unpack(batch["raw"][0].numpy())
+    # Trimmed to 20×30; GBRG has red at (1, 0), so 18 whole RGGB rows from row 1 and a centred
+    # 24-column window: rows 18–23 are padding, black in both RAW and RGB.
+    assert np.all(mosaic[18:] == 0) and np.all(batch["rgb"][0, :, 18:].numpy() == 0)
+    assert np.all(mosaic[:18] > 0)
+    check_aligned(top_left(batch, 18), pairs, "packed")
+
+
+def top_left(batch: dict, size: int) -> dict:
+    """The top-left ``size``×``size`` window of a batch (``size`` even)."""
+    return {
+        "raw": batch["raw"][..., : size // 2, : size // 2],
+        "rgb": batch["rgb"][..., :size, :size],
+        "key": batch["key"],
+    }
+
+
+def test_photo_pairs_stay_aligned(pair_shards: Path) -> None:
+    """On real photos, every RAW site equals the linearised RGB of its colour (± quantisation)."""
+    loader = data.make_loader(str(pair_shards), batch_size=8, crop=64, teacher_size=64, seed=5)
+    for batch in take(loader, 4):
+        linear = decode_gamma(batch["rgb"].numpy().transpose(0, 2, 3, 1), "srgb")
+        rggb = np.tile(RGGB_CHANNELS, (32, 32))
+        expected = np.take_along_axis(linear, rggb[None, ..., None], axis=3)[..., 0]
+        raw = np.stack([unpack(r) for r in batch["raw"].numpy()])
+        np.testing.assert_allclose(raw, expected, atol=1e-3)
+
+
+def test_teacher_resize_and_student_modes_agree(pair_shards: Path) -> None:
+    common = dict(batch_size=4, crop=64, seed=9, repeat=False)
+    (packed,) = take(data.make_loader(str(pair_shards), teacher_size=64, **common), 1)
+    (mosaic,) = take(
+        data.make_loader(str(pair_shards), teacher_size=40, student_input="mosaic", **common), 1
+    )
+    assert mosaic["key"] == packed["key"]
+    np.testing.assert_array_equal(
+        mosaic["raw"][:, 0].numpy(), [unpack(r) for r in packed["raw"].numpy()]
+    )
+    for big, small in zip(packed["rgb"].numpy(), mosaic["rgb"].numpy(), strict=True):
+        resized = cv2.resize(big.transpose(1, 2, 0), (40, 40), interpolation=cv2.INTER_AREA)
+        np.testing.assert_allclose(small, resized.transpose(2, 0, 1), atol=1e-6)
+
+
+# --- splitting, determinism and resume -------------------------------------------------------
+def test_evaluation_split_by_rank_and_worker_is_disjoint_and_covering(pair_shards: Path) -> None:
+    keys = []
+    for rank in range(2):
+        loader = data.make_loader(
+            str(pair_shards), batch_size=3, crop=32, teacher_size=32, repeat=False,
+            rank=rank, world_size=2, num_workers=2,
+        )  # fmt: skip
+        keys += [k for batch in loader for k in batch["key"]]
+    assert len(keys) == 24 and set(keys) == set(originals(pair_shards))
+
+
+def test_dealing_gives_each_shard_once_per_epoch_to_one_slot() -> None:
+    shards = [f"s{i}" for i in range(3)]
+    slots = 4
+    dealt = {
+        s: list(islice(data.dealt_shards(shards, seed=7, slot=s, slots=slots, repeat=True), 6))
+        for s in range(slots)
+    }
+    per_epoch: dict[int, list[str]] = {}
+    for items in dealt.values():
+        for epoch, shard in items:
+            per_epoch.setdefault(epoch, []).append(shard)
+    for epoch in range(7):  # 24 deals cover epochs 0–7 completely
+        assert sorted(per_epoch[epoch]) == shards
+    orders = {
+        tuple(sorted(range(3), key=lambda i: per_epoch[e].index(shards[i]))) for e in range(7)
+    }
+    assert len(orders) > 1  # the order changes between epochs
+
+
+def test_every_rank_streams_endlessly_with_uneven_shards(pair_shards: Path) -> None:
+    """3 shards on 2 ranks: both ranks keep yielding (no DDP hang), more than an epoch each."""
+    for rank in range(2):
+        loader = data.make_loader(
+            str(pair_shards), batch_size=4, crop=32, teacher_size=32, rank=rank, world_size=2,
+            shuffle_buffer=8,
+        )  # fmt: skip
+        assert len(take(loader, 10)) == 10  # 40 samples > 24 in the dataset
+
+
+def test_deterministic_under_seed(pair_shards: Path) -> None:
+    def run(seed: int) -> list[dict]:
+        return take(
+            data.make_loader(str(pair_shards), batch_size=4, crop=48, teacher_size=32, seed=seed,
+                             shuffle_buffer=8, low_light=(2.0, 8.0)),
+            5,
+        )  # fmt: skip
+
+    first = run(11)
+    assert_same_batches(first, run(11))
+    other = run(12)
+    assert [b["key"] for b in other] != [b["key"] for b in first]
+
+
+@settings(max_examples=30, deadline=None)
+@given(n_skip=st.integers(0, 60), size=st.integers(1, 9), seed=st.integers(0, 1000))
+def test_resume_plan_matches_the_shuffle(n_skip: int, size: int, seed: int) -> None:
+    out = list(islice(data.buffer_shuffle(iter(range(10**6)), size, random.Random(seed)), n_skip))
+    read, buffered = data.resume_plan(n_skip, size, random.Random(seed))
+    if n_skip:
+        assert set(out) == set(range(read)) - buffered and len(buffered) == size
+
+
+def test_resume_is_exact_and_skips_without_decoding(
+    pair_shards: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kwargs = dict(batch_size=3, crop=32, teacher_size=32, seed=4, shuffle_buffer=10)
+    fresh = take(data.make_loader(str(pair_shards), **kwargs), 20)  # 60 samples: 2.5 epochs
+    decoded = []
+    decode = data.decode_pair
+    monkeypatch.setattr(data, "decode_pair", lambda m, s, k: decoded.append(k) or decode(m, s, k))
+    for k in (1, 9, 17):
+        decoded.clear()
+        resumed = take(data.make_loader(str(pair_shards), start_batch=k, **kwargs), 20 - k)
+        assert_same_batches(resumed, fresh[k:])
+        assert len(decoded) == 3 * (20 - k)
+
+
+def test_resume_with_two_workers(pair_shards: Path) -> None:
+    kwargs = dict(batch_size=2, crop=32, teacher_size=32, seed=8, shuffle_buffer=6, num_workers=2)
+    fresh = take(data.make_loader(str(pair_shards), **kwargs), 9)
+    assert_same_batches(
+        take(data.make_loader(str(pair_shards), start_batch=5, **kwargs), 4), fresh[5:]
+    )
+
+
+def test_evaluation_resume(pair_shards: Path) -> None:
+    kwargs = dict(batch_size=5, crop=32, teacher_size=32, repeat=False)
+    fresh = list(data.make_loader(str(pair_shards), **kwargs))
+    assert_same_batches(
+        list(data.make_loader(str(pair_shards), start_batch=2, **kwargs)), fresh[2:]
+    )
+    assert list(data.make_loader(str(pair_shards), start_batch=9, **kwargs)) == []
+
+
+# --- errors ------------------------------------------------------------------------------------
+def one_sample(key: str = "k0", **changes: object) -> dict[str, bytes]:
+    camera = make_camera(CFA.RGGB, (0.0,) * 4, 1023.0, 10)
+    mosaic = changes.pop("mosaic", np.zeros((8, 8), np.uint16))
+    rgb = changes.pop("rgb", np.zeros((8, 8, 3), np.uint8))
+    return encode_members(key, mosaic, rgb, camera)
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({k: v for k, v in one_sample().items() if k != "raw.npy"}, "'k0': no raw.npy member"),
+        ({k: v for k, v in one_sample().items() if k != "json"}, "'k0': no json member"),
+        (
+            one_sample(rgb=np.zeros((8, 10, 3), np.uint8)),
+            "shape mismatch: raw.npy is 8×8 but rgb.png is 8×10",
+        ),
+        (one_sample(mosaic=np.zeros((8, 8), np.uint8)), "must be a 2-D uint16 mosaic"),
+        ({**one_sample(), "rgb.png": b"not a png"}, "rgb.png cannot be decoded"),
+        ({**one_sample(), "cls": b"cat"}, "cls is not an ASCII integer"),
+        ({**one_sample(), "json": b'{"camera": {"cfa": "RGGB"}}'}, "json has no valid camera"),
+    ],
+)
+def test_bad_samples_name_shard_and_key(tmp_path: Path, members: dict, message: str) -> None:
+    shard = write_shard(tmp_path / "bad.tar", [("k0", members)])
+    loader = data.make_loader(str(shard), batch_size=1, crop=8, teacher_size=8, repeat=False)
+    with pytest.raises(CorruptInputError, match=f"^{shard}: sample .*{message}"):
+        list(loader)
+
+
+def test_empty_and_broken_shards(tmp_path: Path) -> None:
+    empty = write_shard(tmp_path / "empty.tar", [])
+    with pytest.raises(CorruptInputError, match=f"^{empty}: shard has no samples"):
+        list(data.make_loader(str(empty), batch_size=1, crop=8, teacher_size=8, repeat=False))
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(CorruptInputError, match=f"^{broken}: unreadable tar"):
+        list(data.make_loader(str(broken), batch_size=1, crop=8, teacher_size=8, repeat=False))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"crop": 33}, "crop must be a positive even number"),
+        ({"rank": 2, "world_size": 2}, r"rank must lie in \[0, world_size=2\)"),
+        ({"student_input": "rgb"}, "student_input must be one of"),
+        ({"low_light": (0.5, 2.0)}, "low_light factors must satisfy 1 <= min <= max"),
+        ({"shuffle_buffer": 0}, "shuffle_buffer must be an integer >= 1"),
+        ({"start_batch": 2, "repeat": False, "num_workers": 2}, "start_batch needs repeat=True"),
+    ],
+)
+def test_bad_arguments(pair_shards: Path, changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        data.make_loader(str(pair_shards), **{"batch_size": 2, **changes})
+
+
+# --- low light ----------------------------------------------------------------------------------
+def test_low_light_noise_statistics() -> None:
+    value, black, white = 3000, 200.0, 4095.0
+    camera = make_camera(CFA.GRBG, (black,) * 4, white, 12).replace(
+        noise_shot=2e-3, noise_read=4e-5
+    )
+    # GRBG is re-phased by dropping a column: 258 columns give a full 256×256 RGGB crop.
+    pair = data.Pair(
+        "flat", np.full((256, 258), value, np.uint16), np.zeros((256, 258, 3), np.uint8), camera, -1
+    )
+    x = (value - black) / (white - black)
+    example = data.make_example(
+        pair, np.random.default_rng(0), crop=256, teacher_size=256, low_light=(4.0, 4.0)
+    )
+    raw = example["raw"]
+    assert raw.dtype == np.float32 and np.all(example["rgb"] == 0)
+    expected_var = 2e-3 * x / 4 + 4e-5
+    assert abs(raw.mean() - x / 4) < 4 * np.sqrt(expected_var / raw.size)
+    assert raw.var() == pytest.approx(expected_var, rel=0.03)
+    factors = [
+        x / data.make_example(pair, np.random.default_rng(s), crop=8, teacher_size=8,
+                              low_light=(2.0, 6.0))["raw"].mean()
+        for s in range(200)
+    ]  # fmt: skip
+    assert min(factors) > 1.9 and max(factors) < 6.3 and np.std(factors) > 0.8
