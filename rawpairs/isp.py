@@ -14,9 +14,9 @@ stage              array                      dtype     values
 =================  =========================  ========  =======================================
 
 Each stage is one small pure function; :func:`process` composes them from any ``start`` to any
-later ``stop``. Two runs of stages are fused into single passes when :func:`process` crosses them
-(the results are the same as the stage-by-stage path, see :func:`process`): ``raw`` →
-``white_balanced`` and ``camera_rgb``/``linear_srgb`` → ``srgb8``.
+later ``stop``. Two runs of stages are fused into single passes when :func:`process` crosses them:
+``raw`` → ``white_balanced`` (bit-identical to the stage functions) and ``camera_rgb`` /
+``linear_srgb`` → ``srgb8`` (exact to the formulas; see :func:`process`).
 
 References:
     T. Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019 (the stage
@@ -144,6 +144,8 @@ def _encoder_tables(tone: str, gamma: str) -> tuple[np.ndarray, np.ndarray]:
     thresholds = np.concatenate([[-np.inf], inner, [np.inf]])
     grid = np.arange((1 << _LUT_BITS) + 1, dtype=np.float64) / (1 << _LUT_BITS)
     lut = np.searchsorted(inner, grid, side="right").astype(np.int32)
+    lut.setflags(write=False)
+    thresholds.setflags(write=False)
     return lut, thresholds
 
 
@@ -197,7 +199,7 @@ def _check_stage_input(image: np.ndarray, stage: str, camera: Camera) -> np.ndar
     """Validate ``image`` as the array of ``stage``; returns it contiguous, floats as float32."""
     if not isinstance(image, np.ndarray):
         raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
-    if stage in ("raw", "linear", "white_balanced"):
+    if stage in _MOSAIC_STAGES:
         check_mosaic_shape(image, f"stage {stage!r} mosaic")
     else:
         _check_rgb_shape(image, stage)
