@@ -274,3 +274,18 @@ def test_interrupt_leaves_no_partial_shard(tmp_path, good_src):
     assert not list((tmp_path / "out").glob("*.partial"))
     assert not list((tmp_path / "out").glob("rawpairs-*.tar"))
     assert (tmp_path / "out" / "build.json").exists()
+
+
+def test_cli_camera_json_fixes_priors(good_src, tmp_path):
+    camera = tmp_path / "camera.json"
+    camera.write_text(json.dumps({"cfa": "BGGR", "bit_depth": 14, "shot_noise": [0, 0]}))
+    runner = CliRunner()
+    args = ["build", "--src", str(good_src), "--out", str(tmp_path / "o"), "--workers", "1"]
+    result = runner.invoke(cli, [*args, "--camera", str(camera), "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = [r for r in _manifest(tmp_path / "o") if r["kind"] == "rgb"]
+    assert rows and all(r["cfa"] == "BGGR" and r["bit_depth"] == 14 for r in rows)
+    assert all(r["noise_shot"] == 0 for r in rows)
+    camera.write_text(json.dumps({"cfa": "XYZW"}))
+    bad = runner.invoke(cli, [*args, "--camera", str(camera), "--overwrite"])
+    assert bad.exit_code == 2 and "camera.json" in bad.output and "XYZW" in bad.output
