@@ -13,7 +13,7 @@ DNGVersion                 1.4.0.0 (DNGBackwardVersion 1.1.0.0)
 BlackLevelRepeatDim        2, 2
 BlackLevel                 ``camera.black_level``, one per CFA position (LONG)
 WhiteLevel                 ``camera.white_level`` (LONG)
-ColorMatrix1               ``camera.xyz_to_cam`` (SRATIONAL, 3×3 row-major)
+ColorMatrix1               ``camera.xyz_to_cam`` (SRATIONAL, 3×3 row-major, error < 1e-9)
 CalibrationIlluminant1     21 (D65)
 AsShotNeutral              ``1 / camera.wb_gains`` (RATIONAL)
 Make, Model                the ``make`` and ``model`` arguments
@@ -29,6 +29,7 @@ from WhiteLevel).
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from collections.abc import Iterable
@@ -49,10 +50,9 @@ MIN_SIDE = 22
 _D65 = 21
 _DNG_VERSION = (1, 4, 0, 0)
 _DNG_BACKWARD_VERSION = (1, 1, 0, 0)
-# Rationals are the best approximation with a denominator up to 2**20: error below 1e-12 for
-# typical matrix entries, and numerators stay inside 32 bits for magnitudes below 2048.
-_MAX_DENOMINATOR = 2**20
-_MAX_RATIONAL_MAGNITUDE = 2048.0
+# Rationals are the best approximation whose numerator and denominator fit a signed 32-bit
+# integer: the error is at most (floor(|v|) + 1) / (2**31 - 1), under 1e-9 for |v| < 2.
+_INT32_MAX = 2**31 - 1
 
 # TIFF / DNG tag codes.
 _CFA_REPEAT_PATTERN_DIM = 33421
@@ -76,9 +76,9 @@ def _rationals(values: Iterable[float], name: str) -> tuple[int, ...]:
     """Flat (numerator, denominator, …) pairs for a TIFF (S)RATIONAL tag."""
     out: list[int] = []
     for v in values:
-        if not abs(v) < _MAX_RATIONAL_MAGNITUDE:
+        if not abs(v) < _INT32_MAX:
             raise ValueError(f"{name} value {v} does not fit a 32-bit DNG rational")
-        f = Fraction(v).limit_denominator(_MAX_DENOMINATOR)
+        f = Fraction(v).limit_denominator(_INT32_MAX // (math.floor(abs(v)) + 1))
         out += [f.numerator, f.denominator]
     return tuple(out)
 

@@ -17,6 +17,7 @@ deadlock in a ``fork``ed child.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,10 +130,11 @@ class RawCapture:
 def _require_kind(path: Path, kind: Literal["raw", "rgb"]) -> None:
     if source_kind(path) != kind:
         allowed = RAW_EXTENSIONS if kind == "raw" else RGB_EXTENSIONS
-        what = "a RAW file" if kind == "raw" else "a photo"
+        what = "RAW" if kind == "raw" else "photo"
         raise UnsupportedInputError(
             path,
-            f"extension {path.suffix!r} is not one of {what} ({' '.join(sorted(allowed))})",
+            f"extension {path.suffix!r} is not a known {what} extension "
+            f"({' '.join(sorted(allowed))})",
         )
 
 
@@ -191,9 +193,9 @@ def _open_raw(path: Path) -> Iterator[rawpy.RawPy]:
 
 def bit_depth_for(white_level: float) -> int:
     """Smallest ``b`` with ``2**b − 1 >= white_level`` (e.g. 1023 → 10, 15000 → 14)."""
-    if not white_level > 0:
-        raise ValueError(f"white level must be positive, got {white_level}")
-    return max(1, int(np.ceil(np.log2(float(white_level) + 1.0))))
+    if not 0 < white_level < float("inf"):
+        raise ValueError(f"white level must be positive and finite, got {white_level}")
+    return math.ceil(white_level).bit_length()
 
 
 def _usable_gains(values: list[float], desc: str) -> tuple[float, float, float] | None:
@@ -321,13 +323,16 @@ def read_raw(path: str | Path) -> RawCapture:
       ``color_matrix`` (``file:color_matrix``), else camera RGB taken as linear sRGB
       (``fallback:srgb``); the first one that gives an invertible camera is used.
 
-    Non-Bayer sensors and images with fewer than 2 rows or columns raise
-    :class:`UnsupportedInputError`; unreadable files raise :class:`CorruptInputError`.
+    Non-Bayer sensors (X-Trans, Foveon, linear or 4-colour files), extensions outside
+    :data:`RAW_EXTENSIONS` and metadata a :class:`Camera` rejects raise
+    :class:`UnsupportedInputError`; empty, truncated or non-RAW contents raise
+    :class:`CorruptInputError`. Non-square pixels (``sizes.pixel_aspect`` ≠ 1) are not resampled:
+    the mosaic is the sensor grid as stored.
     """
     path = Path(path)
     _require_kind(path, "raw")
     with _open_raw(path) as raw:
-        if raw.raw_type != rawpy.RawType.Flat or raw.raw_pattern is None:
+        if raw.raw_type != rawpy.RawType.Flat:
             raise UnsupportedInputError(
                 path, "not a mosaic: LibRaw decodes it to a multi-channel (linear) image"
             )
@@ -350,9 +355,7 @@ def read_raw(path: str | Path) -> RawCapture:
             cfa = cfa_from_rawpy(visible, desc)
         except ValueError as e:
             raise UnsupportedInputError(path, str(e)) from None
-        h, w = raw.raw_image_visible.shape
-        if h < 2 or w < 2:
-            raise UnsupportedInputError(path, f"visible area is only {h}×{w} pixels")
+        h, w = raw.raw_image_visible.shape  # LibRaw opens nothing under 22 pixels a side
         mosaic = np.array(raw.raw_image_visible[: h - h % 2, : w - w % 2], dtype=np.uint16)
         per_colour = list(raw.black_level_per_channel)
         black = tuple(float(per_colour[i]) for i in visible.ravel())
@@ -392,9 +395,9 @@ def read_raw(path: str | Path) -> RawCapture:
             camera = camera.replace(
                 xyz_to_cam=xyz_to_cam, provenance={**camera.provenance, "xyz_to_cam": source}
             )
-            break
         except ValueError:  # singular or white-to-zero matrix: try the next source
             continue
+        break
     return RawCapture(mosaic=mosaic, camera=camera, make=make, model=model)
 
 
@@ -456,7 +459,8 @@ def read_rgb(path: str | Path) -> np.ndarray:
     channel is dropped (not composited), and 16-bit images are rounded to 8 bits
     (``round(v / 257)``, exact for values that came from 8 bits). PNG chunk CRCs and a JPEG's
     end-of-image marker are checked (:class:`CorruptInputError`), so a damaged file never decodes
-    to partly invented pixels; float images raise :class:`UnsupportedInputError`.
+    to partly invented pixels. Float images and extensions outside :data:`RGB_EXTENSIONS` raise
+    :class:`UnsupportedInputError`.
     """
     path = Path(path)
     _require_kind(path, "rgb")

@@ -48,6 +48,7 @@ def assert_round_trip(path: Path, mosaic: np.ndarray, camera: Camera) -> None:
     assert got.bit_depth == int(np.ceil(np.log2(camera.white_level + 1)))
     np.testing.assert_allclose(got.wb_gains, camera.wb_gains, rtol=1e-6)
     np.testing.assert_allclose(got.xyz_to_cam, camera.xyz_to_cam, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got.cam_to_srgb, camera.cam_to_srgb, rtol=0, atol=1e-8)
     assert got.provenance["xyz_to_cam"] == "file:ColorMatrix1"
     assert got.provenance["wb_gains"] == "file:camera_whitebalance"
 
@@ -98,6 +99,16 @@ def test_round_trip_random_cameras(cfa, bit_depth, black, gains, perturb, seed):
         path = Path(tmp) / "x.dng"
         write_dng(path, mosaic, camera)
         assert_round_trip(path, mosaic, camera)
+
+
+def test_matrix_entries_near_simple_fractions_keep_full_precision(tmp_path):
+    # 0.5 + 1e-8 is closest to 1/2 among fractions with small denominators: storing it needs
+    # denominators near 2**31.
+    xyz_to_cam = np.array(G2_XYZ_TO_CAM) + np.array([[0.5 + 1e-8 - 0.9194, 0, 0], [0] * 3, [0] * 3])
+    camera = make_camera(xyz_to_cam=xyz_to_cam)
+    mosaic = random_mosaic(np.random.default_rng(0), camera)
+    write_dng(tmp_path / "x.dng", mosaic, camera)
+    assert_round_trip(tmp_path / "x.dng", mosaic, camera)
 
 
 def test_tags_follow_the_dng_specification(tmp_path):
@@ -163,7 +174,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
         (np.full((48, 64), 4096, np.uint16), make_camera(), "12-bit maximum 4095"),
         (np.zeros((48, 64), np.uint16), make_camera(black=(64.5, 64, 64, 64)), "whole sensor"),
         (np.zeros((48, 64), np.uint16), make_camera(white=4000.5), "whole sensor"),
-        (np.zeros((48, 64), np.uint16), make_camera(xyz_to_cam=np.eye(3) * 5000), "32-bit"),
+        (np.zeros((48, 64), np.uint16), make_camera(xyz_to_cam=np.eye(3) * 3e9), "32-bit"),
     ],
 )
 def test_bad_arguments_raise_value_error(tmp_path, mosaic, camera, match):

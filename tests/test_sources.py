@@ -125,8 +125,9 @@ def test_bit_depth_for(white, bits):
 
 
 def test_bit_depth_for_rejects_non_positive():
-    with pytest.raises(ValueError, match="positive"):
-        bit_depth_for(0)
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="positive and finite"):
+            bit_depth_for(bad)
 
 
 @pytest.mark.parametrize("cfa", list(CFA))
@@ -368,7 +369,7 @@ def test_truncated_real_raw(tmp_path, name, cls, match):
         ("notes.dng", b"just some text, not a raw file\n" * 10, CorruptInputError, "not a RAW"),
         ("zeros.nef", bytes(4096), CorruptInputError, "not a RAW"),
         ("tiff.dng", b"II*\x00" + bytes(4092), UnsupportedInputError, "LibRaw cannot decode"),
-        ("photo.jpg", b"\xff\xd8", UnsupportedInputError, "not one of a RAW file"),
+        ("photo.jpg", b"\xff\xd8", UnsupportedInputError, "not a known RAW extension"),
         ("notes.txt", b"text", UnsupportedInputError, "extension '.txt'"),
     ],
 )
@@ -531,7 +532,7 @@ def test_damaged_png_is_corrupt(tmp_path, photo, case):
         ("empty.png", b"", CorruptInputError, "empty file"),
         ("notes.jpg", b"just text\n" * 20, CorruptInputError, "cannot decode"),
         ("x.gif", b"GIF89a", UnsupportedInputError, "extension '.gif'"),
-        ("x.dng", b"II*\x00", UnsupportedInputError, "not one of a photo"),
+        ("x.dng", b"II*\x00", UnsupportedInputError, "not a known photo extension"),
     ],
 )
 def test_bad_photo_files(tmp_path, name, content, cls, match):
