@@ -87,7 +87,9 @@ def inverse_tone(y: np.ndarray, curve: str = "smoothstep") -> np.ndarray:
     """Inverse of :func:`tone`: ``0.5 − sin(asin(1 − 2y) / 3)`` for smoothstep (Brooks 2019)."""
     y = np.clip(_check(y, "inverse_tone"), 0.0, 1.0)
     if curve == "smoothstep":
-        return (0.5 - np.sin(np.arcsin(1.0 - 2.0 * y) / 3.0)).astype(y.dtype, copy=False)
+        # float64 inside: in float32, 1 − 2y rounds to ±1 near the ends (errors up to 9e-5).
+        y64 = y.astype(np.float64, copy=False)
+        return (0.5 - np.sin(np.arcsin(1.0 - 2.0 * y64) / 3.0)).astype(y.dtype, copy=False)
     if curve == "none":
         return y
     raise ValueError(f"unknown tone curve {curve!r}: expected one of {TONES}")
@@ -96,7 +98,8 @@ def inverse_tone(y: np.ndarray, curve: str = "smoothstep") -> np.ndarray:
 @lru_cache(maxsize=16)
 def _linear_lut(gamma: str, curve: str) -> np.ndarray:
     codes = np.arange(256, dtype=np.float64) / 255.0
-    lut = inverse_tone(decode_gamma(codes, gamma), curve).astype(np.float32)
+    lut = np.clip(inverse_tone(decode_gamma(codes, gamma), curve), 0.0, 1.0).astype(np.float32)
+    lut[0] = 0.0  # exactly black (float64 gives 5.6e-17)
     lut.setflags(write=False)
     return lut
 
