@@ -289,3 +289,35 @@ def test_cli_camera_json_fixes_priors(good_src, tmp_path):
     camera.write_text(json.dumps({"cfa": "XYZW"}))
     bad = runner.invoke(cli, [*args, "--camera", str(camera), "--overwrite"])
     assert bad.exit_code == 2 and "camera.json" in bad.output and "XYZW" in bad.output
+
+
+SHARED_RAW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
+needs_shared = pytest.mark.skipif(
+    not SHARED_RAW.is_dir(), reason=f"real camera files not present at {SHARED_RAW}"
+)
+
+
+@needs_shared
+@pytest.mark.parametrize("render", ["rawpairs", "libraw"])
+def test_real_camera_files(tmp_path, render):
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["Kodak-DC50-DC50IMG-DC0008L.KDC", "Canon-PowerShot_G2-CRW_0304.CRW"]
+    for name in names:
+        (src / name).symlink_to(SHARED_RAW / name)
+    config = BuildConfig(crop=128, crops=2, render=render, seed=5)
+    result = build(src, tmp_path / "out", config, workers=1)
+    assert result.samples == 4 and result.errors == 0
+    for shard in sorted((tmp_path / "out").glob("rawpairs-*.tar")):
+        for _key, members in read_shard(shard):
+            meta = json.loads(members["json"])
+            capture = read_raw(src / meta["source"]["path"])
+            top, left, h, w = meta["crop"]
+            raw = decode_raw(members["raw.npy"])
+            np.testing.assert_array_equal(raw, capture.mosaic[top : top + h, left : left + w])
+            assert decode_rgb(members["rgb.png"]).shape == (128, 128, 3)
+            assert meta["camera"] == capture.camera.to_dict()
+            assert meta["render"]["method"] == render
+            if meta["source"]["path"].endswith(".KDC"):
+                assert meta["camera"]["provenance"]["xyz_to_cam"] == "fallback:srgb"
+                assert meta["camera"]["cfa"] == "GRBG"
