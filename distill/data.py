@@ -31,7 +31,7 @@ import os
 import random
 import tarfile
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ from rawpairs import cfa as cfa_ops
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
 from rawpairs.errors import CorruptInputError
+from rawpairs.noise import darken
 
 __all__ = [
     "STUDENT_INPUTS",
@@ -420,11 +421,12 @@ def make_example(
     (3, teacher_size, teacher_size) in [0, 1], ``cls`` and ``key``.
 
     ``augment``: random crop origin and, with ``hflip``, a left-right flip with probability 1/2;
-    otherwise the centre crop, unflipped. ``low_light=(lo, hi)``: the RAW is darkened by a factor
-    drawn uniformly in that range, with the camera's shot/read noise
-    (:func:`rawpairs.noise.darken`); the RGB target is unchanged. All draws come from ``rng`` in a
-    fixed order (flip, crop, low light). A sample smaller than the crop is zero-padded at the
-    bottom/right in both RAW (after normalisation: black) and RGB, with a
+    otherwise the centre crop, unflipped. ``low_light=(lo, hi)``: the RAW (which carries its own
+    sensor noise) becomes the same capture with a factor drawn uniformly in that range less light:
+    :func:`rawpairs.noise.darken` divides it and adds the shot/read noise the camera's
+    ``noise_shot``/``noise_read`` lack at that exposure; the RGB target is unchanged. All draws
+    come from ``rng`` in a fixed order (flip, crop, low light). A sample smaller than the crop is
+    zero-padded at the bottom/right in both RAW (after normalisation: black) and RGB, with a
     :class:`SmallSampleWarning`; ``raw`` is not clipped.
     """
     if student_input not in STUDENT_INPUTS:
@@ -439,8 +441,6 @@ def make_example(
         np.float32(camera.white_level) - black
     )
     if low_light is not None:
-        from rawpairs.noise import darken
-
         factor = float(rng.uniform(low_light[0], low_light[1]))
         planes = darken(planes, factor, camera.noise_shot, camera.noise_read, rng)
     rgb_f = rgb.astype(np.float32) / np.float32(255)
@@ -520,7 +520,7 @@ class PairStream(IterableDataset):
         self.shuffle_buffer = shuffle_buffer if repeat else 1
         self.repeat = repeat
 
-    def _records(self, slot: int, slots: int, skip: Any) -> Iterator[Record]:
+    def _records(self, slot: int, slots: int, skip: Callable[[int], bool]) -> Iterator[Record]:
         position = 0
         for epoch, shard in dealt_shards(
             self.shards, seed=self.seed, slot=slot, slots=slots, repeat=self.repeat

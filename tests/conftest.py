@@ -1,10 +1,8 @@
 """Shared fixtures: small RAW–RGB pair shards following docs/schema.md.
 
-``pair_shards``: 3 shards × 8 samples cut from scikit-image's bundled photos (no download), with
-all four CFA layouts, several black/white levels and ``cls`` on some samples. Their RAW side is a
-*fixture-only* mosaic (:func:`fixture_mosaic`: sRGB decoded to linear and sampled at the CFA
-sites, no colour matrix, white balance or noise), standing in until the builder's inverse ISP
-(``rawpairs.unprocess.simulate_raw``) exists.
+``pair_shards``: 3 shards × 8 samples cut from scikit-image's bundled photos (no download), their
+RAW side simulated by the inverse ISP (:func:`rawpairs.unprocess.simulate_raw`, with noise), with
+all four CFA layouts, several black/white levels and ``cls`` on some samples.
 
 ``pattern_shards``: one shard whose samples make alignment checkable: the mosaic value at (y, x)
 is ``black[position] + y·W + x`` and the RGB pixel at (y, x) is (y, x, 100·CFA channel).
@@ -24,8 +22,10 @@ import pytest
 
 from rawpairs.camera import XYZ_TO_SRGB, Camera
 from rawpairs.cfa import CFA, channel_index_map
-from rawpairs.tone import decode_gamma
+from rawpairs.priors import CapturePriors
+from rawpairs.unprocess import simulate_raw
 
+CFA_CYCLE = tuple(CFA)
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 # (black level per CFA position, white level, bit depth)
 LEVELS = (
@@ -33,20 +33,6 @@ LEVELS = (
     ((64.0, 64.0, 64.0, 64.0), 4095.0, 12),
     ((510.0, 512.0, 514.0, 508.0), 16383.0, 14),
 )
-
-
-def fixture_mosaic(rgb: np.ndarray, camera: Camera) -> np.ndarray:
-    """Fixture-only RAW for an 8-bit sRGB image: linear light at each CFA site, in counts.
-
-    Not a camera model (identity colour, no white balance, no noise): it only has to be a
-    uint16 mosaic aligned with ``rgb`` whose levels follow ``camera``.
-    """
-    linear = decode_gamma(rgb.astype(np.float32) / 255, "srgb")
-    h, w = rgb.shape[:2]
-    site = channel_index_map(camera.cfa, h, w)
-    signal = np.take_along_axis(linear, site[..., None].astype(np.intp), axis=2)[..., 0]
-    black = np.tile(camera.black_level_array, (-(-h // 2), -(-w // 2)))[:h, :w]
-    return np.round(black + signal * (camera.white_level - black)).astype(np.uint16)
 
 
 def make_camera(cfa: CFA, black: tuple[float, ...], white: float, bits: int) -> Camera:
@@ -102,19 +88,22 @@ def pair_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("pair_shards")
     rng = np.random.default_rng(20240501)
     photos = {name: getattr(skimage.data, name)() for name in PHOTOS}
-    patterns = list(CFA)
     samples = []
     for i in range(24):
         name = PHOTOS[i % len(PHOTOS)]
         photo = photos[name]
-        h, w = (int(v) for v in rng.integers(96, 161, size=2))
+        h, w = (2 * int(v) for v in rng.integers(48, 81, size=2))
         top = int(rng.integers(0, photo.shape[0] - h + 1))
         left = int(rng.integers(0, photo.shape[1] - w + 1))
         rgb = np.ascontiguousarray(photo[top : top + h, left : left + w, :3])
-        camera = make_camera(patterns[i % 4], *LEVELS[i % len(LEVELS)])
+        black, white, bits = LEVELS[i % len(LEVELS)]
+        priors = CapturePriors(
+            cfa=(CFA_CYCLE[i % 4],), black_level=black, white_level=white, bit_depth=bits
+        )
+        mosaic, camera = simulate_raw(rgb, rng, priors)
         key = f"{name}_png_c{i}"
         cls = PHOTOS.index(name) if i % 3 else None
-        samples.append((key, encode_members(key, fixture_mosaic(rgb, camera), rgb, camera, cls)))
+        samples.append((key, encode_members(key, mosaic, rgb, camera, cls)))
     for s in range(3):
         write_shard(folder / f"rawpairs-{s:06d}.tar", samples[8 * s : 8 * s + 8])
     return folder
