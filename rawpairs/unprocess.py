@@ -15,10 +15,12 @@ Each stage undoes one stage of the forward ISP (:mod:`rawpairs.isp`), in reverse
 
 :func:`unprocess_reference` composes these stages on whole float32 images. :func:`unprocess`
 computes the same mosaic in one compiled pass that visits each output site once and evaluates only
-what that site needs: its own camera channel and the mean of the three (for the highlight mask),
-each a sum of three table lookups (the colour matrix is folded into the 256-entry tables), then
-gains, clip, noise and quantisation. Every float32 operation is the reference's, in the same
-order, and the noise comes from the same stream, so the two agree bit for bit.
+what that site needs: its own camera channel, a sum of three lookups in 256-entry tables with the
+colour matrix folded in, and an estimate of the mean camera value (three more lookups) that
+decides whether the site can be in the highlight mask; only such sites (mean > 0.9, rare)
+compute all three channels. Then gains, clip, noise and quantisation. Every float32 operation
+that reaches the output is the reference's, in the same order, and the noise comes from the same
+stream, so the two agree bit for bit.
 
 Units: input uint8 sRGB codes; output uint16 sensor counts (black level added, values in
 [0, 2**bit_depth − 1]); intermediate values are linear in [0, 1].
