@@ -32,6 +32,7 @@ import random
 import tarfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,8 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.gopen import gopen
+from webdataset.shardlists import expand_urls
 
 from rawpairs import cfa as cfa_ops
 from rawpairs.camera import Camera
@@ -84,31 +87,30 @@ def _is_url(spec: str) -> bool:
 
 
 def _expand_one(spec: str) -> list[str]:
-    import braceexpand
-
-    if _is_url(spec):
-        return list(braceexpand.braceexpand(spec))
-    if spec.startswith("file:"):
-        spec = spec.removeprefix("file://").removeprefix("file:")
-    if os.path.isdir(spec):
-        return sorted(glob.glob(os.path.join(spec, "*.tar")))
     paths: list[str] = []
-    for item in braceexpand.braceexpand(spec):
-        if glob.has_magic(item):
-            paths.extend(sorted(glob.glob(item)))
-        elif os.path.isfile(item):
+    for item in expand_urls(spec):  # webdataset's spelling: "::" lists, WDS_ variables, braces
+        if _is_url(item):
             paths.append(item)
+            continue
+        local = item.removeprefix("file://").removeprefix("file:")
+        if os.path.isdir(local):
+            paths.extend(sorted(glob.glob(os.path.join(local, "*.tar"))))
+        elif glob.has_magic(local):
+            paths.extend(sorted(glob.glob(local)))
+        elif os.path.isfile(local):
+            paths.append(local)
         elif item != spec:
-            raise FileNotFoundError(f"{spec}: shard {item} does not exist")
+            raise FileNotFoundError(f"{spec}: shard {local} does not exist")
     return paths
 
 
 def resolve_shards(spec: str | Sequence[str]) -> list[str]:
     """Shard paths or URLs for a folder (its ``*.tar``, sorted), glob, brace pattern, URL or list.
 
-    Brace patterns keep their order; a pattern naming a local file that does not exist raises
+    Strings are expanded as webdataset does (``a.tar::b.tar``, ``$WDS_…`` variables, braces); brace
+    patterns keep their order, and one naming a local file that does not exist raises
     ``FileNotFoundError`` naming it. Nothing found raises ``FileNotFoundError("no shards found
-    at <spec>")``. URLs (``http://``, ``pipe:``, …) are brace-expanded and not checked.
+    at <spec>")``. URLs (``http://``, ``pipe:``, …) are not checked.
     """
     specs = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
     shards = [s for item in specs for s in _expand_one(os.fspath(item))]
@@ -232,16 +234,20 @@ def _split_name(name: str) -> tuple[str, str] | None:
     return (f"{head}/{stem}" if head else stem), ext.lower()
 
 
-def _open_tar(shard: str) -> tarfile.TarFile:
+@contextmanager
+def _open_tar(shard: str) -> Iterator[tarfile.TarFile]:
+    """A local shard opened seekable (unread members are skipped by seeking), a URL as a stream."""
     if _is_url(shard):
-        from webdataset import gopen
+        with gopen(shard) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            yield tar
+    else:
+        with tarfile.open(shard, mode="r:*") as tar:
+            yield tar
 
-        return tarfile.open(fileobj=gopen.gopen(shard), mode="r|*")
-    path = shard.removeprefix("file://").removeprefix("file:")
-    return tarfile.open(path, mode="r:*")  # seekable: unread members are skipped by seeking
 
-
-def iter_records(shard: str, epoch: int, first_position: int, skip: Any = None) -> Iterator[Record]:
+def iter_records(
+    shard: str, epoch: int, first_position: int, skip: Callable[[int], bool] | None = None
+) -> Iterator[Record]:
     """Samples of one shard as :class:`Record` s numbered from ``first_position``.
 
     ``skip(position) -> bool`` marks samples whose members must not be read. Members are grouped

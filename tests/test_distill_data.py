@@ -342,6 +342,18 @@ def test_evaluation_resume(pair_shards: Path) -> None:
     assert list(data.make_loader(str(pair_shards), start_batch=9, **kwargs)) == []
 
 
+def test_streamed_urls_give_the_same_batches(pair_shards: Path) -> None:
+    """``pipe:`` URLs are read as streams (skipped members are read past), files by seeking."""
+    shards = data.resolve_shards(str(pair_shards))
+    kwargs = dict(batch_size=5, crop=32, teacher_size=32, seed=2, shuffle_buffer=6)
+    local = take(data.make_loader(shards, **kwargs), 6)
+    urls = [f"pipe:cat {s}" for s in shards]
+    assert_same_batches(take(data.make_loader(urls, **kwargs), 6), local)
+    assert_same_batches(take(data.make_loader(urls, start_batch=4, **kwargs), 2), local[4:])
+    files = [f"file:{s}" for s in shards]
+    assert_same_batches(take(data.make_loader(files, **kwargs), 6), local)
+
+
 # --- errors ------------------------------------------------------------------------------------
 def one_sample(key: str = "k0", **changes: object) -> dict[str, bytes]:
     camera = make_camera(CFA.RGGB, (0.0,) * 4, 1023.0, 10)
