@@ -186,8 +186,8 @@ def buffer_shuffle(items: Iterable[Any], size: int, rng: random.Random) -> Itera
 def resume_plan(n_skip: int, size: int, rng: random.Random) -> tuple[int, frozenset[int]]:
     """Which stream positions :func:`buffer_shuffle` has consumed after ``n_skip`` outputs.
 
-    Simulates the shuffle on positions 0, 1, 2, … of a stream at least ``n_skip + size`` long
-    (always true for the endless stream, and harmless otherwise: see ``docs/data.md``) and returns
+    Simulates the shuffle on positions 0, 1, 2, … as if the stream were endless (exact for an
+    endless stream, and for ``size=1`` at any length: see ``docs/data.md``) and returns
     ``(read, buffered)``: after ``n_skip`` outputs, positions ``< read`` were read and of those
     only ``buffered`` are still waiting; every other position ``< read`` has been emitted, so a
     resumed run never needs its bytes. ``rng`` must be in the state the real shuffle starts from.

@@ -22,8 +22,6 @@ import pytest
 
 from rawpairs.camera import XYZ_TO_SRGB, Camera
 from rawpairs.cfa import CFA, channel_index_map
-from rawpairs.priors import CapturePriors
-from rawpairs.unprocess import simulate_raw
 
 CFA_CYCLE = tuple(CFA)
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
@@ -82,8 +80,11 @@ def write_shard(path: Path, samples: Iterable[tuple[str, Mapping[str, bytes]]]) 
 
 @pytest.fixture(scope="session")
 def pair_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with rawpairs-00000{0,1,2}.tar, 8 samples each, 96–160 px, mixed cameras."""
+    """rawpairs-00000{0,1,2}.tar, 8 samples each, even sizes 96–160 px (crops <= 94 need no pad)."""
     import skimage.data
+
+    from rawpairs.priors import CapturePriors
+    from rawpairs.unprocess import simulate_raw
 
     folder = tmp_path_factory.mktemp("pair_shards")
     rng = np.random.default_rng(20240501)
