@@ -248,10 +248,10 @@ def unprocess(
     _check_rgb8(rgb)
     _check_even(rgb.shape, "image")
     levels = _noise_levels(camera, rng, noise)
-    m = camera.rgb_to_cam.astype(np.float32)
+    rgb_to_cam = camera.rgb_to_cam
     lut = linear_lut(gamma, tone)
-    tables = np.ascontiguousarray(lut[None, None, :] * m[:, :, None])
-    gray_tables = (lut[None, :] * camera.rgb_to_cam.mean(axis=0)[:, None]).astype(np.float32)
+    tables = lut[None, None, :] * rgb_to_cam.astype(np.float32)[:, :, None]
+    gray_tables = (lut[None, :] * rgb_to_cam.mean(axis=0)[:, None]).astype(np.float32)
     chan = np.array(camera.cfa.channels, dtype=np.int64)
     gains = _inverse_gains(camera)[chan]
     black, scale = (a.ravel() for a in _levels(camera))
