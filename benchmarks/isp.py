@@ -3,8 +3,8 @@
 Sizes: 12 MP (4000×3000) and an ImageNet-sized photo (500×374: 375 rows cropped to an even
 count, as the builder does). Each figure is the least thread CPU time of several runs, as MP/s
 and as a ratio to one streaming numpy pass over the same data (``np.multiply(a, 1.0001, out=b)``
-on the float32 H×W×3 image); for 500×374 also samples/s. Context rows: the stage-by-stage numpy reference of
-the inverse ISP, numpy's and rawpairs' Gaussian generators, and decoding the JPEG.
+on the float32 H×W×3 image); for 500×374 also samples/s. Context rows: the stage-by-stage numpy
+reference of the inverse ISP, numpy's and rawpairs' Gaussian generators, and decoding the JPEG.
 
 Run: ``python benchmarks/isp.py`` (prints a Markdown table for docs/benchmarks.md).
 """
