@@ -81,8 +81,8 @@ def _pool(name: str) -> np.ndarray:
     return np.concatenate([brooks, _adobe_matrices()])
 
 
-def _range(value: Any, name: str, *, low: float = 0.0, strict: bool = True) -> tuple[float, float]:
-    """A (low, high) range; a single number means a fixed value."""
+def _range(value: Any, name: str, *, strict: bool = True) -> tuple[float, float]:
+    """A (low, high) range of numbers > 0 (>= 0 unless ``strict``); one number fixes the value."""
     arr = np.atleast_1d(np.asarray(value, dtype=np.float64)).ravel()
     if arr.size == 1:
         arr = np.repeat(arr, 2)
@@ -91,8 +91,8 @@ def _range(value: Any, name: str, *, low: float = 0.0, strict: bool = True) -> t
     lo, hi = float(arr[0]), float(arr[1])
     if lo > hi:
         raise ValueError(f"{name} range is empty: low {lo} > high {hi}")
-    if lo < low or (strict and lo == low):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {[lo, hi]}")
+    if lo < 0 or (strict and lo == 0):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} 0, got {[lo, hi]}")
     return lo, hi
 
 
@@ -107,8 +107,9 @@ def _floats(value: Any, n: int, name: str) -> tuple[float, ...]:
 class CapturePriors:
     """Distributions of simulated capture parameters; see the module docstring for defaults.
 
-    Ranges are ``(low, high)`` pairs (equal ends fix the value). ``digital_gain_inverse`` is the
-    (mean, std) of ``1 / digital_gain``; ``read_noise_line`` is (slope, intercept, std) of
+    Ranges are ``(low, high)`` pairs (equal ends, or a single number, fix the value).
+    ``digital_gain_inverse`` is the (mean, std) of ``1 / digital_gain`` (a single number ``v``
+    fixes the gain to ``1 / v``); ``read_noise_line`` is (slope, intercept, std) of
     ``log read`` against ``log shot``; ``read_noise``, when set, replaces that line with a
     log-uniform range. ``shot_noise = (0, 0)`` gives a noise-free camera (then read noise is 0
     unless ``read_noise`` is set). ``xyz_to_cam``, when set, replaces the matrix pool.
@@ -140,7 +141,10 @@ class CapturePriors:
             set_(self, "xyz_to_cam", (m[0:3], m[3:6], m[6:9]))
         set_(self, "red_gain", _range(self.red_gain, "red_gain"))
         set_(self, "blue_gain", _range(self.blue_gain, "blue_gain"))
-        mean, std = _floats(self.digital_gain_inverse, 2, "digital_gain_inverse")
+        inverse = self.digital_gain_inverse
+        if np.ndim(inverse) == 0:  # a single number fixes the gain
+            inverse = (inverse, 0.0)
+        mean, std = _floats(inverse, 2, "digital_gain_inverse")
         if std < 0 or mean - _TRUNCATE_STD * std <= 0:
             raise ValueError(
                 f"digital_gain_inverse (mean {mean}, std {std}) needs std >= 0 and "
@@ -173,7 +177,9 @@ class CapturePriors:
             set_(self, "black_level", _floats(black, 4, "black_level"))
         if self.white_level is not None:
             set_(self, "white_level", _floats(self.white_level, 1, "white_level")[0])
-        self._fixed_camera(self.cfa[0], self.xyz_to_cam or BROOKS_CAMERAS["Sony ILCE-7R"])
+        # Fixed values must make a valid camera together (e.g. black level below white level).
+        matrix = self.xyz_to_cam or BROOKS_CAMERAS["Sony ILCE-7R"]
+        self._camera(self.cfa[0], matrix, (self.red_gain[0], 1.0, self.blue_gain[0]))
 
     # Levels -------------------------------------------------------------------------------
     @property
@@ -188,14 +194,14 @@ class CapturePriors:
         """White level (counts): the set value or ``2**bit_depth − 1``."""
         return self.white_level if self.white_level is not None else float(2**self.bit_depth - 1)
 
-    def _fixed_camera(self, cfa: str, xyz_to_cam: Any, **values: Any) -> Camera:
-        """A camera with this prior's fixed values (validates them together)."""
+    def _camera(self, cfa: str, xyz_to_cam: Any, wb_gains: Any, **values: Any) -> Camera:
+        """A camera with this prior's levels and the given values (validated together)."""
         return Camera(
             cfa=cfa,
             black_level=self.black,
             white_level=self.white,
             bit_depth=self.bit_depth,
-            wb_gains=values.pop("wb_gains", (self.red_gain[0], 1.0, self.blue_gain[0])),
+            wb_gains=wb_gains,
             xyz_to_cam=xyz_to_cam,
             **values,
         )
@@ -213,10 +219,6 @@ class CapturePriors:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown capture prior fields: {sorted(unknown)}")
-        d = dict(d)
-        inverse = d.get("digital_gain_inverse")
-        if inverse is not None and np.ndim(inverse) == 0:
-            d["digital_gain_inverse"] = (inverse, 0.0)  # a single number fixes the gain
         return cls(**d)
 
     def to_json(self) -> str:
@@ -281,11 +283,11 @@ def sample_camera(rng: np.random.Generator, priors: CapturePriors = DEFAULT_PRIO
     mean, std = priors.digital_gain_inverse
     inverse = np.clip(rng.normal(mean, std), mean - _TRUNCATE_STD * std, mean + _TRUNCATE_STD * std)
     shot, read = sample_noise_levels(rng, priors)
-    noise_fixed = _fixed(priors.shot_noise) and (
-        _fixed(priors.read_noise)
-        if priors.read_noise is not None
-        else priors.read_noise_line[2] == 0
-    )
+    if priors.read_noise is not None:
+        read_fixed = _fixed(priors.read_noise)
+    else:  # read noise follows shot noise; it is 0 when shot noise is
+        read_fixed = priors.read_noise_line[2] == 0 or priors.shot_noise[1] == 0
+    noise_fixed = _fixed(priors.shot_noise) and read_fixed
     provenance = {
         "cfa": "user" if len(priors.cfa) == 1 else "sampled",
         "black_level": "default" if priors.black_level is None else "user",
@@ -295,7 +297,6 @@ def sample_camera(rng: np.random.Generator, priors: CapturePriors = DEFAULT_PRIO
         "noise": "user" if noise_fixed else "sampled",
     }
     values = {
-        "wb_gains": (float(red), 1.0, float(blue)),
         "digital_gain": float(1.0 / inverse),
         "noise_shot": shot,
         "noise_read": read,
@@ -304,4 +305,4 @@ def sample_camera(rng: np.random.Generator, priors: CapturePriors = DEFAULT_PRIO
     # Convex mixes of the pools' matrices are well conditioned (the largest condition number of
     # rgb_to_cam in 20,000 draws from each pool is 5.6; Camera rejects > 1e4).
     xyz_to_cam = priors.xyz_to_cam if priors.xyz_to_cam is not None else _sample_matrix(rng, priors)
-    return priors._fixed_camera(cfa, xyz_to_cam, **values)
+    return priors._camera(cfa, xyz_to_cam, (float(red), 1.0, float(blue)), **values)

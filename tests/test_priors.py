@@ -181,7 +181,9 @@ def test_dict_and_json_round_trips_are_exact() -> None:
 
 
 def test_noise_free_and_read_override() -> None:
-    assert sample_noise_levels(np.random.default_rng(0), CapturePriors(shot_noise=0)) == (0.0, 0.0)
+    noise_free = CapturePriors(shot_noise=0)
+    assert sample_noise_levels(np.random.default_rng(0), noise_free) == (0.0, 0.0)
+    assert sample_camera(np.random.default_rng(0), noise_free).provenance["noise"] == "user"
     priors = CapturePriors(shot_noise=0, read_noise=(1e-6, 1e-5))
     shot, read = sample_noise_levels(np.random.default_rng(0), priors)
     assert shot == 0.0 and 1e-6 <= read <= 1e-5
