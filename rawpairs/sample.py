@@ -25,6 +25,7 @@ import numpy as np
 
 from rawpairs import cfa as cfa_utils
 from rawpairs.camera import Camera
+from rawpairs.png import encode_png
 from rawpairs.priors import CapturePriors
 
 __all__ = [
@@ -79,8 +80,8 @@ class BuildConfig:
             raise ValueError(f"--rgb-format must be one of {RGB_FORMATS}, got {self.rgb_format!r}")
         if not 95 <= self.jpeg_quality <= 100:
             raise ValueError(f"JPEG quality must be in [95, 100], got {self.jpeg_quality}")
-        if not 0 <= self.png_compression <= 9:
-            raise ValueError(f"PNG compression must be in [0, 9], got {self.png_compression}")
+        if not 0 <= self.png_compression <= 3:
+            raise ValueError(f"PNG compression must be in [0, 3], got {self.png_compression}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -282,18 +283,18 @@ def encode_sample(sample: Sample, config: BuildConfig) -> dict[str, bytes | str]
     """The tar members of a sample (see docs/schema.md), ready for webdataset's ``TarWriter``."""
     raw_buf = io.BytesIO()
     np.save(raw_buf, sample.raw, allow_pickle=False)
-    bgr = cv2.cvtColor(sample.rgb, cv2.COLOR_RGB2BGR)
     if config.rgb_format == "png":
-        ext, params = ".png", [cv2.IMWRITE_PNG_COMPRESSION, config.png_compression]
+        rgb_member, rgb_bytes = "rgb.png", encode_png(sample.rgb, config.png_compression)
     else:
-        ext, params = ".jpg", [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality]
-    ok, encoded = cv2.imencode(ext, bgr, params)
-    if not ok:
-        raise ValueError(f"{sample.key}: OpenCV could not encode the RGB image as {ext}")
+        bgr = cv2.cvtColor(sample.rgb, cv2.COLOR_RGB2BGR)
+        ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
+        if not ok:
+            raise ValueError(f"{sample.key}: OpenCV could not encode the RGB image as JPEG")
+        rgb_member, rgb_bytes = "rgb.jpg", jpeg.tobytes()
     members: dict[str, bytes | str] = {
         "__key__": sample.key,
         "raw.npy": raw_buf.getvalue(),
-        f"rgb{ext}": encoded.tobytes(),
+        rgb_member: rgb_bytes,
         "json": json.dumps(sample.meta, sort_keys=True).encode("utf-8"),
     }
     if sample.label is not None:
