@@ -10,7 +10,6 @@ tests decode it with OpenCV and Pillow, bit for bit.
 from __future__ import annotations
 
 import struct
-import zlib
 
 import numpy as np
 from isal import isal_zlib
@@ -21,9 +20,9 @@ _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _FILTER_SUB = 1
 
 
-def _chunk(kind: bytes, payload: bytes) -> bytes:
-    crc = zlib.crc32(payload, zlib.crc32(kind)) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+def _chunk(kind: bytes, payload: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    crc = isal_zlib.crc32(payload, isal_zlib.crc32(kind)) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)), kind, payload, struct.pack(">I", crc)
 
 
 def encode_png(rgb: np.ndarray, level: int = 1) -> bytes:
@@ -45,8 +44,8 @@ def encode_png(rgb: np.ndarray, level: int = 1) -> bytes:
     return b"".join(
         (
             _SIGNATURE,
-            _chunk(b"IHDR", header),
-            _chunk(b"IDAT", isal_zlib.compress(scanlines.data, level)),
-            _chunk(b"IEND", b""),
+            *_chunk(b"IHDR", header),
+            *_chunk(b"IDAT", isal_zlib.compress(scanlines.data, level)),
+            *_chunk(b"IEND", b""),
         )
     )
