@@ -2,47 +2,161 @@
 
 Every engine yields ``(position, result)`` strictly in source order, so the single shard writer
 in :mod:`rawpairs.build` produces the same bytes whichever engine or worker count ran the work.
+Both keep a bounded window of sources in flight (:func:`_in_order`): memory stays flat however
+many sources there are, and a slow source holds back the writer by at most one window.
 
 - ``local``: this process (``workers=1``) or a pool of *spawned* processes: rawpy (LibRaw with
   OpenMP) can deadlock in forked children.
+- ``ray``: Ray tasks on a cluster (``address``) or on a Ray instance started here for the build.
+  Ray worker processes are started by the raylet (a separate executable), never forked from this
+  process, so they inherit no rawpy/OpenMP state. A task whose worker dies (SIGKILL, OOM killer,
+  a crash, a lost node) is re-run by Ray up to :data:`RAY_MAX_RETRIES` times; a source that kills
+  its worker on every attempt becomes an error record, like a corrupt file.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
+import logging
 import multiprocessing
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from rawpairs.sample import BuildConfig, Source, process_source
 
-__all__ = ["ENGINES", "ordered_results"]
+__all__ = [
+    "ENGINES",
+    "RAY_MAX_RETRIES",
+    "RAY_OBJECT_STORE_BYTES",
+    "EngineError",
+    "ordered_results",
+    "require_engine",
+]
 
-ENGINES = ("local",)
+ENGINES = ("local", "ray")
+RAY_MAX_RETRIES = 3
+RAY_OBJECT_STORE_BYTES = 200 * 2**20  # of a Ray instance started here: results are ~1 MB each
+WINDOW_PER_WORKER = 4
 
 Result = tuple[int, tuple[str, Any]]
+Handle = TypeVar("Handle")
+
+
+class EngineError(RuntimeError):
+    """An engine that cannot run here (unknown name, Ray not installed)."""
+
+
+def require_engine(engine: str) -> None:
+    """Raise :class:`EngineError` with a one-line reason unless ``engine`` can run here."""
+    if engine not in ENGINES:
+        raise EngineError(f"--engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "ray":
+        _import_ray()
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as err:
+        raise EngineError(f"--engine ray needs Ray ({err}): pip install 'rawpairs[ray]'") from err
+    return ray
+
+
+def _in_order(
+    sources: list[Source],
+    submit: Callable[[int, Source], Handle],
+    wait: Callable[[int, Handle], tuple[str, Any]],
+    window: int,
+) -> Iterator[Result]:
+    """Submit up to ``window`` sources ahead; yield their results in source order.
+
+    The next source is submitted before a result is yielded, so workers stay busy while the
+    caller writes it.
+    """
+    todo = iter(enumerate(sources))
+    pending = collections.deque((i, submit(i, s)) for i, s in itertools.islice(todo, window))
+    while pending:
+        i, handle = pending.popleft()
+        result = wait(i, handle)
+        for j, source in itertools.islice(todo, 1):
+            pending.append((j, submit(j, source)))
+        yield i, result
 
 
 def _local(sources: list[Source], config: BuildConfig, workers: int) -> Iterator[Result]:
-    """In-order results from this process or a spawn pool; at most ``4 × workers`` in flight."""
+    """In-order results from this process or a spawn pool of ``workers`` processes."""
     if workers <= 1:
         for i, source in enumerate(sources):
             yield i, process_source(source, config)
         return
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers) as pool:
-        pending: collections.deque = collections.deque()
-        todo = iter(enumerate(sources))
-        for i, source in todo:
-            pending.append((i, pool.apply_async(process_source, (source, config))))
-            if len(pending) >= 4 * workers:
-                break
-        while pending:
-            i, result = pending.popleft()
-            yield i, result.get()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append((nxt[0], pool.apply_async(process_source, (nxt[1], config))))
+        yield from _in_order(
+            sources,
+            lambda _, source: pool.apply_async(process_source, (source, config)),
+            lambda _, handle: handle.get(),
+            WINDOW_PER_WORKER * workers,
+        )
+
+
+def _ray(
+    sources: list[Source], config: BuildConfig, workers: int, address: str | None
+) -> Iterator[Result]:
+    """In-order results from Ray tasks, ``4 ×`` the cluster's CPUs in flight.
+
+    Connects to ``address`` (``auto``, ``host:port`` or ``ray://host:10001``), or without one
+    starts a private local instance of ``workers`` CPUs (never joining a cluster by accident).
+    A connection this process already had is used and left open; one made here is shut down.
+    """
+    ray = _import_ray()
+    from ray.exceptions import OutOfMemoryError, WorkerCrashedError
+
+    owned = not ray.is_initialized()
+    if owned:
+        options: dict[str, Any] = {}
+        if address in (None, "local"):
+            options = {
+                "num_cpus": workers,
+                "object_store_memory": RAY_OBJECT_STORE_BYTES,
+                "include_dashboard": False,
+            }
+        ray.init(
+            address=address or "local",
+            ignore_reinit_error=True,
+            logging_level=logging.WARNING,
+            **options,
+        )
+    pending_refs: dict[int, Any] = {}
+    try:
+        task = ray.remote(max_retries=RAY_MAX_RETRIES, retry_exceptions=False)(process_source)
+        config_ref = ray.put(config)
+        cpus = int(ray.cluster_resources().get("CPU", workers))
+
+        def submit(i: int, source: Source) -> Any:
+            ref = task.options(name=f"process_source {source.relpath}").remote(source, config_ref)
+            pending_refs[i] = ref
+            return ref
+
+        def wait(i: int, ref: Any) -> tuple[str, Any]:
+            del pending_refs[i]
+            try:
+                return ray.get(ref)
+            except (WorkerCrashedError, OutOfMemoryError) as err:
+                source = sources[i]
+                return "error", {
+                    "path": source.relpath,
+                    "error": type(err).__name__,
+                    "message": f"its Ray worker died {RAY_MAX_RETRIES + 1} times "
+                    "(crash, kill or out of memory)",
+                }
+
+        yield from _in_order(sources, submit, wait, WINDOW_PER_WORKER * max(cpus, 1))
+    finally:
+        for ref in pending_refs.values():  # an early stop: free the cluster for other jobs
+            ray.cancel(ref)
+        if owned:
+            ray.shutdown()
 
 
 def ordered_results(
@@ -53,7 +167,13 @@ def ordered_results(
     engine: str = "local",
     address: str | None = None,
 ) -> Iterator[Result]:
-    """Yield ``(position, process_source(sources[position], config))`` in order."""
-    if engine == "local":
-        return _local(sources, config, workers)
-    raise ValueError(f"unknown engine {engine!r}: expected one of {ENGINES}")
+    """Yield ``(position, process_source(sources[position], config))`` in order.
+
+    ``workers``: processes of the local pool, or CPUs of a Ray instance started here.
+    ``address``: the Ray cluster to use (``engine="ray"`` only). Raises :class:`EngineError`
+    (at once, not on first iteration) for an unknown engine or a missing Ray.
+    """
+    require_engine(engine)
+    if engine == "ray":
+        return _ray(sources, config, workers, address)
+    return _local(sources, config, workers)
