@@ -47,7 +47,7 @@ from rawpairs import cfa as cfa_ops
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
 from rawpairs.errors import CorruptInputError
-from rawpairs.noise import darken
+from rawpairs.noise import add_noise, darken
 
 __all__ = [
     "STUDENT_INPUTS",
@@ -295,6 +295,7 @@ class Pair:
     rgb: np.ndarray
     camera: Camera
     cls: int
+    noise_at_load: bool = False
 
 
 def decode_pair(members: Mapping[str, bytes], shard: str, key: str) -> Pair:
@@ -332,9 +333,11 @@ def decode_pair(members: Mapping[str, bytes], shard: str, key: str) -> Pair:
             f"{bgr.shape[0]}×{bgr.shape[1]}"
         )
     try:
-        camera = Camera.from_dict(json.loads(members["json"])["camera"])
+        meta = json.loads(members["json"])
+        camera = Camera.from_dict(meta["camera"])
     except (ValueError, KeyError, TypeError) as err:
         raise fail(f"json has no valid camera ({err})") from err
+    noise_at_load = meta.get("render", {}).get("noise") == "at_load"
     cls = -1
     if "cls" in members:
         try:
@@ -342,7 +345,9 @@ def decode_pair(members: Mapping[str, bytes], shard: str, key: str) -> Pair:
         except (UnicodeDecodeError, ValueError) as err:
             raise fail(f"cls is not an ASCII integer: {members['cls'][:20]!r}") from err
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return Pair(key=key, mosaic=mosaic, rgb=rgb, camera=camera, cls=cls)
+    return Pair(
+        key=key, mosaic=mosaic, rgb=rgb, camera=camera, cls=cls, noise_at_load=noise_at_load
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,9 +436,10 @@ def make_example(
     sensor noise) becomes the same capture with a factor drawn uniformly in that range less light:
     :func:`rawpairs.noise.darken` divides it and adds the shot/read noise the camera's
     ``noise_shot``/``noise_read`` lack at that exposure; the RGB target is unchanged. All draws
-    come from ``rng`` in a fixed order (flip, crop, low light). A sample smaller than the crop is
-    zero-padded at the bottom/right in both RAW (after normalisation: black) and RGB, with a
-    :class:`SmallSampleWarning`; ``raw`` is not clipped.
+    come from ``rng`` in a fixed order (flip, crop, load-time noise, low light). A sample built with
+    ``--noise load`` (``render.noise == "at_load"``) gets fresh ``N(0, shot·x + read)`` noise here.
+    A sample smaller than the crop is zero-padded at the bottom/right in both RAW (after
+    normalisation: black) and RGB, with a :class:`SmallSampleWarning`; ``raw`` is not clipped.
     """
     if student_input not in STUDENT_INPUTS:
         raise ValueError(f"student_input must be one of {STUDENT_INPUTS}, got {student_input!r}")
@@ -446,6 +452,8 @@ def make_example(
     planes = (cfa_ops.pack(mosaic).astype(np.float32) - black) / (
         np.float32(camera.white_level) - black
     )
+    if pair.noise_at_load:
+        planes = add_noise(planes, camera.noise_shot, camera.noise_read, rng, out=planes)
     if low_light is not None:
         factor = float(rng.uniform(low_light[0], low_light[1]))
         planes = darken(planes, factor, camera.noise_shot, camera.noise_read, rng)

@@ -81,6 +81,14 @@ def main() -> None:
     help="JSON file fixing or narrowing the capture priors.",
 )
 @click.option(
+    "--noise",
+    type=click.Choice(["shard", "load"]),
+    default="shard",
+    show_default=True,
+    help="Simulated RAW: bake shot/read noise into raw.npy, or store it clean with its noise "
+    "parameters so the loader draws fresh noise every epoch.",
+)
+@click.option(
     "--labels",
     type=click.Choice(["folder"]),
     default=None,
@@ -129,6 +137,7 @@ def build(
     gamma: str,
     rgb_format: str,
     camera_json: Path | None,
+    noise: str,
     labels: str | None,
     seed: int,
     workers: int | None,
@@ -166,6 +175,7 @@ def build(
             gamma=gamma,
             rgb_format=rgb_format,
             priors=priors,
+            noise=noise,
             labels=labels == "folder",
         )
     except (ValueError, json.JSONDecodeError) as err:

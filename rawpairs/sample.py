@@ -44,6 +44,7 @@ SCHEMA_VERSION = 1
 RENDERS = ("rawpairs", "libraw")
 CROP_MODES = ("random", "tile")
 RGB_FORMATS = ("png", "jpeg")
+NOISE_MODES = ("shard", "load")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class BuildConfig:
     jpeg_quality: int = 95
     png_compression: int = 1
     priors: CapturePriors = field(default_factory=CapturePriors)
+    noise: str = "shard"
     labels: bool = False
 
     def __post_init__(self) -> None:
@@ -80,6 +82,8 @@ class BuildConfig:
             raise ValueError(f"--rgb-format must be one of {RGB_FORMATS}, got {self.rgb_format!r}")
         if not 95 <= self.jpeg_quality <= 100:
             raise ValueError(f"JPEG quality must be in [95, 100], got {self.jpeg_quality}")
+        if self.noise not in NOISE_MODES:
+            raise ValueError(f"--noise must be one of {NOISE_MODES}, got {self.noise!r}")
         if not 0 <= self.png_compression <= 3:
             raise ValueError(f"PNG compression must be in [0, 3], got {self.png_compression}")
 
@@ -194,9 +198,19 @@ def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sampl
         rng = sample_rng(config.seed, key)
         crop = np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
         mosaic, camera = simulate_raw(
-            crop, rng, config.priors, tone=config.tone, gamma=config.gamma
+            crop,
+            rng,
+            config.priors,
+            tone=config.tone,
+            gamma=config.gamma,
+            noise=config.noise == "shard",
         )
-        render = {"method": "unprocess", "tone": config.tone, "gamma": config.gamma}
+        render = {
+            "method": "unprocess",
+            "tone": config.tone,
+            "gamma": config.gamma,
+            "noise": "in_raw" if config.noise == "shard" else "at_load",
+        }
         meta = _meta(key, camera, render, _source_meta(source, sha256, h, w), (top, left, ch, cw))
         samples.append(Sample(key, mosaic, crop, meta, source.label))
     return samples
@@ -216,7 +230,7 @@ def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sampl
         mosaic = cfa_utils.bin_mosaic(mosaic, factor)
     if config.render == "libraw":
         rgb = render_libraw(source.path)
-        render = {"method": "libraw"}
+        render = {"method": "libraw", "noise": "in_raw"}
     else:
         rgb = process(
             mosaic, camera, demosaic=config.demosaic, tone=config.tone, gamma=config.gamma
@@ -226,6 +240,7 @@ def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sampl
             "demosaic": config.demosaic,
             "tone": config.tone,
             "gamma": config.gamma,
+            "noise": "in_raw",
         }
     h, w = mosaic.shape
     boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))

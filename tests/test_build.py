@@ -321,3 +321,27 @@ def test_real_camera_files(tmp_path, render):
             if meta["source"]["path"].endswith(".KDC"):
                 assert meta["camera"]["provenance"]["xyz_to_cam"] == "fallback:srgb"
                 assert meta["camera"]["cfa"] == "GRBG"
+
+
+def test_noise_at_load_stores_the_clean_mosaic(good_src, tmp_path):
+    from rawpairs.camera import Camera
+    from rawpairs.sources import read_rgb
+    from rawpairs.unprocess import unprocess
+
+    build(good_src, tmp_path / "out", BuildConfig(seed=3, noise="load"), workers=1)
+    checked = 0
+    for shard in sorted((tmp_path / "out").glob("rawpairs-*.tar")):
+        for _key, members in read_shard(shard):
+            meta = json.loads(members["json"])
+            if meta["source"]["kind"] != "rgb":
+                assert meta["render"]["noise"] == "in_raw"
+                continue
+            assert meta["render"]["noise"] == "at_load"
+            camera = Camera.from_dict(meta["camera"])
+            assert camera.noise_shot > 0
+            top, left, h, w = meta["crop"]
+            rgb = read_rgb(good_src / meta["source"]["path"])[top : top + h, left : left + w]
+            clean = unprocess(np.ascontiguousarray(rgb), camera, noise=False)
+            np.testing.assert_array_equal(decode_raw(members["raw.npy"]), clean)
+            checked += 1
+    assert checked == 4

@@ -437,3 +437,25 @@ def test_low_light_noise_statistics() -> None:
         for s in range(200)
     ]  # fmt: skip
     assert min(factors) > 1.8 and max(factors) < 6.6 and np.std(factors) > 0.8
+
+
+def test_noise_at_load_draws_fresh_noise_with_the_stored_parameters():
+    """A ``--noise load`` sample gets N(0, shot·x + read) noise per draw, different per rng."""
+    camera = make_camera(CFA.GRBG, (64.0, 64.0, 64.0, 64.0), 4095.0, 12)
+    x = 0.25
+    mosaic = np.full((128, 128), round(64 + x * (4095 - 64)), np.uint16)
+    rgb = np.full((128, 128, 3), 128, np.uint8)
+    pair = data.Pair(key="k", mosaic=mosaic, rgb=rgb, camera=camera, cls=-1, noise_at_load=True)
+    kwargs = {"crop": 120, "teacher_size": 120, "augment": False}
+    a = data.make_example(pair, np.random.default_rng(0), **kwargs)["raw"]
+    b = data.make_example(pair, np.random.default_rng(1), **kwargs)["raw"]
+    again = data.make_example(pair, np.random.default_rng(0), **kwargs)["raw"]
+    np.testing.assert_array_equal(a, again)
+    assert not np.array_equal(a, b)
+    level = (float(mosaic[0, 0]) - 64) / (4095 - 64)
+    expected = camera.noise_shot * level + camera.noise_read
+    assert abs(float(a.mean()) - level) < 1e-3
+    assert abs(float(a.var()) / expected - 1) < 0.05
+    clean = data.Pair(key="k", mosaic=mosaic, rgb=rgb, camera=camera, cls=-1)
+    flat = data.make_example(clean, np.random.default_rng(0), **kwargs)["raw"]
+    assert float(flat.var()) == 0.0
