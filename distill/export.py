@@ -1,0 +1,93 @@
+"""Where a trained student leaves PyTorch: TorchScript, and ONNX when ``onnx`` is installed.
+
+``python -m distill.export --checkpoint RUN/last.pt --out RUN/export``. The exported graph takes
+packed RGGB planes float32 [B, 4, crop/2, crop/2] (black level removed, divided by
+``white − black``, see ``distill.data``) and returns logits [B, K]; the RAW input scaling is
+part of the graph. The TorchScript graph is traced at one input size (``--crop``) and is valid
+for that size only; the ONNX graph has a dynamic batch axis. Both exports are checked against
+the PyTorch student on a random input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from distill.evaluate import load_checkpoint
+from distill.models import RawStudent
+
+__all__ = ["export_onnx", "export_torchscript", "main"]
+
+ONNX_MISSING = "ONNX export skipped: the `onnx` package is not installed (pip install onnx)"
+
+
+def _example(crop: int) -> torch.Tensor:
+    return torch.rand(1, 4, crop // 2, crop // 2, generator=torch.Generator().manual_seed(0))
+
+
+def export_torchscript(student: RawStudent, crop: int, path: str | Path) -> Path:
+    """Trace the student at ``crop`` (RAW side, pixels) to TorchScript, verify, return ``path``."""
+    path = Path(path)
+    example = _example(crop)
+    student = student.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TF-"SAME" padding is computed from the input size: tracing bakes in the padding
+        # for this size, which is why the export is tied to ``crop`` (the warning says so).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(student, example)
+        expected = student(example)
+    traced.save(str(path))
+    reloaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(example), expected, rtol=1e-4, atol=1e-4)
+    return path
+
+
+def export_onnx(student: RawStudent, crop: int, path: str | Path) -> Path:
+    """Export to ONNX with a dynamic batch axis; ``RuntimeError`` if ``onnx`` is not installed."""
+    if importlib.util.find_spec("onnx") is None:
+        raise RuntimeError(ONNX_MISSING)
+    path = Path(path)
+    torch.onnx.export(
+        student.eval(),
+        (_example(crop),),
+        str(path),
+        input_names=["raw"],
+        output_names=["logits"],
+        dynamic_axes={"raw": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m distill.export", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", default=None, help="folder (default: <checkpoint folder>/export)")
+    p.add_argument("--crop", type=int, default=None, help="RAW crop side (default: training crop)")
+    args = p.parse_args(argv)
+    try:
+        student, _, config = load_checkpoint(args.checkpoint)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    crop = args.crop or config["crop"]
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {export_torchscript(student, crop, out / 'student.torchscript.pt')}")
+    try:
+        print(f"wrote {export_onnx(student, crop, out / 'student.onnx')}")
+    except RuntimeError as err:
+        print(err, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
