@@ -2,7 +2,7 @@ PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 # torch is pinned in the same pip command as everything that depends on it, so that pip takes
 # the CPU build on disk instead of resolving a multi-GB CUDA build.
-INSTALL = $(PIP) install -q torch==2.13.0 -e ".[distill,dev,demo]"
+INSTALL = $(PIP) install -q torch==2.13.0 -e ".[distill,dev,demo,ray]"
 
 .PHONY: install demo test lint bench clean
 
