@@ -1,0 +1,811 @@
+"""The paper's comparison, end to end: build RAW–RGB pairs, train RAW students, score them.
+
+``python -m experiments.isp_distillation --preset cpu --out experiments/results`` reproduces the
+comparison of *ISP Distillation* (Schwartz, Bronstein, Giryes, arXiv 2101.10203) at CPU scale:
+
+1. **Data.** Training and evaluation pairs come from *different* source images (never the same
+   photo on both sides). Default sources: the real photos scikit-image ships and the camera RAW
+   files in ``../shared/data/raw`` (skipped with a note when absent); ``--train-src`` /
+   ``--val-src`` take any folders of photos or RAW files instead (ImageNet-style class folders
+   with ``--labels``). Pairs are built by :func:`rawpairs.build.build`: photos get a simulated RAW
+   (inverse ISP), RAW files an RGB from our forward ISP.
+2. **Models.** Teacher: the offline EfficientNet-Lite0 on sRGB. Students (``METHODS``): label-free
+   KD (the paper's method), cross-entropy on the teacher's hard top-1 labels, KD from a
+   randomly initialised student, KD on darkened noisier RAW (low light), and cross-entropy on true
+   labels when the data has them.
+3. **Scores** on the held-out pairs, against the teacher on the aligned RGB: top-1 / top-5
+   agreement and mean KL(teacher ‖ model) in nats (:class:`distill.evaluate.Scores`), also for the
+   teacher on a naive render of the RAW ("no ISP", :func:`distill.evaluate.naive_render`).
+   Students are scored at several steps (training resumes exactly between them), over seeds.
+
+Outputs: ``<out>/results.json`` (configuration, every score, summary, timings),
+``<out>/summary.csv`` (the final table), ``<out>/curves.csv`` (scores per step) and three figures
+in ``--figures``; the Markdown table is printed. Shards and checkpoints go to ``--work`` (a
+temporary folder unless given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "METHODS",
+    "PRESETS",
+    "ExperimentConfig",
+    "Method",
+    "ValSet",
+    "load_valset",
+    "main",
+    "markdown_table",
+    "run",
+    "score",
+    "summarize",
+]
+
+# Held-out split of the bundled sources: no photo (and no scene: the two motorcycle views) is on
+# both sides. skimage.data.cat is the chelsea photo, so it is not used.
+TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "retina", "immunohistochemistry")
+VAL_PHOTOS = ("chelsea", "hubble_deep_field", "stereo_motorcycle")
+VAL_RAWS = (
+    "Canon-PowerShot_S40-CRW_0104.CRW",
+    "Kodak-DC50-DC50IMG-DC0010S.KDC",
+    "Kodak-DC120-DC120IMG-P003912.KDC",
+)
+RAW_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw"
+RAW_EXTENSIONS = (".crw", ".kdc", ".dng", ".cr2", ".nef", ".arw")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A student training recipe: ``TrainConfig`` overrides and the RAW condition it targets."""
+
+    name: str
+    label: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    low_light: bool = False  # trained (and scored along the way) on darkened RAW
+    needs_labels: bool = False
+
+
+METHODS: tuple[Method, ...] = (
+    Method("kd", "student, KD (paper, label-free)"),
+    Method("hard", "student, CE on teacher top-1", {"hard_labels": True}),
+    Method("kd_scratch", "student from scratch, KD", {"student_init": "scratch"}),
+    Method("kd_low_light", "student, KD on low-light RAW", low_light=True),
+    Method("supervised", "student, CE on true labels", {"supervised": True}, needs_labels=True),
+)
+
+
+@dataclass
+class ExperimentConfig:
+    """Sizes in pixels; ``steps`` per student; every student is scored at ``eval_points`` steps."""
+
+    preset: str
+    out: str = "experiments/results"
+    figures: str = "docs/figures"
+    work: str | None = None
+    train_src: str | None = None
+    val_src: str | None = None
+    labels: bool = False
+    raw_dir: str | None = str(RAW_DIR)
+    build_crop: int = 112
+    crop: int = 96
+    max_side: int = 384
+    train_crops: int = 24
+    val_crops: int = 8
+    steps: int = 48
+    eval_points: int = 2
+    batch_size: int = 16
+    lr: float = 3e-4
+    temperature: float = 4.0
+    low_light: tuple[float, float] = (4.0, 16.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = ("kd", "hard", "kd_scratch", "kd_low_light")
+    device: str = "cpu"
+    workers: int = 2
+    eval_batch: int = 32
+    examples: int = 4
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting."""
+        if (self.train_src is None) != (self.val_src is None):
+            raise ValueError("--train-src and --val-src go together")
+        if self.crop % 2 or self.build_crop % 2 or self.crop > self.build_crop - 2:
+            # 2 spare pixels let every CFA phase be re-phased to RGGB without padding.
+            raise ValueError(
+                f"crop {self.crop} and build crop {self.build_crop} must be even, "
+                "crop <= build crop - 2"
+            )
+        if self.steps < 1 or not 1 <= self.eval_points <= self.steps:
+            raise ValueError(f"need 1 <= eval_points ({self.eval_points}) <= steps ({self.steps})")
+        if not self.seeds:
+            raise ValueError("at least one seed")
+        known = {m.name for m in METHODS}
+        unknown = [m for m in self.methods if m not in known]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}: expected some of {sorted(known)}")
+        if "supervised" in self.methods and not self.labels:
+            raise ValueError("method 'supervised' needs labelled data (--labels)")
+        lo, hi = self.low_light
+        if not 1 <= lo <= hi:
+            raise ValueError(f"low_light factors must satisfy 1 <= min <= max, got {lo, hi}")
+
+    @property
+    def checkpoints(self) -> list[int]:
+        """Steps at which students are scored: 0 and ``eval_points`` evenly spaced steps."""
+        return [
+            0,
+            *(round(self.steps * (i + 1) / self.eval_points) for i in range(self.eval_points)),
+        ]
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seconds; for tests and development.
+    "tiny": {
+        "raw_dir": None,
+        "build_crop": 68,
+        "crop": 64,
+        "max_side": 128,
+        "train_crops": 2,
+        "val_crops": 2,
+        "steps": 1,
+        "eval_points": 1,
+        "batch_size": 2,
+        "seeds": (0,),
+        "eval_batch": 8,
+        "examples": 2,
+        "workers": 1,
+    },
+    # ≤ 30 minutes on 2 CPU cores (docs/results.md).
+    "cpu": {},
+    # A GPU and an ImageNet-style tree: --train-src/--val-src (+ --labels), --device cuda.
+    "gpu": {
+        "build_crop": 256,
+        "crop": 224,
+        "max_side": 384,
+        "train_crops": 1,
+        "val_crops": 1,
+        "steps": 20000,
+        "eval_points": 10,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "device": "cuda",
+        "workers": 8,
+        "eval_batch": 256,
+    },
+}
+
+
+def make_config(preset: str, **overrides: Any) -> ExperimentConfig:
+    """A preset's configuration with ``overrides`` (``None`` values are ignored), validated."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    config = ExperimentConfig(preset=preset, **values)
+    config.validate()
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+def _write_photo(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb[..., :3], cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: could not write PNG")
+
+
+def bundled_sources(folder: Path, raw_dir: Path | None) -> list[str]:
+    """Write the split of the bundled sources to ``folder/{train,val}``; return notes.
+
+    Photos are written as PNG; RAW files are linked. The motorcycle views are one scene and stay
+    together (validation).
+    """
+    import skimage.data
+
+    notes = []
+    for split in ("train", "val"):
+        (folder / split).mkdir(parents=True, exist_ok=True)
+    for split, names in (("train", TRAIN_PHOTOS), ("val", VAL_PHOTOS)):
+        for name in names:
+            image = getattr(skimage.data, name)()
+            if name == "stereo_motorcycle":
+                _write_photo(folder / split / "motorcycle_left.png", image[0])
+                _write_photo(folder / split / "motorcycle_right.png", image[1])
+            else:
+                _write_photo(folder / split / f"{name}.png", image)
+    if raw_dir is not None:
+        raws = (
+            sorted(p for p in raw_dir.iterdir() if p.suffix.lower() in RAW_EXTENSIONS)
+            if raw_dir.is_dir()
+            else []
+        )
+        if raws:
+            for path in raws:
+                split = "val" if path.name in VAL_RAWS else "train"
+                link = folder / split / path.name
+                if not link.exists():
+                    link.symlink_to(path)
+        else:
+            notes.append(f"no RAW files at {raw_dir}: photos only")
+    else:
+        notes.append("RAW files not used (preset)")
+    return notes
+
+
+def build_shards(src: Path, out: Path, config: ExperimentConfig, crops: int) -> dict[str, Any]:
+    """Pair shards of ``src`` (random ``build_crop`` crops, seed 0); returns the build counts."""
+    from rawpairs.build import build
+    from rawpairs.sample import BuildConfig
+
+    build_config = BuildConfig(
+        seed=0,
+        crop=config.build_crop,
+        crops=crops,
+        max_side=config.max_side,
+        labels=config.labels,
+    )
+    result = build(
+        src,
+        out,
+        build_config,
+        workers=config.workers,
+        samples_per_shard=64,
+        overwrite=True,
+        warn=lambda line: print(f"  build warning: {line}", flush=True),
+    )
+    if result.samples == 0:
+        raise ValueError(f"{src}: no pairs were built")
+    return {"sources": result.sources, "samples": result.samples, "errors": result.errors}
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ValSet:
+    """Held-out batches in memory with the reference predictions computed once.
+
+    ``raw``: normalised RGGB planes per batch (B×4×h×w); ``rgb``: sRGB teacher input; ``labels``
+    (−1: none); ``teacher``: the teacher's logits on the RGB; ``naive``: its logits on the naive
+    render of the RAW; ``keys``: sample keys.
+    """
+
+    raw: list[torch.Tensor]
+    rgb: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    teacher: list[torch.Tensor]
+    naive: list[torch.Tensor]
+    keys: list[str]
+
+    @property
+    def samples(self) -> int:
+        return len(self.keys)
+
+
+def load_valset(
+    shards: str | Path,
+    teacher: torch.nn.Module,
+    *,
+    crop: int,
+    batch_size: int,
+    low_light: tuple[float, float] | None = None,
+    device: str | torch.device = "cpu",
+) -> ValSet:
+    """One pass over ``shards`` (centre crops, no flip) as :func:`distill.evaluate.evaluate` reads
+    them, optionally darkened (``low_light``, deterministic per sample key), with the teacher's
+    logits on the RGB and on the naive render of the RAW (the "no ISP" baseline)."""
+    from distill.data import make_loader
+    from distill.evaluate import naive_render
+
+    loader = make_loader(
+        str(shards),
+        batch_size=batch_size,
+        crop=crop,
+        teacher_size=crop,
+        low_light=low_light,
+        repeat=False,
+    )
+    val = ValSet([], [], [], [], [], [])
+    with torch.no_grad():
+        for batch in loader:
+            raw, rgb = batch["raw"].to(device), batch["rgb"].to(device)
+            val.raw.append(raw)
+            val.rgb.append(rgb)
+            val.labels.append(batch["cls"].to(device))
+            val.teacher.append(teacher(rgb))
+            val.naive.append(teacher(naive_render(raw)))
+            val.keys.extend(batch["key"])
+    if not val.keys:
+        raise ValueError(f"{shards}: no samples to evaluate")
+    return val
+
+
+def score(model: Callable[[torch.Tensor], torch.Tensor] | None, val: ValSet) -> dict[str, Any]:
+    """Agreement with the teacher-on-RGB of ``model`` on the RAW (``None``: the naive teacher).
+
+    Keys: ``top1_agreement``, ``top5_agreement`` (fractions), ``kl`` (nats), ``accuracy``
+    (``None`` without labels).
+    """
+    from distill.evaluate import Scores
+
+    scores = Scores()
+    with torch.no_grad():
+        for i, raw in enumerate(val.raw):
+            logits = val.naive[i] if model is None else model(raw)
+            scores.update(logits, val.teacher[i], val.labels[i])
+    return scores.summary()
+
+
+def teacher_accuracy(val: ValSet) -> float | None:
+    """Top-1 accuracy of the teacher on the RGB over labelled samples (``None``: no labels)."""
+    from distill.evaluate import Scores
+
+    scores = Scores()
+    for logits, labels in zip(val.teacher, val.labels, strict=True):
+        scores.update(logits, logits, labels)
+    return scores.summary()["accuracy"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training with scoring at checkpoints
+# ---------------------------------------------------------------------------------------------
+def _train_config(config: ExperimentConfig, method: Method, seed: int, shards: Path, out: Path):
+    from distill.train import TrainConfig
+
+    return TrainConfig(
+        shards=str(shards),
+        out=str(out),
+        steps=config.steps,
+        batch_size=config.batch_size,
+        crop=config.crop,
+        temperature=config.temperature,
+        lr=config.lr,
+        warmup_steps=max(1, config.steps // 10),
+        seed=seed,
+        device=config.device,
+        num_workers=0 if config.device == "cpu" else config.workers,
+        low_light=config.low_light if method.low_light else None,
+        log_every=max(1, config.steps // 20),
+        checkpoint_every=0,
+        resume="auto",
+        progress=False,
+        **method.overrides,
+    )
+
+
+def train_and_score(
+    config: ExperimentConfig,
+    method: Method,
+    seed: int,
+    shards: Path,
+    run_dir: Path,
+    vals: dict[str, ValSet],
+) -> tuple[list[dict[str, Any]], torch.nn.Module]:
+    """Train one student, scoring it at ``config.checkpoints``; returns (rows, final student).
+
+    Training runs in segments (``stop_after``) that resume exactly from the last checkpoint, so
+    the scored students are those of one uninterrupted run. At intermediate steps the student is
+    scored on its own condition; at the last step on every condition in ``vals``.
+    """
+    from distill.evaluate import load_checkpoint
+    from distill.models import build_student, load_teacher
+    from distill.train import train
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    train_config = _train_config(config, method, seed, shards, run_dir)
+    own = "low_light" if method.low_light else "clean"
+    rows = []
+
+    def record(step: int, condition: str, student: torch.nn.Module) -> None:
+        row = {"method": method.name, "seed": seed, "step": step, "condition": condition}
+        rows.append({**row, **score(student.eval(), vals[condition])})
+
+    torch.manual_seed(seed)  # the scratch student's initialisation at step 0, as train draws it
+    teacher = load_teacher(train_config.teacher)
+    student = build_student(teacher, train_config.student, init=train_config.student_init)
+    record(0, own, student.to(config.device))
+    for step in config.checkpoints[1:]:
+        train(dataclasses.replace(train_config, stop_after=step))
+        student, _, _ = load_checkpoint(run_dir / "last.pt", config.device)
+        conditions = vals if step == config.steps else [own]
+        for condition in conditions:
+            record(step, condition, student)
+    return rows, student
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+METRICS = ("top1_agreement", "top5_agreement", "kl", "accuracy")
+
+
+def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, sample standard deviation (0 for one seed), min and max over seeds.
+
+    Groups ``rows`` by (method, condition, step); a metric that is ``None`` everywhere in a group
+    stays ``None``. Output rows keep the first-seen group order.
+    """
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["condition"], row["step"]), []).append(row)
+    out = []
+    for (method, condition, step), members in groups.items():
+        entry: dict[str, Any] = {
+            "method": method,
+            "condition": condition,
+            "step": step,
+            "seeds": len(members),
+        }
+        for metric in METRICS:
+            values = [m[metric] for m in members if m.get(metric) is not None]
+            if not values:
+                entry.update({metric: None, f"{metric}_std": None})
+                continue
+            entry[metric] = float(np.mean(values))
+            entry[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            entry[f"{metric}_min"] = float(min(values))
+            entry[f"{metric}_max"] = float(max(values))
+        out.append(entry)
+    return out
+
+
+def _fmt(entry: dict[str, Any], metric: str, percent: bool) -> str:
+    value = entry.get(metric)
+    if value is None:
+        return "–"
+    scale = 100.0 if percent else 1.0
+    text = f"{value * scale:.1f}" if percent else f"{value:.3f}"
+    if entry["seeds"] > 1:
+        spread = entry[f"{metric}_std"] * scale
+        text += f" ± {spread:.1f}" if percent else f" ± {spread:.3f}"
+    return text
+
+
+def markdown_table(summary: Sequence[dict[str, Any]], labels: dict[str, str]) -> str:
+    """The final-step rows of ``summary`` as a Markdown table (agreement in %, KL in nats)."""
+    head = (
+        "| condition | model | seeds | top-1 agreement % | top-5 agreement % | KL (nats) "
+        "| label accuracy % |\n|---|---|---|---|---|---|---|\n"
+    )
+    lines = [
+        f"| {e['condition']} | {labels.get(e['method'], e['method'])} | {e['seeds']} "
+        f"| {_fmt(e, 'top1_agreement', True)} | {_fmt(e, 'top5_agreement', True)} "
+        f"| {_fmt(e, 'kl', False)} | {_fmt(e, 'accuracy', True)} |"
+        for e in summary
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def final_rows(summary: Sequence[dict[str, Any]], steps: int) -> list[dict[str, Any]]:
+    """Reference rows (step −1) and every student's last step, clean condition first."""
+    chosen = [e for e in summary if e["step"] in (-1, steps)]
+    return sorted(chosen, key=lambda e: e["condition"] != "clean")
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+def plot_curves(summary: Sequence[dict[str, Any]], labels: dict[str, str], path: Path) -> None:
+    """Top-1 agreement and KL against training steps, mean ± std over seeds, per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    students = [e for e in summary if e["step"] >= 0]
+    methods = list(dict.fromkeys(e["method"] for e in students))
+    for method in methods:
+        condition = next(e["condition"] for e in students if e["method"] == method)
+        points = sorted(
+            (e for e in students if e["method"] == method and e["condition"] == condition),
+            key=lambda e: e["step"],
+        )
+        steps = [e["step"] for e in points]
+        for ax, metric, scale in ((axes[0], "top1_agreement", 100), (axes[1], "kl", 1)):
+            mean = np.array([e[metric] for e in points]) * scale
+            std = np.array([e[f"{metric}_std"] for e in points]) * scale
+            (line,) = ax.plot(steps, mean, marker="o", label=f"{labels[method]} [{condition}]")
+            ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    for e in summary:
+        if e["method"] == "naive_teacher":
+            style = "--" if e["condition"] == "clean" else ":"
+            label = f"teacher on naive render [{e['condition']}]"
+            axes[0].axhline(100 * e["top1_agreement"], color="k", ls=style, lw=1, label=label)
+            axes[1].axhline(e["kl"], color="k", ls=style, lw=1, label=label)
+    axes[0].set_ylabel("top-1 agreement with teacher on RGB (%)")
+    axes[1].set_ylabel("KL(teacher ‖ model), nats")
+    for ax in axes:
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(0, 100)
+    axes[1].set_yscale("log")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_bars(final: Sequence[dict[str, Any]], labels: dict[str, str], path: Path) -> None:
+    """Final top-1 / top-5 agreement per model and condition, with the std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [e for e in final if e["method"] != "teacher"]
+    names = [f"{labels.get(e['method'], e['method'])}\n[{e['condition']}]" for e in rows]
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
+    x = np.arange(len(rows))
+    for offset, metric in ((-0.2, "top1_agreement"), (0.2, "top5_agreement")):
+        values = [100 * e[metric] for e in rows]
+        errors = [100 * e[f"{metric}_std"] for e in rows]
+        ax.bar(x + offset, values, 0.4, yerr=errors, capsize=3, label=metric.replace("_", " "))
+    ax.set_xticks(x, names, fontsize=7, rotation=20, ha="right")
+    ax.set_ylabel("% of held-out pairs")
+    ax.set_ylim(0, 100)
+    ax.set_title("Agreement with the teacher on RGB (held-out pairs)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _top3(logits: torch.Tensor, names: Sequence[str]) -> str:
+    probs = F.softmax(logits.float(), 0)
+    top = probs.topk(3)
+    return "\n".join(
+        f"{names[i][:22]} {p:.0%}"
+        for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    )
+
+
+def plot_examples(val: ValSet, student: torch.nn.Module, count: int, path: Path) -> None:
+    """Held-out pairs: the RGB with the teacher's top-3, the naive RAW render with the no-ISP
+    teacher's top-3, and the student's top-3 on the RAW (evenly spaced samples)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from distill.evaluate import naive_render
+    from distill.models import imagenet_class_names
+
+    names = imagenet_class_names()
+    raw, rgb = torch.cat(val.raw), torch.cat(val.rgb)
+    teacher, naive = torch.cat(val.teacher), torch.cat(val.naive)
+    picks = np.linspace(0, len(val.keys) - 1, min(count, len(val.keys))).round().astype(int)
+    with torch.no_grad():
+        student_logits = student.eval()(raw[picks])
+        renders = naive_render(raw[picks])
+    fig, axes = plt.subplots(2, len(picks), figsize=(2.6 * len(picks), 6.4), dpi=90, squeeze=False)
+    for col, i in enumerate(picks):
+        top, bottom = axes[0, col], axes[1, col]
+        top.imshow(rgb[i].permute(1, 2, 0).cpu().numpy())
+        top.set_title(f"RGB · teacher:\n{_top3(teacher[i], names)}", fontsize=7, loc="left")
+        bottom.imshow(renders[col].permute(1, 2, 0).cpu().numpy())
+        bottom.set_title(
+            f"naive RAW render · teacher:\n{_top3(naive[i], names)}", fontsize=7, loc="left"
+        )
+        bottom.set_xlabel(
+            f"RAW · student (KD):\n{_top3(student_logits[col], names)}", fontsize=7, loc="left"
+        )
+        top.set_ylabel(val.keys[i][:28], fontsize=6)
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+# ---------------------------------------------------------------------------------------------
+def _log(started: float, message: str) -> None:
+    print(f"[{time.perf_counter() - started:7.1f} s] {message}", flush=True)
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    fieldnames = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+def run(config: ExperimentConfig) -> dict[str, Any]:
+    """Run the whole comparison; write tables and figures; return the ``results.json`` content."""
+    from distill.models import load_teacher
+
+    config.validate()
+    started = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    out, figures = Path(config.out), Path(config.figures)
+    out.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    temporary = tempfile.TemporaryDirectory(prefix="isp_distillation_") if not config.work else None
+    work = Path(config.work or temporary.name)  # type: ignore[union-attr]
+    notes: list[str] = []
+    timings: dict[str, float] = {}
+    try:
+        if config.train_src is not None:
+            train_src, val_src = Path(config.train_src), Path(config.val_src or "")
+        else:
+            raw_dir = Path(config.raw_dir) if config.raw_dir else None
+            notes += bundled_sources(work / "src", raw_dir)
+            train_src, val_src = work / "src" / "train", work / "src" / "val"
+            if not config.labels:
+                notes.append("the bundled data has no class labels: no true-label baseline")
+        t0 = time.perf_counter()
+        data = {
+            "train": build_shards(train_src, work / "shards" / "train", config, config.train_crops),
+            "val": build_shards(val_src, work / "shards" / "val", config, config.val_crops),
+        }
+        timings["build"] = time.perf_counter() - t0
+        _log(started, f"built pairs {data} in {timings['build']:.1f} s")
+
+        t0 = time.perf_counter()
+        teacher = load_teacher().to(config.device)
+        vals = {
+            condition: load_valset(
+                work / "shards" / "val",
+                teacher,
+                crop=config.crop,
+                batch_size=config.eval_batch,
+                low_light=low_light,
+                device=config.device,
+            )
+            for condition, low_light in (("clean", None), ("low_light", config.low_light))
+        }
+        rows: list[dict[str, Any]] = []
+        for condition, val in vals.items():
+            rows.append({"method": "teacher", "seed": 0, "step": -1, "condition": condition,
+                         "top1_agreement": 1.0, "top5_agreement": 1.0, "kl": 0.0,
+                         "accuracy": teacher_accuracy(val)})  # fmt: skip
+            rows.append(
+                {"method": "naive_teacher", "seed": 0, "step": -1, "condition": condition}
+                | score(None, val)
+            )
+        timings["reference"] = time.perf_counter() - t0
+        _log(started, f"teacher and no-ISP baseline scored in {timings['reference']:.1f} s")
+
+        methods = {m.name: m for m in METHODS}
+        example_student = None
+        for name in config.methods:
+            t0 = time.perf_counter()
+            for seed in config.seeds:
+                run_dir = work / "runs" / f"{name}-seed{seed}"
+                shards = work / "shards" / "train"
+                new_rows, student = train_and_score(
+                    config, methods[name], seed, shards, run_dir, vals
+                )
+                rows += new_rows
+                if name == "kd" and example_student is None:
+                    example_student = student
+                final = new_rows[-len(vals) if not methods[name].low_light else -1]
+                _log(
+                    started,
+                    f"{name} seed {seed}: top-1 {final['top1_agreement']:.1%} "
+                    f"({final['condition']})",
+                )
+            timings[name] = time.perf_counter() - t0
+            _log(started, f"{name}: {len(config.seeds)} seeds in {timings[name]:.1f} s")
+
+        summary = summarize(rows)
+        labels = {m.name: m.label for m in METHODS}
+        labels.update(
+            teacher="teacher on RGB (reference)", naive_teacher="teacher on naive RAW render"
+        )
+        final = final_rows(summary, config.steps)
+        t0 = time.perf_counter()
+        plot_curves(summary, labels, figures / "isp_distillation_curves.png")
+        plot_bars(final, labels, figures / "isp_distillation_bars.png")
+        if example_student is not None:
+            plot_examples(
+                vals["clean"], example_student, config.examples,
+                figures / "isp_distillation_examples.png",
+            )  # fmt: skip
+        timings["figures"] = time.perf_counter() - t0
+    finally:
+        if temporary is not None:
+            temporary.cleanup()
+    timings["total"] = time.perf_counter() - started
+    results = {
+        "config": dataclasses.asdict(config),
+        "data": data,
+        "val_samples": vals["clean"].samples,
+        "notes": notes,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_start": load_start,
+            "load_average_end": os.getloadavg()[0],
+            "torch": torch.__version__,
+        },
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "final": final,
+        "summary": summary,
+        "rows": rows,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    _write_csv(out / "summary.csv", final)
+    _write_csv(out / "curves.csv", [e for e in summary if e["step"] >= 0])
+    print(markdown_table(final, labels))
+    _log(started, f"done: {json.dumps(results['timings_s'])}; notes: {notes}")
+    return results
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.isp_distillation",
+        description="ISP distillation vs baselines on held-out RAW–RGB pairs (docs/results.md).",
+    )
+    add = p.add_argument
+    add("--preset", choices=sorted(PRESETS), default="cpu")
+    add("--out", default="experiments/results", help="tables (results.json, *.csv)")
+    add("--figures", default="docs/figures", help="figure folder")
+    add("--work", default=None, help="shards and checkpoints (default: a temporary folder)")
+    add("--train-src", default=None, help="folder of training photos/RAW (with --val-src)")
+    add("--val-src", default=None, help="folder of held-out photos/RAW")
+    add("--labels", action="store_true", help="class = parent folder; adds 'supervised'")
+    add("--raw-dir", default=None, help=f"camera RAW files to add (default {RAW_DIR})")
+    add("--steps", type=int, default=None)
+    add("--eval-points", type=int, default=None)
+    add("--batch-size", type=int, default=None)
+    add("--crop", type=int, default=None)
+    add("--lr", type=float, default=None)
+    add("--seeds", type=int, nargs="+", default=None)
+    add("--methods", nargs="+", default=None, choices=[m.name for m in METHODS])
+    add("--device", default=None)
+    add("--workers", type=int, default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from rawpairs.build import BuildError
+    from rawpairs.errors import InputError
+
+    args = vars(_parser().parse_args(argv))
+    for name in ("seeds", "methods"):
+        if args[name] is not None:
+            args[name] = tuple(args[name])
+    if args["labels"] and args["methods"] is None:
+        args["methods"] = (*PRESETS[args["preset"]].get("methods", ExperimentConfig.methods),
+                           "supervised")  # fmt: skip
+    if not args["labels"]:
+        args["labels"] = None
+    preset = args.pop("preset")
+    try:
+        run(make_config(preset, **args))
+    except (ValueError, FileNotFoundError, InputError, BuildError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

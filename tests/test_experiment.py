@@ -1,0 +1,119 @@
+"""experiments/isp_distillation.py: its own code paths at minimal sizes, not its results."""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.data import SmallSampleWarning
+from distill.evaluate import evaluate
+from distill.models import build_student, load_teacher
+from experiments.isp_distillation import (
+    METHODS,
+    TRAIN_PHOTOS,
+    VAL_PHOTOS,
+    load_valset,
+    make_config,
+    markdown_table,
+    run,
+    score,
+    summarize,
+)
+
+
+def test_summarize_mean_std_min_max_over_seeds() -> None:
+    rows = [
+        {"method": "kd", "seed": s, "step": 10, "condition": "clean", "top1_agreement": v,
+         "top5_agreement": 1.0, "kl": k, "accuracy": None}
+        for s, v, k in ((0, 0.5, 1.0), (1, 0.7, 3.0))
+    ]  # fmt: skip
+    rows.append({**rows[0], "step": 20})
+    (first, second) = summarize(rows)
+    assert (first["method"], first["step"], first["seeds"]) == ("kd", 10, 2)
+    assert first["top1_agreement"] == pytest.approx(0.6)
+    assert first["top1_agreement_std"] == pytest.approx(0.02**0.5)  # sample std of (.5, .7)
+    assert (first["kl_min"], first["kl_max"]) == (1.0, 3.0)
+    assert first["top5_agreement_std"] == 0.0
+    assert first["accuracy"] is None and first["accuracy_std"] is None
+    assert second["seeds"] == 1 and second["top1_agreement_std"] == 0.0
+    table = markdown_table([first], {"kd": "KD student"})
+    assert "| clean | KD student | 2 | 60.0 ± 14.1 | 100.0 ± 0.0 | 2.000 ± 1.414 | – |" in table
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="go together"):
+        make_config("tiny", train_src="a")
+    with pytest.raises(ValueError, match="needs labelled data"):
+        make_config("tiny", methods=("kd", "supervised"))
+    with pytest.raises(ValueError, match="unknown methods"):
+        make_config("tiny", methods=("kd", "nope"))
+    with pytest.raises(ValueError, match="crop"):
+        make_config("tiny", crop=80)
+    with pytest.raises(ValueError, match="unknown preset"):
+        make_config("huge")
+    assert make_config("cpu", steps=60, eval_points=3).checkpoints == [0, 20, 40, 60]
+
+
+def test_split_holds_out_whole_photos() -> None:
+    assert not set(TRAIN_PHOTOS) & set(VAL_PHOTOS)
+    assert "cat" not in TRAIN_PHOTOS  # skimage.data.cat is chelsea, which is held out
+
+
+def test_cached_scores_equal_distill_evaluate(pair_shards: Path) -> None:
+    teacher = load_teacher()
+    student = build_student(teacher).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)
+        val = load_valset(pair_shards, teacher, crop=64, batch_size=8)
+        reference = evaluate(student, teacher, str(pair_shards), crop=64, batch_size=8)
+    assert val.samples == reference["samples"] == 24
+    for ours, theirs in ((score(student, val), reference["student"]),
+                         (score(None, val), reference["naive_teacher"])):  # fmt: skip
+        assert ours["top1_agreement"] == theirs["top1_agreement"]
+        assert ours["top5_agreement"] == theirs["top5_agreement"]
+        assert ours["kl"] == pytest.approx(theirs["kl"], rel=1e-5)
+        assert ours["accuracy"] == pytest.approx(theirs["accuracy"])
+
+
+def test_low_light_valset_is_darker_and_deterministic(pair_shards: Path) -> None:
+    teacher = load_teacher()
+    clean = load_valset(pair_shards, teacher, crop=64, batch_size=24)
+    dark = load_valset(pair_shards, teacher, crop=64, batch_size=24, low_light=(8.0, 8.0))
+    again = load_valset(pair_shards, teacher, crop=64, batch_size=24, low_light=(8.0, 8.0))
+    assert torch.equal(dark.raw[0], again.raw[0])
+    assert torch.equal(clean.teacher[0], dark.teacher[0])  # the RGB reference is unchanged
+    ratio = dark.raw[0].clamp(min=0).mean() / clean.raw[0].clamp(min=0).mean()
+    assert 0.08 < float(ratio) < 0.2
+
+
+@pytest.mark.filterwarnings("ignore::distill.data.SmallSampleWarning")
+def test_tiny_run_writes_every_method_and_sane_ranges(tmp_path: Path) -> None:
+    config = make_config(
+        "tiny", out=str(tmp_path / "out"), figures=str(tmp_path / "fig"), work=str(tmp_path / "w")
+    )
+    results = run(config)
+    final = results["final"]
+    trained = [m.name for m in METHODS if not m.needs_labels]
+    for condition in ("clean", "low_light"):
+        methods = {e["method"] for e in final if e["condition"] == condition}
+        assert methods == {"teacher", "naive_teacher", *trained}
+    for entry in final:
+        assert 0 <= entry["top1_agreement"] <= entry["top5_agreement"] <= 1
+        assert entry["kl"] >= 0
+        assert entry["accuracy"] is None  # the bundled photos have no labels
+        if entry["method"] == "teacher":
+            assert (entry["top1_agreement"], entry["kl"]) == (1.0, 0.0)
+    steps = {(r["method"], r["step"]) for r in results["rows"] if r["step"] >= 0}
+    assert steps == {(m, s) for m in trained for s in config.checkpoints}
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["final"] == final
+    with (tmp_path / "out" / "summary.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == len(final)
+    for name in ("curves", "bars", "examples"):
+        png = tmp_path / "fig" / f"isp_distillation_{name}.png"
+        assert 0 < png.stat().st_size < 300_000
