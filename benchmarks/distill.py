@@ -1,0 +1,106 @@
+"""Distillation throughput: loader alone, supervised step, distillation step (same model, batch).
+
+    python -m benchmarks.distill --shards SHARDS [--batch-size 8 --crop 96 --steps 10]
+
+(run as a module from the repository root: as a script, this file would shadow the package).
+
+Targets (docs/benchmarks.md): distillation step ≤ 1.35× the supervised step (the teacher only
+runs forward, under no_grad); loader ≥ 3× the distillation step's samples/s (the GPU never waits).
+Each measurement is preceded by warm-up iterations; the median step time is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from distill.data import make_loader
+from distill.losses import CombinedLoss, Outputs
+from distill.models import build_student, load_teacher
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_step(fn, steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shards", required=True)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=96)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    amp = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+
+    loader = make_loader(
+        args.shards,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        teacher_size=args.crop,
+        num_workers=args.num_workers,
+    )
+    batches = iter(loader)
+    for _ in range(args.warmup):
+        next(batches)
+    start = time.perf_counter()
+    for _ in range(args.steps * 3):
+        next(batches)
+    loader_sps = args.steps * 3 * args.batch_size / (time.perf_counter() - start)
+
+    batch = next(batches)
+    raw, rgb = batch["raw"].to(device), batch["rgb"].to(device)
+    labels = torch.randint(0, 1000, (args.batch_size,), device=device)
+    teacher = load_teacher().to(device)
+    results = {}
+    for mode, weights in (("supervised", {"ce": 1.0}), ("distillation", {"kd": 1.0})):
+        student = build_student(teacher).to(device).train()
+        criterion = CombinedLoss(weights)
+        optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4, foreach=True)
+
+        def step(student=student, criterion=criterion, optimizer=optimizer) -> None:
+            with amp:
+                target = Outputs(teacher(rgb)) if criterion.needs_teacher else None
+                loss, _ = criterion(Outputs(student(raw)), target, labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        results[mode] = _median_step(step, args.steps, args.warmup, device)
+    distill_sps = args.batch_size / results["distillation"]
+    report = {
+        "device": str(device),
+        "batch_size": args.batch_size,
+        "crop": args.crop,
+        "loader_samples_per_s": round(loader_sps, 1),
+        "supervised_step_s": round(results["supervised"], 4),
+        "distillation_step_s": round(results["distillation"], 4),
+        "distill_over_supervised": round(results["distillation"] / results["supervised"], 3),
+        "loader_over_distill": round(loader_sps / distill_sps, 2),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
