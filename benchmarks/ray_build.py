@@ -1,6 +1,6 @@
 """Ray engine vs local engine: build throughput on this machine, and per-sample costs for scaling.
 
-    python benchmarks/ray_build.py [--photos 960] [--repeats 3] [--cores-per-node 32]
+    python benchmarks/ray_build.py [--photos 960] [--repeats 5] [--cores-per-node 32]
                                    [--price-per-hour 1.36] [--photos-total 1281167]
 
 Inputs: ImageNet-sized (500×375) JPEGs cut from scikit-image's bundled photos (as in
@@ -10,9 +10,10 @@ Measured: for the local engine (2 spawned workers), the Ray engine on a 2-CPU Ra
 started once beforehand (median of ``--repeats`` alternating runs) and the Ray engine starting
 its own instance: the seconds to the first written sample (start-up), the samples/s after it
 (steady state) and the CPU time per sample of the whole process tree (driver, workers, Ray's
-daemons: read from /proc, so Linux only; steadier than wall time on a shared machine); then the per-sample costs a cluster estimate needs: worker CPU time, the
-driver's write time (tar + fsync + SHA-256) and object-store round trip, and bytes written.
-Prints Markdown for docs/benchmarks.md and the estimate table for docs/scale.md.
+daemons; read from /proc, so Linux only; steadier than wall time on a shared machine). Then the
+per-sample costs a cluster estimate needs: worker CPU time, the driver's write time (tar, fsync,
+SHA-256) and object-store round trip, and bytes written. Prints Markdown for docs/benchmarks.md
+and the estimate table for docs/scale.md.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def estimate(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=960)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cores-per-node", type=int, default=32)
     parser.add_argument("--price-per-hour", type=float, default=1.36)
     parser.add_argument("--photos-total", type=int, default=1_281_167)
