@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rawpairs.engines import ENGINES, ordered_results
+from rawpairs.engines import EngineError, ordered_results, require_engine
 from rawpairs.sample import BuildConfig, Source
 from rawpairs.shards import ShardWriter
 
@@ -299,8 +299,10 @@ def build(
     ``warn(line)`` with a one-line message for each failed input. Raises :class:`BuildError`
     when ``src`` is missing or empty, or ``out`` holds a different build (without ``overwrite``).
     """
-    if engine not in ENGINES:
-        raise BuildError(f"--engine must be one of {ENGINES}, got {engine!r}")
+    try:
+        require_engine(engine)
+    except EngineError as err:
+        raise BuildError(str(err)) from err
     if samples_per_shard < 1:
         raise BuildError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     if shard_size < 1:
