@@ -4,11 +4,19 @@
 RAW side simulated by the inverse ISP (:func:`rawpairs.unprocess.simulate_raw`, with noise), with
 all four CFA layouts, several black/white levels and ``cls`` on some samples.
 
+Tests run torch and OpenMP single-threaded (also in subprocesses, via ``OMP_NUM_THREADS``): the
+tensors here are tiny, and on a loaded 2-core machine two spinning OpenMP threads made an
+EfficientNet forward pass 280× slower (1.9 s instead of 7 ms).
+
 ``pattern_shards``: one shard whose samples make alignment checkable: the mosaic value at (y, x)
 is ``black[position] + y·W + x`` and the RGB pixel at (y, x) is (y, x, 100·CFA channel).
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import io
 import json
@@ -19,9 +27,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from rawpairs.camera import XYZ_TO_SRGB, Camera
 from rawpairs.cfa import CFA, channel_index_map
+
+torch.set_num_threads(1)
 
 CFA_CYCLE = tuple(CFA)
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
