@@ -10,7 +10,7 @@ install:
 	$(INSTALL)
 
 demo: install
-	$(PYTHON) -m rawpairs.demo --out demo_out
+	$(PYTHON) -m rawpairs.demo --out demo_out --train-steps 30
 
 test: install
 	$(PYTHON) -m ruff check .
@@ -18,6 +18,8 @@ test: install
 
 bench: install
 	$(PYTHON) benchmarks/isp.py
+	$(PYTHON) benchmarks/build.py
+	$(PYTHON) -m benchmarks.distill
 
 clean:
 	rm -rf demo_out build *.egg-info .pytest_cache .ruff_cache

@@ -7,7 +7,9 @@
 2. Builds shards (``rawpairs build``), then inspects and verifies them and writes a preview
    contact sheet (``rawpairs inspect --verify --preview``).
 3. With ``--train-steps N`` (and the ``distill`` extra installed) runs a short CPU distillation
-   on the shards.
+   on the shards and evaluates the student's agreement with the teacher (a smoke run of the
+   training path: the same images train and evaluate; see docs/results.md for the real
+   comparison on held-out images).
 """
 
 from __future__ import annotations
@@ -84,12 +86,20 @@ def main(out: Path, workers: int, train_steps: int) -> None:
         if code:
             sys.exit(code)
     if train_steps:
+        from distill.evaluate import main as evaluate
         from distill.train import main as train
 
-        args = ["--shards", str(shards), "--steps", str(train_steps), "--device", "cpu"]
-        args += ["--out", str(out / "run"), "--crop", "128", "--batch-size", "8"]
+        run = out / "run"
+        args = ["--shards", str(shards), "--out", str(run), "--steps", str(train_steps)]
+        args += ["--crop", "128", "--batch-size", "8", "--warmup-steps", "5", "--device", "cpu"]
+        args += ["--num-workers", "0", "--no-progress"]
         click.echo(f"$ python -m distill.train {' '.join(args)}")
-        train.main(args=args, standalone_mode=False)
+        if train(args):
+            sys.exit(1)
+        args = ["--shards", str(shards), "--checkpoint", str(run / "last.pt"), "--device", "cpu"]
+        click.echo(f"$ python -m distill.evaluate {' '.join(args)}")
+        if evaluate(args):
+            sys.exit(1)
     click.echo(f"demo done: shards in {shards}, preview in {out / 'preview.png'}")
 
 
