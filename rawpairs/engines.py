@@ -84,6 +84,20 @@ def _in_order(
         yield i, result
 
 
+def single_threaded_worker() -> None:
+    """Make a worker process single-threaded: parallelism comes from the processes.
+
+    OpenCV's and OpenMP's own thread pools in every worker oversubscribe the cores; measured with
+    2 workers on 2 cores, a build of 500×375 photos ran at 32 samples/s instead of >200.
+    """
+    import os
+
+    import cv2
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # LibRaw's OpenMP reads it when it first runs
+    cv2.setNumThreads(1)
+
+
 def _local(sources: list[Source], config: BuildConfig, workers: int) -> Iterator[Result]:
     """In-order results from this process or a spawn pool of ``workers`` processes."""
     if workers <= 1:
@@ -91,7 +105,7 @@ def _local(sources: list[Source], config: BuildConfig, workers: int) -> Iterator
             yield i, process_source(source, config)
         return
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers) as pool:
+    with ctx.Pool(workers, initializer=single_threaded_worker) as pool:
         yield from _in_order(
             sources,
             lambda _, source: pool.apply_async(process_source, (source, config)),

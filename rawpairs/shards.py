@@ -60,6 +60,21 @@ class ShardInfo:
     samples: list[dict[str, Any]] = field(default_factory=list)
 
 
+class _HashingFile:
+    """A binary file that hashes what is written to it (no second read of the shard)."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "wb")  # noqa: SIM115 - closed by ShardWriter
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 class ShardWriter:
     """Writes one shard atomically; ``add`` samples then ``commit`` (or ``abort``)."""
 
@@ -67,10 +82,9 @@ class ShardWriter:
         self.index = index
         self.final = folder / shard_name(index)
         self.partial = folder / f".{shard_name(index)}.partial"
-        self._file = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort
-        self._tar = TarWriter(
-            self._file, user="", group="", mode=0o444, mtime=_MTIME, encoder=False
-        )
+        self._out = _HashingFile(self.partial)
+        self._file = self._out.file
+        self._tar = TarWriter(self._out, user="", group="", mode=0o444, mtime=_MTIME, encoder=False)
         self.samples: list[dict[str, Any]] = []
 
     @property
@@ -97,7 +111,7 @@ class ShardWriter:
             index=self.index,
             name=self.final.name,
             size=self.final.stat().st_size,
-            sha256=sha256_file(self.final),
+            sha256=self._out.sha256.hexdigest(),
             samples=self.samples,
         )
 
