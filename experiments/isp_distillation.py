@@ -115,7 +115,7 @@ class ExperimentConfig:
     lr: float = 3e-4
     temperature: float = 4.0
     low_light: tuple[float, float] = (4.0, 16.0)
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = ("kd", "hard", "kd_scratch", "kd_low_light")
     device: str = "cpu"
     workers: int = 2
