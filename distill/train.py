@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
 import json
 import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -142,6 +144,11 @@ class TrainConfig:
             teacher_name, _, student_name = spec.partition("=")
             pairs.append((teacher_name, student_name or teacher_name))
         return pairs
+
+
+def elastic_data_seed(seed: int, step: int) -> int:
+    """Loader seed after a resume at a different world size: a function of (seed, step) only."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{step}".encode()).digest()[:4], "little")
 
 
 def lr_factor(step: int, steps: int, warmup: int, min_ratio: float) -> float:
@@ -407,6 +414,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         lambda s: lr_factor(s, config.steps, config.warmup_steps, config.min_lr_ratio),
     )
     step, batches_consumed = 0, 0
+    data_seed = config.seed  # the loader's seed; changes only on a resume at another world size
     rng_state = None
     resume_path = _find_resume(config)
     if resume_path is not None:
@@ -416,12 +424,22 @@ def train(config: TrainConfig) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, batches_consumed = state["step"], state["batches_consumed"]
-        if state["world_size"] != proc.world_size:
-            raise ValueError(
-                f"{resume_path}: written by {state['world_size']} processes, resuming with "
-                f"{proc.world_size}: the data order would differ"
-            )
-        rng_state = state["rng"][proc.rank]
+        data_seed = state.get("data_seed", config.seed)
+        if state["world_size"] == proc.world_size:
+            rng_state = state["rng"][proc.rank]
+        else:
+            # The data order depends on the world size, so an exact continuation is impossible:
+            # keep weights, optimiser and schedule, and start a fresh data order under a seed
+            # derived from (seed, step) so the first batches are not replayed.
+            data_seed = elastic_data_seed(config.seed, step)
+            batches_consumed = 0
+            if proc.main:
+                warnings.warn(
+                    f"{resume_path}: written by {state['world_size']} processes, resuming with "
+                    f"{proc.world_size}: model, optimiser and schedule continue from step {step}; "
+                    f"the data order restarts under seed {data_seed} (not an exact replay)",
+                    stacklevel=2,
+                )
 
     student.train()
     freeze_bn = (
@@ -443,7 +461,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     loader = make_loader(
         config.shards,
         batch_size=config.batch_size,
-        seed=config.seed,
+        seed=data_seed,
         num_workers=config.num_workers,
         rank=proc.rank,
         world_size=proc.world_size,
@@ -482,6 +500,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     "scheduler": scheduler.state_dict(),
                     "step": step,
                     "batches_consumed": batches_consumed,
+                    "data_seed": data_seed,
                     "rng": rng,
                     "world_size": proc.world_size,
                     "config": asdict(config),
@@ -494,7 +513,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if rng_state is not None:
         _set_rng_state(rng_state)
     else:
-        torch.manual_seed(config.seed * 1000 + proc.rank + 1)  # per-rank dropout streams
+        torch.manual_seed(data_seed * 1000 + proc.rank + 1)  # per-rank dropout streams
     try:
         while step < end:
             t0 = time.perf_counter()

@@ -20,7 +20,14 @@ from torch import nn
 
 from distill.evaluate import evaluate, load_checkpoint
 from distill.models import build_student, load_teacher
-from distill.train import TrainConfig, config_from_args, lr_factor, main, train
+from distill.train import (
+    TrainConfig,
+    config_from_args,
+    elastic_data_seed,
+    lr_factor,
+    main,
+    train,
+)
 from rawpairs.errors import CorruptInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,6 +151,17 @@ def test_ddp_ranks_see_disjoint_samples(pair_shards: Path, tmp_path: Path) -> No
     assert not set(keys[0]) & set(keys[1]), keys
     assert torch.load(tmp_path / "last.pt", weights_only=False)["world_size"] == 2
     assert json.loads(result.stdout)["world_size"] == 2
+    # Resume the 2-process checkpoint in 1 process: training continues (not an exact replay).
+    config = TrainConfig(
+        shards=str(pair_shards), out=str(tmp_path), steps=4, crop=32, resume="auto",
+        **{**TINY, "batch_size": 2, "shuffle_buffer": 4},
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="written by 2 processes, resuming with 1"):
+        summary = train(config)
+    assert summary["steps"] == 4 and summary["world_size"] == 1
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert (state["step"], state["world_size"], state["batches_consumed"]) == (4, 1, 2)
+    assert state["data_seed"] == elastic_data_seed(0, 2)
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor() -> None:
