@@ -5,7 +5,7 @@ stage              array                      dtype     values
 =================  =========================  ========  =======================================
 ``raw``            H×W mosaic                 uint16    sensor counts in [0, 2**bit_depth − 1]
 ``linear``         H×W mosaic                 float32   (raw − black) / (white − black) in [0, 1]
-``white_balanced`` H×W mosaic                 float32   linear × wb gain × digital gain, ≥ 0
+``white_balanced`` H×W mosaic                 float32   linear × wb gain × digital gain, [0, 1]
 ``camera_rgb``     H×W×3 camera RGB           float32   demosaiced, any finite value
 ``linear_srgb``    H×W×3 linear sRGB (D65)    float32   cam_to_srgb · rgb, clipped to [0, 1]
 ``toned``          H×W×3                      float32   tone curve, [0, 1]
@@ -66,7 +66,7 @@ _LUT_BITS = 12  # encoder table: 4097 entries indexed by ⌊x·4096⌋, correcte
 
 @numba.njit(cache=True, nogil=True)
 def _normalize_kernel(raw, black, span, gain, out):  # pragma: no cover - compiled
-    """out = min(max((raw − black) / span, 0), 1) · gain, all per CFA position, in float32."""
+    """out = min(min(max((raw − black) / span, 0), 1) · gain, 1), per CFA position, float32."""
     zero, one = np.float32(0.0), np.float32(1.0)
     h, w = raw.shape
     for y in range(h):
@@ -77,8 +77,8 @@ def _normalize_kernel(raw, black, span, gain, out):  # pragma: no cover - compil
         for x in range(0, w, 2):
             v0 = (np.float32(raw[y, x]) - b0) / s0
             v1 = (np.float32(raw[y, x + 1]) - b1) / s1
-            out[y, x] = min(max(v0, zero), one) * g0
-            out[y, x + 1] = min(max(v1, zero), one) * g1
+            out[y, x] = min(min(max(v0, zero), one) * g0, one)
+            out[y, x + 1] = min(min(max(v1, zero), one) * g1, one)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -220,7 +220,7 @@ def _check_stage_input(image: np.ndarray, stage: str, camera: Camera) -> np.ndar
         return np.ascontiguousarray(image)
     lo, hi = {
         "linear": (0.0, 1.0),
-        "white_balanced": (0.0, math.inf),
+        "white_balanced": (0.0, 1.0),
         "camera_rgb": (-math.inf, math.inf),
     }.get(stage, (0.0, 1.0))
     return _check_float(image, stage, lo, hi)
@@ -246,7 +246,8 @@ def _normalize(raw: np.ndarray, camera: Camera, gain: np.ndarray) -> np.ndarray:
 def _white_balance(linear: np.ndarray, camera: Camera) -> np.ndarray:
     h, w = linear.shape
     gain = _position_gains(camera).reshape(1, 2, 1, 2)
-    return (linear.reshape(h // 2, 2, w // 2, 2) * gain).reshape(h, w)
+    out = (linear.reshape(h // 2, 2, w // 2, 2) * gain).reshape(h, w)
+    return np.minimum(out, np.float32(1.0), out=out)
 
 
 def _color_matrix(camera: Camera) -> np.ndarray:
@@ -286,7 +287,8 @@ def normalize(raw: np.ndarray, camera: Camera) -> np.ndarray:
 def white_balance(linear: np.ndarray, camera: Camera) -> np.ndarray:
     """``linear`` → ``white_balanced``: each site × its channel's wb gain × the digital gain.
 
-    Input: float H×W mosaic in [0, 1]; output float32, ≥ 0 (may exceed 1).
+    Input: float H×W mosaic in [0, 1]; output float32 clipped to [0, 1] (as Brooks et al. 2019:
+    a saturated site stays saturated, so blown highlights stay neutral instead of turning magenta).
     """
     _check_camera(camera)
     linear = _check_stage_input(linear, "linear", camera)

@@ -109,7 +109,16 @@ def test_white_balance_uses_each_sites_channel_gain(cfa) -> None:
     gains = np.array(camera.wb_gains)[channel_index_map(cfa, 8, 12)] * camera.digital_gain
     out = white_balance(linear, camera)
     assert out.dtype == np.float32
-    np.testing.assert_allclose(out, linear * gains, rtol=1e-7)
+    np.testing.assert_allclose(out, np.minimum(linear * gains, 1), rtol=1e-7)
+    assert (linear * gains > 1).any()  # the clip is exercised
+
+
+def test_saturated_white_stays_neutral() -> None:
+    """A fully saturated sensor renders pure white whatever the gains (no magenta highlights)."""
+    camera = make_camera(CFA.RGGB)
+    raw = np.full((8, 8), camera.white_level, dtype=np.uint16)
+    np.testing.assert_array_equal(process(raw, camera), np.full((8, 8, 3), 255, np.uint8))
+    np.testing.assert_allclose(process(raw, camera, stop="srgb"), 1.0, atol=1e-6)
 
 
 @pytest.mark.parametrize("cfa", list(CFA))
@@ -288,7 +297,7 @@ def _rgb(value: float = 0.5, dtype=np.float32) -> np.ndarray:
         ([[0, 1], [2, 3]], {}, "numpy array, got list"),
         (np.full((8, 8), 1.5, np.float32), {"start": "linear"}, "values in \\[0.0, 1.0\\]"),
         (np.full((8, 8), np.nan), {"start": "linear"}, "NaN or infinite"),
-        (np.full((8, 8), -0.1), {"start": "white_balanced"}, "values in \\[0.0, inf\\]"),
+        (np.full((8, 8), -0.1), {"start": "white_balanced"}, "values in \\[0.0, 1.0\\]"),
         (np.full((8, 8), np.inf), {"start": "white_balanced"}, "NaN or infinite"),
         (np.zeros((8, 8), np.uint16), {"start": "linear"}, "expects a float array"),
         (np.zeros((8, 8, 4), np.float32), {"start": "camera_rgb"}, "H×W×3"),
