@@ -6,7 +6,8 @@ Both keep a bounded window of sources in flight (:func:`_in_order`): memory stay
 many sources there are, and a slow source holds back the writer by at most one window.
 
 - ``local``: this process (``workers=1``) or a pool of *spawned* processes: rawpy (LibRaw with
-  OpenMP) can deadlock in forked children.
+  OpenMP) can deadlock in forked children. A worker that dies is replaced and its source re-run
+  (then alone); a source that kills its worker even alone becomes an error record.
 - ``ray``: Ray tasks on a cluster (``address``) or on a Ray instance started here for the build.
   Ray worker processes are started by the raylet (a separate executable), never forked from this
   process, so they inherit no rawpy/OpenMP state. A task whose worker dies (SIGKILL, OOM killer,
@@ -21,6 +22,8 @@ import itertools
 import logging
 import multiprocessing
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from rawpairs.sample import BuildConfig, Source, process_source
@@ -38,6 +41,7 @@ ENGINES = ("local", "ray")
 RAY_MAX_RETRIES = 3
 RAY_OBJECT_STORE_BYTES = 200 * 2**20  # of a Ray instance started here: results are ~1 MB each
 WINDOW_PER_WORKER = 4
+LOCAL_ISOLATED_ATTEMPTS = 2
 
 Result = tuple[int, tuple[str, Any]]
 Handle = TypeVar("Handle")
@@ -98,20 +102,78 @@ def single_threaded_worker() -> None:
     cv2.setNumThreads(1)
 
 
+class _RespawningPool:
+    """A spawn process pool that survives dead workers (segfault in a decoder, OOM killer).
+
+    A source whose future fails because the pool broke is re-run once in the (rebuilt) pool,
+    then up to :data:`LOCAL_ISOLATED_ATTEMPTS` times alone in a one-process pool; a source that
+    kills its worker even alone becomes an error record, like a corrupt file.
+    """
+
+    def __init__(self, workers: int, config: BuildConfig) -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        self.workers, self.config = workers, config
+        self.executor = self._start(workers)
+
+    def _start(self, workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers, mp_context=self.ctx, initializer=single_threaded_worker)
+
+    def _restart_if(self, executor: ProcessPoolExecutor) -> None:
+        if executor is self.executor:
+            executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = self._start(self.workers)
+
+    def submit(self, source: Source) -> tuple[ProcessPoolExecutor, Future]:
+        try:
+            return self.executor, self.executor.submit(process_source, source, self.config)
+        except BrokenProcessPool:
+            self._restart_if(self.executor)
+            return self.executor, self.executor.submit(process_source, source, self.config)
+
+    def result(self, source: Source, handle: tuple[ProcessPoolExecutor, Future]) -> Any:
+        executor, future = handle
+        try:
+            return future.result()
+        except (BrokenProcessPool, CancelledError):
+            self._restart_if(executor)
+        executor, future = self.submit(source)
+        try:
+            return future.result()
+        except (BrokenProcessPool, CancelledError):
+            self._restart_if(executor)
+        for _ in range(LOCAL_ISOLATED_ATTEMPTS):
+            with self._start(1) as alone:
+                try:
+                    return alone.submit(process_source, source, self.config).result()
+                except BrokenProcessPool:
+                    continue
+        return "error", {
+            "path": source.relpath,
+            "error": "WorkerCrashed",
+            "message": f"the worker process died on this file {LOCAL_ISOLATED_ATTEMPTS} times, "
+            "also alone (a crash in a decoder, or the out-of-memory killer)",
+        }
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
 def _local(sources: list[Source], config: BuildConfig, workers: int) -> Iterator[Result]:
     """In-order results from this process or a spawn pool of ``workers`` processes."""
     if workers <= 1:
         for i, source in enumerate(sources):
             yield i, process_source(source, config)
         return
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=single_threaded_worker) as pool:
+    pool = _RespawningPool(workers, config)
+    try:
         yield from _in_order(
             sources,
-            lambda _, source: pool.apply_async(process_source, (source, config)),
-            lambda _, handle: handle.get(),
+            lambda _, source: pool.submit(source),
+            lambda i, handle: pool.result(sources[i], handle),
             WINDOW_PER_WORKER * workers,
         )
+    finally:
+        pool.shutdown()
 
 
 def _ray(

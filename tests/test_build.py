@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -345,3 +346,26 @@ def test_noise_at_load_stores_the_clean_mosaic(good_src, tmp_path):
             np.testing.assert_array_equal(decode_raw(members["raw.npy"]), clean)
             checked += 1
     assert checked == 4
+
+
+def test_a_killed_worker_is_replaced_and_nothing_is_lost(good_src, tmp_path):
+    """SIGKILL of a worker process mid-build (as the OOM killer would): same output, no error."""
+    import multiprocessing
+
+    killed = []
+
+    def progress(done, total, written, errors):
+        if not killed:
+            children = multiprocessing.active_children()
+            assert children
+            os.kill(children[0].pid, signal.SIGKILL)
+            killed.append(children[0].pid)
+
+    result = build(
+        good_src, tmp_path / "killed", CONFIG, workers=2, samples_per_shard=3, progress=progress
+    )
+    assert killed and result.errors == 0 and result.samples == 12
+    build(good_src, tmp_path / "clean", CONFIG, workers=1, samples_per_shard=3)
+    assert (tmp_path / "killed" / "index.json").read_text() == (
+        tmp_path / "clean" / "index.json"
+    ).read_text()
