@@ -55,13 +55,13 @@ def test_verify_names_the_corrupted_sample(shards, tmp_path):
     payload = members["raw.npy"]
     at = data.find(payload)
     assert at > 0
-    # Saturate a run of mosaic values beyond the white level (the last 64 bytes of the array).
+    # Set a run of mosaic values beyond the 12-bit range (the last 64 bytes of the array).
     end = at + len(payload)
     data[end - 64 : end] = b"\xff" * 64
     shard.write_bytes(bytes(data))
     problems = verify_shards(bad)
     assert any("checksum" in p for p in problems)
-    assert any(key in p and "white level" in p for p in problems)
+    assert any(key in p and "exceeds 12 bits" in p for p in problems)
     result = CliRunner().invoke(cli, ["inspect", str(bad), "--verify"])
     assert result.exit_code == 1 and key in result.output
 
