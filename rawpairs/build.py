@@ -317,7 +317,10 @@ def build(
         "samples_per_shard": samples_per_shard,
         "shard_size": shard_size,
     }
-    previous = _prepare_out(out, identity, overwrite)
+    try:
+        previous = _prepare_out(out, identity, overwrite)
+    except OSError as err:
+        raise BuildError(f"--out {out}: {err.strerror or err}") from err
     if previous is not None and previous.get("status") == "complete":
         return BuildResult(
             out,

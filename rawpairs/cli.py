@@ -159,7 +159,7 @@ def build(
 
     try:
         priors = (
-            CapturePriors.from_dict(json.loads(camera_json.read_text()))
+            CapturePriors.from_json(camera_json.read_text())
             if camera_json
             else CapturePriors()
         )
@@ -178,7 +178,7 @@ def build(
             noise=noise,
             labels=labels == "folder",
         )
-    except (ValueError, json.JSONDecodeError) as err:
+    except (ValueError, TypeError) as err:  # json.JSONDecodeError is a ValueError
         raise click.UsageError(f"{camera_json or 'options'}: {err}") from err
 
     bar = None if quiet else tqdm(unit="src", dynamic_ncols=True, file=sys.stderr)
