@@ -686,7 +686,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = train(config)
     except (ValueError, FileNotFoundError, InputError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        # A DataLoader worker's error arrives wrapped with its traceback: keep the cause line.
+        lines = [line for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        print(f"error: {lines[-1]}", file=sys.stderr)
         return 2
     finally:
         if dist.is_initialized():

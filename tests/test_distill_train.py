@@ -196,6 +196,11 @@ def test_clear_errors(pair_shards: Path, tmp_path: Path, capsys: pytest.CaptureF
             tar.addfile(info, io.BytesIO(data))
     with pytest.raises(CorruptInputError, match=r"no raw\.npy"):
         train(TrainConfig(shards=str(no_raw), **base))
+    # Through a DataLoader worker the CLI still prints one line naming the shard and the cause.
+    cli = ["--shards", str(no_raw), "--out", str(tmp_path / "cli2"), "--crop", "32"]
+    assert main([*cli, "--num-workers", "1", "--device", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rawpairs-000000.tar" in err and "no raw.npy" in err
 
     with pytest.raises(ValueError, match=r"outputs \(1000,\) per sample .* \(10,\)"):
         train(
