@@ -146,6 +146,26 @@ class TrainConfig:
         return pairs
 
 
+# Settings that decide which samples each process sees, in which order (docs/data.md).
+DATA_ORDER_FIELDS = (
+    "shards",
+    "seed",
+    "batch_size",
+    "num_workers",
+    "shuffle_buffer",
+    "crop",
+    "teacher_size",
+    "student_input",
+    "hflip",
+    "low_light",
+)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` in a comparable form (tuples and lists compare equal)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def elastic_data_seed(seed: int, step: int) -> int:
     """Loader seed after a resume at a different world size: a function of (seed, step) only."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{step}".encode()).digest()[:4], "little")
@@ -425,19 +445,26 @@ def train(config: TrainConfig) -> dict[str, Any]:
         scheduler.load_state_dict(state["scheduler"])
         step, batches_consumed = state["step"], state["batches_consumed"]
         data_seed = state.get("data_seed", config.seed)
-        if state["world_size"] == proc.world_size:
+        changed = [
+            name
+            for name in DATA_ORDER_FIELDS
+            if _jsonable(state["config"].get(name)) != _jsonable(getattr(config, name))
+        ]
+        if state["world_size"] != proc.world_size:
+            changed.insert(0, f"world size {state['world_size']} → {proc.world_size}")
+        if not changed:
             rng_state = state["rng"][proc.rank]
         else:
-            # The data order depends on the world size, so an exact continuation is impossible:
-            # keep weights, optimiser and schedule, and start a fresh data order under a seed
-            # derived from (seed, step) so the first batches are not replayed.
+            # The data order depends on these, so an exact continuation is impossible: keep
+            # weights, optimiser and schedule, and start a fresh data order under a seed derived
+            # from (seed, step) so the first batches are not replayed.
             data_seed = elastic_data_seed(config.seed, step)
             batches_consumed = 0
             if proc.main:
                 warnings.warn(
-                    f"{resume_path}: written by {state['world_size']} processes, resuming with "
-                    f"{proc.world_size}: model, optimiser and schedule continue from step {step}; "
-                    f"the data order restarts under seed {data_seed} (not an exact replay)",
+                    f"{resume_path}: resuming with a different {', '.join(changed)}: model, "
+                    f"optimiser and schedule continue from step {step}; the data order restarts "
+                    f"under seed {data_seed} (not an exact replay)",
                     stacklevel=2,
                 )
 

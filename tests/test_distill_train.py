@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -156,12 +157,16 @@ def test_ddp_ranks_see_disjoint_samples(pair_shards: Path, tmp_path: Path) -> No
         shards=str(pair_shards), out=str(tmp_path), steps=4, crop=32, resume="auto",
         **{**TINY, "batch_size": 2, "shuffle_buffer": 4},
     )  # fmt: skip
-    with pytest.warns(UserWarning, match="written by 2 processes, resuming with 1"):
+    with pytest.warns(UserWarning, match="different world size 2 → 1"):
         summary = train(config)
     assert summary["steps"] == 4 and summary["world_size"] == 1
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     assert (state["step"], state["world_size"], state["batches_consumed"]) == (4, 1, 2)
     assert state["data_seed"] == elastic_data_seed(0, 2)
+    # A changed data setting (here the number of loader workers) is not an exact resume either.
+    config = TrainConfig(**{**asdict(config), "steps": 5, "num_workers": 1})
+    with pytest.warns(UserWarning, match="different num_workers"):
+        assert train(config)["steps"] == 5
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor() -> None:
