@@ -405,8 +405,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     config.validate()
     proc = _setup_process(config.device)
     out = Path(config.out)
-    if proc.main:
-        out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # every rank: --log-keys writes from each
     torch.manual_seed(config.seed)  # identical initialisation on every rank
     teacher, student, criterion, t_tap = build_models(config, proc.device)
     channels_last = (

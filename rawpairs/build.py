@@ -141,8 +141,12 @@ def _versions() -> dict[str, str]:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
+    """Write, fsync, rename: after a crash the file is the old or the new one, never partial."""
     tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -191,7 +195,10 @@ def _load_records(out: Path) -> list[dict[str, Any]]:
         path = state / f"shard-{index:06d}.json"
         if not path.exists():
             break
-        record = json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text())
+        except ValueError:  # unreadable (e.g. lost in a power cut): not committed
+            break
         shard = out / record["name"]
         if not shard.exists() or shard.stat().st_size != record["size"]:
             break
