@@ -76,8 +76,12 @@ class BuildConfig:
             raise ValueError(f"--crops must be >= 1, got {self.crops}")
         if self.max_side is not None and self.max_side < 2:
             raise ValueError(f"--max-side must be >= 2, got {self.max_side}")
+        if self.crop_mode == "tile" and self.crops != 1:
+            raise ValueError("--crops applies to --crop-mode random (tile takes every tile)")
         if self.render not in RENDERS:
             raise ValueError(f"--render must be one of {RENDERS}, got {self.render!r}")
+        if self.render == "libraw" and self.max_side is not None:
+            raise ValueError("--max-side cannot be used with --render libraw (full size only)")
         if self.rgb_format not in RGB_FORMATS:
             raise ValueError(f"--rgb-format must be one of {RGB_FORMATS}, got {self.rgb_format!r}")
         if not 95 <= self.jpeg_quality <= 100:
@@ -225,8 +229,6 @@ def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sampl
     factor = 1
     if config.max_side is not None and max(mosaic.shape) > config.max_side:
         factor = -(-max(mosaic.shape) // config.max_side)
-        if config.render == "libraw":
-            raise ValueError("--max-side with --render libraw is not supported for RAW sources")
         mosaic = cfa_utils.bin_mosaic(mosaic, factor)
     if config.render == "libraw":
         rgb = render_libraw(source.path)

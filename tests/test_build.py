@@ -254,7 +254,7 @@ def test_shard_size_limit_closes_shards(good_src, tmp_path):
 def test_crop_modes(good_src, tmp_path, mode, expected):
     src = tmp_path / "src"
     _write_photo(src / "a.png", cv2.resize(data.coffee(), (130, 100), interpolation=cv2.INTER_AREA))
-    config = BuildConfig(crop=50, crop_mode=mode, crops=3)
+    config = BuildConfig(crop=50, crop_mode=mode, crops=3 if mode == "random" else 1)
     result = build(src, tmp_path / "out", config, workers=1)
     assert result.samples == expected
     boxes = [(r["crop_top"], r["crop_left"]) for r in _manifest(tmp_path / "out")]
@@ -369,3 +369,18 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(good_src, tmp_path):
     assert (tmp_path / "killed" / "index.json").read_text() == (
         tmp_path / "clean" / "index.json"
     ).read_text()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"crop": 63}, "even"),
+        ({"crop": 64, "crop_mode": "tile", "crops": 3}, "--crops applies"),
+        ({"render": "libraw", "max_side": 512}, "--max-side cannot"),
+        ({"noise": "sometimes"}, "--noise"),
+        ({"rgb_format": "webp"}, "--rgb-format"),
+    ],
+)
+def test_bad_configurations_fail_up_front(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BuildConfig(**kwargs)
