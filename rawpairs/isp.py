@@ -19,9 +19,11 @@ later ``stop``. Two runs of stages are fused into single passes when :func:`proc
 ``linear_srgb`` → ``srgb8`` (exact to the formulas; see :func:`process`).
 
 References:
-    T. Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019 (the stage
-    order, smoothstep tone curve); H. S. Malvar, L.-W. He, R. Cutler, ICASSP 2004 (demosaicing);
-    Adobe DNG Specification 1.6 (black/white level, colour matrices); IEC 61966-2-1 (sRGB).
+    T. Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019 (stages,
+    smoothstep tone curve; note Brooks applies smoothstep *after* the gamma curve, we apply it
+    to linear values before it, see docs/isp.md); H. S. Malvar, L.-W. He, R. Cutler, ICASSP
+    2004 (demosaicing); Adobe DNG Specification 1.6 (black/white level, colour matrices);
+    IEC 61966-2-1 (sRGB).
 """
 
 from __future__ import annotations
