@@ -109,10 +109,10 @@ class ExperimentConfig:
     max_side: int = 384
     train_crops: int = 24
     val_crops: int = 8
-    steps: int = 32
-    eval_points: int = 2
+    steps: int = 160
+    eval_points: int = 4
     batch_size: int = 12
-    lr: float = 3e-4
+    lr: float = 5e-4
     temperature: float = 4.0
     low_light: tuple[float, float] = (4.0, 16.0)
     seeds: tuple[int, ...] = (0, 1, 2)
