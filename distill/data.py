@@ -48,6 +48,7 @@ from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
 from rawpairs.errors import CorruptInputError
 from rawpairs.noise import add_noise, darken
+from rawpairs.shards import split_member_name
 
 __all__ = [
     "STUDENT_INPUTS",
@@ -225,15 +226,6 @@ class Record:
     members: Mapping[str, bytes] | None
 
 
-def _split_name(name: str) -> tuple[str, str] | None:
-    """``dir/key.raw.npy`` → (``dir/key``, ``raw.npy``); webdataset's rule (first dot)."""
-    head, _, base = name.rpartition("/")
-    if "." not in base:
-        return None
-    stem, ext = base.split(".", 1)
-    return (f"{head}/{stem}" if head else stem), ext.lower()
-
-
 @contextmanager
 def _open_tar(shard: str) -> Iterator[tarfile.TarFile]:
     """A local shard opened seekable (unread members are skipped by seeking), a URL as a stream."""
@@ -261,7 +253,7 @@ def iter_records(
     try:
         with _open_tar(shard) as tar:
             for info in tar:
-                split = _split_name(info.name) if info.isreg() else None
+                split = split_member_name(info.name) if info.isreg() else None
                 if split is None or split[0].rpartition("/")[2].startswith("__"):
                     continue
                 name_key, ext = split

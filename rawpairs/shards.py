@@ -29,6 +29,7 @@ __all__ = [
     "read_shard",
     "sha256_file",
     "shard_name",
+    "split_member_name",
 ]
 
 SHARD_PATTERN = "rawpairs-{:06d}.tar"
@@ -122,6 +123,16 @@ class ShardWriter:
         self.partial.unlink(missing_ok=True)
 
 
+def split_member_name(name: str) -> tuple[str, str] | None:
+    """``dir/key.raw.npy`` → (``dir/key``, ``raw.npy``): webdataset's rule, the first dot of the
+    base name; ``None`` for a member without one."""
+    head, _, base = name.rpartition("/")
+    if "." not in base:
+        return None
+    stem, ext = base.split(".", 1)
+    return (f"{head}/{stem}" if head else stem), ext.lower()
+
+
 def read_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Yield ``(key, {extension: bytes})`` per sample of a shard, in order.
 
@@ -135,7 +146,10 @@ def read_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
             for info in tar:
                 if not info.isfile():
                     continue
-                key, _, ext = info.name.partition(".")
+                parts = split_member_name(info.name)
+                if parts is None:
+                    continue
+                key, ext = parts
                 if key != current:
                     if current is not None:
                         yield current, members
