@@ -27,6 +27,7 @@ from rawpairs import cfa as cfa_utils
 from rawpairs.camera import Camera
 from rawpairs.png import encode_png
 from rawpairs.priors import CapturePriors
+from rawpairs.shards import sha256_file
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -138,14 +139,6 @@ def sample_rng(seed: int, key: str) -> np.random.Generator:
     """The per-sample generator: a function of (global seed, key) only."""
     digest = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little")
     return np.random.default_rng([seed, digest])
-
-
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _crop_boxes(
@@ -282,7 +275,7 @@ def make_samples(source: Source, config: BuildConfig) -> list[Sample]:
     from rawpairs.errors import CorruptInputError
 
     try:
-        sha256 = _file_sha256(source.path)
+        sha256 = sha256_file(source.path)
     except OSError as err:
         raise CorruptInputError(source.path, f"cannot read file ({err.strerror})") from err
     if source.kind == "rgb":
