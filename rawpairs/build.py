@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -26,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rawpairs.engines import EngineError, ordered_results, require_engine
 from rawpairs.sample import BuildConfig, Source
 from rawpairs.shards import ShardWriter
+from rawpairs.storage import OutputFolder, is_url
 
 __all__ = [
     "MANIFEST_SCHEMA",
@@ -53,7 +54,7 @@ class BuildError(RuntimeError):
 class BuildResult:
     """Counts of a finished build (``build.json`` holds the same and more)."""
 
-    out: Path
+    out: str
     sources: int
     samples: int
     shards: int
@@ -74,37 +75,54 @@ class BuildResult:
 # Sources -----------------------------------------------------------------------------------
 
 
-def discover_sources(src: Path, labels: bool = False) -> tuple[list[Source], dict[str, int]]:
+def _list_files(src: str | Path) -> tuple[dict[str, int], str]:
+    """{relative POSIX path: size} of the files under ``src`` (a local path or an fsspec URL),
+    hidden files and folders skipped; and the root their paths are relative to."""
+    fs, root = fsspec.core.url_to_fs(str(src))
+    if not fs.exists(root):
+        raise BuildError(f"--src {src}: no such file or directory")
+    if fs.isfile(root):
+        parent, _, name = root.rstrip("/").rpartition("/")
+        return {name: int(fs.size(root))}, parent
+    found = fs.find(root, detail=True)
+    files = {}
+    for path, info in found.items():
+        rel = path[len(root.rstrip("/")) + 1 :]
+        if info.get("type") != "directory" and not any(p.startswith(".") for p in rel.split("/")):
+            files[rel] = int(info.get("size") or 0)
+    return files, root
+
+
+def discover_sources(src: str | Path, labels: bool = False) -> tuple[list[Source], dict[str, int]]:
     """All files under ``src`` (recursively, sorted by relative path; hidden entries skipped).
 
-    Files whose extension is neither RAW nor photo are kept with ``kind="unknown"`` so that the
-    build reports them. With ``labels``, each file's class is its parent folder's name; the
-    class map is ``{name: index}`` over the sorted names.
+    ``src`` is a local path or any fsspec URL (``s3://bucket/photos``, ``gs://…``; their
+    packages installed). Files whose extension is neither RAW nor photo are kept with
+    ``kind="unknown"`` so that the build reports them. With ``labels``, each file's class is its
+    parent folder's name; the class map is ``{name: index}`` over the sorted names.
     """
     from rawpairs.sources import source_kind
 
-    if not src.exists():
-        raise BuildError(f"--src {src}: no such file or directory")
-    if src.is_file():
-        files, root = [src], src.parent
-    else:
-        files, root = [], src
-        for dirpath, dirnames, filenames in os.walk(src):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            files.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
-    relpaths = sorted(p.relative_to(root).as_posix() for p in files)
+    try:
+        files, root = _list_files(src)
+    except (ValueError, ImportError, OSError) as err:
+        raise BuildError(f"--src {src}: {err}") from err
+    relpaths = sorted(files)
     if not relpaths:
         raise BuildError(f"--src {src}: no input files")
     class_map: dict[str, int] = {}
     if labels:
         names = sorted({Path(r).parent.name for r in relpaths if Path(r).parent.name})
         class_map = {name: i for i, name in enumerate(names)}
+    remote = is_url(src) and not str(src).startswith("file://")
+    prefix = str(src).split("://", 1)[0] + "://" if remote else ""
     sources = [
         Source(
-            path=str(root / r),
+            path=f"{prefix}{root.rstrip('/')}/{r}" if remote else str(Path(root) / r),
             relpath=r,
             kind=source_kind(r) or "unknown",
             label=class_map.get(Path(r).parent.name) if labels else None,
+            size=files[r],
         )
         for r in relpaths
     ]
@@ -114,7 +132,7 @@ def discover_sources(src: Path, labels: bool = False) -> tuple[list[Source], dic
 def _plan_fingerprint(sources: list[Source]) -> str:
     h = hashlib.sha256()
     for s in sources:
-        h.update(f"{s.relpath}\0{os.path.getsize(s.path)}\n".encode())
+        h.update(f"{s.relpath}\0{s.size}\n".encode())
     return h.hexdigest()
 
 
@@ -140,18 +158,12 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    """Write, fsync, rename: after a crash the file is the old or the new one, never partial."""
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_json(out: OutputFolder, name: str, obj: Any) -> None:
+    """Atomic: after a crash the file is the old or the new one, never partial."""
+    out.write_bytes(name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def _ours(path: Path) -> bool:
-    name = path.name
+def _ours(name: str) -> bool:
     return (
         name in OUTPUT_FILES
         or name == STATE_DIR
@@ -160,63 +172,65 @@ def _ours(path: Path) -> bool:
     )
 
 
-def _prepare_out(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+def _prepare_out(
+    out: OutputFolder, identity: dict[str, Any], overwrite: bool
+) -> dict[str, Any] | None:
     """Make ``out`` ready; return the previous ``build.json`` when this is a resume."""
-    out.mkdir(parents=True, exist_ok=True)
-    entries = list(out.iterdir())
+    out.makedirs()
+    entries = out.names()
     if overwrite:
-        for p in entries:
-            if _ours(p):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        for name in entries:
+            if _ours(name):
+                out.delete(name)
         return None
     if not entries:
         return None
-    build_json = out / "build.json"
-    if not build_json.exists():
+    if "build.json" not in entries:
         raise BuildError(
-            f"--out {out} is not empty and holds no rawpairs build; "
+            f"--out {out.location} is not empty and holds no rawpairs build; "
             "use --overwrite or another folder"
         )
-    previous = json.loads(build_json.read_text())
+    previous = json.loads(out.read_text("build.json"))
     for name, value in identity.items():
         if previous.get(name) != value:
             raise BuildError(
-                f"--out {out} holds a build with a different {name.replace('_', ' ')}; "
+                f"--out {out.location} holds a build with a different {name.replace('_', ' ')}; "
                 "re-run with the same options to resume, or pass --overwrite"
             )
     return previous
 
 
-def _load_records(out: Path) -> list[dict[str, Any]]:
+def _load_records(out: OutputFolder) -> list[dict[str, Any]]:
     """Committed shard records in order; drops any tail whose shard file is missing."""
-    state = out / STATE_DIR
+    state_names = set(out.names(STATE_DIR))
+    names = set(out.names())
     records = []
-    for index in range(10**6):
-        path = state / f"shard-{index:06d}.json"
-        if not path.exists():
+    for index in range(len(state_names)):
+        name = f"shard-{index:06d}.json"
+        if name not in state_names:
             break
         try:
-            record = json.loads(path.read_text())
+            record = json.loads(out.read_text(f"{STATE_DIR}/{name}"))
         except ValueError:  # unreadable (e.g. lost in a power cut): not committed
             break
-        shard = out / record["name"]
-        if not shard.exists() or shard.stat().st_size != record["size"]:
+        if record["name"] not in names or out.size(record["name"]) != record["size"]:
             break
         records.append(record)
-    for p in out.glob(".*.partial"):
-        p.unlink()
     committed = {r["name"] for r in records}
-    for p in out.glob("rawpairs-*.tar"):
-        if p.name not in committed:  # renamed but its record was never written
-            p.unlink()
-    for p in state.glob("shard-*.json") if state.exists() else []:
-        if int(p.stem.split("-")[1]) >= len(records):
-            p.unlink()
+    for name in names:
+        partial = name.startswith(".") and name.endswith(".partial")
+        if partial or (
+            name.startswith("rawpairs-") and name.endswith(".tar") and name not in committed
+        ):
+            out.delete(name)  # a partial file, or a shard renamed before its record was written
+    for name in state_names:
+        if name.startswith("shard-") and int(name[6:12]) >= len(records):
+            out.delete(f"{STATE_DIR}/{name}")
     return records
 
 
 def _write_outputs(
-    out: Path,
+    out: OutputFolder,
     records: list[dict[str, Any]],
     tail_errors: list[dict[str, str]],
     header: dict[str, Any],
@@ -232,9 +246,9 @@ def _write_outputs(
         if rows
         else MANIFEST_SCHEMA.empty_table()
     )
-    tmp = out / ".manifest.parquet.partial"
-    pq.write_table(table, tmp)
-    os.replace(tmp, out / "manifest.parquet")
+    parquet = pa.BufferOutputStream()
+    pq.write_table(table, parquet)
+    out.write_bytes("manifest.parquet", parquet.getvalue().to_pybytes())
     index = {
         "schema_version": 1,
         "shards": [
@@ -242,12 +256,12 @@ def _write_outputs(
             for r in records
         ],
     }
-    _write_json_atomic(out / "index.json", index)
-    tmp = out / ".errors.jsonl.partial"
-    tmp.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in errors))
-    os.replace(tmp, out / "errors.jsonl")
-    _write_json_atomic(out / "build.json", header)
-    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+    _write_json(out, "index.json", index)
+    out.write_bytes(
+        "errors.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors).encode()
+    )
+    _write_json(out, "build.json", header)
+    out.delete(STATE_DIR)
     return len(rows), len(errors)
 
 
@@ -314,10 +328,40 @@ def build(
         raise BuildError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     if shard_size < 1:
         raise BuildError(f"--shard-size must be >= 1 byte, got {shard_size}")
-    src, out = Path(src), Path(out)
     workers = workers or os.cpu_count() or 1
     started = time.monotonic()
     sources, class_map = discover_sources(src, labels=config.labels)
+    try:
+        folder = OutputFolder(out)
+    except (ValueError, ImportError) as err:  # unknown protocol, or its package missing
+        raise BuildError(f"--out {out}: {err}") from err
+    try:
+        return _build(
+            sources, class_map, folder, config, started, workers=workers, src=str(src),
+            samples_per_shard=samples_per_shard, shard_size=shard_size, overwrite=overwrite,
+            engine=engine, address=address, progress=progress, warn=warn,
+        )  # fmt: skip
+    finally:
+        folder.close()
+
+
+def _build(
+    sources: list[Source],
+    class_map: dict[str, int],
+    out: OutputFolder,
+    config: BuildConfig,
+    started: float,
+    *,
+    workers: int,
+    src: str,
+    samples_per_shard: int,
+    shard_size: int,
+    overwrite: bool,
+    engine: str,
+    address: str | None,
+    progress: Callable[[int, int, int, int], None] | None,
+    warn: Callable[[str], None] | None,
+) -> BuildResult:
     identity = {
         "config": config.to_dict(),
         "sources_fingerprint": _plan_fingerprint(sources),
@@ -327,10 +371,10 @@ def build(
     try:
         previous = _prepare_out(out, identity, overwrite)
     except OSError as err:
-        raise BuildError(f"--out {out}: {err.strerror or err}") from err
+        raise BuildError(f"--out {out.location}: {err.strerror or err}") from err
     if previous is not None and previous.get("status") == "complete":
         return BuildResult(
-            out,
+            out.location,
             previous["counts"]["sources"],
             previous["counts"]["samples"],
             previous["counts"]["shards"],
@@ -341,12 +385,11 @@ def build(
     header = {
         **identity,
         "status": "running",
-        "src": str(src),
+        "src": src,
         "class_map": class_map,
         "versions": _versions(),
     }
-    _write_json_atomic(out / "build.json", header)
-    (out / STATE_DIR).mkdir(exist_ok=True)
+    _write_json(out, "build.json", header)
     records = _load_records(out)
     cursor = tuple(records[-1]["end"]) if records else (0, 0)
     written = sum(len(r["rows"]) for r in records)
@@ -360,6 +403,7 @@ def build(
         nonlocal writer, rows, errors
         assert writer is not None
         info = writer.commit()
+        out.publish(writer.final)
         record = {
             "name": info.name,
             "size": info.size,
@@ -369,7 +413,7 @@ def build(
             "positions": info.samples,
             "errors": errors,
         }
-        _write_json_atomic(out / STATE_DIR / f"shard-{info.index:06d}.json", record)
+        _write_json(out, f"{STATE_DIR}/shard-{info.index:06d}.json", record)
         records.append(record)
         writer, rows, errors = None, [], []
 
@@ -389,7 +433,7 @@ def build(
                     if (position, crop_index) < cursor:
                         continue
                     if writer is None:
-                        writer = ShardWriter(out, len(records))
+                        writer = ShardWriter(out.scratch, len(records))
                     writer.add(members)
                     rows.append(row)
                     written += 1
@@ -415,4 +459,4 @@ def build(
         },
     )
     samples, n_errors = _write_outputs(out, records, errors, header)
-    return BuildResult(out, len(sources), samples, len(records), n_errors, seconds)
+    return BuildResult(out.location, len(sources), samples, len(records), n_errors, seconds)

@@ -17,7 +17,9 @@ import hashlib
 import io
 import json
 import re
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -28,6 +30,7 @@ from rawpairs.camera import Camera
 from rawpairs.png import encode_png
 from rawpairs.priors import CapturePriors
 from rawpairs.shards import sha256_file
+from rawpairs.storage import is_url
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -112,6 +115,7 @@ class Source:
     relpath: str
     kind: str  # "raw" | "rgb"
     label: int | None = None
+    size: int | None = None  # bytes, when known from the listing
 
 
 @dataclass
@@ -271,7 +275,12 @@ def _meta(
 
 
 def make_samples(source: Source, config: BuildConfig) -> list[Sample]:
-    """All samples of one source file, in crop order. Raises ``InputError`` for bad files."""
+    """All samples of one source file, in crop order. Raises ``InputError`` for bad files.
+
+    A source given by URL (any fsspec file system) is first copied to a local temporary file.
+    """
+    if is_url(source.path):
+        return _make_remote_samples(source, config)
     from rawpairs.errors import CorruptInputError
 
     try:
@@ -287,6 +296,25 @@ def make_samples(source: Source, config: BuildConfig) -> list[Sample]:
     for sample in samples:
         sample.meta["seed"] = config.seed
     return samples
+
+
+def _make_remote_samples(source: Source, config: BuildConfig) -> list[Sample]:
+    import fsspec
+
+    from rawpairs.errors import CorruptInputError, InputError
+
+    try:
+        with fsspec.open(source.path, "rb") as f:
+            data = f.read()
+    except (OSError, ValueError) as err:
+        raise CorruptInputError(source.path, f"cannot read ({err})") from err
+    with tempfile.TemporaryDirectory(prefix="rawpairs-src-") as tmp:
+        local = Path(tmp) / Path(source.relpath).name
+        local.write_bytes(data)
+        try:
+            return make_samples(replace(source, path=str(local)), config)
+        except InputError as err:  # name the source, not the temporary copy
+            raise type(err)(source.path, err.cause) from err
 
 
 def encode_sample(sample: Sample, config: BuildConfig) -> dict[str, bytes | str]:
