@@ -39,11 +39,10 @@ def main() -> None:
 @click.option(
     "--src",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Folder (or file) of camera RAW files and/or photos.",
+    help="Folder (or file) of camera RAW files and/or photos: a path or an fsspec URL.",
 )
 @click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="Output folder for shards."
+    "--out", required=True, help="Output folder for shards: a path or an fsspec URL (s3://…)."
 )
 @click.option(
     "--crop", type=int, default=None, help="Crop N×N pairs at even offsets (default: whole image)."
@@ -125,8 +124,8 @@ def main() -> None:
 @click.option("--strict", is_flag=True, help="Exit non-zero if any input failed.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build(
-    src: Path,
-    out: Path,
+    src: str,
+    out: str,
     crop: int | None,
     crop_mode: str,
     crops: int,
@@ -159,9 +158,7 @@ def build(
 
     try:
         priors = (
-            CapturePriors.from_json(camera_json.read_text())
-            if camera_json
-            else CapturePriors()
+            CapturePriors.from_json(camera_json.read_text()) if camera_json else CapturePriors()
         )
         config = BuildConfig(
             seed=seed,
@@ -214,9 +211,7 @@ def build(
     if result.samples == 0:
         raise click.exceptions.Exit(1)
     if strict and result.errors:
-        click.echo(
-            f"--strict: {result.errors} inputs failed (see {out / 'errors.jsonl'})", err=True
-        )
+        click.echo(f"--strict: {result.errors} inputs failed (see errors.jsonl in {out})", err=True)
         raise click.exceptions.Exit(1)
 
 
