@@ -53,8 +53,7 @@ def rgb_to_cam_matrix(xyz_to_cam: np.ndarray) -> np.ndarray:
     return m / sums
 
 
-def finite_floats(values: Any, n: int, name: str) -> tuple[float, ...]:
-    """``values`` as exactly ``n`` finite floats; ``ValueError`` naming ``name`` otherwise."""
+def _floats(values: Any, n: int, name: str) -> tuple[float, ...]:
     arr = np.asarray(values, dtype=np.float64).ravel()
     if arr.size != n:
         raise ValueError(f"{name} must have {n} values, got {arr.size}")
@@ -81,12 +80,12 @@ class Camera:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "cfa", CFA.parse(self.cfa))
-        set_(self, "black_level", finite_floats(self.black_level, 4, "black_level"))
-        set_(self, "wb_gains", finite_floats(self.wb_gains, 3, "wb_gains"))
-        m = finite_floats(self.xyz_to_cam, 9, "xyz_to_cam")
+        set_(self, "black_level", _floats(self.black_level, 4, "black_level"))
+        set_(self, "wb_gains", _floats(self.wb_gains, 3, "wb_gains"))
+        m = _floats(self.xyz_to_cam, 9, "xyz_to_cam")
         set_(self, "xyz_to_cam", (m[0:3], m[3:6], m[6:9]))
         for name in ("white_level", "digital_gain", "noise_shot", "noise_read"):
-            set_(self, name, finite_floats(getattr(self, name), 1, name)[0])
+            set_(self, name, _floats(getattr(self, name), 1, name)[0])
         if int(self.bit_depth) != self.bit_depth or not 1 <= int(self.bit_depth) <= 16:
             raise ValueError(f"bit_depth must be an integer in [1, 16], got {self.bit_depth}")
         set_(self, "bit_depth", int(self.bit_depth))

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from rawpairs.camera import Camera, finite_floats
+from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
 
 __all__ = [
@@ -96,6 +96,13 @@ def _range(value: Any, name: str, *, strict: bool = True) -> tuple[float, float]
     return lo, hi
 
 
+def _floats(value: Any, n: int, name: str) -> tuple[float, ...]:
+    arr = np.asarray(value, dtype=np.float64).ravel()
+    if arr.size != n or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be {n} finite numbers, got {value!r}")
+    return tuple(float(v) for v in arr)
+
+
 @dataclass(frozen=True)
 class CapturePriors:
     """Distributions of simulated capture parameters; see the module docstring for defaults.
@@ -130,14 +137,14 @@ class CapturePriors:
             raise ValueError(f"matrix_mix must be an integer >= 1, got {self.matrix_mix!r}")
         set_(self, "matrix_mix", int(self.matrix_mix))
         if self.xyz_to_cam is not None:
-            m = finite_floats(self.xyz_to_cam, 9, "xyz_to_cam")
+            m = _floats(self.xyz_to_cam, 9, "xyz_to_cam")
             set_(self, "xyz_to_cam", (m[0:3], m[3:6], m[6:9]))
         set_(self, "red_gain", _range(self.red_gain, "red_gain"))
         set_(self, "blue_gain", _range(self.blue_gain, "blue_gain"))
         inverse = self.digital_gain_inverse
         if np.ndim(inverse) == 0:  # a single number fixes the gain
             inverse = (inverse, 0.0)
-        mean, std = finite_floats(inverse, 2, "digital_gain_inverse")
+        mean, std = _floats(inverse, 2, "digital_gain_inverse")
         if std < 0 or mean - _TRUNCATE_STD * std <= 0:
             raise ValueError(
                 f"digital_gain_inverse (mean {mean}, std {std}) needs std >= 0 and "
@@ -150,7 +157,7 @@ class CapturePriors:
                 f"shot_noise is log-uniform: low must be > 0 unless both are 0, got {shot}"
             )
         set_(self, "shot_noise", shot)
-        line = finite_floats(self.read_noise_line, 3, "read_noise_line")
+        line = _floats(self.read_noise_line, 3, "read_noise_line")
         if line[2] < 0:
             raise ValueError(f"read_noise_line std must be >= 0, got {line[2]}")
         set_(self, "read_noise_line", line)
@@ -167,9 +174,9 @@ class CapturePriors:
             black = np.atleast_1d(np.asarray(self.black_level, dtype=np.float64)).ravel()
             if black.size == 1:  # one level for all four CFA positions
                 black = np.repeat(black, 4)
-            set_(self, "black_level", finite_floats(black, 4, "black_level"))
+            set_(self, "black_level", _floats(black, 4, "black_level"))
         if self.white_level is not None:
-            set_(self, "white_level", finite_floats(self.white_level, 1, "white_level")[0])
+            set_(self, "white_level", _floats(self.white_level, 1, "white_level")[0])
         # Fixed values must make a valid camera together (e.g. black level below white level).
         matrix = self.xyz_to_cam or BROOKS_CAMERAS["Sony ILCE-7R"]
         self._camera(self.cfa[0], matrix, (self.red_gain[0], 1.0, self.blue_gain[0]))
