@@ -21,6 +21,10 @@ import collections
 import itertools
 import logging
 import multiprocessing
+import os
+import pickle
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -94,12 +98,32 @@ def single_threaded_worker() -> None:
     OpenCV's and OpenMP's own thread pools in every worker oversubscribe the cores; measured with
     2 workers on 2 cores, a build of 500×375 photos ran at 32 samples/s instead of >200.
     """
-    import os
-
     import cv2
 
     os.environ["OMP_NUM_THREADS"] = "1"  # LibRaw's OpenMP reads it when it first runs
     cv2.setNumThreads(1)
+
+
+def _process_to_file(source: Source, config: BuildConfig, folder: str) -> str:
+    """Run :func:`process_source` and pickle its result into ``folder``; return the file's path.
+
+    The result (~1 MB of encoded members) travels through a file, not the pool's result pipe:
+    a worker killed half-way through writing a large message to that pipe leaves the pool's
+    reader blocked forever (CPython's ProcessPoolExecutor), while the path is a message short
+    enough to be written to a pipe atomically.
+    """
+    result = process_source(source, config)
+    fd, path = tempfile.mkstemp(dir=folder, suffix=".pickle")
+    with os.fdopen(fd, "wb") as f:
+        pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def _load_result(path: str) -> Any:
+    with open(path, "rb") as f:
+        result = pickle.load(f)
+    os.unlink(path)
+    return result
 
 
 class _RespawningPool:
@@ -113,6 +137,7 @@ class _RespawningPool:
     def __init__(self, workers: int, config: BuildConfig) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.workers, self.config = workers, config
+        self.results = tempfile.mkdtemp(prefix="rawpairs-results-")
         self.executor = self._start(workers)
 
     def _start(self, workers: int) -> ProcessPoolExecutor:
@@ -125,26 +150,29 @@ class _RespawningPool:
 
     def submit(self, source: Source) -> tuple[ProcessPoolExecutor, Future]:
         try:
-            return self.executor, self.executor.submit(process_source, source, self.config)
+            return self.executor, self._submit(self.executor, source)
         except BrokenProcessPool:
             self._restart_if(self.executor)
-            return self.executor, self.executor.submit(process_source, source, self.config)
+            return self.executor, self._submit(self.executor, source)
+
+    def _submit(self, executor: ProcessPoolExecutor, source: Source) -> Future:
+        return executor.submit(_process_to_file, source, self.config, self.results)
 
     def result(self, source: Source, handle: tuple[ProcessPoolExecutor, Future]) -> Any:
         executor, future = handle
         try:
-            return future.result()
+            return _load_result(future.result())
         except (BrokenProcessPool, CancelledError):
             self._restart_if(executor)
         executor, future = self.submit(source)
         try:
-            return future.result()
+            return _load_result(future.result())
         except (BrokenProcessPool, CancelledError):
             self._restart_if(executor)
         for _ in range(LOCAL_ISOLATED_ATTEMPTS):
             with self._start(1) as alone:
                 try:
-                    return alone.submit(process_source, source, self.config).result()
+                    return _load_result(self._submit(alone, source).result())
                 except BrokenProcessPool:
                     continue
         return "error", {
@@ -156,6 +184,7 @@ class _RespawningPool:
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.results, ignore_errors=True)
 
 
 def _local(sources: list[Source], config: BuildConfig, workers: int) -> Iterator[Result]:

@@ -361,9 +361,18 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(good_src, tmp_path):
             os.kill(children[0].pid, signal.SIGKILL)
             killed.append(children[0].pid)
 
-    result = build(
-        good_src, tmp_path / "killed", CONFIG, workers=2, samples_per_shard=3, progress=progress
-    )
+    def hung(signum, frame):
+        raise TimeoutError("the build hung after its worker was killed")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)  # a hang fails this test instead of stalling the suite
+    try:
+        result = build(
+            good_src, tmp_path / "killed", CONFIG, workers=2, samples_per_shard=3, progress=progress
+        )
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     assert killed and result.errors == 0 and result.samples == 12
     build(good_src, tmp_path / "clean", CONFIG, workers=1, samples_per_shard=3)
     assert (tmp_path / "killed" / "index.json").read_text() == (
