@@ -1,0 +1,732 @@
+"""What a sample is: the one definition of the shard format, used by the writer and every reader.
+
+A shard is a tar file whose members are named ``<key>.<member>``; a sample is the run of
+consecutive members sharing a key (webdataset's rule: the key is the part of the base name before
+its first dot). The members (docs/schema.md):
+
+- ``raw.npy``: uint16 H×W mosaic in sensor counts (``numpy.save`` format, no pickle);
+- ``rgb.png`` or ``rgb.jpg``: 8-bit sRGB H×W×3, aligned pixel for pixel with the mosaic;
+- ``json``: :class:`SampleMeta` (camera, render, source, crop, seed, schema version), UTF-8;
+- ``cls``: optional ASCII class index ≥ 0.
+
+:func:`encode_sample` makes the members, :func:`walk_tar` / :func:`read_shard` group a tar's
+members into samples, and :func:`decode_sample` checks and decodes one sample. The builder, the
+training loader and ``rawpairs inspect --verify`` all go through these functions, so a shard that
+``inspect --verify`` passes is one the loader reads. The manifest row (:func:`manifest_row`,
+:func:`manifest_schema`) and the ``index.json`` layout (:class:`ShardEntry`) live here too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rawpairs.camera import Camera
+from rawpairs.errors import CorruptInputError
+
+__all__ = [
+    "CLS_MEMBER",
+    "JSON_MEMBER",
+    "MANIFEST_COLUMNS",
+    "POSITION_COLUMNS",
+    "RAW_MEMBER",
+    "RGB_MEMBERS",
+    "SCHEMA_VERSION",
+    "Crop",
+    "DecodedSample",
+    "NoisePlacement",
+    "RenderInfo",
+    "RenderMethod",
+    "SampleMeta",
+    "SchemaVersionError",
+    "ShardEntry",
+    "SourceInfo",
+    "SourceKind",
+    "TarSample",
+    "decode_sample",
+    "encode_sample",
+    "index_document",
+    "manifest_row",
+    "manifest_schema",
+    "parse_index",
+    "read_shard",
+    "rgb_member",
+    "split_member_name",
+    "walk_tar",
+]
+
+SCHEMA_VERSION = 1
+RAW_MEMBER = "raw.npy"
+JSON_MEMBER = "json"
+CLS_MEMBER = "cls"
+RGB_MEMBERS = {"png": "rgb.png", "jpeg": "rgb.jpg"}  # by --rgb-format
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+
+
+class SchemaVersionError(CorruptInputError):
+    """A sample written with another schema version than the one this code reads."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed metadata (the ``json`` member)
+# ---------------------------------------------------------------------------------------------
+class RenderMethod(str, Enum):
+    """How the RGB of a sample was made."""
+
+    RAWPAIRS = "rawpairs"  # our forward ISP from a camera RAW's metadata
+    LIBRAW = "libraw"  # LibRaw's rendering of a camera RAW
+    UNPROCESS = "unprocess"  # the RGB is the photo; the RAW was simulated from it
+
+
+class NoisePlacement(str, Enum):
+    """Where a simulated RAW's sensor noise is: in ``raw.npy``, or drawn by the reader."""
+
+    IN_RAW = "in_raw"  # raw.npy holds the noisy counts (camera RAW, or --noise shard)
+    AT_LOAD = "at_load"  # raw.npy is noise-free (--noise load): readers add N(0, shot·x + read)
+
+
+class SourceKind(str, Enum):
+    """The kind of input file a sample comes from."""
+
+    RAW = "raw"
+    RGB = "rgb"
+
+
+def _object(d: Any, name: str) -> dict:
+    if not isinstance(d, dict):
+        raise ValueError(f"{name} must be a JSON object, got {type(d).__name__}")
+    return d
+
+
+def _fields(d: Any, name: str, required: Sequence[str], optional: Sequence[str] = ()) -> dict:
+    _object(d, name)
+    missing = [f for f in required if f not in d]
+    unknown = sorted(set(d) - set(required) - set(optional))
+    if missing:
+        raise ValueError(f"{name} lacks {', '.join(missing)}")
+    if unknown:
+        raise ValueError(f"{name} has unknown fields {unknown}")
+    return d
+
+
+def _int(value: Any, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r:.40}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r:.40}")
+    return value
+
+
+def _enum(kind: type[Enum], value: Any, name: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in kind)
+        raise ValueError(f"{name} must be one of {choices}, got {value!r:.40}") from None
+
+
+@dataclass(frozen=True)
+class RenderInfo:
+    """How the pair was rendered: method, noise placement and the ISP choices of the method
+    (``demosaic`` for ``rawpairs`` only; ``tone``/``gamma`` for ``rawpairs`` and ``unprocess``;
+    ``None`` where the method has no such choice)."""
+
+    method: RenderMethod
+    noise: NoisePlacement
+    demosaic: str | None = None
+    tone: str | None = None
+    gamma: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"method": self.method.value, "noise": self.noise.value}
+        for name in ("demosaic", "tone", "gamma"):
+            if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> RenderInfo:
+        method = _enum(RenderMethod, _object(d, "render").get("method"), "render.method")
+        needed = {
+            RenderMethod.RAWPAIRS: ("demosaic", "tone", "gamma"),
+            RenderMethod.UNPROCESS: ("tone", "gamma"),
+            RenderMethod.LIBRAW: (),
+        }[method]
+        _fields(d, f"render ({method.value})", ("method", "noise", *needed))
+        return cls(
+            method=method,
+            noise=_enum(NoisePlacement, d["noise"], "render.noise"),
+            **{name: _str(d[name], f"render.{name}") for name in needed},
+        )
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """The input file of a sample: POSIX path relative to ``--src``, kind, SHA-256 (hex), the size
+    (pixels) of the image the crop is taken from, and for camera RAW its make, model and Bayer
+    binning factor (``None`` for photos)."""
+
+    path: str
+    kind: SourceKind
+    sha256: str
+    height: int
+    width: int
+    make: str | None = None
+    model: str | None = None
+    bin_factor: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "path": self.path,
+            "kind": self.kind.value,
+            "sha256": self.sha256,
+            "height": self.height,
+            "width": self.width,
+        }
+        for name in ("make", "model", "bin_factor"):
+            if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> SourceInfo:
+        base = ("path", "kind", "sha256", "height", "width")
+        raw_only = ("make", "model", "bin_factor")
+        kind = _enum(SourceKind, _object(d, "source").get("kind"), "source.kind")
+        _fields(d, "source", base + (raw_only if kind is SourceKind.RAW else ()))
+        return cls(
+            path=_str(d["path"], "source.path"),
+            kind=kind,
+            sha256=_str(d["sha256"], "source.sha256"),
+            height=_int(d["height"], "source.height", 1),
+            width=_int(d["width"], "source.width", 1),
+            make=_str(d["make"], "source.make") if "make" in d else None,
+            model=_str(d["model"], "source.model") if "model" in d else None,
+            bin_factor=_int(d["bin_factor"], "source.bin_factor", 1) if "bin_factor" in d else None,
+        )
+
+
+@dataclass(frozen=True)
+class Crop:
+    """The crop box in source pixels (after ``--max-side``): top, left, height, width."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def to_list(self) -> list[int]:
+        return [self.top, self.left, self.height, self.width]
+
+    @classmethod
+    def from_list(cls, values: Any) -> Crop:
+        if not isinstance(values, list) or len(values) != 4:
+            raise ValueError(f"crop must be [top, left, height, width], got {values!r:.60}")
+        top, left, height, width = (
+            _int(v, f"crop.{n}", m)
+            for v, n, m in zip(
+                values, ("top", "left", "height", "width"), (0, 0, 1, 1), strict=True
+            )
+        )
+        return cls(top, left, height, width)
+
+
+@dataclass(frozen=True)
+class SampleMeta:
+    """The ``json`` member: everything known about a sample besides its pixels."""
+
+    key: str
+    camera: Camera
+    render: RenderInfo
+    source: SourceInfo
+    crop: Crop
+    seed: int
+
+    def __post_init__(self) -> None:
+        c, s = self.crop, self.source
+        if c.top + c.height > s.height or c.left + c.width > s.width:
+            raise ValueError(
+                f"crop {c.to_list()} does not fit the {s.height}×{s.width} source image"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "key": self.key,
+            "camera": self.camera.to_dict(),
+            "render": self.render.to_dict(),
+            "source": self.source.to_dict(),
+            "crop": self.crop.to_list(),
+            "seed": self.seed,
+        }
+
+    def to_json(self) -> bytes:
+        """The member's exact bytes (sorted keys; floats round-trip bit for bit)."""
+        return json.dumps(self.to_dict(), sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, d: Any) -> SampleMeta:
+        """Inverse of :meth:`to_dict`. ``ValueError`` for a missing, unknown or invalid field;
+        :class:`SchemaVersionError`'s message for another schema version is raised by
+        :func:`decode_sample` (which knows the shard)."""
+        _check_version(d)
+        _fields(d, "json", ("schema_version", "key", "camera", "render", "source", "crop", "seed"))
+        try:
+            camera = Camera.from_dict(_object(d["camera"], "camera"))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"camera: {err}") from err
+        return cls(
+            key=_str(d["key"], "key"),
+            camera=camera,
+            render=RenderInfo.from_dict(d["render"]),
+            source=SourceInfo.from_dict(d["source"]),
+            crop=Crop.from_list(d["crop"]),
+            seed=_int(d["seed"], "seed"),
+        )
+
+
+def _check_version(d: Any) -> None:
+    """Raise ``ValueError`` unless ``d`` is an object whose ``schema_version`` is this code's."""
+    _object(d, "json")
+    if "schema_version" not in d:
+        raise ValueError("json has no schema_version")
+    version = d["schema_version"]
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise _VersionMismatch(
+            f"written with schema version {version!r:.20}, this rawpairs reads schema version "
+            f"{SCHEMA_VERSION} (rebuild the shards, or use the rawpairs version that wrote them)"
+        )
+
+
+class _VersionMismatch(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------------
+def rgb_member(rgb_format: str) -> str:
+    """Member name of the RGB image for ``--rgb-format`` (``png`` → ``rgb.png``, ``jpeg`` →
+    ``rgb.jpg``)."""
+    try:
+        return RGB_MEMBERS[rgb_format]
+    except KeyError:
+        choices = sorted(RGB_MEMBERS)
+        raise ValueError(f"RGB format must be one of {choices}, got {rgb_format!r}") from None
+
+
+def encode_sample(
+    meta: SampleMeta,
+    raw: np.ndarray,
+    rgb: np.ndarray,
+    label: int | None = None,
+    *,
+    rgb_format: str = "png",
+    jpeg_quality: int = 95,
+    png_compression: int = 1,
+) -> dict[str, bytes | str]:
+    """The tar members of one sample, ready for webdataset's ``TarWriter`` (``__key__`` included).
+
+    ``raw``: uint16 H×W counts; ``rgb``: uint8 H×W×3 sRGB of the same H×W; ``label``: class
+    index ≥ 0 or ``None``. PNG (``png_compression``: ISA-L level 0–3) or JPEG (``jpeg_quality``
+    95–100). Raises ``ValueError`` for arrays that do not fit the schema or the metadata.
+    """
+    import cv2
+
+    from rawpairs.png import encode_png
+
+    if raw.dtype != np.uint16 or raw.ndim != 2:
+        raise ValueError(
+            f"{meta.key}: raw must be a uint16 H×W mosaic, got {raw.dtype} {raw.shape}"
+        )
+    if rgb.dtype != np.uint8 or rgb.shape != (*raw.shape, 3):
+        raise ValueError(
+            f"{meta.key}: rgb must be uint8 {raw.shape}×3, got {rgb.dtype} {rgb.shape}"
+        )
+    if raw.shape != (meta.crop.height, meta.crop.width):
+        raise ValueError(f"{meta.key}: raw is {raw.shape} but the crop is {meta.crop.to_list()}")
+    if label is not None and label < 0:
+        raise ValueError(f"{meta.key}: class index must be >= 0, got {label}")
+    name = rgb_member(rgb_format)
+    if name == "rgb.png":
+        rgb_bytes = encode_png(rgb, png_compression)
+    else:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        if not ok:
+            raise ValueError(f"{meta.key}: OpenCV could not encode the RGB image as JPEG")
+        rgb_bytes = jpeg.tobytes()
+    raw_buf = io.BytesIO()
+    np.save(raw_buf, raw, allow_pickle=False)
+    members: dict[str, bytes | str] = {
+        "__key__": meta.key,
+        RAW_MEMBER: raw_buf.getvalue(),
+        name: rgb_bytes,
+        JSON_MEMBER: meta.to_json(),
+    }
+    if label is not None:
+        members[CLS_MEMBER] = str(label).encode("ascii")
+    return members
+
+
+# ---------------------------------------------------------------------------------------------
+# Tar shards: member names and the one walker
+# ---------------------------------------------------------------------------------------------
+def split_member_name(name: str) -> tuple[str, str] | None:
+    """``dir/key.raw.npy`` → (``dir/key``, ``raw.npy``): webdataset's rule, the first dot of the
+    base name (the member part lower-cased); ``None`` for a name without one."""
+    head, _, base = name.rpartition("/")
+    if "." not in base:
+        return None
+    stem, ext = base.split(".", 1)
+    return (f"{head}/{stem}" if head else stem), ext.lower()
+
+
+@dataclass(frozen=True)
+class TarSample:
+    """One sample of a shard, undecoded: key, members (``None`` when skipped unread), and the
+    byte span of its tar entries (``offset`` of the first header, ``size`` up to the end of the
+    last member's padded data), which the manifest records."""
+
+    key: str
+    members: dict[str, bytes] | None
+    offset: int
+    size: int
+
+
+def walk_tar(
+    tar: tarfile.TarFile, shard: str, skip: Callable[[int], bool] | None = None
+) -> Iterator[TarSample]:
+    """The samples of an open tar, in order: consecutive regular-file members sharing a key.
+
+    Entries that are not regular files, names without a dot, and keys whose base name starts with
+    ``__`` are ignored. ``skip(i)`` (``i``: the sample's index in this shard) marks samples whose
+    members are not read: a seekable tar seeks past them (exact resume). Raises
+    :class:`~rawpairs.errors.CorruptInputError` naming ``shard`` for an unreadable tar, a sample
+    that repeats a member, a key that appears twice, or a shard with no samples.
+    """
+    key: str | None = None
+    members: dict[str, bytes] | None = None
+    start = end = index = 0
+    seen: set[str] = set()
+    try:
+        for info in tar:
+            split = split_member_name(info.name) if info.isreg() else None
+            if split is None or split[0].rpartition("/")[2].startswith("__"):
+                continue
+            name_key, ext = split
+            if name_key != key:
+                if key is not None:
+                    yield TarSample(key, members, start, end - start)
+                    index += 1
+                if name_key in seen:
+                    raise CorruptInputError(shard, f"sample {name_key!r} appears twice")
+                seen.add(name_key)
+                key, start = name_key, info.offset
+                members = None if skip is not None and skip(index) else {}
+            end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            if members is None:
+                continue
+            if ext in members:
+                raise CorruptInputError(shard, f"sample {key!r} repeats member {ext!r}")
+            members[ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
+    except _TAR_ERRORS as err:
+        raise CorruptInputError(shard, f"unreadable tar: {err}") from err
+    if key is None:
+        raise CorruptInputError(shard, "shard has no samples")
+    yield TarSample(key, members, start, end - start)
+
+
+def read_shard(path: str | Path) -> Iterator[TarSample]:
+    """The samples of a local shard file (see :func:`walk_tar`); errors name the file."""
+    path = Path(path)
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            yield from walk_tar(tar, str(path))
+    except _TAR_ERRORS as err:
+        raise CorruptInputError(path, f"unreadable tar: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DecodedSample:
+    """A checked sample: uint16 H×W ``raw`` (counts), uint8 H×W×3 ``rgb`` (sRGB), metadata and
+    class index (``None``: no ``cls`` member)."""
+
+    key: str
+    raw: np.ndarray
+    rgb: np.ndarray
+    meta: SampleMeta
+    label: int | None
+
+
+def _npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, data offset) of ``.npy`` bytes, reading the header only."""
+    buf = io.BytesIO(data)
+    version = np.lib.format.read_magic(buf)
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    if version not in readers:
+        raise ValueError(f"unsupported .npy format version {version}")
+    shape, fortran, dtype = readers[version](buf)
+    return shape, fortran, dtype, buf.tell()
+
+
+def _decode_raw(data: bytes, height: int, width: int, bit_depth: int) -> np.ndarray:
+    """``raw.npy`` → uint16 mosaic; its header must declare exactly the metadata's crop size and
+    the bytes must hold exactly that many values, so nothing larger is ever allocated."""
+    try:
+        shape, _, dtype, offset = _npy_header(data)
+    except (ValueError, OSError, EOFError, SyntaxError) as err:
+        raise ValueError(f"{RAW_MEMBER} is not a readable .npy array ({err})") from err
+    if dtype != np.uint16 or len(shape) != 2:
+        raise ValueError(f"{RAW_MEMBER} must be a 2-D uint16 mosaic, got {dtype} {shape}")
+    if shape != (height, width):
+        raise ValueError(
+            f"{RAW_MEMBER} is {shape[0]}×{shape[1]} but the json crop is {height}×{width}"
+        )
+    if len(data) - offset != height * width * 2:
+        raise ValueError(
+            f"{RAW_MEMBER} holds {len(data) - offset} data bytes, {height}×{width} uint16 needs "
+            f"{height * width * 2}"
+        )
+    raw = np.load(io.BytesIO(data), allow_pickle=False)
+    if raw.size and int(raw.max()) > 2**bit_depth - 1:
+        raise ValueError(f"{RAW_MEMBER} max {int(raw.max())} exceeds the {bit_depth}-bit range")
+    return raw
+
+
+def _image_size(data: bytes, name: str) -> tuple[int, int]:
+    """(height, width) declared by a PNG's IHDR or a JPEG's SOF marker, before any decoding."""
+    if name == "rgb.png":
+        if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+            raise ValueError(f"{name} is not a PNG")
+        width, height = struct.unpack(">II", data[16:24])
+        return height, width
+    if data[:2] != b"\xff\xd8":
+        raise ValueError(f"{name} is not a JPEG")
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            break
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        length = struct.unpack(">H", data[at + 2 : at + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if at + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return height, width
+        at += 2 + length
+    raise ValueError(f"{name} has no JPEG frame header")
+
+
+def _decode_rgb(data: bytes, name: str, height: int, width: int) -> np.ndarray:
+    """The RGB member → uint8 H×W×3 RGB; its declared size must be the mosaic's before decoding."""
+    import cv2
+
+    declared = _image_size(data, name)
+    if declared != (height, width):
+        raise ValueError(
+            f"{name} is {declared[0]}×{declared[1]} but {RAW_MEMBER} is {height}×{width}"
+        )
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if bgr is None:
+        raise ValueError(f"{name} cannot be decoded")
+    if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise ValueError(f"{name} must be 8-bit RGB, got {bgr.dtype} {bgr.shape}")
+    if bgr.shape[:2] != (height, width):
+        raise ValueError(f"{name} decodes to {bgr.shape[0]}×{bgr.shape[1]}, not {height}×{width}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def decode_sample(members: Mapping[str, bytes], shard: str, key: str) -> DecodedSample:
+    """Check and decode one sample's members (docs/schema.md); errors name the shard and the key.
+
+    Raises :class:`SchemaVersionError` for a sample of another schema version and
+    :class:`~rawpairs.errors.CorruptInputError` for anything else that does not follow the
+    schema: missing members (or both ``rgb.png`` and ``rgb.jpg``), invalid metadata, a json key
+    differing from the tar key, a mosaic whose header disagrees with the metadata's crop size or
+    whose values exceed the bit depth, an RGB image that is not 8-bit RGB of the same size, a
+    ``cls`` that is not an ASCII integer ≥ 0. Members outside the schema are ignored.
+    """
+
+    def fail(cause: str) -> CorruptInputError:
+        return CorruptInputError(shard, f"sample {key!r}: {cause}")
+
+    rgb_names = [m for m in RGB_MEMBERS.values() if m in members]
+    missing = [m for m in (RAW_MEMBER, JSON_MEMBER) if m not in members]
+    if missing or len(rgb_names) != 1:
+        have = sorted(members)
+        if len(rgb_names) > 1:
+            raise fail(f"has both rgb.png and rgb.jpg (members: {have})")
+        missing += [] if rgb_names else ["rgb.png or rgb.jpg"]
+        raise fail(f"no {' and no '.join(missing)} member (members: {have})")
+    try:
+        d = json.loads(members[JSON_MEMBER])
+        meta = SampleMeta.from_dict(d)
+    except _VersionMismatch as err:
+        raise SchemaVersionError(shard, f"sample {key!r}: {err}") from err
+    except (ValueError, TypeError, RecursionError) as err:
+        cause = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise fail(f"json is not valid metadata ({cause})") from err
+    if meta.key != key:
+        raise fail(f"json key {meta.key!r:.80} differs from the tar key")
+    try:
+        raw = _decode_raw(
+            members[RAW_MEMBER], meta.crop.height, meta.crop.width, meta.camera.bit_depth
+        )
+        rgb = _decode_rgb(members[rgb_names[0]], rgb_names[0], *raw.shape)
+    except ValueError as err:
+        raise fail(str(err)) from err
+    label = None
+    if CLS_MEMBER in members:
+        text = members[CLS_MEMBER]
+        if not (text.strip().isdigit() and text.strip().isascii()):
+            raise fail(f"cls is not an ASCII integer >= 0: {text[:20]!r}")
+        label = int(text)
+    return DecodedSample(key, raw, rgb, meta, label)
+
+
+# ---------------------------------------------------------------------------------------------
+# manifest.parquet and index.json
+# ---------------------------------------------------------------------------------------------
+MANIFEST_COLUMNS = (
+    ("key", "string"),
+    ("shard", "string"),  # the shard's file name
+    ("index", "int64"),  # sample's position in its shard
+    ("offset", "int64"),  # byte offset of its first tar header
+    ("size", "int64"),  # bytes of its tar entries
+    ("source", "string"),
+    ("kind", "string"),
+    ("make", "string"),
+    ("model", "string"),
+    ("height", "int64"),
+    ("width", "int64"),
+    ("crop_top", "int64"),
+    ("crop_left", "int64"),
+    ("cfa", "string"),
+    ("black_level", "float64"),  # mean of the four per-position black levels
+    ("white_level", "float64"),
+    ("bit_depth", "int64"),
+    ("wb_r", "float64"),
+    ("wb_b", "float64"),
+    ("digital_gain", "float64"),
+    ("noise_shot", "float64"),
+    ("noise_read", "float64"),
+    ("matrix_provenance", "string"),
+    ("render", "string"),
+    ("label", "int64"),
+)
+POSITION_COLUMNS = ("shard", "index", "offset", "size")
+
+
+def manifest_schema() -> Any:
+    """The ``pyarrow`` schema of ``manifest.parquet`` (:data:`MANIFEST_COLUMNS`)."""
+    import pyarrow as pa
+
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in MANIFEST_COLUMNS])
+
+
+def manifest_row(meta: SampleMeta, label: int | None) -> dict[str, Any]:
+    """A sample's manifest row, without its position columns (:data:`POSITION_COLUMNS`, which the
+    shard writer knows)."""
+    cam, src, crop = meta.camera, meta.source, meta.crop
+    return {
+        "key": meta.key,
+        "source": src.path,
+        "kind": src.kind.value,
+        "make": src.make or "",
+        "model": src.model or "",
+        "height": crop.height,
+        "width": crop.width,
+        "crop_top": crop.top,
+        "crop_left": crop.left,
+        "cfa": cam.cfa.value,
+        "black_level": float(sum(cam.black_level) / 4),
+        "white_level": cam.white_level,
+        "bit_depth": cam.bit_depth,
+        "wb_r": cam.wb_gains[0],
+        "wb_b": cam.wb_gains[2],
+        "digital_gain": cam.digital_gain,
+        "noise_shot": cam.noise_shot,
+        "noise_read": cam.noise_read,
+        "matrix_provenance": cam.provenance.get("xyz_to_cam", ""),
+        "render": meta.render.method.value,
+        "label": label,
+    }
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard in ``index.json``: file name (a plain name inside the build folder), sample
+    count, byte size and hex SHA-256."""
+
+    name: str
+    samples: int
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "samples": self.samples,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+
+
+def index_document(shards: Sequence[ShardEntry]) -> dict[str, Any]:
+    """The ``index.json`` object."""
+    return {"schema_version": SCHEMA_VERSION, "shards": [s.to_dict() for s in shards]}
+
+
+def parse_index(d: Any) -> list[ShardEntry]:
+    """Inverse of :func:`index_document`; ``ValueError`` for a malformed index, another schema
+    version, or a shard name that is not a plain file name (no folders, no ``..``)."""
+    _fields(d, "index.json", ("schema_version", "shards"))
+    if d["schema_version"] != SCHEMA_VERSION or isinstance(d["schema_version"], bool):
+        raise ValueError(
+            f"index.json has schema version {d['schema_version']!r:.20}, this rawpairs reads "
+            f"{SCHEMA_VERSION}"
+        )
+    if not isinstance(d["shards"], list):
+        raise ValueError("index.json shards must be a list")
+    entries = []
+    for i, s in enumerate(d["shards"]):
+        _fields(s, f"index.json shard {i}", ("name", "samples", "size", "sha256"))
+        name = _str(s["name"], f"index.json shard {i} name")
+        if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise ValueError(f"index.json shard {i}: {name!r:.80} is not a plain file name")
+        entries.append(
+            ShardEntry(
+                name=name,
+                samples=_int(s["samples"], f"index.json {name} samples", 0),
+                size=_int(s["size"], f"index.json {name} size", 0),
+                sha256=_str(s["sha256"], f"index.json {name} sha256"),
+            )
+        )
+    return entries
