@@ -28,6 +28,7 @@ __all__ = [
     "flip",
     "opencv_bayer_code",
     "pack",
+    "resample",
     "to_rggb",
     "unpack",
 ]
@@ -217,25 +218,86 @@ def to_rggb(
     raise ValueError(f"unknown method {method!r}: expected 'crop' or 'flip'")
 
 
-def bin_mosaic(mosaic: np.ndarray, factor: int) -> np.ndarray:
-    """Downscale a mosaic by an integer ``factor`` keeping its CFA pattern.
+def _hat_integral(t: np.ndarray) -> np.ndarray:
+    """∫ from −∞ to t of the unit hat function max(0, 1 − |u|) du."""
+    t = np.clip(t, -1.0, 1.0)
+    return np.where(t < 0, (t + 1) ** 2 / 2, 1 - (1 - t) ** 2 / 2)
 
-    Each CFA position is averaged over ``factor``×``factor`` neighbouring sites of the same
-    position (a box filter on the packed planes), rounded to the input dtype. Values stay in the
-    input's units (e.g. counts, black level included). Rows and columns that do not fill a whole
-    bin are dropped from the bottom and right.
+
+def _plane_weights(length: int, scale: float, phase: int) -> tuple[np.ndarray, np.ndarray]:
+    """Taps (indices, weights) that resample one CFA plane of a mosaic axis by ``scale``.
+
+    The axis has ``length`` sites (even); the plane holds the sites ``phase, phase + 2, …``.
+    Output site ``k`` of the resampled axis covers input sites ``[k·scale, (k + 1)·scale)``, so
+    its centre is at input coordinate ``(k + ½)·scale − ½``. Output plane sample ``j`` (output
+    site ``2j + phase``) is the mean, over a box of width ``scale`` plane samples (the output
+    plane's spacing) centred there, of the input plane's linear interpolant: a linear ramp is
+    reproduced exactly. The box is clipped to the plane and the weights renormalised. Returns
+    ``(idx, w)``, both of shape (output plane length, taps), each row of ``w`` summing to 1.
+    """
+    n_in = length // 2
+    n_out = int(length / scale) // 2
+    centre = ((2 * np.arange(n_out) + phase + 0.5) * scale - 0.5 - phase) / 2  # plane units
+    lo = np.clip(centre - scale / 2, 0.0, n_in - 1.0)
+    hi = np.clip(centre + scale / 2, 0.0, n_in - 1.0)
+    first = np.floor(lo).astype(np.int64)
+    taps = int(np.max(np.ceil(hi).astype(np.int64) - first)) + 1 if n_out else 1
+    idx = first[:, None] + np.arange(taps)
+    w = _hat_integral(hi[:, None] - idx) - _hat_integral(lo[:, None] - idx)
+    w /= w.sum(axis=1, keepdims=True)
+    return np.minimum(idx, n_in - 1), w
+
+
+def resample(mosaic: np.ndarray, scale_y: float, scale_x: float) -> np.ndarray:
+    """Downscale a mosaic by ``scale_y`` rows and ``scale_x`` columns per output site.
+
+    Keeps the CFA pattern and puts every colour plane where it belongs: output site (y, x)
+    stands for the input area ``[y·scale_y, (y + 1)·scale_y) × [x·scale_x, (x + 1)·scale_x)``
+    (in input sites) and each CFA position of the output is the box average, centred on the
+    output site's centre, of the linear interpolant of the input sites of the same position
+    (exact for linear ramps). A plain block mean
+    of each packed plane would instead put the planes ±(f − 1)/(2f) output sites off their
+    sites (R and B sampling the same point), which shows as colour fringes at edges.
+
+    Scales are ≥ 1 (downscaling; non-integer allowed, e.g. to square non-square pixels). The
+    output has ``⌊H / scale_y⌋`` rows and ``⌊W / scale_x⌋`` columns, each rounded down to an even
+    count. Values stay in the input's units (counts, black level included): a weighted mean,
+    rounded to the nearest integer for integer dtypes. Pure: the input is not modified.
+    """
+    _require_even_mosaic(mosaic)
+    for name, scale in (("scale_y", scale_y), ("scale_x", scale_x)):
+        if not (np.isfinite(scale) and scale >= 1):
+            raise ValueError(f"{name} must be a finite number >= 1, got {scale}")
+    h, w = mosaic.shape
+    if int(h / scale_y) < 2 or int(w / scale_x) < 2:
+        raise ValueError(f"mosaic {mosaic.shape} is too small to resample by {scale_y}×{scale_x}")
+    planes = pack(mosaic).astype(np.float64)
+    out = []
+    for pos in range(4):
+        py, px = divmod(pos, 2)
+        iy, wy = _plane_weights(h, scale_y, py)
+        ix, wx = _plane_weights(w, scale_x, px)
+        rows = np.einsum("jt,jtx->jx", wy, planes[pos][iy])
+        out.append(np.einsum("kt,jkt->jk", wx, rows[:, ix]))
+    result = np.stack(out)
+    if np.issubdtype(mosaic.dtype, np.integer):
+        result = np.rint(result)
+    return unpack(result.astype(mosaic.dtype))
+
+
+def bin_mosaic(mosaic: np.ndarray, factor: int) -> np.ndarray:
+    """Downscale a mosaic by an integer ``factor`` keeping its CFA pattern and plane alignment.
+
+    :func:`resample` with ``scale_y = scale_x = factor``: each colour plane is averaged over the
+    ``factor``×``factor`` input block each output site stands for, sampled at the block's
+    centre. Values stay in the input's units, rounded to the input dtype. Rows and columns that
+    do not fill a whole output site pair are dropped from the bottom and right.
     """
     if int(factor) != factor or factor < 1:
         raise ValueError(f"bin factor must be a positive integer, got {factor}")
     if factor == 1:
         return mosaic
-    planes = pack(mosaic)
-    _, h, w = planes.shape
-    hb, wb = h // factor, w // factor
-    if hb == 0 or wb == 0:
+    h, w = mosaic.shape
+    if h // (2 * factor) == 0 or w // (2 * factor) == 0:
         raise ValueError(f"mosaic {mosaic.shape} is too small to bin by {factor}")
-    trimmed = planes[:, : hb * factor, : wb * factor].astype(np.float64)
-    binned = trimmed.reshape(4, hb, factor, wb, factor).mean(axis=(2, 4))
-    if np.issubdtype(mosaic.dtype, np.integer):
-        binned = np.rint(binned)
-    return unpack(binned.astype(mosaic.dtype))
+    return resample(mosaic, factor, factor)

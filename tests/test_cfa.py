@@ -10,15 +10,18 @@ from hypothesis import strategies as st
 
 from rawpairs.cfa import (
     CFA,
+    bin_mosaic,
     cfa_from_rawpy,
     channel_index_map,
     crop,
     flip,
     opencv_bayer_code,
     pack,
+    resample,
     to_rggb,
     unpack,
 )
+from rawpairs.demosaic import demosaic
 
 LAYOUTS = list(CFA)
 layouts = st.sampled_from(LAYOUTS)
@@ -187,3 +190,76 @@ def test_opencv_bayer_code_renders_red_as_red(cfa, variant) -> None:
     np.testing.assert_array_equal(rgb[2:-2, 2:-2], np.broadcast_to([200, 0, 0], (12, 12, 3)))
     bgr = cv2.cvtColor(np.ascontiguousarray(mosaic), opencv_bayer_code(cfa, "BGR", variant))
     np.testing.assert_array_equal(bgr[2:-2, 2:-2, ::-1], rgb[2:-2, 2:-2])
+
+
+# Binning and resampling -------------------------------------------------------------------------
+
+
+def _site_centres(n_out: int, scale: float) -> np.ndarray:
+    """Input coordinate of each output site's centre: (k + ½)·scale − ½."""
+    return (np.arange(n_out) + 0.5) * scale - 0.5
+
+
+@pytest.mark.parametrize(("scale_y", "scale_x"), [(2, 2), (3, 3), (4, 4), (1.5346, 1), (1, 2.5)])
+def test_resample_puts_every_plane_at_its_site(scale_y, scale_x) -> None:
+    """A ramp's value at each output site is the input coordinate of that site's centre: every
+    colour plane samples where its sites are (the plain block mean put R and B ±(f−1)/(2f) off).
+    Exact away from the first and last output site pair (there the box is clipped)."""
+    y, x = np.mgrid[0:64, 0:96].astype(np.float64)
+    out_y, out_x = resample(y, scale_y, scale_x), resample(x, scale_y, scale_x)
+    assert out_y.shape == (int(64 / scale_y) // 2 * 2, int(96 / scale_x) // 2 * 2)
+    want_y = _site_centres(out_y.shape[0], scale_y)[:, None]
+    want_x = _site_centres(out_x.shape[1], scale_x)[None, :]
+    np.testing.assert_allclose(out_y[2:-2], np.broadcast_to(want_y, out_y.shape)[2:-2], atol=1e-9)
+    np.testing.assert_allclose(
+        out_x[:, 2:-2], np.broadcast_to(want_x, out_x.shape)[:, 2:-2], atol=1e-9
+    )
+
+
+def _fringing(mosaic: np.ndarray) -> float:
+    """Mean |R − G| + |B − G| of the bilinear demosaic, away from the border."""
+    rgb = demosaic(mosaic.astype(np.float32), CFA.RGGB, "bilinear")[4:-4, 4:-4]
+    return float(
+        np.abs(rgb[..., 0] - rgb[..., 1]).mean() + np.abs(rgb[..., 2] - rgb[..., 1]).mean()
+    )
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_binning_a_neutral_edge_fringes_no_more_than_unbinned(factor) -> None:
+    """A neutral (grey) slanted edge: binned by ``factor`` it fringes no more than the same scene
+    captured directly at the binned resolution (area-downsampled, then mosaiced)."""
+    yy, xx = np.mgrid[0:480, 0:480]
+    scene = cv2.GaussianBlur(
+        ((0.9 * xx + 0.3 * yy) > 200).astype(np.float64) * 0.8 + 0.1, (0, 0), 1
+    )
+    direct = cv2.resize(scene, (480 // factor, 480 // factor), interpolation=cv2.INTER_AREA)
+    assert _fringing(bin_mosaic(scene, factor)) <= _fringing(direct)
+
+
+def test_bin_mosaic_keeps_dtype_constants_and_range() -> None:
+    rng = np.random.default_rng(3)
+    counts = rng.integers(0, 4096, size=(40, 60)).astype(np.uint16)
+    binned = bin_mosaic(counts, 3)
+    assert binned.dtype == np.uint16 and binned.shape == (12, 20)
+    for pos in range(4):  # a weighted mean: within each plane's range
+        assert pack(counts)[pos].min() <= pack(binned)[pos].min()
+        assert pack(binned)[pos].max() <= pack(counts)[pos].max()
+    flat = unpack(np.array([7, 100, 200, 3000], np.uint16)[:, None, None] * np.ones((4, 20, 30)))
+    assert np.array_equal(bin_mosaic(flat.astype(np.uint16), 2), flat[:20, :30].astype(np.uint16))
+    assert bin_mosaic(counts, 1) is counts
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: bin_mosaic(m, 0), "positive integer"),
+        (lambda m: bin_mosaic(m, 1.5), "positive integer"),
+        (lambda m: bin_mosaic(m, 20), "too small"),
+        (lambda m: resample(m, 0.5, 1), "scale_y must be a finite number >= 1"),
+        (lambda m: resample(m, 1, float("nan")), "scale_x must be a finite number >= 1"),
+        (lambda m: resample(m[:, :7], 2, 2), "even"),
+    ],
+)
+def test_resample_errors(call, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(np.zeros((16, 24), np.uint16))
