@@ -29,7 +29,8 @@ from webdataset import TarWriter
 
 from rawpairs.build import build
 from rawpairs.dng import write_dng
-from rawpairs.sample import BuildConfig, Source, encode_sample, make_samples
+from rawpairs.sample import BuildConfig, Source, make_samples
+from rawpairs.schema import encode_sample
 from rawpairs.shards import ShardWriter
 from rawpairs.unprocess import simulate_raw
 
@@ -86,7 +87,10 @@ def stage_split(folder: Path, kind: str, config: BuildConfig) -> dict[str, float
             t1 = time.perf_counter()
             samples = make_samples(Source(str(f), f.name, kind), config)
             t2 = time.perf_counter()
-            encoded = [encode_sample(s, config) for s in samples]
+            encoded = [
+                encode_sample(s.meta, s.raw, s.rgb, s.label, rgb_format=config.rgb_format)
+                for s in samples
+            ]
             t3 = time.perf_counter()
             for members in encoded:
                 writer.add(members)

@@ -14,8 +14,6 @@ own metadata (or by LibRaw), and cropped at even offsets so the CFA phase is kep
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -26,25 +24,31 @@ import cv2
 import numpy as np
 
 from rawpairs import cfa as cfa_utils
-from rawpairs.camera import Camera
-from rawpairs.png import encode_png
 from rawpairs.priors import CapturePriors
+from rawpairs.schema import (
+    Crop,
+    NoisePlacement,
+    RenderInfo,
+    RenderMethod,
+    SampleMeta,
+    SourceInfo,
+    SourceKind,
+    encode_sample,
+    manifest_row,
+)
 from rawpairs.shards import sha256_file
 from rawpairs.storage import is_url
 
 __all__ = [
-    "SCHEMA_VERSION",
     "BuildConfig",
     "Sample",
     "Source",
-    "encode_sample",
     "make_samples",
     "process_source",
     "sample_key",
     "sample_rng",
 ]
 
-SCHEMA_VERSION = 1
 RENDERS = ("rawpairs", "libraw")
 CROP_MODES = ("random", "tile")
 RGB_FORMATS = ("png", "jpeg")
@@ -125,7 +129,7 @@ class Sample:
     key: str
     raw: np.ndarray
     rgb: np.ndarray
-    meta: dict[str, Any]
+    meta: SampleMeta
     label: int | None = None
 
 
@@ -175,15 +179,8 @@ def _resize_to_max_side(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
-def _source_meta(source: Source, sha256: str, height: int, width: int, **extra: Any) -> dict:
-    return {
-        "path": source.relpath,
-        "kind": source.kind,
-        "sha256": sha256,
-        "height": height,
-        "width": width,
-        **extra,
-    }
+def _source_meta(source: Source, sha256: str, height: int, width: int, **extra: Any) -> SourceInfo:
+    return SourceInfo(source.relpath, SourceKind(source.kind), sha256, height, width, **extra)
 
 
 def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sample]:
@@ -206,13 +203,14 @@ def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sampl
             gamma=config.gamma,
             noise=config.noise == "shard",
         )
-        render = {
-            "method": "unprocess",
-            "tone": config.tone,
-            "gamma": config.gamma,
-            "noise": "in_raw" if config.noise == "shard" else "at_load",
-        }
-        meta = _meta(key, camera, render, _source_meta(source, sha256, h, w), (top, left, ch, cw))
+        render = RenderInfo(
+            RenderMethod.UNPROCESS,
+            NoisePlacement.IN_RAW if config.noise == "shard" else NoisePlacement.AT_LOAD,
+            tone=config.tone,
+            gamma=config.gamma,
+        )
+        src_meta = _source_meta(source, sha256, h, w)
+        meta = SampleMeta(key, camera, render, src_meta, Crop(top, left, ch, cw), config.seed)
         samples.append(Sample(key, mosaic, crop, meta, source.label))
     return samples
 
@@ -229,18 +227,18 @@ def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sampl
         mosaic = cfa_utils.bin_mosaic(mosaic, factor)
     if config.render == "libraw":
         rgb = render_libraw(source.path)
-        render = {"method": "libraw", "noise": "in_raw"}
+        render = RenderInfo(RenderMethod.LIBRAW, NoisePlacement.IN_RAW)
     else:
         rgb = process(
             mosaic, camera, demosaic=config.demosaic, tone=config.tone, gamma=config.gamma
         )
-        render = {
-            "method": "rawpairs",
-            "demosaic": config.demosaic,
-            "tone": config.tone,
-            "gamma": config.gamma,
-            "noise": "in_raw",
-        }
+        render = RenderInfo(
+            RenderMethod.RAWPAIRS,
+            NoisePlacement.IN_RAW,
+            demosaic=config.demosaic,
+            tone=config.tone,
+            gamma=config.gamma,
+        )
     h, w = mosaic.shape
     boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))
     src_meta = _source_meta(
@@ -251,27 +249,10 @@ def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sampl
         key = sample_key(source.relpath, index)
         raw_crop, crop_cfa = cfa_utils.crop(mosaic, camera.cfa, top, left, ch, cw)
         assert crop_cfa is camera.cfa  # even offsets keep the phase
-        meta = _meta(key, camera, render, src_meta, (top, left, ch, cw))
+        meta = SampleMeta(key, camera, render, src_meta, Crop(top, left, ch, cw), config.seed)
         rgb_crop = np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
         samples.append(Sample(key, np.ascontiguousarray(raw_crop), rgb_crop, meta, source.label))
     return samples
-
-
-def _meta(
-    key: str,
-    camera: Camera,
-    render: dict[str, Any],
-    source: dict[str, Any],
-    box: tuple[int, int, int, int],
-) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "key": key,
-        "camera": camera.to_dict(),
-        "render": render,
-        "source": source,
-        "crop": list(box),
-    }
 
 
 def make_samples(source: Source, config: BuildConfig) -> list[Sample]:
@@ -293,8 +274,6 @@ def make_samples(source: Source, config: BuildConfig) -> list[Sample]:
         samples = _raw_samples(source, config, sha256)
     else:
         raise ValueError(f"{source.path}: unknown source kind {source.kind!r}")
-    for sample in samples:
-        sample.meta["seed"] = config.seed
     return samples
 
 
@@ -317,29 +296,6 @@ def _make_remote_samples(source: Source, config: BuildConfig) -> list[Sample]:
             raise type(err)(source.path, err.cause) from err
 
 
-def encode_sample(sample: Sample, config: BuildConfig) -> dict[str, bytes | str]:
-    """The tar members of a sample (see docs/schema.md), ready for webdataset's ``TarWriter``."""
-    raw_buf = io.BytesIO()
-    np.save(raw_buf, sample.raw, allow_pickle=False)
-    if config.rgb_format == "png":
-        rgb_member, rgb_bytes = "rgb.png", encode_png(sample.rgb, config.png_compression)
-    else:
-        bgr = cv2.cvtColor(sample.rgb, cv2.COLOR_RGB2BGR)
-        ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
-        if not ok:
-            raise ValueError(f"{sample.key}: OpenCV could not encode the RGB image as JPEG")
-        rgb_member, rgb_bytes = "rgb.jpg", jpeg.tobytes()
-    members: dict[str, bytes | str] = {
-        "__key__": sample.key,
-        "raw.npy": raw_buf.getvalue(),
-        rgb_member: rgb_bytes,
-        "json": json.dumps(sample.meta, sort_keys=True).encode("utf-8"),
-    }
-    if sample.label is not None:
-        members["cls"] = str(sample.label).encode("ascii")
-    return members
-
-
 def _error_record(source: Source, err: BaseException) -> dict[str, str]:
     message = getattr(err, "cause", None) or str(err) or type(err).__name__
     message = message.replace(f"{source.path}: ", "")
@@ -360,35 +316,18 @@ def process_source(source: Source, config: BuildConfig) -> tuple[str, Any]:
                 source.path, "--labels folder: file is not in a class folder"
             )
         samples = make_samples(source, config)
-        return "ok", [(encode_sample(s, config), _manifest_row(s)) for s in samples]
+        return "ok", [(_encode(s, config), manifest_row(s.meta, s.label)) for s in samples]
     except Exception as err:  # one bad input never stops the build
         return "error", _error_record(source, err)
 
 
-def _manifest_row(sample: Sample) -> dict[str, Any]:
-    cam = sample.meta["camera"]
-    src = sample.meta["source"]
-    top, left, height, width = sample.meta["crop"]
-    return {
-        "key": sample.key,
-        "source": src["path"],
-        "kind": src["kind"],
-        "make": src.get("make", ""),
-        "model": src.get("model", ""),
-        "height": height,
-        "width": width,
-        "crop_top": top,
-        "crop_left": left,
-        "cfa": cam["cfa"],
-        "black_level": float(sum(cam["black_level"]) / 4),
-        "white_level": cam["white_level"],
-        "bit_depth": cam["bit_depth"],
-        "wb_r": cam["wb_gains"][0],
-        "wb_b": cam["wb_gains"][2],
-        "digital_gain": cam["digital_gain"],
-        "noise_shot": cam["noise_shot"],
-        "noise_read": cam["noise_read"],
-        "matrix_provenance": cam["provenance"].get("xyz_to_cam", ""),
-        "render": sample.meta["render"]["method"],
-        "label": sample.label,
-    }
+def _encode(sample: Sample, config: BuildConfig) -> dict[str, bytes | str]:
+    return encode_sample(
+        sample.meta,
+        sample.raw,
+        sample.rgb,
+        sample.label,
+        rgb_format=config.rgb_format,
+        jpeg_quality=config.jpeg_quality,
+        png_compression=config.png_compression,
+    )
