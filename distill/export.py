@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from distill.evaluate import load_checkpoint
+from distill.checkpoint import load_checkpoint
 from distill.models import RawStudent
 
 __all__ = ["export_onnx", "export_torchscript", "main"]

@@ -85,10 +85,12 @@ class Method:
 
 METHODS: tuple[Method, ...] = (
     Method("kd", "student, KD (paper, label-free)"),
-    Method("hard", "student, CE on teacher top-1", {"hard_labels": True}),
+    Method("hard", "student, CE on teacher top-1", {"objective": "hard-labels"}),
     Method("kd_scratch", "student from scratch, KD", {"student_init": "scratch"}),
     Method("kd_low_light", "student, KD on low-light RAW", low_light=True),
-    Method("supervised", "student, CE on true labels", {"supervised": True}, needs_labels=True),
+    Method(
+        "supervised", "student, CE on true labels", {"objective": "supervised"}, needs_labels=True
+    ),
 )
 
 

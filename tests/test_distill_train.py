@@ -19,16 +19,11 @@ import pytest
 import torch
 from torch import nn
 
-from distill.evaluate import evaluate, load_checkpoint
+from distill.checkpoint import elastic_data_seed, load_checkpoint
+from distill.evaluate import evaluate
 from distill.models import build_student, load_teacher
-from distill.train import (
-    TrainConfig,
-    config_from_args,
-    elastic_data_seed,
-    lr_factor,
-    main,
-    train,
-)
+from distill.train import TrainConfig, config_from_args, main, train
+from distill.trainer import lr_factor
 from rawpairs.errors import CorruptInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,11 +173,14 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor() -> None:
 
 def test_cli_parses_into_config() -> None:
     config = config_from_args(
-        ["--shards", "a", "b", "--steps", "5", "--feature-layers", "x=y,z", "--hard-labels"]
-    )
+        ["--shards", "a", "b", "--steps", "5", "--feature-layers", "x=y,z", "--objective",
+         "hard-labels", "--low-light", "2", "4", "--no-hflip"]
+    )  # fmt: skip
     assert config.shards == ["a", "b"] and config.steps == 5
     assert config.layer_pairs == [("x", "y"), ("z", "z")]
     assert config.loss_weights == {"hard": 1.0}
+    assert config.low_light == (2.0, 4.0) and config.hflip is False
+    assert config_from_args(["--shards", "a"]).shards == "a"
 
 
 def test_clear_errors(pair_shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -216,20 +214,24 @@ def test_clear_errors(pair_shards: Path, tmp_path: Path, capsys: pytest.CaptureF
                 **base,
             )
         )
-    with pytest.raises(ValueError, match="exclusive"):
-        train(TrainConfig(shards=str(pair_shards), supervised=True, hard_labels=True, **base))
+    with pytest.raises(ValueError, match="objective must be one of"):
+        train(TrainConfig(shards=str(pair_shards), objective="kd", **base))
     with pytest.raises(ValueError, match="needs --feature-layers"):
         train(TrainConfig(shards=str(pair_shards), feature_weight=1.0, **base))
 
 
 def test_supervised_and_hard_label_baselines_train(pair_shards: Path, tmp_path: Path) -> None:
-    for flag in ("supervised", "hard_labels"):
+    for objective in ("supervised", "hard-labels"):
         config = TrainConfig(
-            shards=str(pair_shards), out=str(tmp_path / flag), steps=2, crop=32, **TINY
+            shards=str(pair_shards),
+            out=str(tmp_path / objective),
+            steps=2,
+            crop=32,
+            objective=objective,
+            **TINY,
         )
-        setattr(config, flag, True)
         summary = train(config)
-        record = read_log(tmp_path / flag)[-1]
-        key = "loss_ce" if flag == "supervised" else "loss_hard"
+        record = read_log(tmp_path / objective)[-1]
+        key = "loss_ce" if objective == "supervised" else "loss_hard"
         assert summary["steps"] == 2 and key in record
-        assert ("agree" in record) == (flag == "hard_labels")  # no teacher pass when supervised
+        assert ("agree" in record) == (objective == "hard-labels")  # no teacher when supervised

