@@ -19,9 +19,10 @@ later ``stop``. Two runs of stages are fused into single passes when :func:`proc
 ``linear_srgb`` → ``srgb8`` (exact to the formulas; see :func:`process`).
 
 References:
-    T. Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019 (stages,
-    smoothstep tone curve; note Brooks applies smoothstep *after* the gamma curve, we apply it
-    to linear values before it, see docs/isp.md); H. S. Malvar, L.-W. He, R. Cutler, ICASSP
+    T. Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019 (stages and
+    the smoothstep tone curve: their forward ``process`` applies no tone curve, their
+    ``unprocess`` inverts smoothstep on display-encoded values, our ``display_smoothstep``;
+    see docs/isp.md); H. S. Malvar, L.-W. He, R. Cutler, ICASSP
     2004 (demosaicing); Adobe DNG Specification 1.6 (black/white level, colour matrices);
     IEC 61966-2-1 (sRGB).
 """
@@ -37,11 +38,12 @@ import numpy as np
 from rawpairs.camera import Camera
 from rawpairs.demosaic import METHODS as DEMOSAIC_METHODS
 from rawpairs.demosaic import check_mosaic_shape, demosaic_unchecked
-from rawpairs.tone import GAMMAS, TONES, decode_gamma, encode_gamma, inverse_tone
+from rawpairs.tone import DEFAULT_TONE, GAMMAS, TONES, decode_gamma, encode_gamma, inverse_tone
 from rawpairs.tone import tone as tone_curve
 
 __all__ = [
     "STAGES",
+    "auto_exposure",
     "color_correct",
     "normalize",
     "process",
@@ -137,12 +139,13 @@ def _encoder_tables(tone: str, gamma: str) -> tuple[np.ndarray, np.ndarray]:
     """Thresholds and start table of the exact linear → 8-bit encoder for (tone, gamma).
 
     ``thresholds[k]`` (k = 1…255) is the smallest linear value whose code is at least k,
-    ``inverse_tone(decode_gamma((k − ½) / 255))`` in float64, with −∞ and +∞ sentinels at 0 and 256.
+    ``inverse_tone(decode_gamma((k − ½) / 255), tone, gamma)`` in float64, with −∞ and +∞
+    sentinels at 0 and 256.
     ``lut[i]`` is the code of i / N. Both curves are increasing, so the code of x is ``lut[⌊xN⌋]``
     plus the number of thresholds in (⌊xN⌋ / N, x]: the encoder is exact, not an approximation.
     """
     levels = (np.arange(1, 256, dtype=np.float64) - 0.5) / 255.0
-    inner = inverse_tone(decode_gamma(levels, gamma), tone)
+    inner = inverse_tone(decode_gamma(levels, gamma), tone, gamma)
     thresholds = np.concatenate([[-np.inf], inner, [np.inf]])
     grid = np.arange((1 << _LUT_BITS) + 1, dtype=np.float64) / (1 << _LUT_BITS)
     lut = np.searchsorted(inner, grid, side="right").astype(np.int32)
@@ -325,6 +328,37 @@ def quantize8(srgb: np.ndarray) -> np.ndarray:
     return _quantize8(srgb)
 
 
+def auto_exposure(
+    raw: np.ndarray, camera: Camera, *, percentile: float = 99.0, max_gain: float = 16.0
+) -> float:
+    """Digital gain that puts the image's ``percentile``-th percentile at white (≥ 1).
+
+    The rule of LibRaw's auto-brightness (``auto_bright_thr`` = 1 − percentile/100), computed on
+    a half-resolution linear sRGB preview: each 2×2 CFA block gives one pixel (red, mean of the
+    two greens, blue), normalised and white-balanced as in the ``white_balanced`` stage (the
+    camera's own ``digital_gain`` is ignored), then ``clip(cam_to_srgb · rgb, 0, 1)``. With
+    ``white`` the largest of the three channels' ``percentile``-th percentiles (numpy's linear
+    interpolation), the gain is ``clip(1 / white, 1, max_gain)``: an image is never darkened,
+    and a (nearly) black one is brightened by at most ``max_gain``. ``raw``: uint16 counts of
+    the ``raw`` stage. Deterministic: a pure function of the counts and the camera.
+    """
+    _check_camera(camera)
+    raw = _check_stage_input(raw, "raw", camera)
+    if not (0.0 < percentile <= 100.0):
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    if not (math.isfinite(max_gain) and max_gain >= 1.0):
+        raise ValueError(f"max_gain must be a finite number >= 1, got {max_gain}")
+    gain = np.array(camera.wb_gains, dtype=np.float32)[list(camera.cfa.channels)]
+    linear = _normalize(raw, camera, gain)
+    planes = [linear[y::2, x::2] for y in (0, 1) for x in (0, 1)]
+    rgb = np.zeros((*planes[0].shape, 3), dtype=np.float32)
+    for pos, channel in enumerate(camera.cfa.channels):
+        rgb[..., channel] += planes[pos] * (np.float32(0.5) if channel == 1 else np.float32(1))
+    srgb = _color_correct(rgb, _color_matrix(camera))
+    white = max(float(np.percentile(srgb[..., c], percentile)) for c in range(3))
+    return float(min(max(1.0 / white, 1.0), max_gain)) if white > 0 else float(max_gain)
+
+
 def process(
     image: np.ndarray,
     camera: Camera,
@@ -332,7 +366,7 @@ def process(
     start: str = "raw",
     stop: str = "srgb8",
     demosaic: str = "malvar",
-    tone: str = "smoothstep",
+    tone: str = DEFAULT_TONE,
     gamma: str = "srgb",
 ) -> np.ndarray:
     """Run the forward ISP on ``image`` (an array of stage ``start``) up to stage ``stop``.
@@ -344,8 +378,8 @@ def process(
     it to 8 bits. ``start == stop`` returns a validated copy.
 
     ``demosaic``: ``"malvar"`` or ``"bilinear"`` (:mod:`rawpairs.demosaic`); ``tone``:
-    ``"smoothstep"`` or ``"none"``; ``gamma``: ``"srgb"``, ``"2.2"`` or ``"linear"``
-    (:mod:`rawpairs.tone`).
+    ``"display_smoothstep"`` (default), ``"smoothstep"`` or ``"none"``; ``gamma``: ``"srgb"``,
+    ``"2.2"`` or ``"linear"`` (:mod:`rawpairs.tone`).
 
     Fused passes: from ``raw`` the normalisation and white balance run as one pass, bit-identical
     to :func:`normalize` then :func:`white_balance`. When ``stop`` is ``srgb8`` the colour
@@ -378,7 +412,7 @@ def process(
         elif name == "camera_rgb":
             x, stage = _color_correct(x, _color_matrix(camera)), stage + 1
         elif name == "linear_srgb":
-            x, stage = tone_curve(x, tone), stage + 1
+            x, stage = tone_curve(x, tone, gamma), stage + 1
         elif name == "toned":
             x, stage = encode_gamma(x, gamma), stage + 1
         else:  # "srgb"

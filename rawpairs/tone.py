@@ -1,7 +1,16 @@
 """Tone curve and gamma, both directions, as pure float32 functions and exact uint8 tables.
 
-The forward ISP applies ``tone`` (a global S-curve) then ``gamma`` (display encoding); the inverse
-ISP undoes gamma, then tone. For uint8 input the inverse is a 256-entry table: exact, nearly free.
+The forward ISP applies ``tone`` (a global S-curve, linear → linear) then ``gamma`` (display
+encoding); the inverse ISP undoes gamma, then tone. For uint8 input the inverse is a 256-entry
+table: exact, nearly free. The tone curves (:data:`TONES`):
+
+- ``"none"``: the identity (Brooks et al.'s forward ``process`` has no tone curve).
+- ``"smoothstep"``: ``3x² − 2x³`` on linear values, before the gamma curve.
+- ``"display_smoothstep"``: ``3v² − 2v³`` on display-encoded values ``v = gamma(x)``, the
+  curve Brooks et al.'s ``unprocess`` inverts (inverse smoothstep, then gamma expansion).
+  As a linear → linear stage it is ``gamma⁻¹(smoothstep(gamma(x)))``, so the stage order
+  (tone, then gamma) is the same for every curve and ``gamma(tone(x))`` is smoothstep of the
+  encoded value.
 
 References: IEC 61966-2-1 (sRGB transfer function); Brooks et al. 2019, "Unprocessing Images for
 Learned Raw Denoising" (smoothstep tone curve and its closed-form inverse).
@@ -14,6 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 __all__ = [
+    "DEFAULT_TONE",
     "GAMMAS",
     "TONES",
     "decode_gamma",
@@ -24,7 +34,10 @@ __all__ = [
 ]
 
 GAMMAS = ("srgb", "2.2", "linear")
-TONES = ("smoothstep", "none")
+TONES = ("display_smoothstep", "smoothstep", "none")
+# The curve of the forward and inverse ISP unless asked otherwise: on real RAW files it renders
+# closest to the cameras' own JPEGs (docs/isp.md, "Render quality").
+DEFAULT_TONE = "display_smoothstep"
 
 _SRGB_THRESHOLD = 0.0031308
 _EPS = 1e-8
@@ -73,23 +86,45 @@ def decode_gamma(encoded: np.ndarray, gamma: str = "srgb") -> np.ndarray:
     raise ValueError(f"unknown gamma {gamma!r}: expected one of {GAMMAS}")
 
 
-def tone(x: np.ndarray, curve: str = "smoothstep") -> np.ndarray:
-    """Global tone curve on linear values in [0, 1]: smoothstep ``3x² − 2x³`` or ``"none"``."""
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _inverse_smoothstep(y: np.ndarray) -> np.ndarray:
+    # float64 inside: in float32, 1 − 2y rounds to ±1 near the ends (errors up to 9e-5).
+    y64 = y.astype(np.float64, copy=False)
+    return (0.5 - np.sin(np.arcsin(1.0 - 2.0 * y64) / 3.0)).astype(y.dtype, copy=False)
+
+
+def tone(x: np.ndarray, curve: str = "smoothstep", gamma: str = "srgb") -> np.ndarray:
+    """Global tone curve, linear values in [0, 1] → linear values in [0, 1].
+
+    ``curve``: ``"smoothstep"`` (``3x² − 2x³``), ``"display_smoothstep"``
+    (``gamma⁻¹(smoothstep(gamma(x)))``, i.e. smoothstep of the display-encoded value; ``gamma``
+    names the encoding, see :func:`encode_gamma`) or ``"none"``.
+    """
     x = np.clip(_check(x, "tone"), 0.0, 1.0)
     if curve == "smoothstep":
-        return (x * x * (3.0 - 2.0 * x)).astype(x.dtype, copy=False)
+        return _smoothstep(x).astype(x.dtype, copy=False)
+    if curve == "display_smoothstep":  # float64 inside: the curves are composed and inverted
+        x64 = x.astype(np.float64, copy=False)
+        return decode_gamma(_smoothstep(encode_gamma(x64, gamma)), gamma).astype(x.dtype)
     if curve == "none":
         return x
     raise ValueError(f"unknown tone curve {curve!r}: expected one of {TONES}")
 
 
-def inverse_tone(y: np.ndarray, curve: str = "smoothstep") -> np.ndarray:
-    """Inverse of :func:`tone`: ``0.5 − sin(asin(1 − 2y) / 3)`` for smoothstep (Brooks 2019)."""
+def inverse_tone(y: np.ndarray, curve: str = "smoothstep", gamma: str = "srgb") -> np.ndarray:
+    """Inverse of :func:`tone`: ``0.5 − sin(asin(1 − 2y) / 3)`` for smoothstep (Brooks 2019).
+
+    For ``"display_smoothstep"`` the inverse smoothstep acts on ``gamma(y)``.
+    """
     y = np.clip(_check(y, "inverse_tone"), 0.0, 1.0)
     if curve == "smoothstep":
-        # float64 inside: in float32, 1 − 2y rounds to ±1 near the ends (errors up to 9e-5).
+        return _inverse_smoothstep(y)
+    if curve == "display_smoothstep":
         y64 = y.astype(np.float64, copy=False)
-        return (0.5 - np.sin(np.arcsin(1.0 - 2.0 * y64) / 3.0)).astype(y.dtype, copy=False)
+        return decode_gamma(_inverse_smoothstep(encode_gamma(y64, gamma)), gamma).astype(y.dtype)
     if curve == "none":
         return y
     raise ValueError(f"unknown tone curve {curve!r}: expected one of {TONES}")
@@ -98,7 +133,8 @@ def inverse_tone(y: np.ndarray, curve: str = "smoothstep") -> np.ndarray:
 @lru_cache(maxsize=16)
 def _linear_lut(gamma: str, curve: str) -> np.ndarray:
     codes = np.arange(256, dtype=np.float64) / 255.0
-    lut = np.clip(inverse_tone(decode_gamma(codes, gamma), curve), 0.0, 1.0).astype(np.float32)
+    linear = decode_gamma(codes, gamma)
+    lut = np.clip(inverse_tone(linear, curve, gamma), 0.0, 1.0).astype(np.float32)
     lut[0] = 0.0  # exactly black (float64 gives 5.6e-17)
     lut.setflags(write=False)
     return lut
@@ -108,6 +144,8 @@ def linear_lut(gamma: str = "srgb", curve: str = "smoothstep") -> np.ndarray:
     """256-entry float32 table: uint8 display code → linear value in [0, 1] (read-only).
 
     Exactly ``inverse_tone(decode_gamma(code / 255))`` computed in float64, then rounded once.
+    For ``"display_smoothstep"`` that is ``decode_gamma(inverse_smoothstep(code / 255))``
+    (Brooks et al.'s ``unprocess``: inverse smoothstep, then gamma expansion).
     """
     if gamma not in GAMMAS:
         raise ValueError(f"unknown gamma {gamma!r}: expected one of {GAMMAS}")

@@ -41,7 +41,7 @@ from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
 from rawpairs.noise import _key, _normal, add_noise
 from rawpairs.priors import DEFAULT_PRIORS, CapturePriors, sample_camera
-from rawpairs.tone import linear_lut
+from rawpairs.tone import DEFAULT_TONE, linear_lut
 
 __all__ = [
     "mosaic",
@@ -67,7 +67,7 @@ _MASK_START = np.float32(0.9 - 1e-4)
 
 
 # Stages ------------------------------------------------------------------------------------
-def srgb8_to_linear(rgb: np.ndarray, tone: str = "smoothstep", gamma: str = "srgb") -> np.ndarray:
+def srgb8_to_linear(rgb: np.ndarray, tone: str = DEFAULT_TONE, gamma: str = "srgb") -> np.ndarray:
     """uint8 sRGB codes → linear sRGB in [0, 1] (float32): inverse gamma, then inverse tone."""
     _check_rgb8(rgb)
     return linear_lut(gamma, tone)[rgb]
@@ -168,7 +168,7 @@ def unprocess_reference(
     camera: Camera,
     *,
     rng: np.random.Generator | None = None,
-    tone: str = "smoothstep",
+    tone: str = DEFAULT_TONE,
     gamma: str = "srgb",
     noise: bool = True,
 ) -> np.ndarray:
@@ -233,7 +233,7 @@ def unprocess(
     camera: Camera,
     *,
     rng: np.random.Generator | None = None,
-    tone: str = "smoothstep",
+    tone: str = DEFAULT_TONE,
     gamma: str = "srgb",
     noise: bool = True,
 ) -> np.ndarray:

@@ -13,17 +13,26 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from rawpairs.camera import Camera
-from rawpairs.cfa import CFA, channel_index_map
+from rawpairs.cfa import CFA, channel_index_map, unpack
 from rawpairs.demosaic import demosaic
 from rawpairs.isp import (
     STAGES,
+    auto_exposure,
     color_correct,
     normalize,
     process,
     quantize8,
     white_balance,
 )
-from rawpairs.tone import GAMMAS, TONES, decode_gamma, encode_gamma, inverse_tone, tone
+from rawpairs.tone import (
+    DEFAULT_TONE,
+    GAMMAS,
+    TONES,
+    decode_gamma,
+    encode_gamma,
+    inverse_tone,
+    tone,
+)
 
 RAW_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
 CANON_G2_XYZ_TO_CAM = [  # LibRaw rgb_xyz_matrix of the PowerShot G2
@@ -180,7 +189,7 @@ def test_quantize8_errors(x, message) -> None:
 
 
 def reference_codes(x: np.ndarray, curve: str, gamma: str) -> np.ndarray:
-    return np.floor(encode_gamma(tone(x.astype(np.float64), curve), gamma) * 255 + 0.5)
+    return np.floor(encode_gamma(tone(x.astype(np.float64), curve, gamma), gamma) * 255 + 0.5)
 
 
 @pytest.mark.parametrize("gamma", GAMMAS)
@@ -194,7 +203,7 @@ def test_fused_encoder_is_exact(curve, gamma) -> None:
     assert codes.dtype == np.uint8
     np.testing.assert_array_equal(codes, reference_codes(x, curve, gamma))
     # on both sides of every code boundary, found in float64 from the inverse curves
-    boundaries = inverse_tone(decode_gamma((np.arange(1, 256) - 0.5) / 255, gamma), curve)
+    boundaries = inverse_tone(decode_gamma((np.arange(1, 256) - 0.5) / 255, gamma), curve, gamma)
     above = np.nextafter(boundaries.astype(np.float32), np.float32(2))
     below = np.nextafter(boundaries.astype(np.float32), np.float32(-1))
     above = np.where(above < boundaries, np.nextafter(above, np.float32(2)), above)
@@ -247,8 +256,8 @@ def test_stages_compose_the_public_functions() -> None:
         "white_balanced": balanced,
         "camera_rgb": camera_rgb,
         "linear_srgb": linear_srgb,
-        "toned": tone(linear_srgb),
-        "srgb": encode_gamma(tone(linear_srgb)),
+        "toned": tone(linear_srgb, DEFAULT_TONE),
+        "srgb": encode_gamma(tone(linear_srgb, DEFAULT_TONE)),
     }
     for stop, want in expected.items():
         got = process(raw, camera, stop=stop, demosaic="bilinear")
@@ -329,6 +338,44 @@ def test_stage_function_errors() -> None:
         white_balance(np.full((8, 8), 2.0), camera)
     with pytest.raises(ValueError, match="H×W×3"):
         color_correct(np.zeros((8, 8)), camera)
+
+
+# auto exposure -------------------------------------------------------------------------------
+
+
+def grey_raw(camera: Camera, levels: np.ndarray) -> np.ndarray:
+    """A mosaic of neutral 2×2 blocks: block i has linear white-balanced value ``levels[i]``."""
+    blocks = np.repeat(levels[:, None], 16, axis=1).reshape(-1, 16)  # 2 block rows × 8 blocks
+    channel = np.array(camera.wb_gains)[list(camera.cfa.channels)]
+    span = camera.white_level - np.array(camera.black_level)
+    sites = blocks[..., None] / channel * span + np.array(camera.black_level)  # (n, 16, 4)
+    planes = sites.reshape(len(levels) * 2, 8, 4).transpose(2, 0, 1)
+    return np.rint(unpack(planes)).astype(np.uint16)
+
+
+def test_auto_exposure_puts_the_99th_percentile_at_white() -> None:
+    camera = make_camera(white_level=60000, bit_depth=16, black_level=(0, 0, 0, 0))
+    levels = np.linspace(0.0, 0.4, 101)  # neutral: every channel has the same percentiles
+    gain = auto_exposure(grey_raw(camera, levels), camera)
+    assert gain == pytest.approx(1 / np.percentile(levels, 99), rel=1e-3)
+    # the camera's own digital gain does not enter; the result is a pure function of the input
+    assert auto_exposure(grey_raw(camera, levels), camera.replace(digital_gain=3.0)) == gain
+    assert auto_exposure(grey_raw(camera, levels), camera, percentile=50) == pytest.approx(
+        1 / 0.2, rel=1e-3
+    )
+
+
+def test_auto_exposure_never_darkens_and_is_bounded() -> None:
+    camera = make_camera(white_level=60000, bit_depth=16, black_level=(0, 0, 0, 0))
+    assert auto_exposure(grey_raw(camera, np.ones(10)), camera) == 1.0
+    assert auto_exposure(grey_raw(camera, np.zeros(10)), camera) == 16.0
+    assert auto_exposure(grey_raw(camera, np.full(10, 1e-3)), camera, max_gain=4) == 4.0
+    with pytest.raises(ValueError, match="percentile"):
+        auto_exposure(grey_raw(camera, np.ones(10)), camera, percentile=0)
+    with pytest.raises(ValueError, match="max_gain"):
+        auto_exposure(grey_raw(camera, np.ones(10)), camera, max_gain=0.5)
+    with pytest.raises(ValueError, match="uint16"):
+        auto_exposure(np.zeros((8, 8), np.float32), camera)
 
 
 # a real RAW file ---------------------------------------------------------------------------

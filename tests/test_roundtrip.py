@@ -15,6 +15,7 @@ from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
 from rawpairs.isp import process
 from rawpairs.priors import BROOKS_CAMERAS
+from rawpairs.tone import DEFAULT_TONE
 from rawpairs.unprocess import safe_invert_gains, srgb8_to_linear, srgb_to_camera, unprocess
 
 PHOTOS = ("astronaut", "chelsea", "coffee")
@@ -42,13 +43,34 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / mse))
 
 
+# PSNR floors (dB): measured values are in docs/unprocess.md. With the default tone curve
+# (smoothstep on display values) coffee measures 29.5 dB: the curve's slope of 1.5 in the
+# mid-tones amplifies the demosaicing error there (30.2 dB with linear smoothstep).
+FLOORS = {
+    ("astronaut", "display_smoothstep"): 31.5,
+    ("chelsea", "display_smoothstep"): 35.5,
+    ("coffee", "display_smoothstep"): 29.4,
+    ("astronaut", "smoothstep"): 30.0,
+    ("chelsea", "smoothstep"): 30.0,
+    ("coffee", "smoothstep"): 30.0,
+}
+
+
 @pytest.mark.parametrize("cfa", list(CFA))
-@pytest.mark.parametrize("name", PHOTOS)
-def test_malvar_round_trip_psnr(name: str, cfa: CFA) -> None:
+@pytest.mark.parametrize(("name", "tone"), list(FLOORS))
+def test_malvar_round_trip_psnr(name: str, tone: str, cfa: CFA) -> None:
     image, camera = photo(name), central_camera(cfa)
-    rendered = process(unprocess(image, camera, noise=False), camera, demosaic="malvar")
+    raw = unprocess(image, camera, noise=False, tone=tone)
+    rendered = process(raw, camera, demosaic="malvar", tone=tone)
     assert rendered.shape == image.shape and rendered.dtype == np.uint8
-    assert psnr(rendered, image) >= 30.0
+    assert psnr(rendered, image) >= FLOORS[name, tone]
+
+
+def test_default_tone_round_trip() -> None:
+    """The defaults of both directions are the same curve (display smoothstep)."""
+    image, camera = photo("chelsea"), central_camera(CFA.RGGB)
+    rendered = process(unprocess(image, camera, noise=False), camera)
+    assert psnr(rendered, image) >= FLOORS["chelsea", DEFAULT_TONE]
 
 
 @pytest.mark.parametrize("name", PHOTOS)

@@ -72,11 +72,30 @@ def test_golden_values() -> None:
     np.testing.assert_allclose(encode_gamma(np.array([-0.5, 1.5])), [0.0, 1.0], atol=1e-15)
 
 
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_display_smoothstep_is_smoothstep_of_the_encoded_value(gamma) -> None:
+    """Brooks et al.'s order: gamma first, then smoothstep on display values (their unprocess
+    inverts exactly this); as a linear → linear stage, ``gamma(tone(x)) = smoothstep(gamma(x))``."""
+    x = np.linspace(0, 1, 1001)
+    v = encode_gamma(x, gamma)
+    want = 3 * v**2 - 2 * v**3
+    got = encode_gamma(tone(x, "display_smoothstep", gamma), gamma)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        inverse_tone(tone(x, "display_smoothstep", gamma), "display_smoothstep", gamma),
+        x,
+        rtol=0,
+        atol=1e-6,
+    )
+    assert tone(np.float32([0.5]), "display_smoothstep", gamma).dtype == np.float32
+
+
 def test_curves_are_increasing() -> None:
     x = np.linspace(0, 1, 100_001)
     for gamma in GAMMAS:
         assert np.all(np.diff(encode_gamma(x, gamma)) > 0)
     assert np.all(np.diff(tone(x)) > 0)
+    assert np.all(np.diff(tone(x, "display_smoothstep")) > 0)
 
 
 @pytest.mark.parametrize("gamma", GAMMAS)
@@ -85,10 +104,12 @@ def test_linear_lut_equals_the_function(gamma, curve) -> None:
     lut = linear_lut(gamma, curve)
     assert lut.shape == (256,) and lut.dtype == np.float32
     codes = np.arange(256, dtype=np.float32) / 255
-    np.testing.assert_allclose(lut, inverse_tone(decode_gamma(codes, gamma), curve), atol=2e-6)
+    np.testing.assert_allclose(
+        lut, inverse_tone(decode_gamma(codes, gamma), curve, gamma), atol=2e-6
+    )
     assert abs(lut[0]) < 1e-12 and lut[255] == 1.0  # smoothstep's closed form gives 5.6e-17
     # forward again and round half up: every code comes back
-    forward = encode_gamma(tone(lut.astype(np.float64), curve), gamma)
+    forward = encode_gamma(tone(lut.astype(np.float64), curve, gamma), gamma)
     np.testing.assert_array_equal(np.floor(forward * 255 + 0.5), np.arange(256))
     with pytest.raises(ValueError, match="read-only"):
         lut[0] = 1.0

@@ -60,7 +60,7 @@ def camera(cfa: CFA | str = "RGGB", bits: int = 12, **changes) -> Camera:
 def test_linear_table_inverts_tone_gamma_and_quantisation(curve: str, gamma: str) -> None:
     linear = srgb8_to_linear(ALL_CODES, curve, gamma)
     assert linear.dtype == np.float32 and linear.min() >= 0 and linear.max() <= 1
-    encoded = encode_gamma(tone(linear, curve), gamma)
+    encoded = encode_gamma(tone(linear, curve, gamma), gamma)
     np.testing.assert_allclose(encoded, ALL_CODES / 255.0, rtol=0, atol=1e-5)
     forward = isp.process(linear, camera(), start="linear_srgb", tone=curve, gamma=gamma)
     np.testing.assert_array_equal(forward, ALL_CODES)
