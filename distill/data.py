@@ -5,12 +5,12 @@ Data flow (one DataLoader worker; see ``docs/data.md`` for the guarantees and th
 1. :func:`resolve_shards` turns a folder, glob, brace pattern or URL into a shard list.
 2. :func:`dealt_shards` deals shards to this (rank, worker) "slot" from the endless sequence of
    per-epoch shard permutations (one pass over the sorted list when ``repeat=False``).
-3. :func:`iter_records` walks each tar member by member and groups members by key. Samples that
-   an earlier run already consumed (exact resume) are passed on as placeholders whose members
-   are never read.
+3. :func:`iter_records` walks each tar with :func:`rawpairs.schema.walk_tar` (members grouped by
+   key). Samples that an earlier run already consumed (exact resume) are passed on as
+   placeholders whose members are never read.
 4. :func:`buffer_shuffle` shuffles the *undecoded* records with a seeded buffer.
-5. :func:`decode_pair` decodes ``raw.npy`` with ``np.load`` (exact 16-bit), ``rgb.png`` with
-   OpenCV and ``json`` into a :class:`Pair`.
+5. :func:`decode_pair` checks and decodes a sample with :func:`rawpairs.schema.decode_sample`
+   (the same checks as ``rawpairs inspect --verify``) into a :class:`Pair`.
 6. :func:`make_example` crops, flips, re-phases to RGGB, normalises and (optionally) darkens,
    with a generator derived from ``(seed, epoch, key)`` so the result never depends on timing.
 7. Examples are stacked into batches inside the worker; the DataLoader interleaves workers
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
-import json
 import os
 import random
 import tarfile
@@ -48,7 +46,7 @@ from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
 from rawpairs.errors import CorruptInputError
 from rawpairs.noise import add_noise, darken
-from rawpairs.shards import split_member_name
+from rawpairs.schema import NoisePlacement, decode_sample, one_line, walk_tar
 
 __all__ = [
     "STUDENT_INPUTS",
@@ -70,7 +68,6 @@ __all__ = [
 ]
 
 STUDENT_INPUTS = ("packed", "mosaic")
-_RGB_MEMBERS = ("rgb.png", "rgb.jpg")
 _URL_PREFIXES = ("pipe:", "http://", "https://", "gs://", "s3://", "ais://")
 # Domain tags keep the three seed derivations apart even for equal numbers.
 _EPOCH_TAG, _SHUFFLE_TAG, _SAMPLE_TAG = 0x45504F43, 0x53485546, 0x53414D50
@@ -243,36 +240,16 @@ def iter_records(
     """Samples of one shard as :class:`Record` s numbered from ``first_position``.
 
     ``skip(position) -> bool`` marks samples whose members must not be read. Members are grouped
-    by key (consecutive members sharing the part of the name before the first dot); tar entries
-    that are not regular files or have no extension are ignored. A shard without samples, a
-    repeated member or an unreadable tar raises :class:`~rawpairs.errors.CorruptInputError`.
+    by :func:`rawpairs.schema.walk_tar`; a shard without samples, a repeated member or key, a
+    damaged or truncated tar raises :class:`~rawpairs.errors.CorruptInputError` naming the shard.
     """
-    position = first_position
-    key: str | None = None
-    members: dict[str, bytes] | None = None
+    local_skip = None if skip is None else (lambda i: skip(first_position + i))
     try:
         with _open_tar(shard) as tar:
-            for info in tar:
-                split = split_member_name(info.name) if info.isreg() else None
-                if split is None or split[0].rpartition("/")[2].startswith("__"):
-                    continue
-                name_key, ext = split
-                if name_key != key:
-                    if key is not None:
-                        yield Record(position, epoch, shard, key, members)
-                        position += 1
-                    key = name_key
-                    members = None if skip is not None and skip(position) else {}
-                if members is None:
-                    continue
-                if ext in members:
-                    raise CorruptInputError(shard, f"sample {key!r} repeats member {ext!r}")
-                members[ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
+            for i, sample in enumerate(walk_tar(tar, shard, local_skip)):
+                yield Record(first_position + i, epoch, shard, sample.key, sample.members)
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise CorruptInputError(shard, f"unreadable tar: {err}") from err
-    if key is None:
-        raise CorruptInputError(shard, "shard has no samples")
-    yield Record(position, epoch, shard, key, members)
+        raise CorruptInputError(shard, f"unreadable tar: {one_line(err)}") from err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,54 +268,16 @@ class Pair:
 
 
 def decode_pair(members: Mapping[str, bytes], shard: str, key: str) -> Pair:
-    """Decode one sample's members (docs/schema.md); errors name the shard and the key.
-
-    ``raw.npy`` is read with ``np.load`` (exact uint16, no pickle), ``rgb.png`` / ``rgb.jpg`` with
-    ``cv2.imdecode`` (BGR → RGB), ``json`` with :meth:`Camera.from_dict`, ``cls`` as an ASCII
-    integer.
-    """
-
-    def fail(cause: str) -> CorruptInputError:
-        return CorruptInputError(shard, f"sample {key!r}: {cause}")
-
-    if "raw.npy" not in members:
-        raise fail(f"no raw.npy member (members: {sorted(members)})")
-    rgb_name = next((m for m in _RGB_MEMBERS if m in members), None)
-    if rgb_name is None:
-        raise fail(f"no rgb.png or rgb.jpg member (members: {sorted(members)})")
-    if "json" not in members:
-        raise fail(f"no json member (members: {sorted(members)})")
-    try:
-        mosaic = np.load(io.BytesIO(members["raw.npy"]), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise fail(f"raw.npy is not a readable .npy array ({err})") from err
-    if mosaic.dtype != np.uint16 or mosaic.ndim != 2:
-        raise fail(f"raw.npy must be a 2-D uint16 mosaic, got {mosaic.dtype} {mosaic.shape}")
-    bgr = cv2.imdecode(np.frombuffer(members[rgb_name], np.uint8), cv2.IMREAD_UNCHANGED)
-    if bgr is None:
-        raise fail(f"{rgb_name} cannot be decoded")
-    if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
-        raise fail(f"{rgb_name} must be 8-bit RGB, got {bgr.dtype} {bgr.shape}")
-    if bgr.shape[:2] != mosaic.shape:
-        raise fail(
-            f"shape mismatch: raw.npy is {mosaic.shape[0]}×{mosaic.shape[1]} but {rgb_name} is "
-            f"{bgr.shape[0]}×{bgr.shape[1]}"
-        )
-    try:
-        meta = json.loads(members["json"])
-        camera = Camera.from_dict(meta["camera"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise fail(f"json has no valid camera ({err})") from err
-    noise_at_load = meta.get("render", {}).get("noise") == "at_load"
-    cls = -1
-    if "cls" in members:
-        try:
-            cls = int(members["cls"].decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError) as err:
-            raise fail(f"cls is not an ASCII integer: {members['cls'][:20]!r}") from err
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """Check and decode one sample with :func:`rawpairs.schema.decode_sample` (docs/schema.md);
+    errors (:class:`~rawpairs.errors.CorruptInputError`) name the shard and the key."""
+    sample = decode_sample(members, shard, key)
     return Pair(
-        key=key, mosaic=mosaic, rgb=rgb, camera=camera, cls=cls, noise_at_load=noise_at_load
+        key=key,
+        mosaic=sample.raw,
+        rgb=sample.rgb,
+        camera=sample.meta.camera,
+        cls=-1 if sample.label is None else sample.label,
+        noise_at_load=sample.meta.render.noise is NoisePlacement.AT_LOAD,
     )
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "index_document",
     "manifest_row",
     "manifest_schema",
+    "one_line",
     "parse_index",
     "read_shard",
     "rgb_member",
@@ -447,11 +448,43 @@ def walk_tar(
             if ext in members:
                 raise CorruptInputError(shard, f"sample {key!r} repeats member {ext!r}")
             members[ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
+        damage = _damaged_end(tar)
     except _TAR_ERRORS as err:
-        raise CorruptInputError(shard, f"unreadable tar: {err}") from err
+        raise CorruptInputError(shard, f"unreadable tar: {one_line(err)}") from err
+    if damage:
+        raise CorruptInputError(shard, damage)
     if key is None:
         raise CorruptInputError(shard, "shard has no samples")
     yield TarSample(key, members, start, end - start)
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (tarfile's "could not be opened" lists every method)."""
+    lines = str(err).splitlines()
+    if not lines:
+        return type(err).__name__
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return "not a tar archive"
+    return lines[0]
+
+
+def _damaged_end(tar: tarfile.TarFile) -> str | None:
+    """Why a seekable tar did not end with its end-of-archive block, or ``None``.
+
+    ``tarfile`` stops iterating without an error at a damaged header after the first one, or
+    where the file is cut at a member boundary: the samples after it would vanish silently.
+    Streams (URLs) cannot be checked this way.
+    """
+    fileobj = tar.fileobj
+    if fileobj is None or not getattr(fileobj, "seekable", lambda: False)():
+        return None
+    fileobj.seek(tar.offset)
+    block = fileobj.read(tarfile.BLOCKSIZE)
+    if block == tarfile.NUL * tarfile.BLOCKSIZE:
+        return None
+    if not block:
+        return f"truncated: ends at byte {tar.offset} without the end-of-archive marker"
+    return f"damaged tar header at byte {tar.offset}: the rest of the shard cannot be read"
 
 
 def read_shard(path: str | Path) -> Iterator[TarSample]:
@@ -461,7 +494,7 @@ def read_shard(path: str | Path) -> Iterator[TarSample]:
         with tarfile.open(path, "r:*") as tar:
             yield from walk_tar(tar, str(path))
     except _TAR_ERRORS as err:
-        raise CorruptInputError(path, f"unreadable tar: {err}") from err
+        raise CorruptInputError(path, f"unreadable tar: {one_line(err)}") from err
 
 
 # ---------------------------------------------------------------------------------------------

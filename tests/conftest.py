@@ -1,4 +1,5 @@
-"""Shared fixtures: small RAW–RGB pair shards following docs/schema.md.
+"""Shared fixtures: small RAW–RGB pair shards following docs/schema.md, encoded by the builder's
+own encoder (:func:`rawpairs.schema.encode_sample`).
 
 ``pair_shards``: 3 shards × 8 samples cut from scikit-image's bundled photos (no download), their
 RAW side simulated by the inverse ISP (:func:`rawpairs.unprocess.simulate_raw`, with noise), with
@@ -18,19 +19,28 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import hashlib
 import io
-import json
 import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from rawpairs.camera import XYZ_TO_SRGB, Camera
 from rawpairs.cfa import CFA, channel_index_map
+from rawpairs.schema import (
+    Crop,
+    NoisePlacement,
+    RenderInfo,
+    RenderMethod,
+    SampleMeta,
+    SourceInfo,
+    SourceKind,
+    encode_sample,
+)
 
 torch.set_num_threads(1)
 
@@ -59,23 +69,28 @@ def make_camera(cfa: CFA, black: tuple[float, ...], white: float, bits: int) -> 
     )
 
 
+def sample_meta(key: str, camera: Camera, height: int, width: int) -> SampleMeta:
+    """Metadata of a whole-image sample simulated from a photo ``<key>.png`` (seed 0)."""
+    source = SourceInfo(
+        path=f"{key}.png",
+        kind=SourceKind.RGB,
+        sha256=hashlib.sha256(key.encode()).hexdigest(),
+        height=height,
+        width=width,
+    )
+    render = RenderInfo(
+        RenderMethod.UNPROCESS, NoisePlacement.IN_RAW, tone="smoothstep", gamma="srgb"
+    )
+    return SampleMeta(key, camera, render, source, Crop(0, 0, height, width), seed=0)
+
+
 def encode_members(
     key: str, mosaic: np.ndarray, rgb: np.ndarray, camera: Camera, cls: int | None = None
 ) -> dict[str, bytes]:
-    """A sample's tar members (without the key prefix) as the builder writes them."""
-    raw = io.BytesIO()
-    np.save(raw, mosaic)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
-    meta = {"schema_version": 1, "key": key, "camera": camera.to_dict()}
-    members = {
-        "raw.npy": raw.getvalue(),
-        "rgb.png": png.tobytes(),
-        "json": json.dumps(meta).encode(),
-    }
-    if cls is not None:
-        members["cls"] = str(cls).encode()
-    return members
+    """A sample's tar members (without ``__key__``), encoded as the builder encodes them."""
+    meta = sample_meta(key, camera, *mosaic.shape)
+    members = encode_sample(meta, mosaic, rgb, cls)
+    return {name: data for name, data in members.items() if name != "__key__"}  # type: ignore[misc]
 
 
 def write_shard(path: Path, samples: Iterable[tuple[str, Mapping[str, bytes]]]) -> Path:

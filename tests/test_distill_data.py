@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import random
+import tarfile
 from itertools import islice
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import distill.data as data
 from rawpairs.cfa import CFA, channel_index_map, unpack
 from rawpairs.errors import CorruptInputError
 from rawpairs.noise import add_noise
+from rawpairs.png import encode_png
 
 RGGB_CHANNELS = np.array([[0, 1], [1, 2]])
 
@@ -355,43 +359,80 @@ def test_streamed_urls_give_the_same_batches(pair_shards: Path) -> None:
 
 
 # --- errors ------------------------------------------------------------------------------------
-def one_sample(key: str = "k0", **changes: object) -> dict[str, bytes]:
+def one_sample(key: str = "k0") -> dict[str, bytes]:
     camera = make_camera(CFA.RGGB, (0.0,) * 4, 1023.0, 10)
-    mosaic = changes.pop("mosaic", np.zeros((8, 8), np.uint16))
-    rgb = changes.pop("rgb", np.zeros((8, 8, 3), np.uint8))
-    return encode_members(key, mosaic, rgb, camera)
+    return encode_members(key, np.zeros((8, 8), np.uint16), np.zeros((8, 8, 3), np.uint8), camera)
+
+
+def npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def npy_header_only(shape: tuple[int, ...]) -> bytes:
+    """A ``.npy`` header declaring ``shape`` uint16, with no data (200000² = 80 GB)."""
+    buf = io.BytesIO()
+    header = {"descr": "<u2", "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
+
+
+def with_json(**changes: object) -> dict[str, bytes]:
+    members = one_sample()
+    meta = json.loads(members["json"])
+    return {**members, "json": json.dumps({**meta, **changes}).encode()}
 
 
 @pytest.mark.parametrize(
     ("members", "message"),
     [
-        ({k: v for k, v in one_sample().items() if k != "raw.npy"}, "'k0': no raw.npy member"),
-        ({k: v for k, v in one_sample().items() if k != "json"}, "'k0': no json member"),
+        ({k: v for k, v in one_sample().items() if k != "raw.npy"}, "no raw.npy member"),
+        ({k: v for k, v in one_sample().items() if k != "json"}, "no json member"),
         (
-            one_sample(rgb=np.zeros((8, 10, 3), np.uint8)),
-            "shape mismatch: raw.npy is 8×8 but rgb.png is 8×10",
+            {**one_sample(), "rgb.png": encode_png(np.zeros((8, 10, 3), np.uint8))},
+            "rgb.png is 8×10 but raw.npy is 8×8",
         ),
-        (one_sample(mosaic=np.zeros((8, 8), np.uint8)), "must be a 2-D uint16 mosaic"),
-        ({**one_sample(), "rgb.png": b"not a png"}, "rgb.png cannot be decoded"),
+        ({**one_sample(), "raw.npy": npy(np.zeros((8, 8), np.uint8))}, "2-D uint16 mosaic"),
+        ({**one_sample(), "raw.npy": npy_header_only((200000, 200000))}, "json crop is 8×8"),
+        ({**one_sample(), "rgb.png": b"not a png"}, "rgb.png is not a PNG"),
         ({**one_sample(), "cls": b"cat"}, "cls is not an ASCII integer"),
-        ({**one_sample(), "json": b'{"camera": {"cfa": "RGGB"}}'}, "json has no valid camera"),
+        ({**one_sample(), "json": b'{"schema_version": 1}'}, "json is not valid metadata"),
+        (with_json(schema_version=2), "schema version 2, this rawpairs reads schema version 1"),
     ],
 )
 def test_bad_samples_name_shard_and_key(tmp_path: Path, members: dict, message: str) -> None:
     shard = write_shard(tmp_path / "bad.tar", [("k0", members)])
     loader = data.make_loader(str(shard), batch_size=1, crop=8, teacher_size=8, repeat=False)
-    with pytest.raises(CorruptInputError, match=f"^{shard}: sample .*{message}"):
+    with pytest.raises(CorruptInputError, match=f"^{shard}: sample 'k0': .*{message}") as err:
         list(loader)
+    assert "\n" not in str(err.value)
 
 
 def test_empty_and_broken_shards(tmp_path: Path) -> None:
-    empty = write_shard(tmp_path / "empty.tar", [])
-    with pytest.raises(CorruptInputError, match=f"^{empty}: shard has no samples"):
-        list(data.make_loader(str(empty), batch_size=1, crop=8, teacher_size=8, repeat=False))
-    broken = tmp_path / "broken.tar"
-    broken.write_bytes(b"\x00garbage" * 100)
-    with pytest.raises(CorruptInputError, match=f"^{broken}: unreadable tar"):
-        list(data.make_loader(str(broken), batch_size=1, crop=8, teacher_size=8, repeat=False))
+    """Every broken tar is a one-line error naming the shard, including the damage that
+    ``tarfile`` itself reads as a clean end (a cut at a member boundary, a bad header)."""
+    good = write_shard(tmp_path / "good.tar", [(f"k{i}", one_sample(f"k{i}")) for i in range(3)])
+    data_bytes = good.read_bytes()
+    with tarfile.open(good) as tar:  # the second sample's first header
+        second = next(m.offset for m in tar.getmembers() if m.name.startswith("k1."))
+    broken = {
+        "empty.tar": (write_shard(tmp_path / "empty.tar", []).read_bytes(), "shard has no samples"),
+        "garbage.tar": (b"\x00garbage" * 100, "unreadable tar: not a tar archive"),
+        "cut.tar": (data_bytes[:second], "truncated: ends at byte"),
+        "header.tar": (
+            data_bytes[:second] + b"\x01" * 512 + data_bytes[second + 512 :],
+            f"damaged tar header at byte {second}",
+        ),
+        "half.tar": (data_bytes[: len(data_bytes) // 2 + 7], "unreadable tar"),
+    }
+    for name, (content, message) in broken.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        loader = data.make_loader(str(path), batch_size=1, crop=8, teacher_size=8, repeat=False)
+        with pytest.raises(CorruptInputError, match=f"^{path}: {message}") as err:
+            list(loader)
+        assert "\n" not in str(err.value), name
 
 
 @pytest.mark.parametrize(
