@@ -18,9 +18,13 @@ deadlock in a ``fork``ed child.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import tempfile
+import threading
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,10 +39,12 @@ from rawpairs.cfa import CFA, cfa_from_rawpy, pack
 from rawpairs.errors import CorruptInputError, InputError, UnsupportedInputError
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "RAW_EXTENSIONS",
     "RGB_EXTENSIONS",
     "RawCapture",
     "bit_depth_for",
+    "fit_color_matrix",
     "gray_world_gains",
     "read_raw",
     "read_rgb",
@@ -75,6 +81,10 @@ _RAW_SIGNATURES = (
     (0, b"FOVb"),  # Sigma X3F
     (0, b"\x00MRM"),  # Minolta MRW
 )
+# Largest image (in pixels, by its declared size) read unless the caller raises the limit: above
+# every camera sensor sold (the largest single-shot sensors are 150–200 MP), far below what
+# exhausts a worker's memory (a 400 MP photo needs ~5 GB through the inverse ISP).
+DEFAULT_MAX_PIXELS = 300_000_000
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOI = b"\xff\xd8"
 _D65 = 21
@@ -116,12 +126,15 @@ class RawCapture:
     H and W are even (the CFA phase is unchanged). ``camera``: CFA phase of ``mosaic[0, 0]``,
     levels, white balance and colour matrix with ``provenance``. ``make``/``model``: from the
     file's TIFF IFD0 (DNG and most RAW formats), ``""`` for non-TIFF containers (e.g. CRW).
+    ``pixel_aspect``: width ÷ height of one sensor site (LibRaw's ``sizes.pixel_aspect``; 1 for
+    square pixels, 1.535 for the Kodak DC120); the mosaic is *not* resampled here.
     """
 
     mosaic: np.ndarray
     camera: Camera
     make: str
     model: str
+    pixel_aspect: float = 1.0
 
 
 # Errors ------------------------------------------------------------------------------------
@@ -256,6 +269,61 @@ def _choose_white_balance(
     return (1.0, 1.0, 1.0), "fallback:unity"
 
 
+def fit_color_matrix(camera_rgb: np.ndarray, srgb: np.ndarray) -> np.ndarray | None:
+    """The 3×3 camera RGB → linear sRGB matrix ``M`` with ``srgb ≈ camera_rgb · Mᵀ``, or None.
+
+    Inputs: two H×W×3 linear renders of the same image on the same scale (e.g. LibRaw's 16-bit
+    output in its camera colour space and in sRGB, same white balance, gamma 1). Pixels where
+    either render is clipped (a channel ≤ 1% or ≥ 92% of the largest value) are left out; the
+    rest give a least-squares fit, rounded to 4 decimals (the precision of LibRaw's tables). None
+    when fewer than 1000 pixels remain, the camera colours do not span three dimensions, or the
+    fit misses a pixel by more than 0.1% of full scale (the renders are not related by a matrix).
+    """
+    cam = np.asarray(camera_rgb, dtype=np.float64).reshape(-1, 3)
+    out = np.asarray(srgb, dtype=np.float64).reshape(-1, 3)
+    if cam.shape != out.shape:
+        raise ValueError(f"renders differ in shape: {camera_rgb.shape} vs {srgb.shape}")
+    full = max(float(cam.max(initial=0)), float(out.max(initial=0)))
+    if full <= 0:
+        return None
+    lo, hi = 0.01 * full, 0.92 * full
+    ok = (cam.min(1) > lo) & (cam.max(1) < hi) & (out.min(1) > lo) & (out.max(1) < hi)
+    if ok.sum() < 1000:
+        return None
+    a, b = cam[ok] / full, out[ok] / full
+    singular = np.linalg.svd(a, compute_uv=False)
+    if singular[-1] < 1e-6 * singular[0]:
+        return None
+    matrix = np.linalg.lstsq(a, b, rcond=None)[0].T
+    if np.abs(a @ matrix.T - b).max() > 1e-3:
+        return None
+    return np.round(matrix, 4)
+
+
+def _libraw_fit(path: Path) -> np.ndarray | None:
+    """LibRaw's own camera → sRGB matrix of ``path``, recovered by :func:`fit_color_matrix`.
+
+    LibRaw renders some cameras (e.g. Kodak DC50/DC120) with a matrix it does not expose: render
+    the file twice at half size (no demosaicing: deterministic, cheap), linear 16-bit, as-shot
+    white balance, no auto-brightness, once in camera RGB and once in sRGB, and fit.
+    """
+    renders = []
+    for space in (rawpy.ColorSpace.raw, rawpy.ColorSpace.sRGB):
+        with _open_raw(path) as raw:
+            renders.append(
+                raw.postprocess(
+                    half_size=True,
+                    output_color=space,
+                    gamma=(1, 1),
+                    no_auto_bright=True,
+                    output_bps=16,
+                    use_camera_wb=True,
+                    user_flip=0,
+                )
+            )
+    return fit_color_matrix(*renders)
+
+
 def _nonzero(m: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(m)) and np.any(m != 0))
 
@@ -306,7 +374,7 @@ def _tiff_metadata(path: Path) -> tuple[str, str, tuple[str, np.ndarray] | None]
 # Readers ---------------------------------------------------------------------------------------
 
 
-def read_raw(path: str | Path) -> RawCapture:
+def read_raw(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> RawCapture:
     """Read a Bayer RAW file: visible mosaic (sensor orientation) and camera model.
 
     Rules, each recorded in ``camera.provenance``:
@@ -320,18 +388,24 @@ def read_raw(path: str | Path) -> RawCapture:
       else 1, 1, 1 (``fallback:unity``).
     - ``xyz_to_cam``: a DNG's own ColorMatrix (``file:ColorMatrix1``/``2``), else LibRaw's
       ``rgb_xyz_matrix`` (``file:rgb_xyz_matrix``), else inverted from LibRaw's camera → sRGB
-      ``color_matrix`` (``file:color_matrix``), else camera RGB taken as linear sRGB
-      (``fallback:srgb``); the first one that gives an invertible camera is used.
+      ``color_matrix`` (``file:color_matrix``), else the matrix LibRaw renders with but does not
+      expose, fitted from two LibRaw renders (``file:libraw_fit``, :func:`fit_color_matrix`;
+      e.g. Kodak DC50/DC120), else camera RGB taken as linear sRGB (``fallback:srgb``); the
+      first one that gives an invertible camera is used.
 
     Non-Bayer sensors (X-Trans, Foveon, linear or 4-colour files), extensions outside
     :data:`RAW_EXTENSIONS` and metadata a :class:`Camera` rejects raise
     :class:`UnsupportedInputError`; empty, truncated or non-RAW contents raise
     :class:`CorruptInputError`. Non-square pixels (``sizes.pixel_aspect`` ≠ 1) are not resampled:
-    the mosaic is the sensor grid as stored.
+    the mosaic is the sensor grid as stored, and ``pixel_aspect`` says how to square it.
+    A file whose declared raw size exceeds ``max_pixels`` (None: no limit) raises
+    :class:`UnsupportedInputError` before any pixel data is decoded.
     """
     path = Path(path)
     _require_kind(path, "raw")
     with _open_raw(path) as raw:
+        sizes = raw.sizes
+        _check_pixels(path, sizes.raw_height, sizes.raw_width, max_pixels)
         if raw.raw_type != rawpy.RawType.Flat:
             raise UnsupportedInputError(
                 path, "not a mosaic: LibRaw decodes it to a multi-channel (linear) image"
@@ -342,7 +416,6 @@ def read_raw(path: str | Path) -> RawCapture:
                 path,
                 "not a Bayer sensor: {}×{} colour filter pattern".format(*raw.raw_pattern.shape),
             )
-        sizes = raw.sizes
         # rawpy's raw_pattern is anchored at the full raw image's origin; LibRaw's COLOR() and
         # raw_color() at the visible area, so ask for the colours there.
         visible = np.array(
@@ -364,6 +437,7 @@ def read_raw(path: str | Path) -> RawCapture:
         daylight_wb = list(raw.daylight_whitebalance)
         rgb_xyz = np.array(raw.rgb_xyz_matrix[:3], dtype=np.float64)
         cam_to_srgb = np.array(raw.color_matrix[:, :3], dtype=np.float64)
+        pixel_aspect = float(sizes.pixel_aspect)
     make, model, dng_matrix = _tiff_metadata(path)
 
     wb, wb_source = _choose_white_balance(camera_wb, daylight_wb, desc, mosaic, cfa, black, white)
@@ -398,7 +472,17 @@ def read_raw(path: str | Path) -> RawCapture:
         except ValueError:  # singular or white-to-zero matrix: try the next source
             continue
         break
-    return RawCapture(mosaic=mosaic, camera=camera, make=make, model=model)
+    if camera.provenance["xyz_to_cam"] == "fallback:srgb":
+        fitted = _libraw_fit(path)
+        if fitted is not None and abs(np.linalg.det(fitted)) > 1e-8:
+            with suppress(ValueError):  # a fit Camera rejects keeps the fallback
+                camera = camera.replace(
+                    xyz_to_cam=np.linalg.inv(fitted) @ XYZ_TO_SRGB,
+                    provenance={**camera.provenance, "xyz_to_cam": "file:libraw_fit"},
+                )
+    return RawCapture(
+        mosaic=mosaic, camera=camera, make=make, model=model, pixel_aspect=pixel_aspect
+    )
 
 
 def render_libraw(path: str | Path) -> np.ndarray:
@@ -429,6 +513,121 @@ def render_libraw(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(rgb[: h - h % 2, : w - w % 2])
 
 
+def _check_pixels(path: Path, height: int, width: int, max_pixels: int | None) -> None:
+    """Refuse an image whose declared size exceeds ``max_pixels`` (before decoding it)."""
+    if max_pixels is not None and height * width > max_pixels:
+        raise UnsupportedInputError(
+            path,
+            f"declared size {width}×{height} = {height * width / 1e6:.1f} MP exceeds the "
+            f"{max_pixels / 1e6:.1f} MP limit (raise it with --max-pixels)",
+        )
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's first start-of-frame marker, or None if there is none."""
+    pos = 2
+    while pos + 9 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            pos += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[pos + 5 : pos + 7], "big"), int.from_bytes(
+                data[pos + 7 : pos + 9], "big"
+            )
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a WebP's first chunk (VP8, VP8L or VP8X), or None."""
+    chunk, body = data[12:16], data[20:]
+    if chunk == b"VP8X" and len(body) >= 10:
+        return 1 + int.from_bytes(body[7:10], "little"), 1 + int.from_bytes(body[4:7], "little")
+    if chunk == b"VP8L" and len(body) >= 5:
+        bits = int.from_bytes(body[1:5], "little")
+        return 1 + ((bits >> 14) & 0x3FFF), 1 + (bits & 0x3FFF)
+    if chunk == b"VP8 " and len(body) >= 10:
+        return (
+            int.from_bytes(body[8:10], "little") & 0x3FFF,
+            int.from_bytes(body[6:8], "little") & 0x3FFF,
+        )
+    return None
+
+
+def _tiff_photo_check(path: Path, max_pixels: int | None) -> None:
+    """A TIFF photo: refuse camera RAW content (by structure) and oversized images.
+
+    A RAW file in a TIFF container (DNG, KDC, NEF, …) opened as a photo decodes to its small
+    preview; its IFD0 gives it away: a DNGVersion or TIFF/EP tag, a reduced-resolution first
+    image (NewSubfileType bit 0), or a colour filter array image.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            tags = page.tags
+            subfile = int(tags["NewSubfileType"].value) if "NewSubfileType" in tags else 0
+            raw_like = (
+                "DNGVersion" in tags
+                or "TIFFEPStandardID" in tags
+                or subfile & 1
+                or int(page.photometric) in (32803, 34892)  # CFA, LinearRaw
+            )
+            make = str(tags["Make"].value).strip() if "Make" in tags else ""
+            shape = page.shape
+    except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError):
+        return  # not readable by tifffile: OpenCV decides
+    if raw_like:
+        camera = f" from a {make} camera" if make else ""
+        raise UnsupportedInputError(
+            path,
+            f"content is a camera RAW file{camera} (TIFF/EP or DNG structure), not a photo: "
+            "give it its RAW extension (e.g. .dng, .kdc, .nef) to read its sensor data",
+        )
+    if len(shape) >= 2:
+        _check_pixels(path, int(shape[0]), int(shape[1]), max_pixels)
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Collect what native code writes to file descriptor 2 (e.g. libjpeg's warnings)."""
+    lines: list[str] = []
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
+
+
+def _decode_jpeg(path: Path, data: bytes) -> np.ndarray | None:
+    """OpenCV's decode of a JPEG, refusing data libjpeg had to repair (its warnings)."""
+    with _captured_stderr() as lines:
+        image = cv2.imdecode(
+            np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+        )
+    warnings = [line.strip() for line in lines if "JPEG" in line or "jpeg" in line]
+    others = [line for line in lines if line.strip() and line.strip() not in warnings]
+    if others:  # not ours: pass it on
+        print("\n".join(others), file=sys.stderr)
+    if warnings:
+        raise CorruptInputError(path, f"damaged JPEG data (libjpeg: {warnings[0]})")
+    return image
+
+
 def _png_crc_error(data: bytes) -> str | None:
     """Name the first PNG chunk whose CRC-32 does not match (or that is cut short), else None."""
     pos = len(_PNG_SIGNATURE)
@@ -452,15 +651,45 @@ def _jpeg_truncated(data: bytes) -> bool:
     return sos < 0 or data.find(b"\xff\xd9", sos) < 0
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+def _check_photo_content(path: Path, data: bytes, max_pixels: int | None) -> None:
+    """Check a photo's bytes before decoding: integrity, RAW content, declared size."""
+    size = None
+    if data.startswith(_PNG_SIGNATURE):
+        problem = _png_crc_error(data)
+        if problem:
+            raise CorruptInputError(path, f"damaged PNG: {problem}")
+        size = int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    elif data.startswith(_JPEG_SOI):
+        if _jpeg_truncated(data):
+            raise CorruptInputError(
+                path, "truncated JPEG: no end-of-image marker after the last scan"
+            )
+        size = _jpeg_size(data)
+    elif data[:4] in (b"II*\x00", b"MM\x00*"):
+        _tiff_photo_check(path, max_pixels)
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        size = _webp_size(data)
+    elif _has_raw_signature(data[:16]):
+        raise UnsupportedInputError(
+            path, "content is a camera RAW file, not a photo: give it its RAW extension"
+        )
+    if size is not None:
+        _check_pixels(path, size[0], size[1], max_pixels)
+
+
+def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a photo as uint8 H×W×3 RGB, upright.
 
     Decoded by OpenCV: EXIF orientation is applied, grayscale is repeated to 3 channels, an alpha
     channel is dropped (not composited), and 16-bit images are rounded to 8 bits
-    (``round(v / 257)``, exact for values that came from 8 bits). PNG chunk CRCs and a JPEG's
-    end-of-image marker are checked (:class:`CorruptInputError`), so a damaged file never decodes
-    to partly invented pixels. Float images and extensions outside :data:`RGB_EXTENSIONS` raise
-    :class:`UnsupportedInputError`.
+    (``round(v / 257)``, exact for values that came from 8 bits). The file is identified by its
+    content, not its extension. Before decoding: PNG chunk CRCs and a JPEG's end-of-image marker
+    are checked, and an image whose declared size (PNG, JPEG, TIFF, WebP headers) exceeds
+    ``max_pixels`` (None: no limit) is refused. While decoding, any warning of the JPEG decoder
+    (corrupt data it papered over) is a failure. So a damaged file never decodes to partly
+    invented pixels (:class:`CorruptInputError`). A camera RAW file under a photo extension (a
+    ``.kdc`` renamed ``.tif`` would decode to its thumbnail), float images, oversized images and
+    extensions outside :data:`RGB_EXTENSIONS` raise :class:`UnsupportedInputError`.
     """
     path = Path(path)
     _require_kind(path, "rgb")
@@ -470,15 +699,13 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise InputError(path, f"cannot open: {e.strerror or e}") from None
     if not data:
         raise CorruptInputError(path, "empty file (0 bytes)")
-    if data.startswith(_PNG_SIGNATURE):
-        problem = _png_crc_error(data)
-        if problem:
-            raise CorruptInputError(path, f"damaged PNG: {problem}")
-    elif data.startswith(_JPEG_SOI) and _jpeg_truncated(data):
-        raise CorruptInputError(path, "truncated JPEG: no end-of-image marker after the last scan")
-    image = cv2.imdecode(
-        np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
-    )
+    _check_photo_content(path, data, max_pixels)
+    if data.startswith(_JPEG_SOI):
+        image = _decode_jpeg(path, data)
+    else:
+        image = cv2.imdecode(
+            np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+        )
     if image is None:
         raise CorruptInputError(path, "OpenCV cannot decode it as an image")
     if image.dtype == np.uint16:

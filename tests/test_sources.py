@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from rawpairs.camera import XYZ_TO_SRGB, Camera
+from rawpairs.camera import Camera
 from rawpairs.cfa import CFA, pack, unpack
 from rawpairs.dng import write_dng
 from rawpairs.errors import CorruptInputError, InputError, UnsupportedInputError
@@ -21,6 +21,7 @@ from rawpairs.sources import (
     RAW_EXTENSIONS,
     RGB_EXTENSIONS,
     bit_depth_for,
+    fit_color_matrix,
     gray_world_gains,
     read_raw,
     read_rgb,
@@ -29,10 +30,27 @@ from rawpairs.sources import (
 )
 from rawpairs.tone import encode_gamma
 
-RAW_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
-needs_raw_files = pytest.mark.skipif(
-    not RAW_DIR.is_dir(), reason=f"real RAW files not found at {RAW_DIR} (shared data absent)"
-)
+# Real camera RAW files: three small ones ship in tests/data/raw (CC0, see the README there), the
+# others live beside the project in ../shared/data/raw and their tests skip without it.
+BUNDLED_RAW = Path(__file__).resolve().parent / "data" / "raw"
+SHARED_RAW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
+DC50 = "Kodak-DC50-DC50IMG-DC0010S.KDC"
+DC120 = "Kodak-DC120-DC120IMG-P003912.KDC"
+S40 = "Canon-PowerShot_S40-CRW_0104.CRW"
+
+
+def raw_file(name: str) -> Path:
+    """Path of a real RAW file: shipped in tests/data/raw, else in ../shared/data/raw, else skip."""
+    for folder in (BUNDLED_RAW, SHARED_RAW):
+        if (folder / name).is_file():
+            return folder / name
+    pytest.skip(f"{name} is not shipped (tests/data/raw) and {SHARED_RAW} is absent")
+
+
+@functools.cache
+def real(name: str):
+    return read_raw(raw_file(name))
+
 
 # From shared/data/README.md: visible (h, w), CFA, black, white.
 REAL_FILES = {
@@ -65,13 +83,6 @@ def make_camera(cfa=CFA.RGGB, black=(64, 64, 64, 64), wb_gains=(2.0, 1.0, 1.5)) 
 
 def random_mosaic(rng: np.random.Generator, shape=(48, 64)) -> np.ndarray:
     return rng.integers(0, 4096, size=shape, dtype=np.uint16)
-
-
-@pytest.fixture(scope="module")
-def real():
-    if not RAW_DIR.is_dir():
-        pytest.skip(f"real RAW files not found at {RAW_DIR} (shared data absent)")
-    return {name: read_raw(RAW_DIR / name) for name in REAL_FILES}
 
 
 # Extensions ------------------------------------------------------------------------------------
@@ -151,56 +162,112 @@ def test_gray_world_gains_none_without_signal():
 # Real camera files ---------------------------------------------------------------------------
 
 
+def test_three_real_files_ship_with_the_tests():
+    assert {p.name for p in BUNDLED_RAW.glob("*.*") if source_kind(p) == "raw"} == {
+        DC50,
+        DC120,
+        S40,
+    }
+    assert (BUNDLED_RAW / "LICENSE-digicam_corpus-CC0.txt").is_file()
+
+
 @pytest.mark.parametrize("name", list(REAL_FILES))
-def test_real_files_match_the_documented_table(real, name):
+def test_real_files_match_the_documented_table(name):
     (h, w), cfa, black, white = REAL_FILES[name]
-    capture = real[name]
+    capture = real(name)
     assert capture.mosaic.shape == (h, w) and capture.mosaic.dtype == np.uint16
     assert capture.camera.cfa.value == cfa
     assert capture.camera.black_level == (black,) * 4
     assert capture.camera.white_level == white
     assert capture.camera.bit_depth == bit_depth_for(white)
+    assert capture.pixel_aspect == pytest.approx(1.5346 if "DC120" in name else 1.0, abs=1e-4)
 
 
-def test_real_file_provenance(real):
-    for name, capture in real.items():
-        p = capture.camera.provenance
-        assert (p["cfa"], p["black_level"], p["white_level"]) == ("file",) * 3
-        if name.startswith("Kodak"):
-            # No colour matrix; camera WB all ones ([1,1,1,1]) or unusable ([0,1,0,0]).
-            assert p["wb_gains"] == "fallback:gray_world"
-            assert p["xyz_to_cam"] == "fallback:srgb"
-            np.testing.assert_allclose(capture.camera.xyz_to_cam, XYZ_TO_SRGB)
-            np.testing.assert_allclose(capture.camera.cam_to_srgb, np.eye(3), atol=1e-12)
-        elif name.endswith(".CRW"):
-            assert p["wb_gains"] == "file:camera_whitebalance"
-            assert p["xyz_to_cam"] == "file:rgb_xyz_matrix"
-            assert (capture.make, capture.model) == ("", "")  # CIFF, not TIFF
-        else:
-            assert p["wb_gains"] == "file:camera_whitebalance"
-            assert p["xyz_to_cam"] == "file:ColorMatrix1"
+@pytest.mark.parametrize("name", list(REAL_FILES))
+def test_real_file_provenance(name):
+    capture = real(name)
+    p = capture.camera.provenance
+    assert (p["cfa"], p["black_level"], p["white_level"]) == ("file",) * 3
+    if name.startswith("Kodak"):
+        # No colour matrix in the file; camera WB all ones ([1,1,1,1]) or unusable ([0,1,0,0]).
+        assert p["wb_gains"] == "fallback:gray_world"
+        assert p["xyz_to_cam"] == "file:libraw_fit"
+    elif name.endswith(".CRW"):
+        assert p["wb_gains"] == "file:camera_whitebalance"
+        assert p["xyz_to_cam"] == "file:rgb_xyz_matrix"
+        assert (capture.make, capture.model) == ("", "")  # CIFF, not TIFF
+    else:
+        assert p["wb_gains"] == "file:camera_whitebalance"
+        assert p["xyz_to_cam"] == "file:ColorMatrix1"
 
 
-def test_real_values_against_the_files_own_numbers(real):
-    g2 = real["Canon-PowerShot_G2-CRW_0304.CRW"].camera
-    # camera_whitebalance [1687, 1036, 1655, 1036] normalised by green.
-    np.testing.assert_allclose(g2.wb_gains, (1687 / 1036, 1.0, 1655 / 1036), rtol=1e-6)
-    np.testing.assert_allclose(g2.xyz_to_cam[0], (0.9194, -0.2787, -0.1059), atol=1e-6)
-    dng = real["Canon-EOS550D-colorchart.dng"]
-    assert (dng.make, dng.model) == ("Canon", "Canon EOS Kiss X4")
-    # AsShotNeutral (1, 2.477, 1.462): gains are its inverse, normalised to G = 1.
-    np.testing.assert_allclose(dng.camera.wb_gains, (2.477, 1.0, 2.477 / 1.462), rtol=1e-6)
-    np.testing.assert_allclose(dng.camera.xyz_to_cam[0], (0.6461, -0.1164, -0.0857), atol=1e-12)
-    dc50 = real["Kodak-DC50-DC50IMG-DC0008L.KDC"]
+def test_real_values_against_the_files_own_numbers():
+    s40 = real(S40).camera
+    # camera_whitebalance [1712, 1043, 1602, 1043] normalised by green.
+    np.testing.assert_allclose(s40.wb_gains, (1712 / 1043, 1.0, 1602 / 1043), rtol=1e-6)
+    np.testing.assert_allclose(s40.xyz_to_cam[0], (0.8606, -0.2573, -0.0949), atol=1e-6)
+    dc50 = real(DC50)
     assert (dc50.make, dc50.model) == (
         "Eastman Kodak Company",
         "Kodak Digital Science DC50 Zoom Camera",
     )
 
 
+def test_real_values_of_the_larger_files():
+    g2 = real("Canon-PowerShot_G2-CRW_0304.CRW").camera
+    np.testing.assert_allclose(g2.wb_gains, (1687 / 1036, 1.0, 1655 / 1036), rtol=1e-6)
+    np.testing.assert_allclose(g2.xyz_to_cam[0], (0.9194, -0.2787, -0.1059), atol=1e-6)
+    dng = real("Canon-EOS550D-colorchart.dng")
+    assert (dng.make, dng.model) == ("Canon", "Canon EOS Kiss X4")
+    # AsShotNeutral (1, 2.477, 1.462): gains are its inverse, normalised to G = 1.
+    np.testing.assert_allclose(dng.camera.wb_gains, (2.477, 1.0, 2.477 / 1.462), rtol=1e-6)
+    np.testing.assert_allclose(dng.camera.xyz_to_cam[0], (0.6461, -0.1164, -0.0857), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "first_row"),
+    [(DC50, (1.8125, -0.3365, -0.476)), (DC120, (1.4815, -0.321, -0.1605))],
+)
+def test_kodak_matrix_is_libraws_own(name, first_row):
+    """The Kodak files expose no matrix, yet LibRaw renders them with one: the fitted matrix is
+    LibRaw's (its linear sRGB render is the fitted matrix times its camera-RGB render)."""
+    import rawpy
+
+    camera = real(name).camera
+    np.testing.assert_allclose(camera.cam_to_srgb[0], first_row, atol=2e-4)
+    renders = []
+    for space in (rawpy.ColorSpace.raw, rawpy.ColorSpace.sRGB):
+        with rawpy.imread(str(raw_file(name))) as raw:
+            renders.append(
+                raw.postprocess(
+                    half_size=True, output_color=space, gamma=(1, 1), no_auto_bright=True,
+                    output_bps=16, use_camera_wb=True, user_flip=0,
+                ).astype(np.float64)
+            )  # fmt: skip
+    cam, srgb = (r.reshape(-1, 3) for r in renders)
+    inside = (cam.max(1) < 60000) & (srgb.max(1) < 60000) & (srgb.min(1) > 600)
+    predicted = cam[inside] @ camera.cam_to_srgb.T
+    assert np.abs(predicted - srgb[inside]).max() < 0.002 * 65535
+
+
+def test_fit_color_matrix_recovers_a_matrix_and_refuses_what_is_not_one():
+    rng = np.random.default_rng(0)
+    matrix = np.array([[1.6, -0.4, -0.2], [-0.3, 1.5, -0.2], [0.1, -0.5, 1.4]])
+    cam = rng.uniform(0.05, 0.6, size=(60, 50, 3))
+    srgb = cam @ matrix.T
+    srgb[:5] = 1.0  # clipped rows are left out of the fit
+    np.testing.assert_array_equal(fit_color_matrix(cam, srgb), matrix)
+    grey = np.repeat(cam[..., :1], 3, axis=-1)  # one-dimensional colours: no unique matrix
+    assert fit_color_matrix(grey, grey) is None
+    assert fit_color_matrix(cam, np.sqrt(cam)) is None  # not related by a matrix
+    assert fit_color_matrix(cam[:10, :10], cam[:10, :10]) is None  # too few pixels
+    with pytest.raises(ValueError, match="differ in shape"):
+        fit_color_matrix(cam, cam[:, :10])
+
+
 @functools.cache
 def real_render(name: str) -> np.ndarray:
-    return render_libraw(RAW_DIR / name)
+    return render_libraw(raw_file(name))
 
 
 def half_size_reference_render(mosaic: np.ndarray, camera) -> np.ndarray:
@@ -216,13 +283,11 @@ def half_size_reference_render(mosaic: np.ndarray, camera) -> np.ndarray:
     return encode_gamma(np.clip(srgb, 0, 1).astype(np.float32)) * 255
 
 
-@pytest.mark.parametrize(
-    "name", ["Canon-EOS550D-colorchart.dng", "Canon-PowerShot_G2-CRW_0304.CRW"]
-)
-def test_camera_model_reproduces_libraws_render(real, name):
+@pytest.mark.parametrize("name", ["Canon-EOS550D-colorchart.dng", S40])
+def test_camera_model_reproduces_libraws_render(name):
     # Oracle: LibRaw's render of the file uses LibRaw's own reading of every value. A wrong CFA
     # phase, black level, white balance or colour matrix would shift the colours by tens of levels.
-    capture = real[name]
+    capture = real(name)
     ours = half_size_reference_render(capture.mosaic, capture.camera)
     libraw = real_render(name).astype(np.float64)
     h, w = libraw.shape[:2]
@@ -232,20 +297,26 @@ def test_camera_model_reproduces_libraws_render(real, name):
     np.testing.assert_allclose(ours.mean(axis=(0, 1)), libraw.mean(axis=(0, 1)), atol=1.5)
 
 
-@needs_raw_files
 def test_render_libraw_refuses_non_square_pixels():
-    path = RAW_DIR / "Kodak-DC120-DC120IMG-P003908.KDC"
+    path = raw_file(DC120)
     with pytest.raises(UnsupportedInputError, match=r"pixel_aspect 1\.535") as e:
         render_libraw(path)
     assert str(path) in str(e.value)
 
 
-@needs_raw_files
 def test_rewritten_as_dng_renders_identically(tmp_path):
-    source = RAW_DIR / "Canon-PowerShot_G2-CRW_0304.CRW"
+    source = raw_file(S40)
     capture = read_raw(source)
-    write_dng(tmp_path / "g2.dng", capture.mosaic, capture.camera)
-    np.testing.assert_array_equal(render_libraw(tmp_path / "g2.dng"), real_render(source.name))
+    write_dng(tmp_path / "s40.dng", capture.mosaic, capture.camera)
+    np.testing.assert_array_equal(render_libraw(tmp_path / "s40.dng"), real_render(S40))
+
+
+def test_declared_raw_size_is_checked_before_decoding():
+    path = raw_file(DC50)
+    limited = functools.partial(read_raw, max_pixels=512 * 768 - 1)
+    assert_input_error(UnsupportedInputError, limited, path, r"768×512 = 0\.4 MP exceeds")
+    assert read_raw(path, max_pixels=512 * 768).mosaic.shape == (512, 768)
+    assert read_raw(path, max_pixels=None).mosaic.shape == (512, 768)
 
 
 # CFA phase of the visible area --------------------------------------------------------------
@@ -345,18 +416,17 @@ def test_truncated_dng_is_corrupt(tmp_path):
     assert_input_error(CorruptInputError, read_raw, path, "truncated")
 
 
-@needs_raw_files
 @pytest.mark.parametrize(
     ("name", "cls", "match"),
     [
         ("Canon-EOS550D-colorchart.dng", CorruptInputError, "truncated"),
-        ("Kodak-DC50-DC50IMG-DC0008L.KDC", CorruptInputError, "truncated"),
+        (DC50, CorruptInputError, "truncated"),
         # CRW keeps its directory at the end: LibRaw only says "unsupported".
-        ("Canon-PowerShot_G2-CRW_0304.CRW", UnsupportedInputError, "damaged file"),
+        (S40, UnsupportedInputError, "damaged file"),
     ],
 )
 def test_truncated_real_raw(tmp_path, name, cls, match):
-    data = (RAW_DIR / name).read_bytes()
+    data = raw_file(name).read_bytes()
     path = tmp_path / name
     path.write_bytes(data[: len(data) * 9 // 10])
     assert_input_error(cls, read_raw, path, match)
@@ -552,3 +622,71 @@ def test_truncated_jpeg_is_corrupt(tmp_path, photo):
 def test_missing_photo(tmp_path):
     err = assert_input_error(InputError, read_rgb, tmp_path / "nope.png", "cannot open")
     assert type(err) is InputError
+
+
+# Photos: damage the decoder papers over, RAW content under a photo name, declared size ---------
+
+
+def test_jpeg_with_corrupted_middle_bytes_is_corrupt(tmp_path):
+    """libjpeg repairs a damaged scan and only warns; the warning makes it a failure."""
+    rng = np.random.default_rng(0)
+    smooth = cv2.GaussianBlur(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8), (0, 0), 3)
+    ok, jpeg = cv2.imencode(".jpg", smooth, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    data = bytearray(jpeg.tobytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+    path = tmp_path / "damaged.jpg"
+    path.write_bytes(bytes(data))
+    err = assert_input_error(CorruptInputError, read_rgb, path, "damaged JPEG data")
+    assert "\n" not in str(err) and "Corrupt JPEG data" in str(err)
+    read_rgb(write_rgb(tmp_path / "fine.jpg", smooth, cv2.IMWRITE_JPEG_QUALITY, 95))
+
+
+@pytest.mark.parametrize(("name", "renamed"), [(DC120, "kodak.tif"), (S40, "canon.jpg")])
+def test_raw_file_under_a_photo_extension_is_refused(tmp_path, name, renamed):
+    """A KDC renamed .tif would decode to its 80×60 thumbnail: the content says it is a RAW."""
+    path = tmp_path / renamed
+    path.write_bytes(raw_file(name).read_bytes())
+    assert_input_error(UnsupportedInputError, read_rgb, path, "content is a camera RAW file")
+
+
+def test_dng_under_a_photo_extension_is_refused(tmp_path):
+    write_dng(tmp_path / "x.dng", random_mosaic(np.random.default_rng(1)), make_camera())
+    path = tmp_path / "x.tiff"
+    path.write_bytes((tmp_path / "x.dng").read_bytes())
+    assert_input_error(UnsupportedInputError, read_rgb, path, "camera RAW file")
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("x.png", ()),
+        ("x.jpg", (cv2.IMWRITE_JPEG_QUALITY, 95)),
+        ("x.tif", ()),
+        ("x.webp", (cv2.IMWRITE_WEBP_QUALITY, 101)),
+        ("x.webp", (cv2.IMWRITE_WEBP_QUALITY, 80)),
+    ],
+)
+def test_declared_photo_size_is_checked(tmp_path, photo, name, params):
+    path = write_rgb(tmp_path / name, photo, *params)
+    h, w = photo.shape[:2]
+    assert read_rgb(path, max_pixels=h * w).shape == photo.shape
+    limited = functools.partial(read_rgb, max_pixels=h * w - 1)
+    assert_input_error(UnsupportedInputError, limited, path, f"declared size {w}×{h}")
+
+
+def test_huge_declared_png_is_refused_before_decoding(tmp_path):
+    """A small, valid PNG that declares 20000×20000 (400 MP) is refused by the default limit."""
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" + bytes(3 * 20000))  # one row: decoding would need 1.2 GB
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png)
+    err = assert_input_error(UnsupportedInputError, read_rgb, path, "exceeds the 300.0 MP limit")
+    assert "--max-pixels" in str(err)
