@@ -1,27 +1,32 @@
 """The build: a folder of RAW files and photos → verified WebDataset shards, resumable.
 
-Data flow: :func:`discover_sources` walks ``--src`` (sorted) → each :class:`~rawpairs.sample.Source`
-goes to a worker process that runs :func:`~rawpairs.sample.make_samples` and encodes the members →
-results come back *in source order* to the single writer in this process, which fills shards of
-``samples_per_shard`` samples or ``shard_size`` bytes. Because the order and every sample's bytes
-are fixed, the shards are byte-identical whatever the number of workers.
+Data flow: :func:`discover_sources` walks ``--src`` (sorted) → the sources are split into
+consecutive *groups* (:func:`plan_groups`: a function of the inputs and the configuration only)
+→ an engine (:mod:`rawpairs.engines`) runs :func:`rawpairs.shards.write_group` per group: the
+process that makes a group's samples writes its shard ``rawpairs-<group>.tar`` itself, straight
+into ``--out``, and returns a small record (offsets, sizes, checksum, manifest rows, errors).
+This process only collects records and writes ``manifest.parquet``, ``index.json``,
+``errors.jsonl`` and ``build.json`` from them. Shard boundaries and bytes do not depend on the
+engine or the number of workers, so neither does the output.
 
-Resume: each committed shard gets a record in ``<out>/.state/`` (its samples, the errors since the
-previous shard, and the *cursor* (source index, crop index) where it ends). A re-run of the same
-command skips everything before the last record's cursor and writes the rest; a killed build
-leaves at most a ``.partial`` file, which is discarded. ``manifest.parquet``, ``index.json``,
-``errors.jsonl`` and ``build.json`` are written from the records when the build completes.
+Resume: each finished shard has a record in ``<out>/.state/``. A re-run of the same command keeps
+every shard with a record and writes the others; a killed writer leaves at most a ``.partial``
+file, which is discarded. The folder is marked as a rawpairs build (``.rawpairs``) and locked
+while a build writes it; ``--overwrite`` deletes only what a rawpairs build writes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
+import stat
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +34,39 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rawpairs.engines import EngineError, ordered_results, require_engine
+from rawpairs.engines import EngineError, GroupFailedError, require_engine, run_groups
 from rawpairs.sample import BuildConfig, Source
-from rawpairs.shards import ShardWriter
-from rawpairs.storage import OutputFolder, is_url
+from rawpairs.shards import STATE_DIR, shard_name
+from rawpairs.storage import MARKER, FolderLockedError, OutputFolder, is_url
 
 __all__ = [
     "MANIFEST_SCHEMA",
+    "MIN_SHARDS",
     "BuildError",
+    "BuildOutputError",
     "BuildResult",
     "build",
     "discover_sources",
+    "estimated_bytes",
+    "plan_groups",
 ]
 
-STATE_DIR = ".state"
 OUTPUT_FILES = ("manifest.parquet", "index.json", "errors.jsonl", "build.json")
+MIN_SHARDS = 16  # a build of >= 16 sources has >= 16 shards: 16 writers, 16 loader streams
+_OURS = re.compile(
+    r"^(rawpairs-\d{6}\.tar|\.(rawpairs-\d{6}\.tar|manifest\.parquet|index\.json|errors\.jsonl"
+    r"|build\.json)\.\d+-[0-9a-f]{8}\.partial)$"
+)
+_PARTIAL = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.partial$")
+_RECORD = re.compile(r"^shard-(\d{6})\.json$")
 
 
 class BuildError(RuntimeError):
-    """A build that cannot start (bad --src, configuration clash in --out)."""
+    """A build that cannot start (bad --src, bad options, configuration clash in --out)."""
+
+
+class BuildOutputError(RuntimeError):
+    """A build that stopped because its output cannot be written (disk full, permissions)."""
 
 
 @dataclass
@@ -61,6 +80,7 @@ class BuildResult:
     errors: int
     seconds: float
     already_complete: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def summary(self) -> str:
@@ -75,36 +95,123 @@ class BuildResult:
 # Sources -----------------------------------------------------------------------------------
 
 
-def _list_files(src: str | Path) -> tuple[dict[str, int], str]:
-    """{relative POSIX path: size} of the files under ``src`` (a local path or an fsspec URL),
-    hidden files and folders skipped; and the root their paths are relative to."""
+def _display(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as surrogates) → ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_Listing = dict[str, tuple[str, int, str | None]]  # relpath → (path, size, problem)
+
+
+def _list_local(root: Path, exclude: Path | None) -> _Listing:
+    """Regular files under ``root``, following symbolic links to folders once each (a link
+    back to a folder already walked is reported, not followed); hidden entries skipped; the
+    folder ``exclude`` (the build's own output) skipped."""
+    found: _Listing = {}
+    seen: dict[tuple[int, int], str] = {}
+
+    def walk(folder: Path, rel: str) -> None:
+        info = folder.stat()
+        if (info.st_dev, info.st_ino) in seen:
+            first = seen[(info.st_dev, info.st_ino)] or "--src"
+            found[rel] = (str(folder), 0, f"symbolic link loop (back to {first})")
+            return
+        seen[(info.st_dev, info.st_ino)] = rel
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:
+            found[rel or "."] = (str(folder), 0, f"cannot list folder ({err.strerror})")
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            sub = f"{rel}/{_display(entry.name)}" if rel else _display(entry.name)
+            try:
+                st = path.stat()
+            except OSError as err:
+                problem = "broken symbolic link" if path.is_symlink() else err.strerror
+                found[sub] = (str(path), 0, problem)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if exclude is not None and path.resolve() == exclude:
+                    continue
+                walk(path, sub)
+            elif stat.S_ISREG(st.st_mode):
+                found[sub] = (str(path), st.st_size, None)
+            else:
+                found[sub] = (str(path), 0, f"not a regular file ({_file_type(st.st_mode)})")
+
+    walk(root, "")
+    return found
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "named pipe"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _list_files(src: str | Path, out: str | Path | None) -> _Listing:
+    """{relative POSIX path: (path to open, size, problem)} of the entries under ``src`` (a local
+    path or an fsspec URL), hidden files and folders and the output folder ``out`` skipped."""
     fs, root = fsspec.core.url_to_fs(str(src))
+    local = not is_url(src) or str(src).startswith("file://")
     if not fs.exists(root):
         raise BuildError(f"--src {src}: no such file or directory")
+    if local:
+        base = Path(root)
+        if not base.is_dir():
+            st = base.stat()
+            problem = (
+                None
+                if stat.S_ISREG(st.st_mode)
+                else f"not a regular file ({_file_type(st.st_mode)})"
+            )
+            return {_display(base.name): (str(base), st.st_size, problem)}
+        exclude = None
+        if out is not None and (not is_url(out) or str(out).startswith("file://")):
+            exclude = Path(fsspec.core.url_to_fs(str(out))[1]).resolve()
+        return _list_local(base, exclude)
+    prefix = str(src).split("://", 1)[0] + "://"
     if fs.isfile(root):
-        parent, _, name = root.rstrip("/").rpartition("/")
-        return {name: int(fs.size(root))}, parent
-    found = fs.find(root, detail=True)
-    files = {}
-    for path, info in found.items():
+        return {root.rstrip("/").rpartition("/")[2]: (f"{prefix}{root}", int(fs.size(root)), None)}
+    skip = None
+    if out is not None and str(out).split("://", 1)[0] == prefix[:-3]:
+        skip = fsspec.core.url_to_fs(str(out))[1].rstrip("/") + "/"
+    files: _Listing = {}
+    for path, info in fs.find(root, detail=True).items():
         rel = path[len(root.rstrip("/")) + 1 :]
-        if info.get("type") != "directory" and not any(p.startswith(".") for p in rel.split("/")):
-            files[rel] = int(info.get("size") or 0)
-    return files, root
+        hidden = any(p.startswith(".") for p in rel.split("/"))
+        if info.get("type") == "directory" or hidden or (skip and path.startswith(skip)):
+            continue
+        files[rel] = (f"{prefix}{path}", int(info.get("size") or 0), None)
+    return files
 
 
-def discover_sources(src: str | Path, labels: bool = False) -> tuple[list[Source], dict[str, int]]:
+def discover_sources(
+    src: str | Path, labels: bool = False, out: str | Path | None = None
+) -> tuple[list[Source], dict[str, int]]:
     """All files under ``src`` (recursively, sorted by relative path; hidden entries skipped).
 
     ``src`` is a local path or any fsspec URL (``s3://bucket/photos``, ``gs://…``; their
-    packages installed). Files whose extension is neither RAW nor photo are kept with
-    ``kind="unknown"`` so that the build reports them. With ``labels``, each file's class is its
+    packages installed). Local symbolic links to folders are followed (loops are reported);
+    only regular files are inputs: any other entry (named pipe, socket, device, broken link) and
+    files whose extension is neither RAW nor photo are kept as sources that fail, so that the
+    build reports them. Names that are not UTF-8 get ``\\xNN`` escapes in ``relpath``. The output
+    folder ``out``, when inside ``src``, is skipped. With ``labels``, each file's class is its
     parent folder's name; the class map is ``{name: index}`` over the sorted names.
     """
     from rawpairs.sources import source_kind
 
     try:
-        files, root = _list_files(src)
+        files = _list_files(src, out)
     except (ValueError, ImportError, OSError) as err:
         raise BuildError(f"--src {src}: {err}") from err
     relpaths = sorted(files)
@@ -114,15 +221,14 @@ def discover_sources(src: str | Path, labels: bool = False) -> tuple[list[Source
     if labels:
         names = sorted({Path(r).parent.name for r in relpaths if Path(r).parent.name})
         class_map = {name: i for i, name in enumerate(names)}
-    remote = is_url(src) and not str(src).startswith("file://")
-    prefix = str(src).split("://", 1)[0] + "://" if remote else ""
     sources = [
         Source(
-            path=f"{prefix}{root.rstrip('/')}/{r}" if remote else str(Path(root) / r),
+            path=files[r][0],
             relpath=r,
             kind=source_kind(r) or "unknown",
             label=class_map.get(Path(r).parent.name) if labels else None,
-            size=files[r],
+            size=files[r][1],
+            problem=files[r][2],
         )
         for r in relpaths
     ]
@@ -136,17 +242,70 @@ def _plan_fingerprint(sources: list[Source]) -> str:
     return h.hexdigest()
 
 
+# Groups ------------------------------------------------------------------------------------
+
+# Rough image pixels per byte of input file, and shard bytes per sample pixel: enough to size
+# shards near --shard-size (exact sizes are known only once written).
+_PIXELS_PER_FILE_BYTE = {"jpeg": 4.0, "lossless": 0.7, "raw": 0.6}
+_SHARD_BYTES_PER_PIXEL = {"png": 4.0, "jpeg": 2.3}  # raw.npy 2 B + the encoded RGB
+_ASSUMED_FILE_BYTES = 2**20  # for a source of unknown size
+
+
+def estimated_bytes(source: Source, config: BuildConfig) -> float:
+    """An estimate of the shard bytes of one source's samples, from its file size and kind."""
+    ext = source.relpath.rsplit(".", 1)[-1].lower()
+    family = (
+        "raw" if source.kind == "raw" else "jpeg" if ext in ("jpg", "jpeg", "webp") else "lossless"
+    )
+    pixels = (source.size or _ASSUMED_FILE_BYTES) * _PIXELS_PER_FILE_BYTE[family]
+    if config.max_side is not None:
+        pixels = min(pixels, 0.75 * config.max_side**2)
+    if config.crop is not None and config.crop_mode == "random":
+        pixels = min(pixels, config.crops * config.crop**2)
+    return pixels * _SHARD_BYTES_PER_PIXEL[config.rgb_format]
+
+
+def plan_groups(
+    sources: list[Source],
+    config: BuildConfig,
+    *,
+    samples_per_shard: int,
+    shard_size: int,
+    sources_per_shard: int | None = None,
+) -> int:
+    """How many consecutive sources make one shard: ``sources_per_shard`` when given, else the
+    largest number that keeps a shard within ``samples_per_shard`` samples (counting ``crops``
+    per source in random-crop mode, else one), within an estimated ``shard_size`` bytes
+    (:func:`estimated_bytes`, averaged over the sources), and that gives at least
+    :data:`MIN_SHARDS` shards. Depends on the inputs and the configuration only."""
+    if sources_per_shard is not None:
+        return sources_per_shard
+    per_source = config.crops if config.crop is not None and config.crop_mode == "random" else 1
+    by_samples = samples_per_shard // per_source
+    mean = sum(estimated_bytes(s, config) for s in sources) / max(len(sources), 1)
+    by_size = int(shard_size // max(mean, 1.0))
+    by_count = math.ceil(len(sources) / MIN_SHARDS)
+    return max(1, min(by_samples, by_size, by_count))
+
+
 # Output folder -----------------------------------------------------------------------------
 
 
 def _versions() -> dict[str, str]:
+    """Versions of what made the bytes (read from package metadata: importing webdataset would
+    import torch, seconds of start-up for nothing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import cv2
     import numpy
     import rawpy
-    import webdataset
 
     import rawpairs
 
+    try:
+        wds = version("webdataset")
+    except PackageNotFoundError:
+        wds = "unknown"
     return {
         "rawpairs": rawpairs.__version__,
         "python": sys.version.split()[0],
@@ -154,7 +313,7 @@ def _versions() -> dict[str, str]:
         "opencv": cv2.__version__,
         "rawpy": rawpy.__version__,
         "libraw": ".".join(map(str, rawpy.libraw_version)),
-        "webdataset": getattr(webdataset, "__version__", "unknown"),
+        "webdataset": wds,
     }
 
 
@@ -164,83 +323,94 @@ def _write_json(out: OutputFolder, name: str, obj: Any) -> None:
 
 
 def _ours(name: str) -> bool:
-    return (
-        name in OUTPUT_FILES
-        or name == STATE_DIR
-        or (name.startswith("rawpairs-") and name.endswith(".tar"))
-        or (name.startswith(".") and name.endswith(".partial"))
-    )
+    """Whether a rawpairs build writes entries named ``name`` (never true for a user's file
+    unless it imitates our names inside a folder marked as ours)."""
+    return name in OUTPUT_FILES or name == STATE_DIR or _OURS.match(name) is not None
+
+
+def _clean_partials(out: OutputFolder) -> None:
+    """Remove temporary files of writers that did not finish (this build holds the lock)."""
+    for prefix in ("", STATE_DIR):
+        for name in out.names(prefix):
+            if _PARTIAL.match(name) and (prefix or _ours(name)):
+                out.delete(f"{prefix}/{name}" if prefix else name)
 
 
 def _prepare_out(
     out: OutputFolder, identity: dict[str, Any], overwrite: bool
 ) -> dict[str, Any] | None:
-    """Make ``out`` ready; return the previous ``build.json`` when this is a resume."""
+    """Lock ``out`` and make it ready; return the previous ``build.json`` when resuming."""
     out.makedirs()
     entries = out.names()
-    if overwrite:
-        for name in entries:
-            if _ours(name):
-                out.delete(name)
-        return None
-    if not entries:
-        return None
-    if "build.json" not in entries:
+    if entries and MARKER not in entries:
         raise BuildError(
-            f"--out {out.location} is not empty and holds no rawpairs build; "
-            "use --overwrite or another folder"
+            f"--out {out.location} is not empty and is not a rawpairs build folder (no {MARKER} "
+            "marker); rawpairs never deletes files it did not write: use an empty or new folder"
         )
-    previous = json.loads(out.read_text("build.json"))
+    try:
+        out.lock()
+    except FolderLockedError as err:
+        raise BuildError(str(err)) from err
+    _clean_partials(out)
+    if "build.json" not in entries:
+        return None  # new, or killed before its first build.json was complete
+    try:
+        previous = json.loads(out.read_text("build.json"))
+        if not isinstance(previous, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as err:
+        previous = {"unreadable": str(err)}
     for name, value in identity.items():
         if previous.get(name) != value:
-            raise BuildError(
-                f"--out {out.location} holds a build with a different {name.replace('_', ' ')}; "
-                "re-run with the same options to resume, or pass --overwrite"
-            )
+            if not overwrite:
+                raise BuildError(
+                    f"--out {out.location} holds a build with a different "
+                    f"{name.replace('_', ' ')}; re-run with the same options to resume, or pass "
+                    "--overwrite"
+                )
+            for entry in out.names():
+                if _ours(entry):
+                    out.delete(entry)
+            return None
     return previous
 
 
-def _load_records(out: OutputFolder) -> list[dict[str, Any]]:
-    """Committed shard records in order; drops any tail whose shard file is missing."""
-    state_names = set(out.names(STATE_DIR))
+def _load_records(out: OutputFolder, groups: int) -> dict[int, dict[str, Any]]:
+    """Records of the finished shards; forgets records whose shard is missing or not the size
+    recorded."""
     names = set(out.names())
-    records = []
-    for index in range(len(state_names)):
-        name = f"shard-{index:06d}.json"
-        if name not in state_names:
-            break
+    records = {}
+    for name in out.names(STATE_DIR):
+        match = _RECORD.match(name)
+        if match is None:
+            continue
+        index = int(match.group(1))
         try:
             record = json.loads(out.read_text(f"{STATE_DIR}/{name}"))
-        except ValueError:  # unreadable (e.g. lost in a power cut): not committed
-            break
-        if record["name"] not in names or out.size(record["name"]) != record["size"]:
-            break
-        records.append(record)
-    committed = {r["name"] for r in records}
-    for name in names:
-        partial = name.startswith(".") and name.endswith(".partial")
-        if partial or (
-            name.startswith("rawpairs-") and name.endswith(".tar") and name not in committed
-        ):
-            out.delete(name)  # a partial file, or a shard renamed before its record was written
-    for name in state_names:
-        if name.startswith("shard-") and int(name[6:12]) >= len(records):
+            valid = (
+                index < groups
+                and record["name"] == shard_name(index)
+                and record["name"] in names
+                and out.size(record["name"]) == record["size"]
+            )
+        except (ValueError, KeyError, TypeError, OSError):  # e.g. lost in a power cut
+            valid = False
+        if valid:
+            records[index] = record
+        else:
             out.delete(f"{STATE_DIR}/{name}")
     return records
 
 
 def _write_outputs(
-    out: OutputFolder,
-    records: list[dict[str, Any]],
-    tail_errors: list[dict[str, str]],
-    header: dict[str, Any],
+    out: OutputFolder, records: list[dict[str, Any]], header: dict[str, Any]
 ) -> tuple[int, int]:
     rows = [
         {**row, "shard": r["name"], **pos}
         for r in records
         for row, pos in zip(r["rows"], r["positions"], strict=True)
     ]
-    errors = [e for r in records for e in r["errors"]] + tail_errors
+    errors = [e for r in records for e in r["errors"]]
     table = (
         pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
         if rows
@@ -307,6 +477,7 @@ def build(
     workers: int | None = None,
     samples_per_shard: int = 10_000,
     shard_size: int = 256 * 2**20,
+    sources_per_shard: int | None = None,
     overwrite: bool = False,
     engine: str = "local",
     address: str | None = None,
@@ -315,10 +486,13 @@ def build(
 ) -> BuildResult:
     """Build (or resume building) the shards of ``src`` into ``out``.
 
-    ``progress(sources_done, sources_total, samples_written, errors)`` is called after each
-    source;
-    ``warn(line)`` with a one-line message for each failed input. Raises :class:`BuildError`
-    when ``src`` is missing or empty, or ``out`` holds a different build (without ``overwrite``).
+    Shards hold consecutive groups of sources (:func:`plan_groups`). ``workers``: processes
+    (default: one per core, never more than the shards left to write); ``progress(sources_done,
+    sources_total, samples_written, errors)`` is called after each shard; ``warn(line)`` with a
+    one-line message for each failed input. Raises :class:`BuildError` when ``src`` is missing or
+    empty, an option is invalid, or ``out`` cannot be used (another build's folder, a different
+    build without ``overwrite``, a folder not made by rawpairs, locked by a running build);
+    :class:`BuildOutputError` when writing fails (disk full), leaving no partial shard.
     """
     try:
         require_engine(engine)
@@ -328,21 +502,45 @@ def build(
         raise BuildError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     if shard_size < 1:
         raise BuildError(f"--shard-size must be >= 1 byte, got {shard_size}")
-    workers = workers or os.cpu_count() or 1
+    if sources_per_shard is not None and sources_per_shard < 1:
+        raise BuildError(f"--sources-per-shard must be >= 1, got {sources_per_shard}")
+    if workers is not None and workers < 1:
+        raise BuildError(f"--workers must be >= 1, got {workers}")
     started = time.monotonic()
-    sources, class_map = discover_sources(src, labels=config.labels)
+    sources, class_map = discover_sources(src, labels=config.labels, out=out)
     try:
         folder = OutputFolder(out)
     except (ValueError, ImportError) as err:  # unknown protocol, or its package missing
         raise BuildError(f"--out {out}: {err}") from err
+    if not folder.shared and engine == "ray":
+        raise BuildError(f"--out {out}: a per-process file system cannot be written by Ray tasks")
+    per_shard = plan_groups(
+        sources,
+        config,
+        samples_per_shard=samples_per_shard,
+        shard_size=shard_size,
+        sources_per_shard=sources_per_shard,
+    )
+    identity = {
+        "config": config.to_dict(),
+        "sources_fingerprint": _plan_fingerprint(sources),
+        "sources_per_shard": per_shard,
+    }
     try:
         return _build(
-            sources, class_map, folder, config, started, workers=workers, src=str(src),
-            samples_per_shard=samples_per_shard, shard_size=shard_size, overwrite=overwrite,
-            engine=engine, address=address, progress=progress, warn=warn,
+            sources, class_map, folder, config, started, identity, workers=workers,
+            src=str(src), overwrite=overwrite, engine=engine, address=address,
+            progress=progress, warn=warn,
         )  # fmt: skip
+    except OSError as err:
+        raise BuildOutputError(_os_message(folder, err)) from err
     finally:
         folder.close()
+
+
+def _os_message(out: OutputFolder, err: OSError) -> str:
+    where = f" ({os.path.basename(err.filename)})" if getattr(err, "filename", None) else ""
+    return f"--out {out.location}: cannot write{where}: {err.strerror or err}"
 
 
 def _build(
@@ -351,102 +549,67 @@ def _build(
     out: OutputFolder,
     config: BuildConfig,
     started: float,
+    identity: dict[str, Any],
     *,
-    workers: int,
+    workers: int | None,
     src: str,
-    samples_per_shard: int,
-    shard_size: int,
     overwrite: bool,
     engine: str,
     address: str | None,
     progress: Callable[[int, int, int, int], None] | None,
     warn: Callable[[str], None] | None,
 ) -> BuildResult:
-    identity = {
-        "config": config.to_dict(),
-        "sources_fingerprint": _plan_fingerprint(sources),
-        "samples_per_shard": samples_per_shard,
-        "shard_size": shard_size,
-    }
-    try:
-        previous = _prepare_out(out, identity, overwrite)
-    except OSError as err:
-        raise BuildError(f"--out {out.location}: {err.strerror or err}") from err
+    per_shard = identity["sources_per_shard"]
+    groups = [sources[i : i + per_shard] for i in range(0, len(sources), per_shard)]
+    previous = _prepare_out(out, identity, overwrite)
     if previous is not None and previous.get("status") == "complete":
+        out.delete(STATE_DIR)  # a build killed after its last write
+        counts = previous["counts"]
         return BuildResult(
-            out.location,
-            previous["counts"]["sources"],
-            previous["counts"]["samples"],
-            previous["counts"]["shards"],
-            previous["counts"]["errors"],
-            0.0,
-            already_complete=True,
-        )
+            out.location, counts["sources"], counts["samples"], counts["shards"],
+            counts["errors"], 0.0, already_complete=True,
+        )  # fmt: skip
     header = {
         **identity,
         "status": "running",
-        "src": src,
+        "src": _display(src),
         "class_map": class_map,
         "versions": _versions(),
     }
     _write_json(out, "build.json", header)
-    records = _load_records(out)
-    cursor = tuple(records[-1]["end"]) if records else (0, 0)
-    written = sum(len(r["rows"]) for r in records)
-    n_errors = sum(len(r["errors"]) for r in records)
-
-    writer: ShardWriter | None = None
-    rows: list[dict[str, Any]] = []
-    errors: list[dict[str, str]] = []
-
-    def commit(end: tuple[int, int]) -> None:
-        nonlocal writer, rows, errors
-        assert writer is not None
-        info = writer.commit()
-        out.publish(writer.final)
-        record = {
-            "name": info.name,
-            "size": info.size,
-            "sha256": info.sha256,
-            "end": list(end),
-            "rows": rows,
-            "positions": info.samples,
-            "errors": errors,
-        }
-        _write_json(out, f"{STATE_DIR}/shard-{info.index:06d}.json", record)
-        records.append(record)
-        writer, rows, errors = None, [], []
-
-    todo = sources[cursor[0] :]
+    records = _load_records(out, len(groups))
+    todo = {i: groups[i] for i in range(len(groups)) if i not in records}
+    done_sources = sum(len(groups[i]) for i in records)
+    written = sum(len(r["rows"]) for r in records.values())
+    n_errors = sum(len(r["errors"]) for r in records.values())
+    n_workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
+    if not out.shared:
+        n_workers = 1  # its files exist only in this process
+    stats: dict[str, Any] = {"workers": n_workers, "groups_done_before": len(records)}
+    driver_cpu = time.process_time()
+    handling = 0.0
     try:
-        for offset, (status, payload) in ordered_results(
-            todo, config, workers=workers, engine=engine, address=address
-        ):
-            position = cursor[0] + offset
-            if status == "error":
-                errors.append(payload)
-                n_errors += 1
+        for index, record in run_groups(
+            todo, config, out.location, workers=n_workers, engine=engine, address=address,
+            stats=stats,
+        ):  # fmt: skip
+            t0 = time.process_time()
+            records[index] = record
+            done_sources += len(groups[index])
+            written += len(record["rows"])
+            n_errors += len(record["errors"])
+            handling += time.process_time() - t0
+            for e in record["errors"]:
                 if warn:
-                    warn(f"{payload['path']}: {payload['error']}: {payload['message']}")
-            else:
-                for crop_index, (members, row) in enumerate(payload):
-                    if (position, crop_index) < cursor:
-                        continue
-                    if writer is None:
-                        writer = ShardWriter(out.scratch, len(records))
-                    writer.add(members)
-                    rows.append(row)
-                    written += 1
-                    if len(rows) >= samples_per_shard or writer.size >= shard_size:
-                        commit((position, crop_index + 1))
+                    warn(f"{e['path']}: {e['error']}: {e['message']}")
             if progress:
-                progress(position + 1, len(sources), written, n_errors)
-        if writer is not None:
-            commit((len(sources), 0))
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+                progress(done_sources, len(sources), written, n_errors)
+    except GroupFailedError as err:
+        raise BuildOutputError(f"--out {out.location}: {err}") from err
+    finally:
+        _clean_partials(out)  # workers are gone: what they left unfinished
+    ordered = [records[i] for i in range(len(groups))]
+    t0 = time.process_time()
     seconds = time.monotonic() - started
     header.update(
         status="complete",
@@ -454,9 +617,13 @@ def _build(
         counts={
             "sources": len(sources),
             "samples": written,
-            "shards": len(records),
+            "shards": len(ordered),
             "errors": n_errors,
         },
     )
-    samples, n_errors = _write_outputs(out, records, errors, header)
-    return BuildResult(out.location, len(sources), samples, len(records), n_errors, seconds)
+    samples, n_errors = _write_outputs(out, ordered, header)
+    stats["driver_records_cpu_s"] = handling + time.process_time() - t0
+    stats["driver_cpu_s"] = time.process_time() - driver_cpu
+    return BuildResult(
+        out.location, len(sources), samples, len(ordered), n_errors, seconds, stats=stats
+    )

@@ -1,58 +1,69 @@
-"""Engines run the build's unit of work (:func:`rawpairs.sample.process_source`) over sources.
+"""Engines run the build's unit of work, :func:`rawpairs.shards.write_group` (a group of sources →
+one shard written straight into the output folder), and hand its small record back.
 
-Every engine yields ``(position, result)`` strictly in source order, so the single shard writer
-in :mod:`rawpairs.build` produces the same bytes whichever engine or worker count ran the work.
-Both keep a bounded window of sources in flight (:func:`_in_order`): memory stays flat however
-many sources there are, and a slow source holds back the writer by at most one window.
+No sample's bytes cross a process boundary: a worker makes the samples of its group and writes
+their shard itself; what comes back is the record (names, offsets, sizes, checksum, manifest rows,
+errors; about 1 kB per sample). Records arrive in completion order; the shards' names and bytes
+depend only on the group, so the output is the same whichever engine or worker count ran it.
 
-- ``local``: this process (``workers=1``) or a pool of *spawned* processes: rawpy (LibRaw with
-  OpenMP) can deadlock in forked children. A worker that dies is replaced and its source re-run
-  (then alone); a source that kills its worker even alone becomes an error record.
+- ``local``: this process (one worker, or one group), or long-lived *spawned* worker processes
+  (rawpy's OpenMP can deadlock in forked children), each given at most :data:`QUEUE_DEPTH`
+  groups at a time. While no worker has finished starting (imports, compiled kernels), this
+  process builds groups itself, so a small build never waits for start-up. Workers die with the
+  build (``PR_SET_PDEATHSIG``), also after ``kill -9``.
 - ``ray``: Ray tasks on a cluster (``address``) or on a Ray instance started here for the build.
   Ray worker processes are started by the raylet (a separate executable), never forked from this
-  process, so they inherit no rawpy/OpenMP state. A task whose worker dies (SIGKILL, OOM killer,
-  a crash, a lost node) is re-run by Ray up to :data:`RAY_MAX_RETRIES` times; a source that kills
-  its worker on every attempt becomes an error record, like a corrupt file.
+  process, so they inherit no rawpy/OpenMP state. Ray re-runs a task whose worker died up to
+  :data:`RAY_MAX_RETRIES` times.
+
+A group whose worker keeps dying (a decoder crash, the out-of-memory killer) is isolated: each of
+its sources is tried alone ("probe"); a source that kills its worker on every attempt becomes an
+error record, like a corrupt file, and the group is written without it.
 """
 
 from __future__ import annotations
 
 import collections
-import itertools
+import contextlib
 import logging
 import multiprocessing
 import os
-import pickle
-import shutil
-import tempfile
+import signal
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_ready
+from typing import Any
 
-from rawpairs.sample import BuildConfig, Source, process_source
+from rawpairs.sample import BuildConfig, Source
 
 __all__ = [
     "ENGINES",
     "RAY_MAX_RETRIES",
     "RAY_OBJECT_STORE_BYTES",
     "EngineError",
-    "ordered_results",
+    "GroupFailedError",
+    "Task",
     "require_engine",
+    "run_groups",
+    "run_task",
 ]
 
 ENGINES = ("local", "ray")
 RAY_MAX_RETRIES = 3
-RAY_OBJECT_STORE_BYTES = 200 * 2**20  # of a Ray instance started here: results are ~1 MB each
-WINDOW_PER_WORKER = 4
-LOCAL_ISOLATED_ATTEMPTS = 2
-
-Result = tuple[int, tuple[str, Any]]
-Handle = TypeVar("Handle")
+RAY_OBJECT_STORE_BYTES = 100 * 2**20  # of a Ray instance started here: only records travel
+LOCAL_RETRIES = 2  # a local task whose worker died is re-run this many times, then isolated
+QUEUE_DEPTH = 2  # groups handed to a local worker at a time: it never waits for the driver
+TASKS_PER_RAY_CPU = 2
 
 
 class EngineError(RuntimeError):
     """An engine that cannot run here (unknown name, Ray not installed)."""
+
+
+class GroupFailedError(RuntimeError):
+    """A task failed for a reason that is not its inputs' (the output cannot be written)."""
 
 
 def require_engine(engine: str) -> None:
@@ -71,25 +82,43 @@ def _import_ray() -> Any:
     return ray
 
 
-def _in_order(
-    sources: list[Source],
-    submit: Callable[[int, Source], Handle],
-    wait: Callable[[int, Handle], tuple[str, Any]],
-    window: int,
-) -> Iterator[Result]:
-    """Submit up to ``window`` sources ahead; yield their results in source order.
+@dataclass
+class Task:
+    """A unit of work: write shard ``index`` of ``sources`` (``kind="group"``) without the
+    ``excluded`` ones, or try ``sources[0]`` alone without writing (``kind="probe"``)."""
 
-    The next source is submitted before a result is yielded, so workers stay busy while the
-    caller writes it.
-    """
-    todo = iter(enumerate(sources))
-    pending = collections.deque((i, submit(i, s)) for i, s in itertools.islice(todo, window))
-    while pending:
-        i, handle = pending.popleft()
-        result = wait(i, handle)
-        for j, source in itertools.islice(todo, 1):
-            pending.append((j, submit(j, source)))
-        yield i, result
+    kind: str
+    index: int
+    sources: list[Source]
+    excluded: dict[str, dict[str, str]] = field(default_factory=dict)
+    isolated: bool = False  # its sources were probed one by one after its worker kept dying
+    deaths: int = 0
+
+    @property
+    def title(self) -> str:
+        """The task's name (a Ray worker's process title while it runs the task)."""
+        if self.kind == "probe":
+            return f"probe {self.sources[0].relpath}"
+        from rawpairs.shards import shard_name
+
+        rest = f" (excluding {len(self.excluded)})" if self.excluded else ""
+        return f"write_group {shard_name(self.index)}{rest}"
+
+
+def run_task(task: Task, config: BuildConfig, location: str) -> dict[str, Any] | None:
+    """Run ``task`` here: the group's record, or ``None`` for a probe that survived."""
+    from rawpairs.sample import sample_stream
+    from rawpairs.shards import write_group
+    from rawpairs.storage import OutputFolder
+
+    if task.kind == "probe":
+        try:
+            for _ in sample_stream(task.sources[0], config):
+                pass
+        except Exception:  # an ordinary failure: the source did not kill its worker
+            pass
+        return None
+    return write_group(OutputFolder(location), task.index, task.sources, config, task.excluded)
 
 
 def single_threaded_worker() -> None:
@@ -104,119 +133,330 @@ def single_threaded_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _process_to_file(source: Source, config: BuildConfig, folder: str) -> str:
-    """Run :func:`process_source` and pickle its result into ``folder``; return the file's path.
+def warm_up() -> None:
+    """Import the sample makers and load their compiled (numba) kernels once, on a tiny image.
 
-    The result (~1 MB of encoded members) travels through a file, not the pool's result pipe:
-    a worker killed half-way through writing a large message to that pipe leaves the pool's
-    reader blocked forever (CPython's ProcessPoolExecutor), while the path is a message short
-    enough to be written to a pipe atomically.
+    numba's on-disk cache (``cache=True``) is next to the package when it is writable, else in
+    the user's cache folder (``NUMBA_CACHE_DIR`` overrides): an installed package compiles once
+    per machine, and a worker only loads the kernels.
     """
-    result = process_source(source, config)
-    fd, path = tempfile.mkstemp(dir=folder, suffix=".pickle")
-    with os.fdopen(fd, "wb") as f:
-        pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
-    return path
+    import numpy as np
+
+    from rawpairs.isp import process
+    from rawpairs.unprocess import simulate_raw
+
+    rgb = np.full((8, 8, 3), 128, np.uint8)
+    mosaic, camera = simulate_raw(rgb, np.random.default_rng(0))
+    for demosaic in ("malvar", "bilinear"):
+        process(mosaic, camera, demosaic=demosaic)
 
 
-def _load_result(path: str) -> Any:
-    with open(path, "rb") as f:
-        result = pickle.load(f)
-    os.unlink(path)
-    return result
+# The scheduler: retries and isolation, the same for every engine ---------------------------
 
 
-class _RespawningPool:
-    """A spawn process pool that survives dead workers (segfault in a decoder, OOM killer).
+class _Schedule:
+    """Which task runs next, and what a worker's death means for its task."""
 
-    A source whose future fails because the pool broke is re-run once in the (rebuilt) pool,
-    then up to :data:`LOCAL_ISOLATED_ATTEMPTS` times alone in a one-process pool; a source that
-    kills its worker even alone becomes an error record, like a corrupt file.
+    def __init__(self, groups: dict[int, list[Source]], retries: int) -> None:
+        self.todo = collections.deque(Task("group", i, s) for i, s in groups.items())
+        self.retries = retries
+        self.isolating: dict[int, tuple[Task, int]] = {}  # group → (its task, probes pending)
+
+    def died(self, task: Task, cause: str) -> None:
+        task.deaths += 1
+        if task.deaths <= self.retries:
+            self.todo.appendleft(task)
+        elif task.kind == "probe":
+            group, pending = self.isolating[task.index]
+            group.excluded[task.sources[0].relpath] = _crash_record(
+                task.sources[0], cause, f"the worker process died on this file {task.deaths} "
+                "times, also alone (a crash in a decoder, or the out-of-memory killer)"
+            )  # fmt: skip
+            self._probed(task.index, group, pending)
+        elif not task.isolated:
+            probes = [Task("probe", task.index, [s]) for s in task.sources]
+            group = Task("group", task.index, task.sources, isolated=True)
+            self.isolating[task.index] = (group, len(probes))
+            self.todo.extendleft(reversed(probes))
+        elif len(task.excluded) < len(task.sources):  # isolated, and still dying
+            for source in task.sources:
+                task.excluded.setdefault(
+                    source.relpath,
+                    _crash_record(source, cause, "its group's worker kept dying after isolation"),
+                )
+            self.todo.appendleft(Task("group", task.index, task.sources, task.excluded, True))
+        else:
+            raise GroupFailedError(f"the worker writing {task.title} died {task.deaths} times")
+
+    def probe_survived(self, task: Task) -> None:
+        group, pending = self.isolating[task.index]
+        self._probed(task.index, group, pending)
+
+    def _probed(self, index: int, group: Task, pending: int) -> None:
+        if pending > 1:
+            self.isolating[index] = (group, pending - 1)
+            return
+        del self.isolating[index]
+        self.todo.appendleft(group)
+
+
+def _crash_record(source: Source, cause: str, message: str) -> dict[str, str]:
+    return {"path": source.relpath, "error": cause, "message": message}
+
+
+Record = tuple[int, dict[str, Any]]
+
+
+def _drive(
+    schedule: _Schedule,
+    pool: Any,
+    config: BuildConfig,
+    location: str,
+    work_here: Callable[[], bool],
+) -> Iterator[Record]:
+    """Feed ``pool`` from ``schedule`` and yield ``(group, record)`` as groups finish.
+
+    ``work_here()`` says whether this process should run the next task itself (no worker ready).
     """
-
-    def __init__(self, workers: int, config: BuildConfig) -> None:
-        self.ctx = multiprocessing.get_context("spawn")
-        self.workers, self.config = workers, config
-        self.results = tempfile.mkdtemp(prefix="rawpairs-results-")
-        self.executor = self._start(workers)
-
-    def _start(self, workers: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=self.ctx, initializer=single_threaded_worker)
-
-    def _restart_if(self, executor: ProcessPoolExecutor) -> None:
-        if executor is self.executor:
-            executor.shutdown(wait=False, cancel_futures=True)
-            self.executor = self._start(self.workers)
-
-    def submit(self, source: Source) -> tuple[ProcessPoolExecutor, Future]:
-        try:
-            return self.executor, self._submit(self.executor, source)
-        except BrokenProcessPool:
-            self._restart_if(self.executor)
-            return self.executor, self._submit(self.executor, source)
-
-    def _submit(self, executor: ProcessPoolExecutor, source: Source) -> Future:
-        return executor.submit(_process_to_file, source, self.config, self.results)
-
-    def result(self, source: Source, handle: tuple[ProcessPoolExecutor, Future]) -> Any:
-        executor, future = handle
-        try:
-            return _load_result(future.result())
-        except (BrokenProcessPool, CancelledError):
-            self._restart_if(executor)
-        executor, future = self.submit(source)
-        try:
-            return _load_result(future.result())
-        except (BrokenProcessPool, CancelledError):
-            self._restart_if(executor)
-        for _ in range(LOCAL_ISOLATED_ATTEMPTS):
-            with self._start(1) as alone:
-                try:
-                    return _load_result(self._submit(alone, source).result())
-                except BrokenProcessPool:
-                    continue
-        return "error", {
-            "path": source.relpath,
-            "error": "WorkerCrashed",
-            "message": f"the worker process died on this file {LOCAL_ISOLATED_ATTEMPTS} times, "
-            "also alone (a crash in a decoder, or the out-of-memory killer)",
-        }
-
-    def shutdown(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(self.results, ignore_errors=True)
+    while schedule.todo or pool.busy():
+        while schedule.todo and pool.has_room():
+            pool.submit(schedule.todo.popleft())
+        for task, outcome, payload in pool.events(block=not (schedule.todo and work_here())):
+            if outcome == "done":
+                if task.kind == "probe":
+                    schedule.probe_survived(task)
+                else:
+                    yield task.index, payload
+            elif outcome == "died":
+                schedule.died(task, payload)
+            elif outcome == "requeue":
+                schedule.todo.appendleft(task)
+            else:
+                raise GroupFailedError(payload)
+        if schedule.todo and work_here():
+            task = schedule.todo.popleft()
+            record = run_task(task, config, location)
+            if task.kind == "probe":
+                schedule.probe_survived(task)
+            else:
+                assert record is not None
+                yield task.index, record
 
 
-def _local(sources: list[Source], config: BuildConfig, workers: int) -> Iterator[Result]:
-    """In-order results from this process or a spawn pool of ``workers`` processes."""
-    if workers <= 1:
-        for i, source in enumerate(sources):
-            yield i, process_source(source, config)
-        return
-    pool = _RespawningPool(workers, config)
+# Local engine: long-lived spawned workers ---------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no orphans after ``kill -9``)."""
     try:
-        yield from _in_order(
-            sources,
-            lambda _, source: pool.submit(source),
-            lambda i, handle: pool.result(sources[i], handle),
-            WINDOW_PER_WORKER * workers,
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers end when their pipe closes
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker_main(conn: Connection, config: BuildConfig, location: str) -> None:
+    """A local worker: start, say ``ready``, then run tasks until the pipe closes."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    single_threaded_worker()
+    warm_up()
+    conn.send(("ready", None))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            conn.send(("done", run_task(task, config, location)))
+        except Exception as err:  # the output failed (disk full, …): the driver stops
+            conn.send(("failed", f"{type(err).__name__}: {err}"))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    started: float
+    ready: bool = False
+    tasks: collections.deque[Task] = field(default_factory=collections.deque)
+
+
+class _LocalPool:
+    """``n`` spawned workers, each with its own pipe; a dead one is replaced."""
+
+    def __init__(self, n: int, config: BuildConfig, location: str) -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        self.config, self.location = config, location
+        self.startup_s: list[float] = []  # seconds from spawn to ready, per worker
+        self.failed_starts = 0
+        self.workers = [self._spawn() for _ in range(n)]
+
+    def _spawn(self) -> _Worker:
+        parent, child = self.ctx.Pipe()
+        process = self.ctx.Process(
+            target=_worker_main, args=(child, self.config, self.location), daemon=True
+        )
+        process.start()
+        child.close()
+        return _Worker(process, parent, time.monotonic())
+
+    @property
+    def warmed(self) -> bool:
+        return bool(self.startup_s)
+
+    def busy(self) -> bool:
+        return any(w.tasks for w in self.workers)
+
+    def has_room(self) -> bool:
+        return any(w.ready and len(w.tasks) < QUEUE_DEPTH for w in self.workers)
+
+    def submit(self, task: Task) -> None:
+        worker = min(
+            (w for w in self.workers if w.ready and len(w.tasks) < QUEUE_DEPTH),
+            key=lambda w: len(w.tasks),
+        )
+        worker.tasks.append(task)
+        with contextlib.suppress(OSError):  # died meanwhile: its sentinel reports it
+            worker.conn.send(task)
+
+    def events(self, block: bool) -> list[tuple[Task, str, Any]]:
+        waitables: list[Any] = [w.conn for w in self.workers]
+        waitables += [w.process.sentinel for w in self.workers]
+        ready = set(wait_ready(waitables, timeout=None if block else 0))
+        out: list[tuple[Task, str, Any]] = []
+        for i, worker in reversed(list(enumerate(self.workers))):
+            dead = worker.process.sentinel in ready
+            if worker.conn in ready:
+                try:
+                    while worker.conn.poll():
+                        kind, payload = worker.conn.recv()
+                        if kind == "ready":
+                            worker.ready = True
+                            self.startup_s.append(time.monotonic() - worker.started)
+                        else:
+                            out.append((worker.tasks.popleft(), kind, payload))
+                except (EOFError, OSError):
+                    dead = True
+            if dead:
+                out += self._replace(i)
+        return out
+
+    def _replace(self, i: int) -> list[tuple[Task, str, Any]]:
+        """Replace dead worker ``i`` (one that died while starting is not replaced: this
+        process does its work) and report its tasks."""
+        worker = self.workers[i]
+        worker.process.join()
+        worker.conn.close()
+        if not worker.ready:
+            self.failed_starts += 1
+            del self.workers[i]
+            return []
+        lost = [
+            (t, "died" if j == 0 else "requeue", "WorkerCrashed")
+            for j, t in enumerate(worker.tasks)
+        ]
+        self.workers[i] = self._spawn()
+        return lost
+
+    @property
+    def running(self) -> bool:
+        """Whether any worker is started or starting."""
+        return bool(self.workers)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.conn.close()
+            if worker.process.is_alive():
+                worker.process.kill()
+        for worker in self.workers:
+            worker.process.join()
+
+
+def _local(
+    groups: dict[int, list[Source]], config: BuildConfig, location: str, workers: int,
+    stats: dict[str, Any],
+) -> Iterator[Record]:  # fmt: skip
+    if workers <= 1 or len(groups) <= 1:
+        for index, sources in groups.items():
+            record = run_task(Task("group", index, sources), config, location)
+            assert record is not None
+            yield index, record
+        return
+    pool = _LocalPool(workers, config, location)
+    try:
+        yield from _drive(
+            _Schedule(groups, LOCAL_RETRIES),
+            pool,
+            config,
+            location,
+            lambda: not pool.warmed or not pool.running,
         )
     finally:
-        pool.shutdown()
+        pool.close()
+        stats["worker_startup_s"] = pool.startup_s
+
+
+# Ray engine ---------------------------------------------------------------------------------
+
+
+class _RayPool:
+    """Tasks in flight on Ray, at most :data:`TASKS_PER_RAY_CPU` per CPU of the cluster."""
+
+    def __init__(self, ray: Any, config: BuildConfig, location: str, cpus: int) -> None:
+        self.ray = ray
+        self.remote = ray.remote(max_retries=RAY_MAX_RETRIES, retry_exceptions=False)(run_task)
+        self.config_ref = ray.put(config)
+        self.location = location
+        self.limit = TASKS_PER_RAY_CPU * max(cpus, 1)
+        self.pending: dict[Any, Task] = {}
+
+    def busy(self) -> bool:
+        return bool(self.pending)
+
+    def has_room(self) -> bool:
+        return len(self.pending) < self.limit
+
+    def submit(self, task: Task) -> None:
+        ref = self.remote.options(name=task.title).remote(task, self.config_ref, self.location)
+        self.pending[ref] = task
+
+    def events(self, block: bool) -> list[tuple[Task, str, Any]]:
+        from ray.exceptions import OutOfMemoryError, RayTaskError, WorkerCrashedError
+
+        if not self.pending:
+            return []
+        done, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=None if block else 0)
+        out: list[tuple[Task, str, Any]] = []
+        for ref in done:
+            task = self.pending.pop(ref)
+            try:
+                out.append((task, "done", self.ray.get(ref)))
+            except (WorkerCrashedError, OutOfMemoryError) as err:
+                out.append((task, "died", type(err).__name__))
+            except RayTaskError as err:
+                cause = err.cause if err.cause is not None else err
+                out.append((task, "failed", f"{type(cause).__name__}: {cause}"))
+        return out
+
+    def cancel(self) -> None:
+        for ref in self.pending:  # an early stop: free the cluster for other jobs
+            self.ray.cancel(ref)
 
 
 def _ray(
-    sources: list[Source], config: BuildConfig, workers: int, address: str | None
-) -> Iterator[Result]:
-    """In-order results from Ray tasks, ``4 ×`` the cluster's CPUs in flight.
-
-    Connects to ``address`` (``auto``, ``host:port`` or ``ray://host:10001``), or without one
-    starts a private local instance of ``workers`` CPUs (never joining a cluster by accident).
-    A connection this process already had is used and left open; one made here is shut down.
-    """
+    groups: dict[int, list[Source]], config: BuildConfig, location: str, workers: int,
+    address: str | None,
+) -> Iterator[Record]:  # fmt: skip
+    """Records from Ray tasks. Connects to ``address`` (``auto``, ``host:port`` or
+    ``ray://host:10001``), or without one starts a private local instance of ``workers`` CPUs
+    (never joining a cluster by accident). A connection this process already had is used and
+    left open; one made here is shut down."""
     ray = _import_ray()
-    from ray.exceptions import OutOfMemoryError, WorkerCrashedError
-
     owned = not ray.is_initialized()
     if owned:
         options: dict[str, Any] = {}
@@ -232,53 +472,37 @@ def _ray(
             logging_level=logging.WARNING,
             **options,
         )
-    pending_refs: dict[int, Any] = {}
+    pool = None
     try:
-        task = ray.remote(max_retries=RAY_MAX_RETRIES, retry_exceptions=False)(process_source)
-        config_ref = ray.put(config)
-        cpus = int(ray.cluster_resources().get("CPU", workers))
-
-        def submit(i: int, source: Source) -> Any:
-            ref = task.options(name=f"process_source {source.relpath}").remote(source, config_ref)
-            pending_refs[i] = ref
-            return ref
-
-        def wait(i: int, ref: Any) -> tuple[str, Any]:
-            del pending_refs[i]
-            try:
-                return ray.get(ref)
-            except (WorkerCrashedError, OutOfMemoryError) as err:
-                source = sources[i]
-                return "error", {
-                    "path": source.relpath,
-                    "error": type(err).__name__,
-                    "message": f"its Ray worker died {RAY_MAX_RETRIES + 1} times "
-                    "(crash, kill or out of memory)",
-                }
-
-        yield from _in_order(sources, submit, wait, WINDOW_PER_WORKER * max(cpus, 1))
+        pool = _RayPool(ray, config, location, int(ray.cluster_resources().get("CPU", workers)))
+        yield from _drive(_Schedule(groups, 0), pool, config, location, lambda: False)
     finally:
-        for ref in pending_refs.values():  # an early stop: free the cluster for other jobs
-            ray.cancel(ref)
+        if pool is not None:
+            pool.cancel()
         if owned:
             ray.shutdown()
 
 
-def ordered_results(
-    sources: list[Source],
+def run_groups(
+    groups: dict[int, list[Source]],
     config: BuildConfig,
+    location: str,
     *,
     workers: int,
     engine: str = "local",
     address: str | None = None,
-) -> Iterator[Result]:
-    """Yield ``(position, process_source(sources[position], config))`` in order.
+    stats: dict[str, Any] | None = None,
+) -> Iterator[Record]:
+    """Write shard ``i`` of ``groups[i]`` into the folder ``location`` for every ``i``; yield
+    ``(i, record)`` as each finishes (any order).
 
-    ``workers``: processes of the local pool, or CPUs of a Ray instance started here.
-    ``address``: the Ray cluster to use (``engine="ray"`` only). Raises :class:`EngineError`
-    (at once, not on first iteration) for an unknown engine or a missing Ray.
+    ``workers``: processes of the local engine, or CPUs of a Ray instance started here.
+    ``address``: the Ray cluster to use (``engine="ray"`` only). ``stats`` receives the local
+    workers' start-up seconds. Raises :class:`EngineError` (at once, not on first iteration) for
+    an unknown engine or a missing Ray, and :class:`GroupFailedError` when a task fails for a
+    reason other than its inputs (the output folder cannot be written).
     """
     require_engine(engine)
     if engine == "ray":
-        return _ray(sources, config, workers, address)
-    return _local(sources, config, workers)
+        return _ray(groups, config, location, workers, address)
+    return _local(groups, config, location, workers, stats if stats is not None else {})

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from importlib import resources
@@ -45,6 +46,10 @@ __all__ = [
     "sample_camera",
     "sample_noise_levels",
 ]
+
+# Bounds that keep every drawn camera computable (user values beyond them are mistakes):
+MAX_NOISE_VARIANCE = 1.0  # of a signal normalised to [0, 1]
+MAX_GAIN = 64.0  # white-balance gains, digital gain and its inverse
 
 # XYZ → camera matrices of the four cameras of the Darmstadt Noise Dataset that Brooks et al.
 # mix (google-research/unprocessing, unprocess.py). Three match LibRaw's table exactly (Sony
@@ -81,8 +86,11 @@ def _pool(name: str) -> np.ndarray:
     return np.concatenate([brooks, _adobe_matrices()])
 
 
-def _range(value: Any, name: str, *, strict: bool = True) -> tuple[float, float]:
-    """A (low, high) range of numbers > 0 (>= 0 unless ``strict``); one number fixes the value."""
+def _range(
+    value: Any, name: str, *, strict: bool = True, most: float = math.inf
+) -> tuple[float, float]:
+    """A (low, high) range of numbers > 0 (>= 0 unless ``strict``) and <= ``most``; one number
+    fixes the value."""
     arr = np.atleast_1d(np.asarray(value, dtype=np.float64)).ravel()
     if arr.size == 1:
         arr = np.repeat(arr, 2)
@@ -93,6 +101,8 @@ def _range(value: Any, name: str, *, strict: bool = True) -> tuple[float, float]
         raise ValueError(f"{name} range is empty: low {lo} > high {hi}")
     if lo < 0 or (strict and lo == 0):
         raise ValueError(f"{name} must be {'>' if strict else '>='} 0, got {[lo, hi]}")
+    if hi > most:
+        raise ValueError(f"{name} must be <= {most:g}, got {[lo, hi]}")
     return lo, hi
 
 
@@ -139,19 +149,20 @@ class CapturePriors:
         if self.xyz_to_cam is not None:
             m = _floats(self.xyz_to_cam, 9, "xyz_to_cam")
             set_(self, "xyz_to_cam", (m[0:3], m[3:6], m[6:9]))
-        set_(self, "red_gain", _range(self.red_gain, "red_gain"))
-        set_(self, "blue_gain", _range(self.blue_gain, "blue_gain"))
+        set_(self, "red_gain", _range(self.red_gain, "red_gain", most=MAX_GAIN))
+        set_(self, "blue_gain", _range(self.blue_gain, "blue_gain", most=MAX_GAIN))
         inverse = self.digital_gain_inverse
         if np.ndim(inverse) == 0:  # a single number fixes the gain
             inverse = (inverse, 0.0)
         mean, std = _floats(inverse, 2, "digital_gain_inverse")
-        if std < 0 or mean - _TRUNCATE_STD * std <= 0:
+        low, high = mean - _TRUNCATE_STD * std, mean + _TRUNCATE_STD * std
+        if std < 0 or low <= 0 or low < 1 / MAX_GAIN or high > MAX_GAIN:
             raise ValueError(
                 f"digital_gain_inverse (mean {mean}, std {std}) needs std >= 0 and "
-                f"mean − {_TRUNCATE_STD:g}·std > 0"
+                f"mean ± {_TRUNCATE_STD:g}·std within [1/{MAX_GAIN:g}, {MAX_GAIN:g}]"
             )
         set_(self, "digital_gain_inverse", (mean, std))
-        shot = _range(self.shot_noise, "shot_noise", strict=False)
+        shot = _range(self.shot_noise, "shot_noise", strict=False, most=MAX_NOISE_VARIANCE)
         if shot[0] == 0 and shot[1] > 0:
             raise ValueError(
                 f"shot_noise is log-uniform: low must be > 0 unless both are 0, got {shot}"
@@ -162,7 +173,7 @@ class CapturePriors:
             raise ValueError(f"read_noise_line std must be >= 0, got {line[2]}")
         set_(self, "read_noise_line", line)
         if self.read_noise is not None:
-            set_(self, "read_noise", _range(self.read_noise, "read_noise"))
+            set_(self, "read_noise", _range(self.read_noise, "read_noise", most=MAX_NOISE_VARIANCE))
         cfas = (self.cfa,) if isinstance(self.cfa, str | CFA) else tuple(self.cfa)
         if not cfas:
             raise ValueError("cfa must name at least one pattern")
@@ -176,7 +187,10 @@ class CapturePriors:
                 black = np.repeat(black, 4)
             set_(self, "black_level", _floats(black, 4, "black_level"))
         if self.white_level is not None:
-            set_(self, "white_level", _floats(self.white_level, 1, "white_level")[0])
+            white = _floats(self.white_level, 1, "white_level")[0]
+            if white < 1:
+                raise ValueError(f"white_level must be >= 1 count, got {white:g}")
+            set_(self, "white_level", white)
         # Fixed values must make a valid camera together (e.g. black level below white level).
         matrix = self.xyz_to_cam or BROOKS_CAMERAS["Sony ILCE-7R"]
         self._camera(self.cfa[0], matrix, (self.red_gain[0], 1.0, self.blue_gain[0]))

@@ -1,9 +1,10 @@
 """Where a sample is made: one source file + the build configuration → aligned RAW–RGB pairs.
 
-:func:`make_samples` is the build's unit of work, a pure function of (source, configuration):
+:func:`make_samples` is a pure function of (source, configuration), made one crop at a time:
 the same file and configuration give byte-identical samples in any process, on any engine, in
-any order. Randomness comes only from a per-sample ``numpy.random.Generator`` seeded by
-(``config.seed``, sample key).
+any order (the build's unit of work, :func:`rawpairs.shards.write_group`, runs it per source).
+Randomness comes only from a per-sample ``numpy.random.Generator`` seeded by (``config.seed``,
+sample key).
 
 A photo (``kind="rgb"``) is resized (``max_side``), cropped at even offsets, and its RAW is
 simulated by the inverse ISP with capture parameters drawn from ``config.priors``. A camera RAW
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,16 +45,19 @@ __all__ = [
     "BuildConfig",
     "Sample",
     "Source",
+    "error_record",
     "make_samples",
-    "process_source",
     "sample_key",
     "sample_rng",
+    "sample_stream",
 ]
 
 RENDERS = ("rawpairs", "libraw")
 CROP_MODES = ("random", "tile")
 RGB_FORMATS = ("png", "jpeg")
 NOISE_MODES = ("shard", "load")
+MESSAGE_LIMIT = 300  # characters of an error record's message
+SEED_LIMIT = 2**63  # seeds are integers in [0, SEED_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,10 @@ class BuildConfig:
     labels: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"--seed must be an integer, got {self.seed!r}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"--seed must be in [0, 2**63), got {self.seed}")
         if self.crop is not None and (self.crop < 2 or self.crop % 2):
             raise ValueError(f"--crop must be an even number >= 2, got {self.crop}")
         if self.crop_mode not in CROP_MODES:
@@ -120,6 +129,7 @@ class Source:
     kind: str  # "raw" | "rgb"
     label: int | None = None
     size: int | None = None  # bytes, when known from the listing
+    problem: str | None = None  # why this entry cannot be an input (not a regular file, …)
 
 
 @dataclass
@@ -183,14 +193,13 @@ def _source_meta(source: Source, sha256: str, height: int, width: int, **extra: 
     return SourceInfo(source.relpath, SourceKind(source.kind), sha256, height, width, **extra)
 
 
-def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sample]:
+def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
     from rawpairs.sources import read_rgb
     from rawpairs.unprocess import simulate_raw
 
     rgb = _resize_to_max_side(read_rgb(source.path), config.max_side)
     h, w = rgb.shape[:2]
     boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))
-    samples = []
     for index, (top, left, ch, cw) in enumerate(boxes):
         key = sample_key(source.relpath, index)
         rng = sample_rng(config.seed, key)
@@ -211,11 +220,10 @@ def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sampl
         )
         src_meta = _source_meta(source, sha256, h, w)
         meta = SampleMeta(key, camera, render, src_meta, Crop(top, left, ch, cw), config.seed)
-        samples.append(Sample(key, mosaic, crop, meta, source.label))
-    return samples
+        yield Sample(key, mosaic, crop, meta, source.label)
 
 
-def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sample]:
+def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
     from rawpairs.isp import process
     from rawpairs.sources import read_raw, render_libraw
 
@@ -244,24 +252,28 @@ def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> list[Sampl
     src_meta = _source_meta(
         source, sha256, h, w, make=capture.make, model=capture.model, bin_factor=factor
     )
-    samples = []
     for index, (top, left, ch, cw) in enumerate(boxes):
         key = sample_key(source.relpath, index)
         raw_crop, crop_cfa = cfa_utils.crop(mosaic, camera.cfa, top, left, ch, cw)
         assert crop_cfa is camera.cfa  # even offsets keep the phase
         meta = SampleMeta(key, camera, render, src_meta, Crop(top, left, ch, cw), config.seed)
         rgb_crop = np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
-        samples.append(Sample(key, np.ascontiguousarray(raw_crop), rgb_crop, meta, source.label))
-    return samples
+        yield Sample(key, np.ascontiguousarray(raw_crop), rgb_crop, meta, source.label)
 
 
-def make_samples(source: Source, config: BuildConfig) -> list[Sample]:
-    """All samples of one source file, in crop order. Raises ``InputError`` for bad files.
+def make_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
+    """The samples of one source file, made one at a time in crop order (only one crop's arrays
+    live at a time). Raises ``InputError`` for bad files, while iterating.
 
     A source given by URL (any fsspec file system) is first copied to a local temporary file.
     """
+    if source.problem is not None:
+        from rawpairs.errors import UnsupportedInputError
+
+        raise UnsupportedInputError(source.path, source.problem)
     if is_url(source.path):
-        return _make_remote_samples(source, config)
+        yield from _make_remote_samples(source, config)
+        return
     from rawpairs.errors import CorruptInputError
 
     try:
@@ -269,15 +281,14 @@ def make_samples(source: Source, config: BuildConfig) -> list[Sample]:
     except OSError as err:
         raise CorruptInputError(source.path, f"cannot read file ({err.strerror})") from err
     if source.kind == "rgb":
-        samples = _rgb_samples(source, config, sha256)
+        yield from _rgb_samples(source, config, sha256)
     elif source.kind == "raw":
-        samples = _raw_samples(source, config, sha256)
+        yield from _raw_samples(source, config, sha256)
     else:
         raise ValueError(f"{source.path}: unknown source kind {source.kind!r}")
-    return samples
 
 
-def _make_remote_samples(source: Source, config: BuildConfig) -> list[Sample]:
+def _make_remote_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
     import fsspec
 
     from rawpairs.errors import CorruptInputError, InputError
@@ -291,34 +302,35 @@ def _make_remote_samples(source: Source, config: BuildConfig) -> list[Sample]:
         local = Path(tmp) / Path(source.relpath).name
         local.write_bytes(data)
         try:
-            return make_samples(replace(source, path=str(local)), config)
+            yield from make_samples(replace(source, path=str(local)), config)
         except InputError as err:  # name the source, not the temporary copy
             raise type(err)(source.path, err.cause) from err
 
 
-def _error_record(source: Source, err: BaseException) -> dict[str, str]:
+def error_record(source: Source, err: BaseException) -> dict[str, str]:
+    """The ``errors.jsonl`` line of a source that failed with ``err``: path, error type and a
+    one-line message (at most :data:`MESSAGE_LIMIT` characters; undecodable bytes escaped)."""
     message = getattr(err, "cause", None) or str(err) or type(err).__name__
-    message = message.replace(f"{source.path}: ", "")
+    message = " ".join(message.replace(f"{source.path}: ", "").split())
+    if len(message) > MESSAGE_LIMIT:
+        message = message[: MESSAGE_LIMIT - 1] + "…"
+    message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return {"path": source.relpath, "error": type(err).__name__, "message": message}
 
 
-def process_source(source: Source, config: BuildConfig) -> tuple[str, Any]:
-    """One source → ``("ok", [(members, row), ...])`` or ``("error", record)``; never raises."""
-    try:
-        if source.kind == "unknown":
-            from rawpairs.errors import UnsupportedInputError
+def sample_stream(
+    source: Source, config: BuildConfig
+) -> Iterator[tuple[dict[str, bytes | str], dict[str, Any]]]:
+    """The samples of one source as ``(tar members, manifest row)``, one at a time, in crop
+    order. Raises (while iterating) for a bad input: :func:`error_record` describes it."""
+    from rawpairs.errors import UnsupportedInputError
 
-            raise UnsupportedInputError(source.path, "not a RAW or photo file (unknown extension)")
-        if config.labels and source.label is None:
-            from rawpairs.errors import UnsupportedInputError
-
-            raise UnsupportedInputError(
-                source.path, "--labels folder: file is not in a class folder"
-            )
-        samples = make_samples(source, config)
-        return "ok", [(_encode(s, config), manifest_row(s.meta, s.label)) for s in samples]
-    except Exception as err:  # one bad input never stops the build
-        return "error", _error_record(source, err)
+    if source.kind == "unknown" and source.problem is None:
+        raise UnsupportedInputError(source.path, "not a RAW or photo file (unknown extension)")
+    if config.labels and source.label is None and source.problem is None:
+        raise UnsupportedInputError(source.path, "--labels folder: file is not in a class folder")
+    for sample in make_samples(source, config):
+        yield _encode(sample, config), manifest_row(sample.meta, sample.label)
 
 
 def _encode(sample: Sample, config: BuildConfig) -> dict[str, bytes | str]:

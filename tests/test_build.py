@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 import zlib
 from pathlib import Path
 
@@ -18,7 +20,14 @@ import pytest
 from click.testing import CliRunner
 from skimage import data
 
-from rawpairs.build import BuildError, build, discover_sources
+from rawpairs.build import (
+    BuildError,
+    BuildOutputError,
+    build,
+    discover_sources,
+    estimated_bytes,
+    plan_groups,
+)
 from rawpairs.cli import main as cli
 from rawpairs.dng import write_dng
 from rawpairs.sample import BuildConfig
@@ -103,7 +112,7 @@ def _manifest(out: Path) -> list[dict]:
 
 
 def test_mixed_folder_writes_every_good_sample_and_lists_every_bad_one(mixed_src, tmp_path):
-    result = build(mixed_src, tmp_path / "out", CONFIG, workers=1, samples_per_shard=5)
+    result = build(mixed_src, tmp_path / "out", CONFIG, workers=1, sources_per_shard=3)
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").open()]
     assert {e["path"] for e in errors} == BAD
     assert all(e["message"] and e["error"] for e in errors)
@@ -144,12 +153,16 @@ def test_samples_follow_the_schema_and_raw_is_bit_exact(good_src, tmp_path):
 
 
 def test_output_does_not_depend_on_worker_count(good_src, tmp_path):
-    build(good_src, tmp_path / "one", CONFIG, workers=1, samples_per_shard=3)
-    build(good_src, tmp_path / "two", CONFIG, workers=2, samples_per_shard=3)
+    build(good_src, tmp_path / "one", CONFIG, workers=1, sources_per_shard=2)
+    build(good_src, tmp_path / "two", CONFIG, workers=2, sources_per_shard=2)
     one = json.loads((tmp_path / "one" / "index.json").read_text())
     two = json.loads((tmp_path / "two" / "index.json").read_text())
-    assert one == two and len(one["shards"]) == 4
+    assert one == two and [s["samples"] for s in one["shards"]] == [4, 4, 4]
     assert _manifest(tmp_path / "one") == _manifest(tmp_path / "two")
+    for shard in one["shards"]:
+        assert (tmp_path / "one" / shard["name"]).read_bytes() == (
+            tmp_path / "two" / shard["name"]
+        ).read_bytes()
 
 
 def test_kill_9_mid_build_then_rerun_equals_uninterrupted(good_src, tmp_path):
@@ -163,15 +176,15 @@ def test_kill_9_mid_build_then_rerun_equals_uninterrupted(good_src, tmp_path):
             if written >= 5:  # mid-shard: one shard committed, the next one half written
                 os.kill(os.getpid(), signal.SIGKILL)
         build({str(good_src)!r}, {str(out)!r}, BuildConfig(seed=3, crop=64, crops=2),
-              workers=1, samples_per_shard=3, progress=progress)
+              workers=1, sources_per_shard=1, progress=progress)
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     assert (out / "rawpairs-000000.tar").exists()
     assert not (out / "manifest.parquet").exists()
-    build(good_src, out, CONFIG, workers=1, samples_per_shard=3)
-    build(good_src, tmp_path / "clean", CONFIG, workers=1, samples_per_shard=3)
+    build(good_src, out, CONFIG, workers=1, sources_per_shard=1)
+    build(good_src, tmp_path / "clean", CONFIG, workers=1, sources_per_shard=1)
     assert _manifest(out) == _manifest(tmp_path / "clean")
     assert (out / "index.json").read_text() == (tmp_path / "clean" / "index.json").read_text()
     assert not list(out.glob(".*.partial")) and not (out / ".state").exists()
@@ -243,11 +256,16 @@ def test_cli_build_exit_codes(mixed_src, good_src, tmp_path):
     assert none.exit_code == 1
 
 
-def test_shard_size_limit_closes_shards(good_src, tmp_path):
-    result = build(good_src, tmp_path / "out", CONFIG, workers=1, shard_size=40_000)
-    index = json.loads((tmp_path / "out" / "index.json").read_text())
-    assert result.shards == len(index["shards"]) > 1
-    assert sum(s["samples"] for s in index["shards"]) == 12
+def test_shards_hold_consecutive_groups_of_sources(good_src):
+    sources, _ = discover_sources(good_src)
+    plan = functools.partial(plan_groups, sources, CONFIG, shard_size=2**40)
+    assert plan(samples_per_shard=10_000) == 1  # 6 sources: at least MIN_SHARDS shards
+    many = sources * 10  # 60 sources, 2 samples each
+    assert plan_groups(many, CONFIG, samples_per_shard=10_000, shard_size=2**40) == 4
+    assert plan_groups(many, CONFIG, samples_per_shard=5, shard_size=2**40) == 2
+    per_source = estimated_bytes(many[0], CONFIG)
+    assert plan_groups(many, CONFIG, samples_per_shard=99, shard_size=int(3 * per_source)) <= 3
+    assert plan(samples_per_shard=1, sources_per_shard=4) == 4
 
 
 @pytest.mark.parametrize("mode, expected", [("tile", 4), ("random", 3)])
@@ -263,18 +281,23 @@ def test_crop_modes(good_src, tmp_path, mode, expected):
         assert boxes == [(0, 0), (0, 50), (50, 0), (50, 50)]
 
 
-def test_interrupt_leaves_no_partial_shard(tmp_path, good_src):
-    """An exception in the writer loop (e.g. Ctrl-C) removes the partial shard."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_interrupt_leaves_no_partial_shard(tmp_path, good_src, workers):
+    """An exception in the driver (e.g. Ctrl-C) leaves finished shards and no partial one."""
 
     def progress(done, total, written, errors):
         if written >= 2:
             raise KeyboardInterrupt
 
+    out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        build(good_src, tmp_path / "out", CONFIG, workers=1, samples_per_shard=5, progress=progress)
-    assert not list((tmp_path / "out").glob("*.partial"))
-    assert not list((tmp_path / "out").glob("rawpairs-*.tar"))
-    assert (tmp_path / "out" / "build.json").exists()
+        build(good_src, out, CONFIG, workers=workers, sources_per_shard=1, progress=progress)
+    assert not list(out.glob(".*partial")) and not list(out.glob(".state/.*partial"))
+    assert 1 <= len(list(out.glob("rawpairs-*.tar"))) < 6
+    assert (out / "build.json").exists()
+    build(good_src, out, CONFIG, workers=1, sources_per_shard=1)
+    build(good_src, tmp_path / "clean", CONFIG, workers=1, sources_per_shard=1)
+    assert (out / "index.json").read_text() == (tmp_path / "clean" / "index.json").read_text()
 
 
 def test_cli_camera_json_fixes_priors(good_src, tmp_path):
@@ -368,13 +391,13 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(good_src, tmp_path):
     signal.alarm(120)  # a hang fails this test instead of stalling the suite
     try:
         result = build(
-            good_src, tmp_path / "killed", CONFIG, workers=2, samples_per_shard=3, progress=progress
+            good_src, tmp_path / "killed", CONFIG, workers=2, sources_per_shard=1, progress=progress
         )
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert killed and result.errors == 0 and result.samples == 12
-    build(good_src, tmp_path / "clean", CONFIG, workers=1, samples_per_shard=3)
+    build(good_src, tmp_path / "clean", CONFIG, workers=1, sources_per_shard=1)
     assert (tmp_path / "killed" / "index.json").read_text() == (
         tmp_path / "clean" / "index.json"
     ).read_text()
@@ -393,3 +416,225 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(good_src, tmp_path):
 def test_bad_configurations_fail_up_front(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BuildConfig(**kwargs)
+
+
+# Hardening (issue 13): user files, odd names and folders, locks, resume gaps, full disk -------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_overwrite_never_deletes_files_rawpairs_did_not_write(good_src, tmp_path):
+    foreign = tmp_path / "foreign"
+    (foreign / ".state").mkdir(parents=True)
+    for name in ("index.json", "build.json", ".state/notes.txt", ".draft.partial"):
+        (foreign / name).write_text("the user's")
+    before = _tree(foreign)
+    for overwrite in (False, True):
+        with pytest.raises(BuildError, match="not a rawpairs build folder"):
+            build(good_src, foreign, CONFIG, workers=1, overwrite=overwrite)
+    assert _tree(foreign) == before
+    ours = tmp_path / "ours"
+    build(good_src, ours, CONFIG, workers=1)
+    (ours / "notes.md").write_text("mine")
+    (ours / ".draft.partial").write_text("mine too")
+    build(good_src, ours, BuildConfig(seed=9, crop=64), workers=1, overwrite=True)
+    assert (ours / "notes.md").read_text() == "mine" and (ours / ".draft.partial").exists()
+    assert json.loads((ours / "build.json").read_text())["config"]["seed"] == 9
+
+
+def test_a_name_that_is_not_utf8_builds_alone_with_a_stable_dot_free_key(good_src, tmp_path):
+    src = tmp_path / "src"
+    _write_photo(src / "a.png", _photo("chelsea"))
+    odd = os.fsdecode(b"caf\xe9.v1.png")
+    (src / odd).write_bytes((src / "a.png").read_bytes())
+    (src / os.fsdecode(b"bad\xff.txt")).write_text("not an image")
+    result = build(src, tmp_path / "out", CONFIG, workers=1)
+    assert (result.samples, result.errors) == (4, 1)
+    rows = _manifest(tmp_path / "out")
+    assert {r["source"] for r in rows} == {"a.png", "caf\\xe9.v1.png"}
+    assert all("." not in r["key"] for r in rows)
+    errors = (tmp_path / "out" / "errors.jsonl").read_text()
+    assert json.loads(errors)["path"] == "bad\\xff.txt"
+    build(src, tmp_path / "again", CONFIG, workers=2)
+    assert _manifest(tmp_path / "again") == rows
+
+
+def test_out_inside_src_is_not_read_as_input(good_src, tmp_path):
+    src = tmp_path / "src"
+    for path, payload in _tree(good_src).items():
+        (src / path).parent.mkdir(parents=True, exist_ok=True)
+        (src / path).write_bytes(payload)
+    out = src / "shards"
+    first = build(src, out, CONFIG, workers=1)
+    assert first.samples == 12 and first.errors == 0
+    assert build(src, out, CONFIG, workers=1).already_complete
+    again = build(src, out, BuildConfig(seed=4, crop=64, crops=2), workers=1, overwrite=True)
+    assert (again.sources, again.samples, again.errors) == (6, 12, 0)
+
+
+def test_symlinked_folders_are_followed_once_and_special_files_fail_alone(good_src, tmp_path):
+    src = tmp_path / "src"
+    _write_photo(src / "real" / "a.png", _photo("coffee"))
+    (src / "linked").symlink_to(good_src / "cats", target_is_directory=True)
+    (src / "real" / "loop").symlink_to(src, target_is_directory=True)
+    (src / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(src / "pipe.jpg")  # opening it would block forever
+
+    def hung(signum, frame):
+        raise TimeoutError("the build hung on a named pipe")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        result = build(src, tmp_path / "out", CONFIG, workers=1)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    sources = {r["source"] for r in _manifest(tmp_path / "out")}
+    assert sources == {"real/a.png", "linked/chelsea.png", "linked/rocket.png"}
+    errors = {
+        e["path"]: e["message"] for e in map(json.loads, (tmp_path / "out" / "errors.jsonl").open())
+    }
+    assert errors.keys() == {"dangling.png", "pipe.jpg", "real/loop"}
+    assert "named pipe" in errors["pipe.jpg"] and "broken symbolic link" in errors["dangling.png"]
+    assert "symbolic link loop" in errors["real/loop"] and result.errors == 3
+
+
+def test_a_second_build_into_a_locked_folder_is_refused_and_a_dead_lock_is_not(good_src, tmp_path):
+    from rawpairs.storage import OutputFolder
+
+    out = tmp_path / "out"
+    holder = OutputFolder(out)
+    holder.makedirs()
+    holder.lock()  # as a running build holds it
+    with pytest.raises(BuildError, match="another build is writing here"):
+        build(good_src, out, CONFIG, workers=1)
+    holder.close()
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from rawpairs.storage import OutputFolder
+        OutputFolder({str(out)!r}).lock()
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert build(good_src, out, CONFIG, workers=1).samples == 12  # the kernel freed its lock
+
+
+def test_leftovers_of_kills_at_the_first_and_the_last_write_do_not_block(good_src, tmp_path):
+    out = tmp_path / "first"
+    out.mkdir()
+    (out / ".rawpairs").write_bytes(b"")
+    (out / ".build.json.4242-0123abcd.partial").write_text('{"conf')  # killed mid-write
+    assert build(good_src, out, CONFIG, workers=1).samples == 12
+    assert not list(out.glob(".*.partial"))
+    last = tmp_path / "last"
+    build(good_src, last, CONFIG, workers=1)
+    (last / ".state").mkdir()  # killed after build.json said complete, before .state went
+    (last / ".state" / "shard-000000.json").write_text("{}")
+    assert build(good_src, last, CONFIG, workers=1).already_complete
+    assert not (last / ".state").exists()
+
+
+def _killed_build(src: Path, out: Path, workers: int, when: int) -> list[int]:
+    """Run a build in a subprocess that SIGKILLs itself once ``when`` samples are written;
+    return the PIDs of its worker processes."""
+    script = textwrap.dedent(
+        f"""
+        import multiprocessing, os, signal, sys
+        from rawpairs.build import build
+        from rawpairs.sample import BuildConfig
+        def progress(done, total, written, errors):
+            if written >= {when}:
+                print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+        if __name__ == "__main__":
+            build({str(src)!r}, {str(out)!r}, BuildConfig(seed=3, crop=64, crops=2),
+                  workers={workers}, sources_per_shard=1, progress=progress)
+        """
+    )
+    path = out.parent / f"kill_{out.name}.py"
+    path.write_text(script)
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    return [int(p) for p in proc.stdout.split()]
+
+
+def test_kill_9_takes_the_workers_along_and_overwrite_resumes(good_src, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    out = tmp_path / "out"
+    pids = _killed_build(good_src, out, workers=2, when=2)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if Path(f"/proc/{p}").exists()], "workers outlived the build"
+    assert list((tmp_path / "tmp").iterdir()) == []  # no temporary folder leaked
+    kept = {p.name: p.stat().st_ino for p in out.glob("rawpairs-*.tar")}
+    assert kept
+    build(good_src, out, CONFIG, workers=1, sources_per_shard=1, overwrite=True)
+    assert {n: (out / n).stat().st_ino for n in kept} == kept  # finished shards not redone
+    build(good_src, tmp_path / "clean", CONFIG, workers=1, sources_per_shard=1)
+    assert _tree(out).keys() == _tree(tmp_path / "clean").keys()
+    assert (out / "index.json").read_text() == (tmp_path / "clean" / "index.json").read_text()
+
+
+def test_full_disk_stops_with_one_error_and_no_partial_shard(good_src, tmp_path, monkeypatch):
+    import errno
+
+    from rawpairs.storage import OutputFolder
+
+    opened = OutputFolder.open_write
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 50_000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    def open_write(self, name):
+        f = opened(self, name)
+        return FullDisk(f) if name.startswith(".rawpairs-") else f
+
+    monkeypatch.setattr(OutputFolder, "open_write", open_write)
+    with pytest.raises(BuildOutputError, match="No space left on device") as err:
+        build(good_src, tmp_path / "out", CONFIG, workers=1, sources_per_shard=3)
+    assert "\n" not in str(err.value)
+    assert not list((tmp_path / "out").glob(".*partial"))
+    assert not list((tmp_path / "out").glob("rawpairs-*.tar"))
+
+
+def test_crops_of_a_source_are_made_one_at_a_time(tmp_path):
+    import tracemalloc
+
+    from rawpairs.sample import Source, make_samples
+
+    _write_photo(tmp_path / "a.png", _photo("astronaut", 400))
+    source = Source(str(tmp_path / "a.png"), "a.png", "rgb")
+
+    def peak(crops: int) -> int:
+        tracemalloc.start()
+        try:
+            for sample in make_samples(source, BuildConfig(crop=128, crops=crops)):
+                del sample
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    few, many = peak(2), peak(60)
+    assert many < 1.5 * few, (few, many)  # a list of 60 crops would need ~30× more

@@ -1,8 +1,9 @@
 """Engines: the Ray engine writes the local engine's bytes, survives killed workers and drivers.
 
 One local Ray instance (2 CPUs) serves the module; the Ray tests are skipped without Ray. Worker
-kills target the worker running one named source: Ray titles a busy worker process
-``ray::process_source <relpath>``, and the workers are children of this instance's raylet.
+kills target the worker running one named task: Ray titles a busy worker process ``ray::<task
+title>`` (``write_group rawpairs-000000.tar``, ``probe big.png``), and the workers are children of
+this instance's raylet.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from skimage import data
 
 from rawpairs.build import build
 from rawpairs.dng import write_dng
-from rawpairs.engines import RAY_MAX_RETRIES, EngineError, ordered_results, require_engine
+from rawpairs.engines import RAY_MAX_RETRIES, EngineError, require_engine, run_groups
 from rawpairs.sample import BuildConfig, Source
 from rawpairs.unprocess import simulate_raw
 
@@ -40,7 +41,8 @@ needs_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed (rawpai
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "retina")
 BIG = "big.png"  # slow enough to decode (~0.2 s) that a kill lands while its task runs
 CONFIG = BuildConfig(seed=5, crop=64, crops=2)
-SHARD = 4
+SHARD = 2  # sources per shard: BIG (2nd source) is in the first shard
+BIG_GROUP = "write_group rawpairs-000000.tar"
 
 
 def _photo(name: str, side: int) -> np.ndarray:
@@ -68,7 +70,7 @@ def src(tmp_path_factory) -> Path:
 def reference(src, tmp_path_factory) -> Path:
     """The uninterrupted build with the local engine in this process."""
     out = tmp_path_factory.mktemp("engines_ref") / "out"
-    build(src, out, CONFIG, workers=1, samples_per_shard=SHARD)
+    build(src, out, CONFIG, workers=1, sources_per_shard=SHARD)
     return out
 
 
@@ -105,9 +107,9 @@ def _same_build(out: Path, reference: Path) -> None:
     assert not (out / ".state").exists() and not list(out.glob(".*.partial"))
 
 
-def _workers_running(raylet: int, relpath: str) -> list[int]:
-    """PIDs of the raylet's worker processes now running ``process_source`` on ``relpath``."""
-    title = f"ray::process_source {relpath}".encode()
+def _workers_running(raylet: int, titles: set[str]) -> list[int]:
+    """PIDs of the raylet's worker processes now running a task titled one of ``titles``."""
+    wanted = {f"ray::{t}".encode() for t in titles}
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -118,7 +120,7 @@ def _workers_running(raylet: int, relpath: str) -> list[int]:
             if ppid != raylet:
                 continue
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if f.read().rstrip(b"\0") == title:
+                if f.read().rstrip(b"\0") in wanted:
                     pids.append(int(entry))
         except (OSError, IndexError, ValueError):
             continue  # the process ended while we looked
@@ -126,17 +128,17 @@ def _workers_running(raylet: int, relpath: str) -> list[int]:
 
 
 class _Killer(threading.Thread):
-    """SIGKILLs workers running ``relpath``: the first one only, or each one until stopped."""
+    """SIGKILLs workers running ``titles``: the first one only, or each one until stopped."""
 
-    def __init__(self, raylet: int, relpath: str, once: bool) -> None:
+    def __init__(self, raylet: int, titles: set[str], once: bool) -> None:
         super().__init__(daemon=True)
-        self.raylet, self.relpath, self.once = raylet, relpath, once
+        self.raylet, self.titles, self.once = raylet, titles, once
         self.killed: list[int] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(0.002):
-            for pid in _workers_running(self.raylet, self.relpath):
+            for pid in _workers_running(self.raylet, self.titles):
                 if pid not in self.killed:
                     os.kill(pid, signal.SIGKILL)
                     self.killed.append(pid)
@@ -147,7 +149,7 @@ class _Killer(threading.Thread):
 def _build_while(killer: _Killer, src: Path, out: Path) -> None:
     killer.start()
     try:
-        build(src, out, CONFIG, workers=2, samples_per_shard=SHARD, engine="ray")
+        build(src, out, CONFIG, workers=2, sources_per_shard=SHARD, engine="ray")
     finally:
         killer.stop.set()
         killer.join()
@@ -159,13 +161,13 @@ def test_unknown_engine_and_missing_ray_fail_at_once_with_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees without Ray
     sources = [Source("a.png", "a.png", "rgb")]
     with pytest.raises(EngineError) as err:
-        ordered_results(sources, CONFIG, workers=1, engine="ray")  # before any iteration
+        run_groups({0: sources}, CONFIG, "/nowhere", workers=1, engine="ray")  # not iterated
     assert "pip install 'rawpairs[ray]'" in str(err.value) and "\n" not in str(err.value)
 
 
 @needs_ray
 def test_ray_writes_the_same_bytes_as_local(cluster, src, reference, tmp_path):
-    build(src, tmp_path / "ray", CONFIG, workers=2, samples_per_shard=SHARD, engine="ray")
+    build(src, tmp_path / "ray", CONFIG, workers=2, sources_per_shard=SHARD, engine="ray")
     _same_build(tmp_path / "ray", reference)
     errors = [json.loads(line) for line in (tmp_path / "ray" / "errors.jsonl").open()]
     assert [e["path"] for e in errors] == ["notes.txt"]
@@ -186,7 +188,7 @@ def test_ray_workers_are_started_by_the_raylet_not_forked_from_the_driver(cluste
 def test_worker_killed_mid_task_is_retried_and_output_is_unchanged(
     cluster, src, reference, tmp_path
 ):
-    killer = _Killer(cluster[1], BIG, once=True)
+    killer = _Killer(cluster[1], {BIG_GROUP}, once=True)
     _build_while(killer, src, tmp_path / "out")
     assert len(killer.killed) == 1
     _same_build(tmp_path / "out", reference)
@@ -194,9 +196,9 @@ def test_worker_killed_mid_task_is_retried_and_output_is_unchanged(
 
 @needs_ray
 def test_source_that_kills_every_worker_becomes_an_error_record(cluster, src, reference, tmp_path):
-    killer = _Killer(cluster[1], BIG, once=False)
+    killer = _Killer(cluster[1], {BIG_GROUP, f"probe {BIG}"}, once=False)
     _build_while(killer, src, tmp_path / "out")
-    assert len(killer.killed) == RAY_MAX_RETRIES + 1
+    assert len(killer.killed) == 2 * (RAY_MAX_RETRIES + 1)  # the group's task, then BIG alone
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").open()]
     assert [(e["path"], e["error"]) for e in errors] == [
         (BIG, "WorkerCrashedError"),
@@ -219,14 +221,14 @@ def test_driver_killed_mid_build_then_rerun_equals_uninterrupted(cluster, src, r
         from rawpairs.build import build
         from rawpairs.sample import BuildConfig
         def progress(done, total, written, errors):
-            if written >= {SHARD + 1}:  # one shard committed, the next one begun
+            if written >= 6:  # two shards committed, others being written
                 os.kill(os.getpid(), signal.SIGKILL)
         build({str(src)!r}, {str(out)!r}, BuildConfig(seed=5, crop=64, crops=2), workers=2,
-              samples_per_shard={SHARD}, engine="ray", address={cluster[0]!r}, progress=progress)
+              sources_per_shard={SHARD}, engine="ray", address={cluster[0]!r}, progress=progress)
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    assert (out / "rawpairs-000000.tar").exists() and not (out / "manifest.parquet").exists()
-    build(src, out, CONFIG, workers=2, samples_per_shard=SHARD, engine="ray")
+    assert list(out.glob("rawpairs-*.tar")) and not (out / "manifest.parquet").exists()
+    build(src, out, CONFIG, workers=2, sources_per_shard=SHARD, engine="ray")
     _same_build(out, reference)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 
 import cv2
 import fsspec
@@ -12,7 +14,14 @@ from skimage import data
 
 from rawpairs.build import BuildError, build
 from rawpairs.sample import BuildConfig
-from rawpairs.storage import OutputFolder, is_url
+from rawpairs.shards import ShardWriter
+from rawpairs.storage import (
+    LOCK_STALE_S,
+    REMOTE_LOCK,
+    FolderLockedError,
+    OutputFolder,
+    is_url,
+)
 
 CONFIG = BuildConfig(seed=2, crop=48, crops=2)
 
@@ -49,9 +58,9 @@ def test_is_url():
 
 
 def test_remote_source_and_output_equal_a_local_build(photos, memory_src, tmp_path):
-    local = build(photos, tmp_path / "local", CONFIG, workers=1, samples_per_shard=2)
+    local = build(photos, tmp_path / "local", CONFIG, workers=1, sources_per_shard=1)
     out = f"memory:///out-{tmp_path.name}"
-    remote = build(memory_src, out, CONFIG, workers=1, samples_per_shard=2)
+    remote = build(memory_src, out, CONFIG, workers=1, sources_per_shard=1)
     assert (remote.samples, remote.errors) == (local.samples, local.errors) == (6, 1)
     tree = _memory_tree(out)
     for name, payload in tree.items():
@@ -71,12 +80,12 @@ def test_interrupted_remote_build_resumes(photos, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build(photos, out, CONFIG, workers=1, samples_per_shard=2, progress=stop)
+        build(photos, out, CONFIG, workers=1, sources_per_shard=1, progress=stop)
     tree = _memory_tree(out)
     assert "rawpairs-000000.tar" in tree and "manifest.parquet" not in tree
     assert not [n for n in tree if n.endswith(".partial")]
-    build(photos, out, CONFIG, workers=1, samples_per_shard=2)
-    build(photos, tmp_path / "clean", CONFIG, workers=1, samples_per_shard=2)
+    build(photos, out, CONFIG, workers=1, sources_per_shard=1)
+    build(photos, tmp_path / "clean", CONFIG, workers=1, sources_per_shard=1)
     assert _memory_tree(out)["index.json"] == (tmp_path / "clean" / "index.json").read_bytes()
     fsspec.filesystem("memory").rm(out.removeprefix("memory://"), recursive=True)
 
@@ -94,18 +103,37 @@ def test_unknown_protocol_is_a_clear_error(photos):
         build(photos, "nosuch://y", CONFIG)
 
 
-def test_output_folder_publishes_atomically(tmp_path):
+def test_shard_is_streamed_under_a_temporary_name_then_renamed(tmp_path):
     folder = OutputFolder(f"memory:///pub-{tmp_path.name}")
     folder.makedirs()
-    local = folder.scratch / "rawpairs-000000.tar"
-    local.write_bytes(b"x" * 10)
-    folder.publish(local)
+    writer = ShardWriter(folder, 0)
+    writer.begin()
+    writer.add({"__key__": "a", "json": b"{}"})
+    writer.keep()
+    assert folder.names() == [writer.partial] and writer.partial.startswith(".rawpairs-000000")
+    info = writer.commit()
+    assert folder.names() == ["rawpairs-000000.tar"] and folder.size(info.name) == info.size
+    data = folder.fs.cat_file(folder.path(info.name))
+    assert hashlib.sha256(data).hexdigest() == info.sha256 and len(data) % 10240 == 0
     folder.write_bytes(".state/a.json", b"{}")
-    assert folder.names() == [".state", "rawpairs-000000.tar"]
-    assert folder.names(".state") == ["a.json"] and folder.size("rawpairs-000000.tar") == 10
-    assert not local.exists()
+    assert folder.names(".state") == ["a.json"]
     folder.delete(".state")
     assert folder.names() == ["rawpairs-000000.tar"]
-    folder.close()
-    assert not folder.scratch.exists()
     fsspec.filesystem("memory").rm(folder.root, recursive=True)
+
+
+def test_remote_lock_refuses_a_live_build_and_takes_over_a_stale_lock(tmp_path):
+    first, second = (OutputFolder(f"memory:///lock-{tmp_path.name}") for _ in range(2))
+    first.makedirs()
+    first.lock()
+    with pytest.raises(FolderLockedError, match="another build is writing here"):
+        second.lock()
+    first.close()
+    second.lock()  # released
+    second.close()
+    stale = json.dumps({"owner": "gone:1", "refreshed": time.time() - LOCK_STALE_S - 1})
+    first.write_bytes(REMOTE_LOCK, stale.encode())  # as left by a build killed with -9
+    first.lock()
+    assert json.loads(first.read_text(REMOTE_LOCK))["owner"] != "gone:1"
+    first.close()
+    fsspec.filesystem("memory").rm(first.root, recursive=True)
