@@ -1,41 +1,41 @@
-"""Build throughput: samples/s and MP/s for photo and RAW sources at 1 and 2 workers.
+"""Build scaling: 1 vs 2 workers (and the default count), whole build and steady state, for photos
+and DNGs; start-up; driver CPU and bytes between processes per sample; byte-identity under repeats.
 
-Also the time split by stage (read/decode, ISP, encode, write) measured in one process, and the
-ceiling: plain webdataset packing of the same photo files (bytes into a tar, no decoding).
-
-    python benchmarks/build.py [--photos 96] [--raws 8]
+    python -m benchmarks.build [--photos 1000] [--raws 64] [--repeats 3] [--sizes 4 16 64 256]
+                               [--identity-runs 0]
 
 Inputs are made here from scikit-image's bundled photos: ImageNet-sized (500×375) JPEGs, and
-DNGs of simulated RAW at 1000×750. Prints a Markdown table for docs/benchmarks.md.
+DNGs of simulated RAW at 1000×750. Whole builds are timed from outside, as whole
+``python -m rawpairs.cli build`` processes (interpreter, imports and worker start-up included),
+alternating 1 worker, 2 workers and the default in each repeat (medians reported). Steady state,
+driver CPU and bytes between processes come from the same builds run in this process
+(``BuildResult.stats``). Prints Markdown for docs/benchmarks.md; run on a quiet machine (the
+load average is printed beside each table).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
+import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import cv2
 import numpy as np
 from skimage import data
 from webdataset import TarWriter
 
-from rawpairs.build import build
+from rawpairs.build import BuildResult, build
 from rawpairs.dng import write_dng
-from rawpairs.sample import BuildConfig, Source, make_samples
-from rawpairs.schema import encode_sample
-from rawpairs.shards import ShardWriter
+from rawpairs.sample import BuildConfig
 from rawpairs.unprocess import simulate_raw
 
-cv2.setNumThreads(1)
 NAMES = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "immunohistochemistry")
+WORKER_COUNTS = (1, 2, None)  # None: the default (one per core)
 
 
 def _photos(n: int, w: int, h: int) -> list[np.ndarray]:
@@ -57,6 +57,8 @@ def _photos(n: int, w: int, h: int) -> list[np.ndarray]:
 
 
 def make_inputs(root: Path, photos: int, raws: int) -> tuple[Path, Path]:
+    """``photos`` 500×375 JPEGs (quality 90) in ``root/jpg``, ``raws`` 1000×750 DNGs in
+    ``root/raw``."""
     jpg_dir, raw_dir = root / "jpg", root / "raw"
     jpg_dir.mkdir(parents=True)
     raw_dir.mkdir(parents=True)
@@ -73,47 +75,124 @@ def make_inputs(root: Path, photos: int, raws: int) -> tuple[Path, Path]:
     return jpg_dir, raw_dir
 
 
-def stage_split(folder: Path, kind: str, config: BuildConfig) -> dict[str, float]:
-    """Seconds per sample of each stage, measured in this process."""
-    from rawpairs.sources import read_raw, read_rgb
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
-    files = sorted(folder.iterdir())
-    t = dict.fromkeys(("read/decode", "ISP + metadata", "encode", "write"), 0.0)
+
+def whole_build(src: Path, args: list[str], workers: int | None) -> float:
+    """Wall seconds of one ``rawpairs build`` process into a new folder."""
     with tempfile.TemporaryDirectory() as tmp:
-        writer = ShardWriter(Path(tmp), 0)
-        for f in files:
-            t0 = time.perf_counter()
-            read_rgb(f) if kind == "rgb" else read_raw(f)
-            t1 = time.perf_counter()
-            samples = make_samples(Source(str(f), f.name, kind), config)
-            t2 = time.perf_counter()
-            encoded = [
-                encode_sample(s.meta, s.raw, s.rgb, s.label, rgb_format=config.rgb_format)
-                for s in samples
-            ]
-            t3 = time.perf_counter()
-            for members in encoded:
-                writer.add(members)
-            t4 = time.perf_counter()
-            t["read/decode"] += t1 - t0
-            t["ISP + metadata"] += (t2 - t1) - (t1 - t0)  # make_samples reads again
-            t["encode"] += t3 - t2
-            t["write"] += t4 - t3
-        writer.abort()
-    return {k: v / len(files) for k, v in t.items()}
-
-
-def full_build(folder: Path, config: BuildConfig, workers: int) -> tuple[float, float]:
-    """(samples/s, MP/s) of a whole build, start-up included."""
-    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "rawpairs.cli", "build", "--src", str(src)]
+        command += ["--out", str(Path(tmp) / "out"), "--quiet", *args]
+        if workers is not None:
+            command += ["--workers", str(workers)]
         t0 = time.perf_counter()
-        result = build(folder, Path(tmp) / "out", config, workers=workers)
-        dt = time.perf_counter() - t0
-        import pyarrow.parquet as pq
+        subprocess.run(command, check=True, capture_output=True, env=_env())
+        return time.perf_counter() - t0
 
-        rows = pq.read_table(Path(tmp) / "out" / "manifest.parquet").to_pylist()
-    mp = sum(r["height"] * r["width"] for r in rows) / 1e6
-    return result.samples / dt, mp / dt
+
+def in_process(src: Path, config: BuildConfig, workers: int | None) -> BuildResult:
+    with tempfile.TemporaryDirectory() as tmp:
+        return build(src, Path(tmp) / "out", config, workers=workers)
+
+
+def steady_rate(result: BuildResult) -> float:
+    """Samples/s between the first and the last quarter of finished shards (start-up and the
+    tail excluded)."""
+    marks = result.stats["records"]
+    a, b = len(marks) // 4, len(marks) - 1 - len(marks) // 4
+    if b <= a:
+        return result.samples / result.seconds
+    samples = sum(n for _, n in marks[a + 1 : b + 1])
+    return samples / (marks[b][0] - marks[a][0])
+
+
+def scaling_table(name: str, src: Path, args: list[str], config: BuildConfig, repeats: int) -> None:
+    load = os.getloadavg()[0]
+    walls: dict[int | None, list[float]] = {w: [] for w in WORKER_COUNTS}
+    for _ in range(repeats):
+        for w in WORKER_COUNTS:
+            walls[w].append(whole_build(src, args, w))
+    results = {w: in_process(src, config, w) for w in (1, 2)}
+    wall = {w: statistics.median(v) for w, v in walls.items()}
+    steady = {w: steady_rate(r) for w, r in results.items()}
+    two = results[2]
+    n = two.samples
+    startup = two.stats.get("worker_startup_s") or [float("nan")]
+    print(f"\n**{name}**, {n} samples, median of {repeats}; load average {load:.1f} → ", end="")
+    print(f"{os.getloadavg()[0]:.1f}\n")
+    print("| | 1 worker | 2 workers | 2w / 1w | default | default / 1w |")
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| whole build (process), s | {wall[1]:.2f} | {wall[2]:.2f} | {wall[1] / wall[2]:.2f} | "
+        f"{wall[None]:.2f} | {wall[1] / wall[None]:.2f} |"
+    )
+    print(
+        f"| steady state, samples/s | {steady[1]:.1f} | {steady[2]:.1f} | "
+        f"{steady[2] / steady[1]:.2f} | | |"
+    )
+    print(
+        f"\n2 workers: driver CPU {1e3 * two.stats['driver_overhead_cpu_s'] / n:.3f} ms/sample ",
+        end="",
+    )
+    print(
+        f"(besides the {two.stats['groups_here']} of {two.shards} shards it built itself during ",
+        end="",
+    )
+    print(f"start-up), {two.stats['ipc_bytes'] / n:.0f} bytes/sample between processes, ", end="")
+    print(f"worker start-up (spawn → ready) {statistics.median(startup):.2f} s.")
+
+
+def small_builds(jpg_dir: Path, sizes: list[int], repeats: int) -> None:
+    """Whole builds of the first N photos: the default worker count against 1 worker."""
+    print(f"\n**Small builds** (photos, PNG), median of {repeats}; load {os.getloadavg()[0]:.1f}\n")
+    print("| photos | 1 worker, s | default, s | default / 1 worker (time) |")
+    print("|---|---|---|---|")
+    files = sorted(jpg_dir.iterdir())
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "src"
+            src.mkdir()
+            for f in files[:size]:
+                (src / f.name).symlink_to(f)
+            one = statistics.median(whole_build(src, [], 1) for _ in range(repeats))
+            default = statistics.median(whole_build(src, [], None) for _ in range(repeats))
+        print(f"| {size} | {one:.2f} | {default:.2f} | {default / one:.2f} |")
+
+
+def process_startup(repeats: int) -> float:
+    """Seconds of ``python -m rawpairs.cli --help``: interpreter + the CLI's imports."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "rawpairs.cli", "--help"], check=True,
+                       capture_output=True, env=_env())  # fmt: skip
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def identity_runs(jpg_dir: Path, runs: int) -> None:
+    """``runs`` two-worker builds of the photos, one shard per 8 sources: all byte-identical?"""
+    files = sorted(jpg_dir.iterdir())[:96]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for f in files:
+            (src / f.name).symlink_to(f)
+        config = BuildConfig(crop=128, crops=2)
+        reference = None
+        differ = 0
+        for run in range(runs):
+            out = Path(tmp) / f"out{run % 2}"
+            build(src, out, config, workers=2, sources_per_shard=8, overwrite=True)
+            tree = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "build.json"}
+            if reference is None:
+                reference = tree
+            differ += tree != reference
+            for p in out.iterdir():
+                p.unlink()
+            out.rmdir()
+    print(f"\n{runs} two-worker builds of {len(files)} photos: {differ} differed from the first.")
 
 
 def plain_packing(folder: Path) -> float:
@@ -129,37 +208,33 @@ def plain_packing(folder: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=96)
-    parser.add_argument("--raws", type=int, default=8)
+    parser.add_argument("--photos", type=int, default=1000)
+    parser.add_argument("--raws", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[4, 16, 64, 256])
+    parser.add_argument("--identity-runs", type=int, default=0)
     args = parser.parse_args()
-    cpu = (
-        subprocess.run(["sh", "-c", "lscpu | grep 'Model name'"], capture_output=True, text=True)
-        .stdout.split(":")[-1]
-        .strip()
-    )
-    print(f"machine: {cpu or platform.processor()}, {os.cpu_count()} cores")
+    os.environ.update(OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    cv2.setNumThreads(1)
+    cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name'"], capture_output=True, text=True)
+    print(f"machine: {cpu.stdout.split(':')[-1].strip()}, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
         jpg_dir, raw_dir = make_inputs(Path(tmp), args.photos, args.raws)
-        configs = {
-            "photo 500×375 → pair (PNG level 1)": (jpg_dir, "rgb", BuildConfig()),
-            "photo 500×375 → pair (JPEG q95)": (jpg_dir, "rgb", BuildConfig(rgb_format="jpeg")),
-            "DNG 1000×750 → pair (PNG, Malvar)": (raw_dir, "raw", BuildConfig()),
-        }
-        print("\n| input | 1 worker samples/s | MP/s | 2 workers samples/s | 2w / 1w |")
-        print("|---|---|---|---|---|")
-        for name, (folder, _kind, config) in configs.items():
-            one, mp1 = full_build(folder, config, 1)
-            two, _ = full_build(folder, config, 2)
-            print(f"| {name} | {one:.0f} | {mp1:.1f} | {two:.0f} | {two / one:.2f} |")
-        ceiling = plain_packing(jpg_dir)
-        print(f"\nplain webdataset packing of the same JPEG files: {ceiling:.0f} files/s")
-        print("\n| input | " + " | ".join(stage_split(jpg_dir, "rgb", BuildConfig())) + " |")
-        print("|---|---|---|---|---|")
-        for name, (folder, kind, config) in configs.items():
-            split = stage_split(folder, kind, config)
-            total = sum(split.values())
-            cells = " | ".join(f"{1e3 * v:.2f} ms ({100 * v / total:.0f}%)" for v in split.values())
-            print(f"| {name} | {cells} |")
+        print(f"\nCLI process start-up (python -m rawpairs.cli --help): {process_startup(3):.2f} s")
+        tables = [
+            ("photo 500×375 → pair (PNG level 1)", jpg_dir, [], BuildConfig()),
+            ("photo 500×375 → pair (JPEG q95)", jpg_dir, ["--rgb-format", "jpeg"],
+             BuildConfig(rgb_format="jpeg")),
+            ("DNG 1000×750 → pair (PNG, Malvar)", raw_dir, [], BuildConfig()),
+        ]  # fmt: skip
+        for name, src, cli_args, config in tables:
+            scaling_table(name, src, cli_args, config, args.repeats)
+        if args.sizes:
+            small_builds(jpg_dir, args.sizes, args.repeats)
+        if args.identity_runs:
+            identity_runs(jpg_dir, args.identity_runs)
+        packing = plain_packing(jpg_dir)
+        print(f"\nplain webdataset packing of the same JPEG files: {packing:.0f} files/s")
 
 
 if __name__ == "__main__":

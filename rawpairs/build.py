@@ -506,7 +506,7 @@ def build(
         raise BuildError(f"--sources-per-shard must be >= 1, got {sources_per_shard}")
     if workers is not None and workers < 1:
         raise BuildError(f"--workers must be >= 1, got {workers}")
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     sources, class_map = discover_sources(src, labels=config.labels, out=out)
     try:
         folder = OutputFolder(out)
@@ -527,11 +527,15 @@ def build(
         "sources_per_shard": per_shard,
     }
     try:
-        return _build(
+        result = _build(
             sources, class_map, folder, config, started, identity, workers=workers,
             src=str(src), overwrite=overwrite, engine=engine, address=address,
             progress=progress, warn=warn,
         )  # fmt: skip
+        cpu = time.process_time() - cpu_started
+        result.stats["driver_cpu_s"] = cpu
+        result.stats["driver_overhead_cpu_s"] = cpu - result.stats.get("driver_work_cpu_s", 0.0)
+        return result
     except OSError as err:
         raise BuildOutputError(_os_message(folder, err)) from err
     finally:
@@ -586,19 +590,17 @@ def _build(
     if not out.shared:
         n_workers = 1  # its files exist only in this process
     stats: dict[str, Any] = {"workers": n_workers, "groups_done_before": len(records)}
-    driver_cpu = time.process_time()
-    handling = 0.0
+    arrivals = stats["records"] = []  # (seconds since the start, samples) per finished shard
     try:
         for index, record in run_groups(
             todo, config, out.location, workers=n_workers, engine=engine, address=address,
             stats=stats,
         ):  # fmt: skip
-            t0 = time.process_time()
             records[index] = record
             done_sources += len(groups[index])
             written += len(record["rows"])
             n_errors += len(record["errors"])
-            handling += time.process_time() - t0
+            arrivals.append((round(time.monotonic() - started, 4), len(record["rows"])))
             for e in record["errors"]:
                 if warn:
                     warn(f"{e['path']}: {e['error']}: {e['message']}")
@@ -609,7 +611,6 @@ def _build(
     finally:
         _clean_partials(out)  # workers are gone: what they left unfinished
     ordered = [records[i] for i in range(len(groups))]
-    t0 = time.process_time()
     seconds = time.monotonic() - started
     header.update(
         status="complete",
@@ -622,8 +623,6 @@ def _build(
         },
     )
     samples, n_errors = _write_outputs(out, ordered, header)
-    stats["driver_records_cpu_s"] = handling + time.process_time() - t0
-    stats["driver_cpu_s"] = time.process_time() - driver_cpu
     return BuildResult(
         out.location, len(sources), samples, len(ordered), n_errors, seconds, stats=stats
     )

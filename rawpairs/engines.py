@@ -28,6 +28,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -213,11 +214,15 @@ def _drive(
     config: BuildConfig,
     location: str,
     work_here: Callable[[], bool],
+    stats: dict[str, Any],
 ) -> Iterator[Record]:
     """Feed ``pool`` from ``schedule`` and yield ``(group, record)`` as groups finish.
 
     ``work_here()`` says whether this process should run the next task itself (no worker ready).
+    ``stats["driver_work_cpu_s"]``: CPU seconds this process spent running tasks itself.
     """
+    stats.setdefault("driver_work_cpu_s", 0.0)
+    stats.setdefault("groups_here", 0)
     while schedule.todo or pool.busy():
         while schedule.todo and pool.has_room():
             pool.submit(schedule.todo.popleft())
@@ -235,7 +240,10 @@ def _drive(
                 raise GroupFailedError(payload)
         if schedule.todo and work_here():
             task = schedule.todo.popleft()
+            started = time.process_time()
             record = run_task(task, config, location)
+            stats["driver_work_cpu_s"] += time.process_time() - started
+            stats["groups_here"] += 1
             if task.kind == "probe":
                 schedule.probe_survived(task)
             else:
@@ -265,16 +273,20 @@ def _worker_main(conn: Connection, config: BuildConfig, location: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     single_threaded_worker()
     warm_up()
-    conn.send(("ready", None))
+    conn.send_bytes(_dumps(("ready", None)))
     while True:
         try:
-            task = conn.recv()
+            task = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         try:
-            conn.send(("done", run_task(task, config, location)))
+            conn.send_bytes(_dumps(("done", run_task(task, config, location))))
         except Exception as err:  # the output failed (disk full, …): the driver stops
-            conn.send(("failed", f"{type(err).__name__}: {err}"))
+            conn.send_bytes(_dumps(("failed", f"{type(err).__name__}: {err}")))
+
+
+def _dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 @dataclass
@@ -287,14 +299,20 @@ class _Worker:
 
 
 class _LocalPool:
-    """``n`` spawned workers, each with its own pipe; a dead one is replaced."""
+    """``n`` spawned workers, each with its own pipe; a dead one is replaced.
+
+    ``n - 1`` start at once while the driver builds groups itself; the ``n``-th when the first
+    is ready (and the driver stops): never more than ``n`` processes compete for the cores.
+    """
 
     def __init__(self, n: int, config: BuildConfig, location: str) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.config, self.location = config, location
         self.startup_s: list[float] = []  # seconds from spawn to ready, per worker
         self.failed_starts = 0
-        self.workers = [self._spawn() for _ in range(n)]
+        self.ipc_bytes = 0  # pickled tasks and records through the pipes
+        self.size = n
+        self.workers = [self._spawn() for _ in range(max(n - 1, 1))]
 
     def _spawn(self) -> _Worker:
         parent, child = self.ctx.Pipe()
@@ -321,8 +339,10 @@ class _LocalPool:
             key=lambda w: len(w.tasks),
         )
         worker.tasks.append(task)
+        data = _dumps(task)
+        self.ipc_bytes += len(data)
         with contextlib.suppress(OSError):  # died meanwhile: its sentinel reports it
-            worker.conn.send(task)
+            worker.conn.send_bytes(data)
 
     def events(self, block: bool) -> list[tuple[Task, str, Any]]:
         waitables: list[Any] = [w.conn for w in self.workers]
@@ -334,10 +354,14 @@ class _LocalPool:
             if worker.conn in ready:
                 try:
                     while worker.conn.poll():
-                        kind, payload = worker.conn.recv()
+                        data = worker.conn.recv_bytes()
+                        self.ipc_bytes += len(data)
+                        kind, payload = pickle.loads(data)
                         if kind == "ready":
                             worker.ready = True
                             self.startup_s.append(time.monotonic() - worker.started)
+                            if len(self.startup_s) == 1 and len(self.workers) < self.size:
+                                self.workers.append(self._spawn())
                         else:
                             out.append((worker.tasks.popleft(), kind, payload))
                 except (EOFError, OSError):
@@ -382,11 +406,19 @@ def _local(
     stats: dict[str, Any],
 ) -> Iterator[Record]:  # fmt: skip
     if workers <= 1 or len(groups) <= 1:
+        stats.update(groups_here=0, driver_work_cpu_s=0.0, ipc_bytes=0)
         for index, sources in groups.items():
+            started = time.process_time()
             record = run_task(Task("group", index, sources), config, location)
             assert record is not None
+            stats["driver_work_cpu_s"] += time.process_time() - started
+            stats["groups_here"] += 1
             yield index, record
         return
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # this process builds groups beside the workers during their start-up
     pool = _LocalPool(workers, config, location)
     try:
         yield from _drive(
@@ -395,10 +427,13 @@ def _local(
             config,
             location,
             lambda: not pool.warmed or not pool.running,
+            stats,
         )
     finally:
         pool.close()
+        cv2.setNumThreads(threads)
         stats["worker_startup_s"] = pool.startup_s
+        stats["ipc_bytes"] = pool.ipc_bytes
 
 
 # Ray engine ---------------------------------------------------------------------------------
@@ -414,6 +449,7 @@ class _RayPool:
         self.location = location
         self.limit = TASKS_PER_RAY_CPU * max(cpus, 1)
         self.pending: dict[Any, Task] = {}
+        self.ipc_bytes = 0  # pickled tasks and records (through the object store)
 
     def busy(self) -> bool:
         return bool(self.pending)
@@ -422,6 +458,7 @@ class _RayPool:
         return len(self.pending) < self.limit
 
     def submit(self, task: Task) -> None:
+        self.ipc_bytes += len(_dumps(task))
         ref = self.remote.options(name=task.title).remote(task, self.config_ref, self.location)
         self.pending[ref] = task
 
@@ -435,7 +472,9 @@ class _RayPool:
         for ref in done:
             task = self.pending.pop(ref)
             try:
-                out.append((task, "done", self.ray.get(ref)))
+                record = self.ray.get(ref)
+                self.ipc_bytes += len(_dumps(record))
+                out.append((task, "done", record))
             except (WorkerCrashedError, OutOfMemoryError) as err:
                 out.append((task, "died", type(err).__name__))
             except RayTaskError as err:
@@ -450,7 +489,7 @@ class _RayPool:
 
 def _ray(
     groups: dict[int, list[Source]], config: BuildConfig, location: str, workers: int,
-    address: str | None,
+    address: str | None, stats: dict[str, Any],
 ) -> Iterator[Record]:  # fmt: skip
     """Records from Ray tasks. Connects to ``address`` (``auto``, ``host:port`` or
     ``ray://host:10001``), or without one starts a private local instance of ``workers`` CPUs
@@ -475,10 +514,11 @@ def _ray(
     pool = None
     try:
         pool = _RayPool(ray, config, location, int(ray.cluster_resources().get("CPU", workers)))
-        yield from _drive(_Schedule(groups, 0), pool, config, location, lambda: False)
+        yield from _drive(_Schedule(groups, 0), pool, config, location, lambda: False, stats)
     finally:
         if pool is not None:
             pool.cancel()
+            stats["ipc_bytes"] = pool.ipc_bytes
         if owned:
             ray.shutdown()
 
@@ -504,5 +544,5 @@ def run_groups(
     """
     require_engine(engine)
     if engine == "ray":
-        return _ray(groups, config, location, workers, address)
+        return _ray(groups, config, location, workers, address, stats if stats is not None else {})
     return _local(groups, config, location, workers, stats if stats is not None else {})
