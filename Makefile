@@ -30,7 +30,8 @@ test: install
 
 bench: install
 	$(PYTHON) benchmarks/isp.py
-	$(PYTHON) benchmarks/build.py
+	$(PYTHON) -m benchmarks.build
+	$(PYTHON) -m benchmarks.ray_build
 	$(PYTHON) -m benchmarks.distill
 
 clean:
