@@ -387,11 +387,13 @@ def _load_records(out: OutputFolder, groups: int) -> dict[int, dict[str, Any]]:
         index = int(match.group(1))
         try:
             record = json.loads(out.read_text(f"{STATE_DIR}/{name}"))
-            valid = (
-                index < groups
-                and record["name"] == shard_name(index)
-                and record["name"] in names
-                and out.size(record["name"]) == record["size"]
+            valid = index < groups and (
+                record["name"] is None  # a group without samples has no shard
+                or (
+                    record["name"] == shard_name(index)
+                    and record["name"] in names
+                    and out.size(record["name"]) == record["size"]
+                )
             )
         except (ValueError, KeyError, TypeError, OSError):  # e.g. lost in a power cut
             valid = False
@@ -424,6 +426,7 @@ def _write_outputs(
         "shards": [
             {"name": r["name"], "samples": len(r["rows"]), "size": r["size"], "sha256": r["sha256"]}
             for r in records
+            if r["name"] is not None
         ],
     }
     _write_json(out, "index.json", index)
@@ -611,6 +614,7 @@ def _build(
     finally:
         _clean_partials(out)  # workers are gone: what they left unfinished
     ordered = [records[i] for i in range(len(groups))]
+    shards = [r for r in ordered if r["name"] is not None]
     seconds = time.monotonic() - started
     header.update(
         status="complete",
@@ -618,11 +622,11 @@ def _build(
         counts={
             "sources": len(sources),
             "samples": written,
-            "shards": len(ordered),
+            "shards": len(shards),
             "errors": n_errors,
         },
     )
     samples, n_errors = _write_outputs(out, ordered, header)
     return BuildResult(
-        out.location, len(sources), samples, len(ordered), n_errors, seconds, stats=stats
+        out.location, len(sources), samples, len(shards), n_errors, seconds, stats=stats
     )

@@ -185,7 +185,8 @@ def write_group(
     excluded: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Make the samples of ``sources`` (one group, in order), write them as shard ``index`` and
-    its resume record; return the record.
+    its resume record; return the record. A group without any sample writes no shard (the
+    record's ``name`` is ``None``).
 
     A source that fails becomes an error record (in source order, like its samples);
     ``excluded`` maps relative paths of sources not to run (they killed their worker) to their
@@ -220,17 +221,19 @@ def write_group(
             else:
                 writer.keep()
                 rows.extend(source_rows)
-        info = writer.commit()
+        info = writer.commit() if rows else None
+        if info is None:
+            writer.abort()  # every source failed: no shard (its number is skipped)
     except BaseException:
         writer.abort()
         raise
     record = {
-        "name": info.name,
-        "size": info.size,
-        "sha256": info.sha256,
+        "name": info.name if info else None,
+        "size": info.size if info else 0,
+        "sha256": info.sha256 if info else None,
         "sources": len(sources),
         "rows": rows,
-        "positions": info.samples,
+        "positions": info.samples if info else [],
         "errors": errors,
     }
     folder.write_bytes(record_name(index), json.dumps(record, sort_keys=True).encode("utf-8"))

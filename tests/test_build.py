@@ -122,6 +122,11 @@ def test_mixed_folder_writes_every_good_sample_and_lists_every_bad_one(mixed_src
         p.relative_to(mixed_src).as_posix() for p in mixed_src.rglob("*") if p.is_file()
     } - BAD
     assert not list((tmp_path / "out").glob("*.partial"))
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    names = [s["name"] for s in index["shards"]]  # the first 3 sources all fail: no shard 0
+    assert names == [p.name for p in sorted((tmp_path / "out").glob("rawpairs-*.tar"))]
+    assert names[0] == "rawpairs-000001.tar" and all(s["samples"] for s in index["shards"])
+    assert result.shards == len(names) == 3
 
 
 def test_samples_follow_the_schema_and_raw_is_bit_exact(good_src, tmp_path):
@@ -332,6 +337,8 @@ def test_real_camera_files(tmp_path, render):
     config = BuildConfig(crop=128, crops=2, render=render, seed=5)
     result = build(src, tmp_path / "out", config, workers=1)
     assert result.samples == 4 and result.errors == 0
+    from rawpairs.isp import auto_exposure
+
     for shard in sorted((tmp_path / "out").glob("rawpairs-*.tar")):
         for _key, members in read_shard(shard):
             meta = json.loads(members["json"])
@@ -340,10 +347,15 @@ def test_real_camera_files(tmp_path, render):
             raw = decode_raw(members["raw.npy"])
             np.testing.assert_array_equal(raw, capture.mosaic[top : top + h, left : left + w])
             assert decode_rgb(members["rgb.png"]).shape == (128, 128, 3)
-            assert meta["camera"] == capture.camera.to_dict()
+            camera = capture.camera
+            if render == "rawpairs":  # the default exposure rule sets the digital gain
+                gain = auto_exposure(capture.mosaic, camera)
+                prov = {**camera.provenance, "digital_gain": "auto:p99"}
+                camera = camera.replace(digital_gain=gain, provenance=prov)
+            assert meta["camera"] == camera.to_dict()
             assert meta["render"]["method"] == render
             if meta["source"]["path"].endswith(".KDC"):
-                assert meta["camera"]["provenance"]["xyz_to_cam"] == "fallback:srgb"
+                assert meta["camera"]["provenance"]["xyz_to_cam"] == "file:libraw_fit"
                 assert meta["camera"]["cfa"] == "GRBG"
 
 
