@@ -104,7 +104,8 @@ def estimate(
     """Markdown: hours and cost of ``--photos-total`` photos on N nodes, one build (one driver,
     the Ray engine over all nodes, each task writing its shard to shared storage)."""
     nic = 1.25e9 * 0.8  # 10 Gbit/s at 80 %: each node's egress to the storage
-    node_rate = min(args.cores_per_node / worker_s, nic / bytes_per_sample)
+    cores_rate, network_rate = args.cores_per_node / worker_s, nic / bytes_per_sample
+    node_rate = min(cores_rate, network_rate)
     driver_rate = 1 / driver_s
     rows = [
         f"One driver handles {driver_rate:,.0f} samples/s of records "
@@ -117,7 +118,13 @@ def estimate(
         rate = min(nodes * node_rate, driver_rate)
         hours = args.photos_total / rate / 3600
         cost = hours * (nodes + 1) * args.price_per_hour
-        limit = "driver" if rate == driver_rate else "cores" if node_rate < nic else "network"
+        limit = (
+            "driver"
+            if rate == driver_rate
+            else "cores"
+            if cores_rate <= network_rate
+            else "network"
+        )
         rows.append(f"| {nodes} | {rate:,.0f} | {hours:.2f} | ${cost:,.0f} | {limit} |")
     return rows
 
