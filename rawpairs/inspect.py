@@ -1,29 +1,125 @@
-"""Where shards are checked: summary, full verification, and a visual contact sheet."""
+"""Where shards are checked: summary, full verification, and a visual contact sheet.
+
+Samples are read and checked with :mod:`rawpairs.schema`, the same walker and decoder the
+training loader uses, so a folder that :func:`verify_shards` passes is one ``distill`` reads.
+Every problem, including a malformed ``index.json``, ``manifest.parquet``, ``build.json`` or
+``errors.jsonl``, is one line; nothing but regular files inside the folder is ever opened.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import stat
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 
-from rawpairs.camera import Camera
-from rawpairs.shards import decode_raw, decode_rgb, read_shard, sha256_file
+from rawpairs.errors import CorruptInputError
+from rawpairs.schema import (
+    POSITION_COLUMNS,
+    DecodedSample,
+    ShardEntry,
+    SourceKind,
+    decode_sample,
+    manifest_row,
+    manifest_schema,
+    one_line,
+    parse_index,
+    read_shard,
+)
+from rawpairs.shards import sha256_file
 
 __all__ = ["InspectError", "format_summary", "summarize", "verify_shards", "write_preview"]
 
 _REQUIRED = ("index.json", "manifest.parquet", "build.json")
+_ERROR_FIELDS = ("error", "message", "path")
 
 
 class InspectError(ValueError):
-    """The folder is not a finished rawpairs build."""
+    """The folder is not a readable, finished rawpairs build (one-line message)."""
 
 
-def _load(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+@dataclass
+class _Build:
+    """The bookkeeping files of a build folder, parsed."""
+
+    index: list[ShardEntry]
+    rows: list[dict[str, Any]]
+    header: dict[str, Any]
+    errors: list[dict[str, Any]]
+
+
+def _regular_file(path: Path) -> bool:
+    """True for a regular file that is not a symlink (a FIFO or device must never be read)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as err:
+        raise InspectError(f"{path}: not valid JSON ({one_line(err)[:200]})") from err
+
+
+def _read_manifest(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise InspectError(f"{path}: not a readable Parquet file ({one_line(err)[:200]})") from err
+    expected = manifest_schema()
+    if not table.schema.remove_metadata().equals(expected):
+        have = {f.name: str(f.type) for f in table.schema}
+        want = {f.name: str(f.type) for f in expected}
+        diff = sorted(
+            f"{name} ({have.get(name, 'missing')} instead of {want.get(name, 'no such column')})"
+            for name in set(have) | set(want)
+            if have.get(name) != want.get(name)
+        )
+        raise InspectError(f"{path}: columns differ from the manifest schema: {', '.join(diff)}")
+    return table.to_pylist()
+
+
+def _read_errors(path: Path) -> list[dict[str, Any]]:
+    """The failed-input records of ``errors.jsonl`` (absent: none)."""
+    if not path.exists():
+        return []
+    if not _regular_file(path):
+        raise InspectError(f"{path}: not a regular file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError) as err:
+        raise InspectError(f"{path}: unreadable ({one_line(err)})") from err
+    errors = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as err:
+            raise InspectError(f"{path}: line {number} is not JSON ({one_line(err)})") from err
+        if not isinstance(record, dict) or not all(
+            isinstance(record.get(f), str) for f in _ERROR_FIELDS
+        ):
+            raise InspectError(f"{path}: line {number} is not a {{path, error, message}} record")
+        errors.append(record)
+    return errors
+
+
+def _load(folder: Path) -> _Build:
+    """Parse a build folder's bookkeeping files; :class:`InspectError` (one line) if it is not a
+    folder, lacks one, or one is not a regular file or malformed."""
     if not folder.is_dir():
         raise InspectError(f"{folder}: no such folder")
     missing = [name for name in _REQUIRED if not (folder / name).exists()]
@@ -32,10 +128,18 @@ def _load(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str,
             f"{folder}: not a finished rawpairs build (missing {', '.join(missing)}); "
             "re-run `rawpairs build` to complete it"
         )
-    index = json.loads((folder / "index.json").read_text())
-    rows = pq.read_table(folder / "manifest.parquet").to_pylist()
-    build = json.loads((folder / "build.json").read_text())
-    return index, rows, build
+    for name in _REQUIRED:
+        if not _regular_file(folder / name):
+            raise InspectError(f"{folder / name}: not a regular file")
+    try:
+        index = parse_index(_read_json(folder / "index.json"))
+    except ValueError as err:
+        raise InspectError(f"{folder / 'index.json'}: {err}") from err
+    header = _read_json(folder / "build.json")
+    if not isinstance(header, dict):
+        raise InspectError(f"{folder / 'build.json'}: not a JSON object")
+    rows = _read_manifest(folder / "manifest.parquet")
+    return _Build(index, rows, header, _read_errors(folder / "errors.jsonl"))
 
 
 def _range(rows: list[dict[str, Any]], column: str) -> list[float] | None:
@@ -43,25 +147,31 @@ def _range(rows: list[dict[str, Any]], column: str) -> list[float] | None:
     return [min(values), max(values)] if values else None
 
 
+def _camera_name(row: dict[str, Any]) -> str:
+    """A row's camera: make and model; "(simulated)" only for RAW simulated from a photo."""
+    name = f"{row['make'] or ''} {row['model'] or ''}".strip()
+    if name:
+        return name
+    return "(simulated)" if row["kind"] == SourceKind.RGB.value else "(camera RAW, model unknown)"
+
+
 def summarize(folder: str | Path) -> dict[str, Any]:
-    """Counts, layouts, cameras, resolutions, parameter ranges and failed inputs of a build."""
+    """Counts, layouts, cameras, resolutions, parameter ranges and failed inputs of a build.
+
+    Raises :class:`InspectError` for a folder that is not a readable build.
+    """
     folder = Path(folder)
-    index, rows, build = _load(folder)
-    errors_path = folder / "errors.jsonl"
-    errors = (
-        [json.loads(line) for line in errors_path.read_text().splitlines() if line.strip()]
-        if errors_path.exists()
-        else []
-    )
-    cameras = Counter(f"{r['make']} {r['model']}".strip() or "(simulated)" for r in rows)
+    b = _load(folder)
+    rows = b.rows
+    config = b.header.get("config", {})
     return {
         "folder": str(folder),
-        "shards": len(index["shards"]),
+        "shards": len(b.index),
         "samples": len(rows),
-        "bytes": sum(s["size"] for s in index["shards"]),
+        "bytes": sum(s.size for s in b.index),
         "kinds": dict(Counter(r["kind"] for r in rows)),
         "cfa": dict(Counter(r["cfa"] for r in rows)),
-        "cameras": dict(cameras),
+        "cameras": dict(Counter(_camera_name(r) for r in rows)),
         "resolutions": dict(Counter(f"{r['height']}x{r['width']}" for r in rows)),
         "ranges": {
             column: _range(rows, column)
@@ -76,8 +186,9 @@ def summarize(folder: str | Path) -> dict[str, Any]:
             )
         },
         "matrix_provenance": dict(Counter(r["matrix_provenance"] for r in rows)),
-        "failed": errors,
-        "config": build.get("config", {}),
+        "failed": b.errors,
+        "status": b.header.get("status"),
+        "config": config if isinstance(config, dict) else {},
     }
 
 
@@ -105,81 +216,121 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _check_sample(
-    key: str, members: dict[str, bytes], row: dict[str, Any] | None, position: int
-) -> list[str]:
-    """Problems of one sample (empty when sound)."""
+def _build_problems(folder: Path, b: _Build) -> list[str]:
+    """Problems of the folder as a whole: status, counts, stray shards, duplicate rows."""
     problems = []
+    status = b.header.get("status")
+    if status != "complete":
+        problems.append(
+            f"build.json: status {status!r}, not 'complete': the build did not finish "
+            "(re-run the same `rawpairs build` command to complete it)"
+        )
+    counts = b.header.get("counts")
+    actual = {"samples": len(b.rows), "shards": len(b.index), "errors": len(b.errors)}
+    where = {"samples": "manifest.parquet rows", "shards": "index.json", "errors": "errors.jsonl"}
+    if not isinstance(counts, dict):
+        problems.append("build.json: no counts")
+    else:
+        for name, n in actual.items():
+            if counts.get(name) != n:
+                problems.append(
+                    f"build.json counts {counts.get(name)!r} {name}, {where[name]}: {n}"
+                )
+    listed = {s.name for s in b.index}
+    for name, n in Counter(s.name for s in b.index).items():
+        if n > 1:
+            problems.append(f"index.json: {name} listed {n} times")
+    tars = glob.glob(os.path.join(glob.escape(str(folder)), "*.tar"))  # what the loader reads
+    stray = sorted(name for name in map(os.path.basename, tars) if name not in listed)
+    problems += [
+        f"{name}: shard not in index.json (a training run on the folder would read it)"
+        for name in stray
+    ]
+    for key, n in Counter(r["key"] for r in b.rows).items():
+        if n > 1:
+            problems.append(f"{key}: {n} rows in manifest.parquet")
+    return problems
+
+
+def _check_sample(
+    shard: str, sample: DecodedSample, position: dict[str, Any], row: dict[str, Any] | None
+) -> list[str]:
+    """Disagreements between a decoded sample (and its place in the shard) and its manifest row."""
+    where = f"{shard}/{sample.key}"
     if row is None:
-        return [f"{key}: not in manifest.parquet"]
-    if row["index"] != position:
-        problems.append(f"{key}: at position {position}, manifest says {row['index']}")
-    missing = [m for m in ("raw.npy", "json") if m not in members]
-    rgb_name = next((m for m in ("rgb.png", "rgb.jpg") if m in members), None)
-    if missing or rgb_name is None:
-        return [*problems, f"{key}: missing members {missing + ([] if rgb_name else ['rgb.*'])}"]
+        return [f"{where}: not in manifest.parquet"]
+    expected = {**manifest_row(sample.meta, sample.label), **position}
+    return [
+        f"{where}: {column} {value!r} in the shard, manifest.parquet says {row[column]!r}"
+        for column, value in expected.items()
+        if row[column] != value
+    ]
+
+
+def _check_shard(
+    folder: Path, entry: ShardEntry, by_key: dict[str, dict[str, Any]], seen: set[str]
+) -> list[str]:
+    path = folder / entry.name
+    if not path.exists() and not path.is_symlink():
+        return [f"{entry.name}: missing"]
+    if not _regular_file(path):
+        return [f"{entry.name}: not a regular file inside the folder"]
+    problems = []
+    size = path.stat().st_size
+    if size != entry.size:
+        problems.append(f"{entry.name}: size {size} != index.json {entry.size}")
+    if sha256_file(path) != entry.sha256:
+        problems.append(f"{entry.name}: checksum differs from index.json")
+    count = 0
     try:
-        raw = decode_raw(members["raw.npy"])
-        rgb = decode_rgb(members[rgb_name])
-        meta = json.loads(members["json"])
-        camera = Camera.from_dict(meta["camera"])
-    except (ValueError, KeyError, TypeError) as err:
-        return [*problems, f"{key}: undecodable ({err})"]
-    if rgb.shape[:2] != raw.shape:
-        problems.append(f"{key}: RGB {rgb.shape[:2]} not aligned with RAW {raw.shape}")
-    if raw.shape != (row["height"], row["width"]):
-        problems.append(f"{key}: RAW {raw.shape} but manifest says {row['height']}x{row['width']}")
-    if raw.size and int(raw.max()) > 2**camera.bit_depth - 1:
-        problems.append(f"{key}: RAW max {int(raw.max())} exceeds {camera.bit_depth} bits")
-    if meta.get("key") != key:
-        problems.append(f"{key}: json key {meta.get('key')!r} differs from the tar key")
-    for column, value in (("cfa", camera.cfa.value), ("bit_depth", camera.bit_depth)):
-        if row[column] != value:
-            problems.append(f"{key}: {column} {value!r} but manifest says {row[column]!r}")
-    if ("cls" in members) != (row["label"] is not None):
-        problems.append(f"{key}: cls member and manifest label disagree")
+        for index, tar_sample in enumerate(read_shard(path)):
+            count += 1
+            key = tar_sample.key
+            if key in seen:
+                problems.append(f"{entry.name}/{key}: duplicate key (also in an earlier shard)")
+            seen.add(key)
+            try:
+                assert tar_sample.members is not None
+                sample = decode_sample(tar_sample.members, entry.name, key)
+            except CorruptInputError as err:
+                problems.append(str(err))
+                continue
+            position = dict(
+                zip(
+                    POSITION_COLUMNS,
+                    (entry.name, index, tar_sample.offset, tar_sample.size),
+                    strict=True,
+                )
+            )
+            problems += _check_sample(entry.name, sample, position, by_key.get(key))
+    except CorruptInputError as err:
+        problems.append(f"{entry.name}: {err.cause}")
+    if count != entry.samples:
+        problems.append(f"{entry.name}: {count} samples, index.json says {entry.samples}")
     return problems
 
 
 def verify_shards(folder: str | Path) -> list[str]:
     """Read every sample and check it against its metadata, the manifest and the index.
 
-    Returns one line per problem (empty when everything is sound): checksums and sizes of the
-    shards, sample counts, dtype/shape/alignment, values within the bit depth (not the white
-    level: sensor noise legitimately reaches past it, up to the bit depth's maximum), metadata
-    equal to the manifest.
+    Returns one line per problem (empty when everything is sound). Each sample is checked by
+    :func:`rawpairs.schema.decode_sample` (as the training loader does: members, schema version,
+    metadata, dtype, shape, alignment, values within the bit depth), then every manifest column
+    is compared with the sample and its byte span in the shard. The folder is checked too:
+    ``build.json`` status and counts, ``errors.jsonl``, shard sizes and checksums against
+    ``index.json``, shards that ``index.json`` does not list, duplicate keys and manifest rows.
+    A malformed bookkeeping file is one problem line, never a traceback.
     """
     folder = Path(folder)
-    index, rows, _ = _load(folder)
-    by_key = {r["key"]: r for r in rows}
-    problems: list[str] = []
+    try:
+        b = _load(folder)
+    except InspectError as err:
+        return [str(err)]
+    problems = _build_problems(folder, b)
+    by_key = {r["key"]: r for r in b.rows}
     seen: set[str] = set()
-    for shard in index["shards"]:
-        path = folder / shard["name"]
-        if not path.exists():
-            problems.append(f"{shard['name']}: missing")
-            continue
-        if path.stat().st_size != shard["size"]:
-            problems.append(f"{shard['name']}: size {path.stat().st_size} != index {shard['size']}")
-        if sha256_file(path) != shard["sha256"]:
-            problems.append(f"{shard['name']}: checksum differs from index.json")
-        count = 0
-        try:
-            for position, (key, members) in enumerate(read_shard(path)):
-                count += 1
-                if key in seen:
-                    problems.append(f"{shard['name']}/{key}: duplicate key")
-                seen.add(key)
-                row = by_key.get(key)
-                if row is not None and row["shard"] != shard["name"]:
-                    problems.append(f"{shard['name']}/{key}: manifest says {row['shard']}")
-                problems += [
-                    f"{shard['name']}/{p}" for p in _check_sample(key, members, row, position)
-                ]
-        except ValueError as err:
-            problems.append(str(err))
-        if count != shard["samples"]:
-            problems.append(f"{shard['name']}: {count} samples, index.json says {shard['samples']}")
+    for entry in b.index:
+        problems += _check_shard(folder, entry, by_key, seen)
     for key in sorted(set(by_key) - seen):
         problems.append(f"{key}: in manifest.parquet but in no shard")
     return problems
@@ -203,47 +354,56 @@ def _fit(image: np.ndarray, size: int) -> np.ndarray:
     return canvas
 
 
-def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 256) -> Path:
-    """A contact sheet PNG: per sample, the stored RGB, the mosaic rendered by the forward ISP
-    from the sample's own metadata, and the raw mosaic (linearly scaled), side by side."""
+def _preview_row(sample: DecodedSample, tile: int) -> np.ndarray:
     from rawpairs.isp import process
 
+    camera, render = sample.meta.camera, sample.meta.render
+    rendered = process(
+        sample.raw,
+        camera,
+        demosaic=render.demosaic or "malvar",
+        tone=render.tone or "smoothstep",
+        gamma=render.gamma or "srgb",
+    )
+    black = min(camera.black_level)
+    scaled = np.clip((sample.raw.astype(np.float32) - black) / (camera.white_level - black), 0, 1)
+    mosaic = np.repeat((np.sqrt(scaled) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
+    key = sample.key
+    short = key if len(key) <= 40 else "…" + key[-39:]
+    return np.hstack(
+        [
+            _label(_fit(sample.rgb, tile), f"RGB {short}"),
+            _label(_fit(rendered, tile), f"ISP({camera.cfa.value}) of RAW"),
+            _label(_fit(mosaic, tile), f"RAW mosaic (sqrt) {sample.meta.source.kind.value}"),
+        ]
+    )
+
+
+def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 256) -> Path:
+    """A contact sheet PNG: per sample, the stored RGB, the mosaic rendered by the forward ISP
+    from the sample's own metadata, and the raw mosaic (linearly scaled), side by side.
+
+    Raises :class:`InspectError` (one line) for a folder that is not a readable build, a damaged
+    shard or sample, or an image that cannot be written.
+    """
     folder, out = Path(folder), Path(out)
-    index, rows, _ = _load(folder)
-    if not rows:
+    b = _load(folder)
+    if not b.rows:
         raise InspectError(f"{folder}: no samples to preview")
-    picks = np.unique(np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int))
-    wanted = {rows[i]["key"] for i in picks}  # evenly spread over the build
+    picks = np.unique(np.linspace(0, len(b.rows) - 1, min(n, len(b.rows))).round().astype(int))
+    wanted = {b.rows[i]["key"] for i in picks}  # evenly spread over the build
     rows_img = []
-    for shard in index["shards"]:
-        for key, members in read_shard(folder / shard["name"]):
-            if key not in wanted:
-                continue
-            meta = json.loads(members["json"])
-            camera = Camera.from_dict(meta["camera"])
-            raw = decode_raw(members["raw.npy"])
-            rgb = decode_rgb(members.get("rgb.png") or members["rgb.jpg"])
-            render = meta["render"]
-            rendered = process(
-                raw,
-                camera,
-                demosaic=render.get("demosaic", "malvar"),
-                tone=render.get("tone", "smoothstep"),
-                gamma=render.get("gamma", "srgb"),
-            )
-            black = min(camera.black_level)
-            scaled = np.clip((raw.astype(np.float32) - black) / (camera.white_level - black), 0, 1)
-            mosaic = np.repeat((np.sqrt(scaled) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
-            short = key if len(key) <= 40 else "…" + key[-39:]
-            rows_img.append(
-                np.hstack(
-                    [
-                        _label(_fit(rgb, tile), f"RGB {short}"),
-                        _label(_fit(rendered, tile), f"ISP({camera.cfa.value}) of RAW"),
-                        _label(_fit(mosaic, tile), f"RAW mosaic (sqrt) {meta['source']['kind']}"),
-                    ]
-                )
-            )
+    for entry in b.index:
+        path = folder / entry.name
+        if not _regular_file(path):
+            raise InspectError(f"{path}: missing or not a regular file")
+        try:
+            for tar_sample in read_shard(path):
+                if tar_sample.key in wanted and tar_sample.members is not None:
+                    sample = decode_sample(tar_sample.members, str(path), tar_sample.key)
+                    rows_img.append(_preview_row(sample, tile))
+        except ValueError as err:  # CorruptInputError, or the ISP refusing the metadata
+            raise InspectError(one_line(err)) from err
     if not rows_img:
         raise InspectError(f"{folder}: no samples to preview")
     sheet = np.vstack(rows_img)
