@@ -29,6 +29,24 @@ class ByteSize(click.ParamType):
         return int(number * 1024 ** " KMGT".index(unit or " "))
 
 
+MESSAGE_LIMIT = 500  # characters of a one-line error
+CAMERA_JSON_LIMIT = 2**20  # bytes of a --camera file
+
+
+def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``message`` on one line of at most ``limit`` characters (a huge value is not echoed)."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _read_camera(path: Path) -> str:
+    """The text of a ``--camera`` file; ``ValueError`` when it is too large to be one."""
+    size = path.stat().st_size
+    if size > CAMERA_JSON_LIMIT:
+        raise ValueError(f"{size} bytes; a capture-priors file is at most {CAMERA_JSON_LIMIT}")
+    return path.read_text(encoding="utf-8")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rawpairs")
 def main() -> None:
@@ -100,13 +118,25 @@ def main() -> None:
     default=None,
     help="Worker processes [default: all cores].",
 )
-@click.option("--samples-per-shard", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option(
+    "--samples-per-shard",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="At most this many samples per shard (counting --crops per source).",
+)
 @click.option(
     "--shard-size",
     type=ByteSize(),
     default="256MiB",
     show_default=True,
-    help="Close a shard at this many bytes.",
+    help="Aim for shards of about this many bytes (estimated from the input files).",
+)
+@click.option(
+    "--sources-per-shard",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Exactly N consecutive sources per shard (overrides the two options above).",
 )
 @click.option(
     "--engine",
@@ -142,6 +172,7 @@ def build(
     workers: int | None,
     samples_per_shard: int,
     shard_size: int,
+    sources_per_shard: int | None,
     engine: str,
     address: str | None,
     overwrite: bool,
@@ -151,15 +182,13 @@ def build(
     """Turn RAW files and photos under --src into pair shards in --out."""
     from tqdm import tqdm
 
-    from rawpairs.build import BuildError
+    from rawpairs.build import BuildError, BuildOutputError
     from rawpairs.build import build as run_build
     from rawpairs.priors import CapturePriors
     from rawpairs.sample import BuildConfig
 
     try:
-        priors = (
-            CapturePriors.from_json(camera_json.read_text()) if camera_json else CapturePriors()
-        )
+        priors = CapturePriors.from_json(_read_camera(camera_json)) if camera_json else None
         config = BuildConfig(
             seed=seed,
             crop=crop,
@@ -171,12 +200,13 @@ def build(
             tone=tone,
             gamma=gamma,
             rgb_format=rgb_format,
-            priors=priors,
+            priors=priors or CapturePriors(),
             noise=noise,
             labels=labels == "folder",
         )
-    except (ValueError, TypeError) as err:  # json.JSONDecodeError is a ValueError
-        raise click.UsageError(f"{camera_json or 'options'}: {err}") from err
+    except (ValueError, TypeError, RecursionError, OSError) as err:  # JSONDecodeError: ValueError
+        cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err
+        raise click.UsageError(one_line(f"{camera_json or 'options'}: {cause}")) from err
 
     bar = None if quiet else tqdm(unit="src", dynamic_ncols=True, file=sys.stderr)
 
@@ -196,6 +226,7 @@ def build(
             workers=workers,
             samples_per_shard=samples_per_shard,
             shard_size=shard_size,
+            sources_per_shard=sources_per_shard,
             overwrite=overwrite,
             engine=engine,
             address=address,
@@ -203,7 +234,9 @@ def build(
             warn=warn,
         )
     except BuildError as err:
-        raise click.UsageError(str(err)) from err
+        raise click.UsageError(one_line(str(err))) from err
+    except BuildOutputError as err:
+        raise click.ClickException(one_line(str(err))) from err
     finally:
         if bar is not None:
             bar.close()
