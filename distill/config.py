@@ -13,7 +13,9 @@ models, so the command line can report a missing ``rawpairs[distill]`` extra in 
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
+import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -29,8 +31,10 @@ __all__ = [
     "build_parser",
     "config_from_args",
     "data_order_fields",
+    "exit_if_command",
     "missing_extra",
     "option",
+    "require_extra",
 ]
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -59,7 +63,26 @@ def missing_extra(err: ModuleNotFoundError) -> str | None:
     name = (err.name or "").partition(".")[0]
     if name not in EXTRA_MODULES:
         return None
-    return f"error: {name} is not installed; distill needs the extra: {EXTRA_INSTALL}"
+    return f"{name} is not installed; distill needs the extra: {EXTRA_INSTALL}"
+
+
+def exit_if_command(err: ModuleNotFoundError, module: str) -> None:
+    """In a command (``module == "__main__"``), a missing module of the extra ends the process
+    with status 2 and one line on stderr; otherwise this returns and the caller re-raises."""
+    message = missing_extra(err)
+    if module == "__main__" and message is not None:
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def require_extra(*modules: str) -> None:
+    """For commands: import ``modules`` now, exiting (status 2, one line) if one is missing."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            exit_if_command(err, "__main__")
+            raise
 
 
 def option(

@@ -25,9 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
+try:
+    import torch
+    import torch.nn.functional as F
+except ModuleNotFoundError as err:  # `python -m distill.evaluate` without rawpairs[distill]
+    from distill.config import exit_if_command
 
+    exit_if_command(err, __name__)
+    raise
+
+from distill.checkpoint import load_checkpoint
 from distill.models import RawStudent, Teacher
 
 __all__ = [
@@ -174,28 +181,6 @@ def evaluate(
     }
 
 
-def load_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[RawStudent, Teacher, dict[str, Any]]:
-    """Rebuild (student, teacher, config) from a ``distill.train`` checkpoint."""
-    from distill.models import build_student, load_teacher
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "student" not in state or "config" not in state:
-        raise ValueError(f"{path}: not a distill.train checkpoint (no student/config entries)")
-    config = state["config"]
-    teacher = load_teacher(
-        config["teacher"], weights=config["teacher_weights"], normalization=config["teacher_norm"]
-    )
-    # Architecture only: the trained weights are loaded next.
-    student = build_student(teacher, config["student"], init="scratch")
-    student.load_state_dict(state["student"])
-    return student.to(device).eval(), teacher.to(device), config
-
-
 def write_report(metrics: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
     """Write ``metrics.json`` and a bar chart ``metrics.png`` to ``out``; return both paths."""
     import matplotlib
@@ -229,6 +214,7 @@ def write_report(metrics: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from distill.config import require_extra
     from rawpairs.errors import InputError
 
     p = argparse.ArgumentParser(
@@ -243,9 +229,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-batches", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="MODULE:FACTORY",
+        help="allow importing this teacher/student code named in the checkpoint (repeatable)",
+    )
     args = p.parse_args(argv)
+    require_extra("matplotlib")  # the report's chart: fail before evaluating, in one line
     try:
-        student, teacher, config = load_checkpoint(args.checkpoint, args.device)
+        student, teacher, config = load_checkpoint(args.checkpoint, args.device, trusted=args.trust)
         crop = args.crop or config["crop"]
         metrics = evaluate(
             student,

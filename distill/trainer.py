@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from distill.checkpoint import (
     find_resume,
     plan_resume,
     read_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint,
     warn_inexact,
 )
@@ -36,7 +37,11 @@ from distill.config import TrainConfig
 from distill.losses import CombinedLoss, Outputs
 from distill.models import FeatureTap, RawStudent, Teacher, build_student, load_teacher
 
-__all__ = ["DistillStep", "Trainer", "build_models", "lr_factor", "train"]
+__all__ = ["DistillStep", "Trainer", "TrainingDiverged", "build_models", "lr_factor", "train"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights stopped being finite; the last checkpoint was kept."""
 
 
 def lr_factor(step: int, steps: int, warmup: int, min_ratio: float) -> float:
@@ -175,10 +180,49 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Logs
 # ---------------------------------------------------------------------------------------------
-class RunLog:
-    """Appends records to ``log.jsonl`` and ``log.csv`` (and TensorBoard when installed)."""
+def _keep_lines(path: Path, keep: Callable[[str], bool], header: int = 0) -> None:
+    """Rewrite text file ``path`` (atomically) with its first ``header`` lines and the following
+    complete lines for which ``keep`` is true, up to the first line ``keep`` cannot read (a line
+    cut by a kill ends the file)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = lines[:header]
+    for line in lines[header:]:
+        try:
+            if not line.endswith("\n"):
+                break
+            if keep(line):
+                kept.append(line)
+        except ValueError:
+            break
+    if kept == lines:
+        return
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
-    def __init__(self, out: Path) -> None:
+
+def truncate_logs(out: Path, step: int) -> None:
+    """Drop log records after ``step`` (and keys of later steps): a resume from the checkpoint
+    of ``step`` writes them again, so the logs never repeat a step."""
+    _keep_lines(out / "log.jsonl", lambda line: int(json.loads(line)["step"]) <= step)
+    _keep_lines(out / "log.csv", lambda line: int(line.split(",", 1)[0]) <= step, header=1)
+    for keys in out.glob("keys-rank*.txt"):  # one line per sample: <0-based step>\t<key>
+        _keep_lines(keys, lambda line: int(line.split("\t", 1)[0]) < step)
+
+
+class RunLog:
+    """Appends records to ``log.jsonl`` and ``log.csv`` (and TensorBoard when installed).
+
+    ``resumed_step``: the step a resume continues from; TensorBoard events after it are purged
+    (the text logs are cut by :func:`truncate_logs`).
+    """
+
+    def __init__(self, out: Path, resumed_step: int | None = None) -> None:
         self.jsonl = (out / "log.jsonl").open("a", encoding="utf-8")
         csv_path = out / "log.csv"
         fieldnames = None
@@ -191,7 +235,8 @@ class RunLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard: Any = SummaryWriter(str(out / "tensorboard"))
+            purge = None if resumed_step is None else resumed_step + 1
+            self.tensorboard: Any = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
         except ImportError:
             self.tensorboard = None
 
@@ -251,6 +296,15 @@ class Trainer:
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)  # every rank: --log-keys writes from each
         self.checkpoint = self.out / CHECKPOINT_NAME
+        if self.proc.main:
+            remove_stale_temporaries(self.checkpoint)  # left by a kill during a checkpoint write
+        # Read (and check) the checkpoint before the models are built: a bad file fails fast.
+        self.resume_from = find_resume(config)
+        self.resume_state = (
+            read_checkpoint(self.resume_from, TRAINING_KEYS) if self.resume_from else None
+        )
+        self.resumed_step: int | None = None
+        self.saved_step: int | None = None  # the step last.pt holds, when known
         self.setup()
         self.step_count = 0
         self.batches_consumed = 0
@@ -341,20 +395,50 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
 
     def resume(self) -> None:
-        """Continue from ``--resume`` (exactly when the data order allows, else warned)."""
-        path = find_resume(self.config)
-        if path is None:
+        """Continue from ``--resume`` (exactly when the data order allows, else warned).
+
+        Log records after the checkpoint's step (written before a kill) are dropped.
+        """
+        state, path = self.resume_state, self.resume_from
+        if state is None or path is None:
             return
-        state = read_checkpoint(path, TRAINING_KEYS)
-        self.load_state_dict(state)
-        plan = plan_resume(state, self.config, self.proc.world_size, self.proc.rank)
+        self.resume_state = None  # the tensors now live in the models and the optimiser
+        try:
+            self.load_state_dict(state)
+            plan = plan_resume(state, self.config, self.proc.world_size, self.proc.rank)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+            cause = (str(err).splitlines() or [""])[0][:200] or type(err).__name__
+            raise ValueError(f"{path}: cannot resume from this checkpoint ({cause})") from None
         self.step_count, self.batches_consumed = plan.step, plan.batches_consumed
         self.data_seed, self.rng = plan.data_seed, plan.rng
-        if plan.changed and self.proc.main:
-            warn_inexact(path, plan)
+        self.resumed_step = self.saved_step = plan.step
+        if self.proc.main:
+            truncate_logs(self.out, plan.step)
+            if plan.changed:
+                warn_inexact(path, plan)
+
+    def check_finite_weights(self) -> None:
+        """``TrainingDiverged`` if a weight or buffer is NaN/inf (then nothing is saved)."""
+        for module in (self.student, self.criterion):
+            for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise TrainingDiverged(
+                        f"step {self.step_count}: weight {name} is not finite; "
+                        f"{self._kept()} (try a lower --lr than {self.config.lr:g})"
+                    )
+
+    def _kept(self) -> str:
+        if self.saved_step is None:
+            return "no checkpoint was written"
+        return f"{self.checkpoint} keeps step {self.saved_step}"
 
     def save(self) -> None:
-        """Gather every rank's RNG state; rank 0 writes ``last.pt`` atomically."""
+        """Gather every rank's RNG state; rank 0 writes ``last.pt`` atomically.
+
+        Raises ``TrainingDiverged`` instead when a weight is not finite: NaN weights never
+        replace the last good checkpoint.
+        """
+        self.check_finite_weights()
         proc = self.proc
         rng = [rng_state()]
         if proc.distributed:
@@ -364,6 +448,7 @@ class Trainer:
             save_checkpoint(self.checkpoint, self.state_dict(rng))
         if proc.distributed:
             dist.barrier()
+        self.saved_step = self.step_count
 
     # -- the loop ----------------------------------------------------------------------------
     def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
@@ -412,6 +497,7 @@ class Trainer:
             if teacher_out is not None:
                 same = s_logits.argmax(1) == teacher_out.logits.argmax(1)
                 agree += same.float().mean().detach() / config.accum
+        self.check_finite_loss(totals["loss"])
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -419,6 +505,19 @@ class Trainer:
         if self.criterion.needs_teacher:
             totals["agree"] = float(agree)
         return totals
+
+    def check_finite_loss(self, loss: float) -> None:
+        """``TrainingDiverged`` (on every rank) before the update if any rank's loss is NaN/inf."""
+        bad = not math.isfinite(loss)
+        if self.proc.distributed:
+            flag = torch.tensor([float(bad)], device=self.proc.device)
+            dist.all_reduce(flag)
+            bad = bool(flag.item() > 0)
+        if bad:
+            raise TrainingDiverged(
+                f"step {self.step_count + 1}: the loss is not finite ({loss}); training stopped "
+                f"before the update, {self._kept()} (try a lower --lr than {self.config.lr:g})"
+            )
 
     def log(self, totals: dict[str, float], seconds: float) -> dict[str, Any]:
         """The step's record (averaged over ranks), written by rank 0; returns it."""
@@ -446,7 +545,7 @@ class Trainer:
             start_batch=self.batches_consumed,
         ).make(config.shards)
         end = config.stop_after or config.steps
-        self.run_log = RunLog(self.out) if proc.main else None
+        self.run_log = RunLog(self.out, self.resumed_step) if proc.main else None
         self.keys_file = (
             (self.out / f"keys-rank{proc.rank}.txt").open("a", encoding="utf-8")
             if config.log_keys
