@@ -5,8 +5,9 @@ One immutable, validated object, :class:`Camera`, with an exact JSON round trip.
 - ``black_level``: sensor counts, one per CFA position (row-major 2×2, see :mod:`rawpairs.cfa`).
 - ``white_level``: sensor counts of saturation; ``bit_depth``: bits per stored sample.
 - ``wb_gains``: (R, G, B) multipliers applied to linear camera RGB, normalised so G = 1.
-- ``digital_gain``: brightness multiplier applied with the white balance (1 for real captures;
-  the inverse ISP darkens by it, Brooks et al. 2019's "rgb_gain").
+- ``digital_gain``: brightness multiplier applied with the white balance (for real captures 1,
+  or the exposure gain the build chose, ``rawpairs.isp.auto_exposure``; the inverse ISP darkens
+  by it, Brooks et al. 2019's "rgb_gain").
 - ``xyz_to_cam``: 3×3 matrix, CIE XYZ (D65) → camera RGB, as in the DNG ColorMatrix / LibRaw's
   ``rgb_xyz_matrix`` / Adobe's coefficient table. ``cam_to_srgb`` is *derived* from it
   (``rgb_to_cam = xyz_to_cam @ SRGB_TO_XYZ`` with rows normalised to sum to 1, so that camera white
@@ -14,7 +15,8 @@ One immutable, validated object, :class:`Camera`, with an exact JSON round trip.
 - ``noise_shot``, ``noise_read``: heteroscedastic Gaussian noise on the linear mosaic normalised to
   [0, 1] (black level removed, divided by white − black): variance = shot · x + read.
 - ``provenance``: for each camera value, where it came from: ``file`` (the RAW's metadata),
-  ``sampled`` (drawn from priors), ``default``, ``user`` (given by the caller) or
+  ``sampled`` (drawn from priors), ``default``, ``user`` (given by the caller),
+  ``auto:<rule>`` (computed from the image by the named rule, e.g. ``auto:p99`` exposure) or
   ``fallback:<rule>`` (metadata missing or unusable; the rule is named).
 """
 

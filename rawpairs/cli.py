@@ -86,9 +86,27 @@ def main() -> None:
     "--demosaic", type=click.Choice(["malvar", "bilinear"]), default="malvar", show_default=True
 )
 @click.option(
-    "--tone", type=click.Choice(["smoothstep", "none"]), default="smoothstep", show_default=True
+    "--tone",
+    type=click.Choice(["display_smoothstep", "smoothstep", "none"]),
+    default="display_smoothstep",
+    show_default=True,
+    help="Tone curve (both directions): smoothstep on display values, on linear values, or none.",
 )
 @click.option("--gamma", type=click.Choice(["srgb", "2.2"]), default="srgb", show_default=True)
+@click.option(
+    "--exposure",
+    type=click.Choice(["auto", "none"]),
+    default="auto",
+    show_default=True,
+    help="RAW files: gain putting the 99th percentile at white (LibRaw's auto-bright), or none.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=300_000_000,
+    show_default=True,
+    help="Refuse inputs whose declared size exceeds N pixels (checked before decoding).",
+)
 @click.option("--rgb-format", type=click.Choice(["png", "jpeg"]), default="png", show_default=True)
 @click.option(
     "--camera",
@@ -164,6 +182,8 @@ def build(
     demosaic: str,
     tone: str,
     gamma: str,
+    exposure: str,
+    max_pixels: int,
     rgb_format: str,
     camera_json: Path | None,
     noise: str,
@@ -199,6 +219,8 @@ def build(
             demosaic=demosaic,
             tone=tone,
             gamma=gamma,
+            exposure=exposure,
+            max_pixels=max_pixels,
             rgb_format=rgb_format,
             priors=priors or CapturePriors(),
             noise=noise,

@@ -15,6 +15,7 @@ own metadata (or by LibRaw), and cropped at even offsets so the CFA phase is kep
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import tempfile
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from rawpairs.schema import (
 )
 from rawpairs.shards import sha256_file
 from rawpairs.storage import is_url
+from rawpairs.tone import DEFAULT_TONE, TONES
 
 __all__ = [
     "BuildConfig",
@@ -56,8 +58,11 @@ RENDERS = ("rawpairs", "libraw")
 CROP_MODES = ("random", "tile")
 RGB_FORMATS = ("png", "jpeg")
 NOISE_MODES = ("shard", "load")
+EXPOSURES = ("auto", "none")
 MESSAGE_LIMIT = 300  # characters of an error record's message
 SEED_LIMIT = 2**63  # seeds are integers in [0, SEED_LIMIT)
+# = rawpairs.sources.DEFAULT_MAX_PIXELS (not imported: rawpy loads only where files are read)
+MAX_PIXELS = 300_000_000
 
 
 @dataclass(frozen=True)
@@ -71,8 +76,10 @@ class BuildConfig:
     max_side: int | None = None
     render: str = "rawpairs"
     demosaic: str = "malvar"
-    tone: str = "smoothstep"
+    tone: str = DEFAULT_TONE
     gamma: str = "srgb"
+    exposure: str = "auto"
+    max_pixels: int | None = MAX_PIXELS
     rgb_format: str = "png"
     jpeg_quality: int = 95
     png_compression: int = 1
@@ -107,6 +114,16 @@ class BuildConfig:
             raise ValueError(f"--noise must be one of {NOISE_MODES}, got {self.noise!r}")
         if not 0 <= self.png_compression <= 3:
             raise ValueError(f"PNG compression must be in [0, 3], got {self.png_compression}")
+        if self.tone not in TONES:
+            raise ValueError(f"--tone must be one of {TONES}, got {self.tone!r}")
+        if self.exposure not in EXPOSURES:
+            raise ValueError(f"--exposure must be one of {EXPOSURES}, got {self.exposure!r}")
+        if self.max_pixels is not None and (
+            isinstance(self.max_pixels, bool)
+            or not isinstance(self.max_pixels, int)
+            or self.max_pixels < 1
+        ):
+            raise ValueError(f"--max-pixels must be a positive integer, got {self.max_pixels!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -197,7 +214,7 @@ def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[S
     from rawpairs.sources import read_rgb
     from rawpairs.unprocess import simulate_raw
 
-    rgb = _resize_to_max_side(read_rgb(source.path), config.max_side)
+    rgb = _resize_to_max_side(read_rgb(source.path, config.max_pixels), config.max_side)
     h, w = rgb.shape[:2]
     boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))
     for index, (top, left, ch, cw) in enumerate(boxes):
@@ -223,20 +240,46 @@ def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[S
         yield Sample(key, mosaic, crop, meta, source.label)
 
 
+def _square_and_bin(
+    mosaic: np.ndarray, pixel_aspect: float, max_side: int | None
+) -> tuple[np.ndarray, int]:
+    """Resample a sensor mosaic to square pixels, then Bayer-bin it to ``max_side``.
+
+    A site ``pixel_aspect`` times as wide as tall (the Kodak DC120: 1.535) is squared by
+    downsampling rows by ``pixel_aspect`` (columns by ``1 / pixel_aspect`` when it is below 1):
+    nothing is invented. The binning factor is the least integer that brings the squared image's
+    longer side to ``max_side`` or less; both run as one :func:`rawpairs.cfa.resample`, which
+    keeps the CFA and every colour plane at its sites. Returns (mosaic, binning factor).
+    """
+    h, w = mosaic.shape
+    square = abs(pixel_aspect - 1.0) <= 1e-3
+    scale_y = 1.0 if square else max(pixel_aspect, 1.0)
+    scale_x = 1.0 if square else max(1.0 / pixel_aspect, 1.0)
+    longest = max(h / scale_y, w / scale_x)
+    factor = 1
+    if max_side is not None and longest > max_side:
+        factor = math.ceil(longest / max_side)
+    if square:
+        return cfa_utils.bin_mosaic(mosaic, factor), factor
+    return cfa_utils.resample(mosaic, scale_y * factor, scale_x * factor), factor
+
+
 def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
-    from rawpairs.isp import process
+    from rawpairs.isp import auto_exposure, process
     from rawpairs.sources import read_raw, render_libraw
 
-    capture = read_raw(source.path)
-    mosaic, camera = capture.mosaic, capture.camera
-    factor = 1
-    if config.max_side is not None and max(mosaic.shape) > config.max_side:
-        factor = -(-max(mosaic.shape) // config.max_side)
-        mosaic = cfa_utils.bin_mosaic(mosaic, factor)
+    capture = read_raw(source.path, config.max_pixels)
+    camera = capture.camera
+    mosaic, factor = _square_and_bin(capture.mosaic, capture.pixel_aspect, config.max_side)
     if config.render == "libraw":
         rgb = render_libraw(source.path)
         render = RenderInfo(RenderMethod.LIBRAW, NoisePlacement.IN_RAW)
     else:
+        if config.exposure == "auto":
+            camera = camera.replace(
+                digital_gain=auto_exposure(mosaic, camera),
+                provenance={**camera.provenance, "digital_gain": "auto:p99"},
+            )
         rgb = process(
             mosaic, camera, demosaic=config.demosaic, tone=config.tone, gamma=config.gamma
         )
@@ -250,7 +293,14 @@ def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[S
     h, w = mosaic.shape
     boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))
     src_meta = _source_meta(
-        source, sha256, h, w, make=capture.make, model=capture.model, bin_factor=factor
+        source,
+        sha256,
+        h,
+        w,
+        make=capture.make,
+        model=capture.model,
+        bin_factor=factor,
+        pixel_aspect=capture.pixel_aspect,
     )
     for index, (top, left, ch, cw) in enumerate(boxes):
         key = sample_key(source.relpath, index)

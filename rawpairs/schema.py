@@ -182,7 +182,8 @@ class RenderInfo:
 class SourceInfo:
     """The input file of a sample: POSIX path relative to ``--src``, kind, SHA-256 (hex), the size
     (pixels) of the image the crop is taken from, and for camera RAW its make, model and Bayer
-    binning factor (``None`` for photos)."""
+    binning factor (``None`` for photos), and the sensor's pixel aspect (width ÷ height of a
+    site; ≠ 1: the mosaic was resampled to square pixels; absent in older samples)."""
 
     path: str
     kind: SourceKind
@@ -192,6 +193,7 @@ class SourceInfo:
     make: str | None = None
     model: str | None = None
     bin_factor: int | None = None
+    pixel_aspect: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -201,7 +203,7 @@ class SourceInfo:
             "height": self.height,
             "width": self.width,
         }
-        for name in ("make", "model", "bin_factor"):
+        for name in ("make", "model", "bin_factor", "pixel_aspect"):
             if getattr(self, name) is not None:
                 d[name] = getattr(self, name)
         return d
@@ -211,7 +213,13 @@ class SourceInfo:
         base = ("path", "kind", "sha256", "height", "width")
         raw_only = ("make", "model", "bin_factor")
         kind = _enum(SourceKind, _object(d, "source").get("kind"), "source.kind")
-        _fields(d, "source", base + (raw_only if kind is SourceKind.RAW else ()))
+        raw = kind is SourceKind.RAW
+        _fields(d, "source", base + (raw_only if raw else ()), ("pixel_aspect",) if raw else ())
+        aspect = d.get("pixel_aspect")
+        if aspect is not None and not (
+            isinstance(aspect, (int, float)) and not isinstance(aspect, bool) and 0 < aspect < 1e3
+        ):
+            raise ValueError(f"source.pixel_aspect must be a positive number, got {aspect!r:.40}")
         return cls(
             path=_str(d["path"], "source.path"),
             kind=kind,
@@ -221,6 +229,7 @@ class SourceInfo:
             make=_str(d["make"], "source.make") if "make" in d else None,
             model=_str(d["model"], "source.model") if "model" in d else None,
             bin_factor=_int(d["bin_factor"], "source.bin_factor", 1) if "bin_factor" in d else None,
+            pixel_aspect=float(aspect) if aspect is not None else None,
         )
 
 

@@ -3,6 +3,8 @@ a real RAW file rendered plausibly against LibRaw's own render."""
 
 from __future__ import annotations
 
+import functools
+import sys
 from pathlib import Path
 
 import cv2
@@ -24,6 +26,7 @@ from rawpairs.isp import (
     quantize8,
     white_balance,
 )
+from rawpairs.sample import BuildConfig
 from rawpairs.tone import (
     DEFAULT_TONE,
     GAMMAS,
@@ -35,6 +38,12 @@ from rawpairs.tone import (
 )
 
 RAW_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
+BUNDLED_RAW = Path(__file__).resolve().parent / "data" / "raw"  # shipped (CC0): see its README
+SHIPPED_RAW = (
+    "Canon-PowerShot_S40-CRW_0104.CRW",
+    "Kodak-DC50-DC50IMG-DC0010S.KDC",
+    "Kodak-DC120-DC120IMG-P003912.KDC",
+)
 CANON_G2_XYZ_TO_CAM = [  # LibRaw rgb_xyz_matrix of the PowerShot G2
     [0.9194, -0.2787, -0.1059],
     [-0.8098, 1.5657, 0.2608],
@@ -378,32 +387,87 @@ def test_auto_exposure_never_darkens_and_is_bounded() -> None:
         auto_exposure(np.zeros((8, 8), np.float32), camera)
 
 
-# a real RAW file ---------------------------------------------------------------------------
+# real RAW files: what the pairs look like ------------------------------------------------------
+
+
+@functools.cache
+def _render_quality():
+    """benchmarks/render_quality.py as a module (one definition of the figures)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "render_quality.py"
+    spec = importlib.util.spec_from_file_location("render_quality", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", SHIPPED_RAW)
+def test_shipped_raw_renders_like_the_camera_meant(name) -> None:
+    """Default options: within 0.8–1.25× the brightness and 0.6–1.6× the saturation of the
+    camera's own JPEG (S40) or LibRaw's render (the Kodaks have no JPEG), and aligned with it."""
+    rq = _render_quality()
+    quality = rq.measure(BUNDLED_RAW / name, BuildConfig())
+    assert quality.reference == ("camera JPEG" if name.endswith(".CRW") else "LibRaw")
+    assert quality.in_band, quality
+    assert quality.psnr > 19.0, quality
+
+
+def _only_sample(name: str, **config):
+    from rawpairs.sample import Source, make_samples
+
+    (sample,) = make_samples(Source(str(BUNDLED_RAW / name), name, "raw"), BuildConfig(**config))
+    return sample
+
+
+def test_dc120_pairs_have_square_pixels() -> None:
+    """Kodak DC120 sites are 1.535× wider than tall: both halves of the pair are resampled to
+    square pixels (rows downsampled), the CFA kept, the aspect recorded; LibRaw's own render
+    (stretched to square) has the same shape ratio."""
+    import rawpy
+
+    sample = _only_sample("Kodak-DC120-DC120IMG-P003912.KDC")
+    assert sample.raw.shape == sample.rgb.shape[:2] == (636, 848)
+    assert sample.meta.source.pixel_aspect == pytest.approx(1.5346, abs=1e-4)
+    assert sample.meta.camera.cfa is CFA.GRBG
+    with rawpy.imread(str(BUNDLED_RAW / "Kodak-DC120-DC120IMG-P003912.KDC")) as raw:
+        libraw = raw.postprocess(use_camera_wb=True, output_bps=8)
+    assert libraw.shape[1] / libraw.shape[0] == pytest.approx(848 / 636, rel=0.01)
+    small = cv2.resize(libraw, (848, 636), interpolation=cv2.INTER_AREA).astype(float)
+    corr = np.corrcoef(small.mean(-1).ravel(), sample.rgb.mean(-1).ravel())[0, 1]
+    assert corr > 0.95
+
+
+def test_exposure_is_recorded_with_its_rule() -> None:
+    from rawpairs.sources import read_raw
+
+    name = "Kodak-DC50-DC50IMG-DC0010S.KDC"
+    auto, none = _only_sample(name), _only_sample(name, exposure="none")
+    capture = read_raw(BUNDLED_RAW / name)
+    assert auto.meta.camera.digital_gain == auto_exposure(capture.mosaic, capture.camera) > 1.5
+    assert auto.meta.camera.provenance["digital_gain"] == "auto:p99"
+    assert none.meta.camera.digital_gain == 1.0
+    assert "digital_gain" not in none.meta.camera.provenance
+    np.testing.assert_array_equal(auto.raw, none.raw)  # the mosaic keeps its sensor counts
+    # the stored camera renders the stored RGB (what inspect --preview does)
+    np.testing.assert_array_equal(process(auto.raw, auto.meta.camera), auto.rgb)
+    assert auto.rgb.mean() > 1.3 * none.rgb.mean()
 
 
 @pytest.mark.parametrize(
-    "name", ["Canon-EOS550D-colorchart.dng", "Canon-PowerShot_G2-CRW_0304.CRW"]
+    "name",
+    [
+        "Canon-EOS550D-colorchart.dng",
+        "Canon-PowerShot_G2-CRW_0304.CRW",
+        "Canon-PowerShot_S40-CRW_0101.CRW",
+        "Kodak-DC50-DC50IMG-DC0008L.KDC",
+        "Kodak-DC120-DC120IMG-P003908.KDC",
+    ],
 )
-def test_real_raw_renders_like_libraw(name) -> None:
+def test_larger_real_raw_renders_like_the_camera_meant(name) -> None:
     path = RAW_DIR / name
     if not path.exists():
         pytest.skip(f"real RAW data not found at {path} (it lives beside the project in ../shared)")
-    import rawpy
-
-    from rawpairs.sources import read_raw
-
-    capture = read_raw(path)
-    h, w = capture.mosaic.shape
-    mosaic = capture.mosaic[: h - h % 2, : w - w % 2]
-    ours = process(mosaic, capture.camera, demosaic="malvar")
-    assert ours.shape == (*mosaic.shape, 3) and ours.dtype == np.uint8
-    with rawpy.imread(str(path)) as raw:  # main process: rawpy's OpenMP can deadlock under fork
-        libraw = raw.postprocess(
-            half_size=True, use_camera_wb=True, no_auto_bright=True, output_bps=8
-        )
-    small = cv2.resize(ours, (libraw.shape[1], libraw.shape[0]), interpolation=cv2.INTER_AREA)
-    # plausible exposure: neither black nor blown out
-    assert 0.05 < small.mean() / 255 < 0.9
-    for c in range(3):
-        corr = np.corrcoef(small[..., c].ravel(), libraw[..., c].ravel())[0, 1]
-        assert corr >= 0.9, f"{name}: channel {'RGB'[c]} correlation {corr:.3f}"
+    quality = _render_quality().measure(path, BuildConfig())
+    assert quality.in_band, quality
