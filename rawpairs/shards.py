@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import secrets
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 if TYPE_CHECKING:
     from rawpairs.sample import BuildConfig, Source
@@ -42,13 +38,9 @@ __all__ = [
     "STATE_DIR",
     "ShardInfo",
     "ShardWriter",
-    "decode_raw",
-    "decode_rgb",
-    "read_shard",
     "record_name",
     "sha256_file",
     "shard_name",
-    "split_member_name",
     "write_group",
 ]
 
@@ -247,61 +239,3 @@ def _is_output_error(err: OSError) -> bool:
     """Whether ``err`` (raised while a source's samples were made and gathered) is the
     machine's (no space for the spool) rather than the source's."""
     return err.errno in _OUTPUT_ERRNOS
-
-
-def split_member_name(name: str) -> tuple[str, str] | None:
-    """``dir/key.raw.npy`` → (``dir/key``, ``raw.npy``): webdataset's rule, the first dot of the
-    base name; ``None`` for a member without one."""
-    head, _, base = name.rpartition("/")
-    if "." not in base:
-        return None
-    stem, ext = base.split(".", 1)
-    return (f"{head}/{stem}" if head else stem), ext.lower()
-
-
-def read_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield ``(key, {extension: bytes})`` per sample of a shard, in order.
-
-    Raises ``ValueError`` naming the shard when it is not a readable tar file.
-    """
-    path = Path(path)
-    current: str | None = None
-    members: dict[str, bytes] = {}
-    try:
-        with tarfile.open(path, "r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                parts = split_member_name(info.name)
-                if parts is None:
-                    continue
-                key, ext = parts
-                if key != current:
-                    if current is not None:
-                        yield current, members
-                    current, members = key, {}
-                f = tar.extractfile(info)
-                assert f is not None
-                members[ext] = f.read()
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable tar shard ({err})") from err
-    if current is not None:
-        yield current, members
-
-
-def decode_raw(data: bytes) -> np.ndarray:
-    """``raw.npy`` bytes → uint16 H×W mosaic (exact; no pickles)."""
-    arr = np.load(io.BytesIO(data), allow_pickle=False)
-    if arr.dtype != np.uint16 or arr.ndim != 2:
-        raise ValueError(f"raw.npy must be a uint16 H×W array, got {arr.dtype} {arr.shape}")
-    return arr
-
-
-def decode_rgb(data: bytes) -> np.ndarray:
-    """``rgb.png`` / ``rgb.jpg`` bytes → uint8 H×W×3, RGB order."""
-    import cv2
-
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError("rgb image does not decode")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

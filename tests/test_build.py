@@ -31,7 +31,7 @@ from rawpairs.build import (
 from rawpairs.cli import main as cli
 from rawpairs.dng import write_dng
 from rawpairs.sample import BuildConfig
-from rawpairs.shards import decode_raw, decode_rgb, read_shard
+from rawpairs.schema import decode_sample, read_shard
 from rawpairs.sources import read_raw
 from rawpairs.unprocess import simulate_raw
 
@@ -134,11 +134,13 @@ def test_samples_follow_the_schema_and_raw_is_bit_exact(good_src, tmp_path):
     rows = {r["key"]: r for r in _manifest(tmp_path / "out")}
     keys = []
     for shard in sorted((tmp_path / "out").glob("rawpairs-*.tar")):
-        for key, members in read_shard(shard):
+        for sample in read_shard(shard):
+            key, members = sample.key, sample.members
             keys.append(key)
             assert "." not in key
             assert set(members) == {"raw.npy", "rgb.png", "json"}
-            raw, rgb = decode_raw(members["raw.npy"]), decode_rgb(members["rgb.png"])
+            decoded = decode_sample(members, shard.name, key)
+            raw, rgb = decoded.raw, decoded.rgb
             meta = json.loads(members["json"])
             assert raw.shape == rgb.shape[:2] == (64, 64)
             assert meta["key"] == key and meta["schema_version"] == 1 and meta["seed"] == 3
@@ -340,13 +342,16 @@ def test_real_camera_files(tmp_path, render):
     from rawpairs.isp import auto_exposure
 
     for shard in sorted((tmp_path / "out").glob("rawpairs-*.tar")):
-        for _key, members in read_shard(shard):
+        for sample in read_shard(shard):
+            members = sample.members
             meta = json.loads(members["json"])
             capture = read_raw(src / meta["source"]["path"])
             top, left, h, w = meta["crop"]
-            raw = decode_raw(members["raw.npy"])
-            np.testing.assert_array_equal(raw, capture.mosaic[top : top + h, left : left + w])
-            assert decode_rgb(members["rgb.png"]).shape == (128, 128, 3)
+            decoded = decode_sample(members, shard.name, sample.key)
+            np.testing.assert_array_equal(
+                decoded.raw, capture.mosaic[top : top + h, left : left + w]
+            )
+            assert decoded.rgb.shape == (128, 128, 3)
             camera = capture.camera
             if render == "rawpairs":  # the default exposure rule sets the digital gain
                 gain = auto_exposure(capture.mosaic, camera)
@@ -367,7 +372,8 @@ def test_noise_at_load_stores_the_clean_mosaic(good_src, tmp_path):
     build(good_src, tmp_path / "out", BuildConfig(seed=3, noise="load"), workers=1)
     checked = 0
     for shard in sorted((tmp_path / "out").glob("rawpairs-*.tar")):
-        for _key, members in read_shard(shard):
+        for sample in read_shard(shard):
+            members = sample.members
             meta = json.loads(members["json"])
             if meta["source"]["kind"] != "rgb":
                 assert meta["render"]["noise"] == "in_raw"
@@ -378,7 +384,7 @@ def test_noise_at_load_stores_the_clean_mosaic(good_src, tmp_path):
             top, left, h, w = meta["crop"]
             rgb = read_rgb(good_src / meta["source"]["path"])[top : top + h, left : left + w]
             clean = unprocess(np.ascontiguousarray(rgb), camera, noise=False)
-            np.testing.assert_array_equal(decode_raw(members["raw.npy"]), clean)
+            np.testing.assert_array_equal(decode_sample(members, shard.name, sample.key).raw, clean)
             checked += 1
     assert checked == 4
 
