@@ -690,3 +690,25 @@ def test_huge_declared_png_is_refused_before_decoding(tmp_path):
     path.write_bytes(png)
     err = assert_input_error(UnsupportedInputError, read_rgb, path, "exceeds the 300.0 MP limit")
     assert "--max-pixels" in str(err)
+
+
+def test_build_config_limits_pixels_and_checks_render_options(tmp_path, photo):
+    from rawpairs.sample import MAX_PIXELS, BuildConfig, Source, make_samples
+    from rawpairs.sources import DEFAULT_MAX_PIXELS
+
+    assert MAX_PIXELS == DEFAULT_MAX_PIXELS == BuildConfig().max_pixels >= 200_000_000
+    path = write_rgb(tmp_path / "p.png", photo)
+    source = Source(str(path), "p.png", "rgb")
+    with pytest.raises(UnsupportedInputError, match=r"declared size 32×24"):
+        list(make_samples(source, BuildConfig(max_pixels=24 * 32 - 1)))
+    assert len(list(make_samples(source, BuildConfig(max_pixels=24 * 32)))) == 1
+    raw = Source(str(raw_file(DC50)), DC50, "raw")
+    with pytest.raises(UnsupportedInputError, match="exceeds"):
+        list(make_samples(raw, BuildConfig(max_pixels=1000)))
+    for bad, message in (
+        ({"exposure": "bright"}, "--exposure"),
+        ({"tone": "filmic"}, "--tone"),
+        ({"max_pixels": 0}, "--max-pixels"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            BuildConfig(**bad)
