@@ -1,4 +1,4 @@
-"""ISP speed on one core: forward (bilinear, Malvar) and inverse (noise on, off).
+"""ISP speed on one core: forward (bilinear, Malvar) and inverse (noise on, off), exposure, binning.
 
 Sizes: 12 MP (4000×3000) and an ImageNet-sized photo (500×374: 375 rows cropped to an even
 count, as the builder does). Each figure is the least thread CPU time of several runs, as MP/s
@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 import skimage.data
 
-from rawpairs.isp import process
+from rawpairs.cfa import bin_mosaic
+from rawpairs.isp import auto_exposure, process
 from rawpairs.noise import standard_normal
 from rawpairs.priors import sample_camera
 from rawpairs.unprocess import unprocess, unprocess_reference
@@ -84,6 +85,8 @@ def main() -> None:
             "inverse ISP, noise off": lambda x=rgb: unprocess(x, camera, noise=False),
             "forward ISP, bilinear": lambda r=raw: process(r, camera, demosaic="bilinear"),
             "forward ISP, Malvar": lambda r=raw: process(r, camera, demosaic="malvar"),
+            "exposure rule (auto_exposure)": lambda r=raw: auto_exposure(r, camera),
+            "Bayer binning ×2 (bin_mosaic)": lambda r=raw: bin_mosaic(r, 2),
             "context: numpy Generator.standard_normal (H×W float32)": lambda n=h * w: (
                 np.random.default_rng(1).standard_normal(n, dtype=np.float32)
             ),
