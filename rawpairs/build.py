@@ -36,11 +36,11 @@ import pyarrow.parquet as pq
 
 from rawpairs.engines import EngineError, GroupFailedError, require_engine, run_groups
 from rawpairs.sample import BuildConfig, Source
+from rawpairs.schema import ShardEntry, index_document, manifest_schema
 from rawpairs.shards import STATE_DIR, shard_name
 from rawpairs.storage import MARKER, FolderLockedError, OutputFolder, is_url
 
 __all__ = [
-    "MANIFEST_SCHEMA",
     "MIN_SHARDS",
     "BuildError",
     "BuildOutputError",
@@ -413,22 +413,18 @@ def _write_outputs(
         for row, pos in zip(r["rows"], r["positions"], strict=True)
     ]
     errors = [e for r in records for e in r["errors"]]
-    table = (
-        pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-        if rows
-        else MANIFEST_SCHEMA.empty_table()
-    )
+    schema = manifest_schema()
+    table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
     parquet = pa.BufferOutputStream()
     pq.write_table(table, parquet)
     out.write_bytes("manifest.parquet", parquet.getvalue().to_pybytes())
-    index = {
-        "schema_version": 1,
-        "shards": [
-            {"name": r["name"], "samples": len(r["rows"]), "size": r["size"], "sha256": r["sha256"]}
+    index = index_document(
+        [
+            ShardEntry(r["name"], len(r["rows"]), r["size"], r["sha256"])
             for r in records
             if r["name"] is not None
-        ],
-    }
+        ]
+    )
     _write_json(out, "index.json", index)
     out.write_bytes(
         "errors.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors).encode()
@@ -436,37 +432,6 @@ def _write_outputs(
     _write_json(out, "build.json", header)
     out.delete(STATE_DIR)
     return len(rows), len(errors)
-
-
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("shard", pa.string()),
-        ("index", pa.int64()),
-        ("offset", pa.int64()),
-        ("size", pa.int64()),
-        ("source", pa.string()),
-        ("kind", pa.string()),
-        ("make", pa.string()),
-        ("model", pa.string()),
-        ("height", pa.int64()),
-        ("width", pa.int64()),
-        ("crop_top", pa.int64()),
-        ("crop_left", pa.int64()),
-        ("cfa", pa.string()),
-        ("black_level", pa.float64()),
-        ("white_level", pa.float64()),
-        ("bit_depth", pa.int64()),
-        ("wb_r", pa.float64()),
-        ("wb_b", pa.float64()),
-        ("digital_gain", pa.float64()),
-        ("noise_shot", pa.float64()),
-        ("noise_read", pa.float64()),
-        ("matrix_provenance", pa.string()),
-        ("render", pa.string()),
-        ("label", pa.int64()),
-    ]
-)
 
 
 # The build ---------------------------------------------------------------------------------
