@@ -225,6 +225,48 @@ def test_stale_temporaries_of_killed_writers_are_removed(pair_shards: Path, tmp_
     assert sorted(tmp_path.glob(".*tmp*")) == sorted([live, others[0], others[1]])
 
 
+KILL_DURING_WRITE = """
+import os, signal, sys, torch
+save = torch.save
+def killed_at_step_3(state, f, *args, **kwargs):
+    if state["step"] == 3:  # half a checkpoint on disk, then SIGKILL
+        f.write(b"PK partial"); f.flush(); os.kill(os.getpid(), signal.SIGKILL)
+    return save(state, f, *args, **kwargs)
+torch.save = killed_at_step_3
+from distill.train import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_during_a_checkpoint_write_then_resume_equals_uninterrupted(
+    pair_shards: Path, tmp_path: Path
+) -> None:
+    args = ["--shards", str(pair_shards), "--steps", "5", "--checkpoint-every", "1"]
+    args += ["--crop", "32", "--batch-size", "2", "--num-workers", "0", "--shuffle-buffer", "4"]
+    args += ["--warmup-steps", "1", "--log-every", "1", "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_WRITE, *args, "--out", str(tmp_path / "killed")],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    run = tmp_path / "killed"
+    assert read_checkpoint(run / "last.pt")["step"] == 2  # the previous checkpoint, intact
+    assert len(list(run.glob(".last.pt.tmp-*"))) == 1
+    assert [r["step"] for r in read_log(run)] == [1, 2, 3]
+    assert main([*args, "--out", str(run), "--resume", "auto"]) == 0
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    resumed = read_checkpoint(run / "last.pt")["student"]
+    whole = read_checkpoint(tmp_path / "whole" / "last.pt")["student"]
+    for name, value in whole.items():
+        assert torch.equal(resumed[name], value), name
+    losses = [r["loss"] for r in read_log(run)]
+    assert losses == [r["loss"] for r in read_log(tmp_path / "whole")]  # steps 1..5, once each
+    assert not list(run.glob(".*tmp*"))
+
+
 @pytest.mark.parametrize(
     ("module", "hidden", "args"),
     [
