@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import re
+import struct
 import tarfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -194,6 +195,13 @@ def _set(path: str, value: object) -> Callable[[dict], None]:
     return change
 
 
+def huge_png() -> bytes:
+    """A valid 12×16 PNG whose header claims 20000×20000 (the CRC is not rechecked)."""
+    data = bytearray(members_of(K)["rgb.png"])
+    data[16:24] = struct.pack(">II", 20000, 20000)
+    return bytes(data)
+
+
 def jpeg_bytes() -> bytes:
     return members_of(K, rgb_format="jpeg")["rgb.jpg"]
 
@@ -244,6 +252,7 @@ INVALID = {
     "rgb alpha": lambda: {**members_of(K), "rgb.png": png(np.zeros((12, 16, 4), np.uint8))},
     "rgb 16-bit": lambda: {**members_of(K), "rgb.png": png(np.zeros((12, 16, 3), np.uint16))},
     "jpeg named png": lambda: {**members_of(K), "rgb.png": jpeg_bytes()},
+    "rgb declares 20000²": lambda: {**members_of(K), "rgb.png": huge_png()},
     "rgb truncated": lambda: {**members_of(K), "rgb.png": members_of(K)["rgb.png"][:60]},
     "cls negative": lambda: {**members_of(K), "cls": b"-1"},
     "cls text": lambda: {**members_of(K), "cls": b"cat"},
