@@ -22,7 +22,7 @@ install: $(VENV)/bin/python
 	$(INSTALL)
 
 demo: install
-	$(PYTHON) -m rawpairs.demo --out demo_out --train-steps 30
+	$(PYTHON) -m examples.demo --out demo_out --train-steps 30
 
 test: install
 	$(PYTHON) -m ruff check .

@@ -352,3 +352,31 @@ def test_verify_and_the_loader_agree_on_whole_shards(tmp_path: Path, name: str) 
     write_build(folder, samples, transform)
     problems = verify_shards(folder)
     assert (not problems) == loads(folder) == valid, problems
+
+
+# --- who imports whom ----------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+WRITER = {"rawpairs.build", "rawpairs.engines", "rawpairs.sample", "rawpairs.shards"}
+
+
+def imported_modules(package: str) -> dict[str, set[str]]:
+    """Every module a package's files import (also inside functions), by file."""
+    import ast
+
+    found = {}
+    for path in sorted((ROOT / package).glob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        found[path.name] = names
+    return found
+
+
+def test_rawpairs_imports_nothing_from_distill_and_distill_nothing_from_the_writer() -> None:
+    for name, modules in imported_modules("rawpairs").items():
+        assert not {m for m in modules if m.split(".")[0] == "distill"}, name
+    for name, modules in imported_modules("distill").items():
+        assert not modules & WRITER, name

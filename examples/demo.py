@@ -1,4 +1,4 @@
-"""The end-to-end demo on bundled data: ``python -m rawpairs.demo --out demo_out``.
+"""The end-to-end demo on bundled data: ``python -m examples.demo --out demo_out`` (``make demo``).
 
 1. Writes real photos that scikit-image ships (no download) as JPEG/PNG into ``<out>/src/photos``,
    and turns two more into camera-like DNG files (simulated RAW, written with
