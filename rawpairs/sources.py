@@ -309,18 +309,21 @@ def _libraw_fit(path: Path) -> np.ndarray | None:
     """
     renders = []
     for space in (rawpy.ColorSpace.raw, rawpy.ColorSpace.sRGB):
-        with _open_raw(path) as raw:
-            renders.append(
-                raw.postprocess(
-                    half_size=True,
-                    output_color=space,
-                    gamma=(1, 1),
-                    no_auto_bright=True,
-                    output_bps=16,
-                    use_camera_wb=True,
-                    user_flip=0,
+        try:
+            with _open_raw(path) as raw:
+                renders.append(
+                    raw.postprocess(
+                        half_size=True,
+                        output_color=space,
+                        gamma=(1, 1),
+                        no_auto_bright=True,
+                        output_bps=16,
+                        use_camera_wb=True,
+                        user_flip=0,
+                    )
                 )
-            )
+        except InputError:  # LibRaw cannot render it: no matrix to recover
+            return None
     return fit_color_matrix(*renders)
 
 
@@ -390,8 +393,9 @@ def read_raw(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> R
       ``rgb_xyz_matrix`` (``file:rgb_xyz_matrix``), else inverted from LibRaw's camera → sRGB
       ``color_matrix`` (``file:color_matrix``), else the matrix LibRaw renders with but does not
       expose, fitted from two LibRaw renders (``file:libraw_fit``, :func:`fit_color_matrix`;
-      e.g. Kodak DC50/DC120), else camera RGB taken as linear sRGB (``fallback:srgb``); the
-      first one that gives an invertible camera is used.
+      e.g. Kodak DC50/DC120; a fit that is the identity means LibRaw has none either), else
+      camera RGB taken as linear sRGB (``fallback:srgb``); the first one that gives an
+      invertible camera is used.
 
     Non-Bayer sensors (X-Trans, Foveon, linear or 4-colour files), extensions outside
     :data:`RAW_EXTENSIONS` and metadata a :class:`Camera` rejects raise
@@ -474,7 +478,12 @@ def read_raw(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> R
         break
     if camera.provenance["xyz_to_cam"] == "fallback:srgb":
         fitted = _libraw_fit(path)
-        if fitted is not None and abs(np.linalg.det(fitted)) > 1e-8:
+        # The identity means LibRaw has no matrix either (e.g. a DNG without ColorMatrix).
+        if (
+            fitted is not None
+            and abs(np.linalg.det(fitted)) > 1e-8
+            and not np.allclose(fitted, np.eye(3), rtol=0, atol=1e-4)
+        ):
             with suppress(ValueError):  # a fit Camera rejects keeps the fallback
                 camera = camera.replace(
                     xyz_to_cam=np.linalg.inv(fitted) @ XYZ_TO_SRGB,

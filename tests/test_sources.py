@@ -250,6 +250,18 @@ def test_kodak_matrix_is_libraws_own(name, first_row):
     assert np.abs(predicted - srgb[inside]).max() < 0.002 * 65535
 
 
+def test_a_file_without_any_matrix_keeps_the_srgb_fallback(tmp_path):
+    """A DNG without ColorMatrix: LibRaw renders it with the identity, so the fit recovers no
+    matrix and the provenance stays an honest fallback."""
+    mosaic = np.random.default_rng(0).integers(100, 4000, (64, 96)).astype(np.uint16)
+    tags = [(33421, "H", 2, (2, 2)), (33422, "B", 4, (0, 1, 1, 2))]
+    tags += [(50706, "B", 4, (1, 4, 0, 0)), (50717, "I", 1, 4095)]
+    tifffile.imwrite(tmp_path / "plain.dng", mosaic, photometric=32803, extratags=tags)
+    camera = read_raw(tmp_path / "plain.dng").camera
+    assert camera.provenance["xyz_to_cam"] == "fallback:srgb"
+    np.testing.assert_allclose(camera.cam_to_srgb, np.eye(3), atol=1e-12)
+
+
 def test_fit_color_matrix_recovers_a_matrix_and_refuses_what_is_not_one():
     rng = np.random.default_rng(0)
     matrix = np.array([[1.6, -0.4, -0.2], [-0.3, 1.5, -0.2], [0.1, -0.5, 1.4]])
