@@ -573,8 +573,8 @@ def _tiff_photo_check(path: Path, max_pixels: int | None) -> None:
     """A TIFF photo: refuse camera RAW content (by structure) and oversized images.
 
     A RAW file in a TIFF container (DNG, KDC, NEF, …) opened as a photo decodes to its small
-    preview; its IFD0 gives it away: a DNGVersion or TIFF/EP tag, a reduced-resolution first
-    image (NewSubfileType bit 0), or a colour filter array image.
+    preview; its IFD0 gives it away: a DNGVersion tag, a reduced-resolution first image
+    (NewSubfileType bit 0: the full image is elsewhere), or a colour filter array image.
     """
     try:
         with tifffile.TiffFile(path) as tif:
@@ -583,7 +583,6 @@ def _tiff_photo_check(path: Path, max_pixels: int | None) -> None:
             subfile = int(tags["NewSubfileType"].value) if "NewSubfileType" in tags else 0
             raw_like = (
                 "DNGVersion" in tags
-                or "TIFFEPStandardID" in tags
                 or subfile & 1
                 or int(page.photometric) in (32803, 34892)  # CFA, LinearRaw
             )
@@ -595,7 +594,7 @@ def _tiff_photo_check(path: Path, max_pixels: int | None) -> None:
         camera = f" from a {make} camera" if make else ""
         raise UnsupportedInputError(
             path,
-            f"content is a camera RAW file{camera} (TIFF/EP or DNG structure), not a photo: "
+            f"content is a camera RAW file{camera} (DNG or TIFF/EP structure), not a photo: "
             "give it its RAW extension (e.g. .dng, .kdc, .nef) to read its sensor data",
         )
     if len(shape) >= 2:
