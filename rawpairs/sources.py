@@ -587,7 +587,7 @@ def _tiff_photo_check(path: Path, max_pixels: int | None) -> None:
                 or int(page.photometric) in (32803, 34892)  # CFA, LinearRaw
             )
             make = str(tags["Make"].value).strip() if "Make" in tags else ""
-            shape = page.shape
+            size = int(page.imagelength), int(page.imagewidth)
     except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError):
         return  # not readable by tifffile: OpenCV decides
     if raw_like:
@@ -597,8 +597,7 @@ def _tiff_photo_check(path: Path, max_pixels: int | None) -> None:
             f"content is a camera RAW file{camera} (DNG or TIFF/EP structure), not a photo: "
             "give it its RAW extension (e.g. .dng, .kdc, .nef) to read its sensor data",
         )
-    if len(shape) >= 2:
-        _check_pixels(path, int(shape[0]), int(shape[1]), max_pixels)
+    _check_pixels(path, *size, max_pixels)
 
 
 _STDERR_LOCK = threading.Lock()
