@@ -3,7 +3,9 @@
 Each stage undoes one stage of the forward ISP (:mod:`rawpairs.isp`), in reverse order:
 
 1. :func:`srgb8_to_linear`: uint8 codes → linear sRGB by an exact 256-entry table (inverse gamma,
-   then inverse tone); undoes ``linear_srgb`` → ``toned`` → ``srgb`` → ``srgb8``.
+   then inverse tone; with the default ``display_smoothstep`` that is Brooks et al.'s inverse
+   smoothstep of the code, then gamma expansion); undoes ``linear_srgb`` → ``toned`` → ``srgb``
+   → ``srgb8``.
 2. :func:`srgb_to_camera`: linear sRGB → camera RGB (``camera.rgb_to_cam``); undoes
    ``camera_rgb`` → ``linear_srgb``.
 3. :func:`safe_invert_gains`, then clip to [0, 1]: undoes the white balance and digital gain of
