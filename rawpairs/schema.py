@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import struct
 import tarfile
 import zlib
@@ -72,7 +73,7 @@ JSON_MEMBER = "json"
 CLS_MEMBER = "cls"
 RGB_MEMBERS = {"png": "rgb.png", "jpeg": "rgb.jpg"}  # by --rgb-format
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
 
 
 class SchemaVersionError(CorruptInputError):

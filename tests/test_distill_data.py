@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import random
 import tarfile
 from itertools import islice
@@ -409,11 +410,19 @@ def test_bad_samples_name_shard_and_key(tmp_path: Path, members: dict, message: 
     assert "\n" not in str(err.value)
 
 
+def garbled(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes(64) + data[middle + 64 :]
+
+
 def test_empty_and_broken_shards(tmp_path: Path) -> None:
     """Every broken tar is a one-line error naming the shard, including the damage that
     ``tarfile`` itself reads as a clean end (a cut at a member boundary, a bad header)."""
     good = write_shard(tmp_path / "good.tar", [(f"k{i}", one_sample(f"k{i}")) for i in range(3)])
     data_bytes = good.read_bytes()
+    rng = np.random.default_rng(0)  # incompressible members: the damage is met mid-stream
+    noisy_samples = [(f"k{i}", {**one_sample(f"k{i}"), "bin": rng.bytes(50_000)}) for i in range(3)]
+    noisy = write_shard(tmp_path / "noisy.tar", noisy_samples).read_bytes()
     with tarfile.open(good) as tar:  # the second sample's first header
         second = next(m.offset for m in tar.getmembers() if m.name.startswith("k1."))
     broken = {
@@ -425,6 +434,10 @@ def test_empty_and_broken_shards(tmp_path: Path) -> None:
             f"damaged tar header at byte {second}",
         ),
         "half.tar": (data_bytes[: len(data_bytes) // 2 + 7], "unreadable tar"),
+        "garbled.tar.xz": (
+            garbled(lzma.compress(noisy)),
+            "unreadable tar: Corrupt input data",
+        ),
     }
     for name, (content, message) in broken.items():
         path = tmp_path / name
