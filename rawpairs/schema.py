@@ -333,6 +333,14 @@ class _VersionMismatch(ValueError):
 # ---------------------------------------------------------------------------------------------
 # Encoding
 # ---------------------------------------------------------------------------------------------
+def _whole_rggb_block(cfa: Any, height: int, width: int) -> bool:
+    """Whether an H×W mosaic with this CFA holds a whole RGGB 2×2 block after trimming to even
+    sides (what a reader re-phasing to RGGB needs): sides ≥ 2, and ≥ 4 along an axis where the
+    red site sits at an odd position."""
+    red_y, red_x = cfa.red_position
+    return height // 2 * 2 - red_y >= 2 and width // 2 * 2 - red_x >= 2
+
+
 def rgb_member(rgb_format: str) -> str:
     """Member name of the RGB image for ``--rgb-format`` (``png`` → ``rgb.png``, ``jpeg`` →
     ``rgb.jpg``)."""
@@ -373,6 +381,11 @@ def encode_sample(
         )
     if raw.shape != (meta.crop.height, meta.crop.width):
         raise ValueError(f"{meta.key}: raw is {raw.shape} but the crop is {meta.crop.to_list()}")
+    if not _whole_rggb_block(meta.camera.cfa, *raw.shape):
+        raise ValueError(
+            f"{meta.key}: a {raw.shape[0]}×{raw.shape[1]} {meta.camera.cfa.value} mosaic holds no "
+            "whole RGGB 2×2 block"
+        )
     if label is not None and label < 0:
         raise ValueError(f"{meta.key}: class index must be >= 0, got {label}")
     name = rgb_member(rgb_format)
@@ -613,8 +626,9 @@ def decode_sample(members: Mapping[str, bytes], shard: str, key: str) -> Decoded
     :class:`~rawpairs.errors.CorruptInputError` for anything else that does not follow the
     schema: missing members (or both ``rgb.png`` and ``rgb.jpg``), invalid metadata, a json key
     differing from the tar key, a mosaic whose header disagrees with the metadata's crop size or
-    whose values exceed the bit depth, an RGB image that is not 8-bit RGB of the same size, a
-    ``cls`` that is not an ASCII integer ≥ 0. Members outside the schema are ignored.
+    whose values exceed the bit depth or that holds no whole RGGB 2×2 block, an RGB image that is
+    not 8-bit RGB of the same size, a ``cls`` that is not an ASCII integer ≥ 0. Members outside
+    the schema are ignored.
     """
 
     def fail(cause: str) -> CorruptInputError:
@@ -645,6 +659,9 @@ def decode_sample(members: Mapping[str, bytes], shard: str, key: str) -> Decoded
         rgb = _decode_rgb(members[rgb_names[0]], rgb_names[0], *raw.shape)
     except ValueError as err:
         raise fail(str(err)) from err
+    if not _whole_rggb_block(meta.camera.cfa, *raw.shape):
+        cfa = meta.camera.cfa.value
+        raise fail(f"a {raw.shape[0]}×{raw.shape[1]} {cfa} mosaic holds no whole RGGB 2×2 block")
     label = None
     if CLS_MEMBER in members:
         text = members[CLS_MEMBER]

@@ -143,6 +143,8 @@ def test_encoder_refuses_what_the_decoder_would() -> None:
         encode_sample(meta, raw, rgb[:, :8])
     with pytest.raises(ValueError, match="but the crop is"):
         encode_sample(sample_meta("k", CAMERA, 12, 12), raw, rgb)
+    with pytest.raises(ValueError, match="a 3×2 GBRG mosaic holds no whole RGGB 2×2 block"):
+        encode_sample(sample_meta("k", CAMERA, 3, 2), raw[:3, :2], rgb[:3, :2])
     with pytest.raises(ValueError, match="class index must be >= 0"):
         encode_sample(meta, raw, rgb, -1)
 
@@ -202,6 +204,11 @@ def huge_png() -> bytes:
     return bytes(data)
 
 
+def tiny_rggb() -> dict[str, bytes]:
+    camera = make_camera(CFA.RGGB, (0.0,) * 4, 1023.0, 10)
+    return members_of(K, shape=(2, 2), meta=sample_meta(K, camera, 2, 2))
+
+
 def jpeg_bytes() -> bytes:
     return members_of(K, rgb_format="jpeg")["rgb.jpg"]
 
@@ -232,6 +239,7 @@ VALID = {
     "fortran npy": lambda: fortran(members_of(K)),
     "camera raw, no model": lambda: members_of(K, meta=raw_meta(K)),
     "noise at load": lambda: edit_json(members_of(K), _set("render.noise", "at_load")),
+    "smallest GBRG sample (4×2)": lambda: members_of(K, shape=(4, 2)),
 }
 INVALID = {
     "schema 2": lambda: edit_json(members_of(K), _set("schema_version", 2)),
@@ -254,6 +262,7 @@ INVALID = {
     "jpeg named png": lambda: {**members_of(K), "rgb.png": jpeg_bytes()},
     "rgb declares 20000²": lambda: {**members_of(K), "rgb.png": huge_png()},
     "rgb truncated": lambda: {**members_of(K), "rgb.png": members_of(K)["rgb.png"][:60]},
+    "no whole RGGB block": lambda: edit_json(tiny_rggb(), _set("camera.cfa", "GBRG")),
     "cls negative": lambda: {**members_of(K), "cls": b"-1"},
     "cls text": lambda: {**members_of(K), "cls": b"cat"},
 }  # fmt: skip
