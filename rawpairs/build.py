@@ -559,11 +559,12 @@ def _build(
         n_workers = 1  # its files exist only in this process
     stats: dict[str, Any] = {"workers": n_workers, "groups_done_before": len(records)}
     arrivals = stats["records"] = []  # (seconds since the start, samples) per finished shard
+    finished = run_groups(
+        todo, config, out.location, workers=n_workers, engine=engine, address=address,
+        stats=stats,
+    )  # fmt: skip
     try:
-        for index, record in run_groups(
-            todo, config, out.location, workers=n_workers, engine=engine, address=address,
-            stats=stats,
-        ):  # fmt: skip
+        for index, record in finished:
             records[index] = record
             done_sources += len(groups[index])
             written += len(record["rows"])
@@ -577,7 +578,8 @@ def _build(
     except GroupFailedError as err:
         raise BuildOutputError(f"--out {out.location}: {err}") from err
     finally:
-        _clean_partials(out)  # workers are gone: what they left unfinished
+        finished.close()  # stops the workers (on an early exit) before their files are cleaned
+        _clean_partials(out)
     ordered = [records[i] for i in range(len(groups))]
     shards = [r for r in ordered if r["name"] is not None]
     seconds = time.monotonic() - started

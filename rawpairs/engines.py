@@ -6,11 +6,13 @@ their shard itself; what comes back is the record (names, offsets, sizes, checks
 errors; about 1 kB per sample). Records arrive in completion order; the shards' names and bytes
 depend only on the group, so the output is the same whichever engine or worker count ran it.
 
-- ``local``: this process (one worker, or one group), or long-lived *spawned* worker processes
-  (rawpy's OpenMP can deadlock in forked children), each given at most :data:`QUEUE_DEPTH`
-  groups at a time. While no worker has finished starting (imports, compiled kernels), this
-  process builds groups itself, so a small build never waits for start-up. Workers die with the
-  build (``PR_SET_PDEATHSIG``), also after ``kill -9``.
+- ``local``: this process (one worker, or one group), or long-lived worker processes forked from
+  a *fork server* (a fresh interpreter that has imported the sample makers and loaded their
+  compiled kernels, :mod:`rawpairs._forkserver`, but run no OpenMP code: rawpy's OpenMP can
+  deadlock in a child forked from a process that used it), each given at most
+  :data:`QUEUE_DEPTH` groups at a time. While no worker is ready, this process builds groups
+  itself, so a small build never waits for start-up. Workers die with the build
+  (``PR_SET_PDEATHSIG`` on the fork server, which exits with the build), also after ``kill -9``.
 - ``ray``: Ray tasks on a cluster (``address``) or on a Ray instance started here for the build.
   Ray worker processes are started by the raylet (a separate executable), never forked from this
   process, so they inherit no rawpy/OpenMP state. Ray re-runs a task whose worker died up to
@@ -29,9 +31,11 @@ import logging
 import multiprocessing
 import os
 import pickle
+import queue
 import signal
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
@@ -273,16 +277,17 @@ def _worker_main(conn: Connection, config: BuildConfig, location: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     single_threaded_worker()
     warm_up()
-    conn.send_bytes(_dumps(("ready", None)))
-    while True:
-        try:
+    try:
+        conn.send_bytes(_dumps(("ready", None)))
+        while True:
             task = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            return
-        try:
-            conn.send_bytes(_dumps(("done", run_task(task, config, location))))
-        except Exception as err:  # the output failed (disk full, …): the driver stops
-            conn.send_bytes(_dumps(("failed", f"{type(err).__name__}: {err}")))
+            try:
+                reply = ("done", run_task(task, config, location))
+            except Exception as err:  # the output failed (disk full, …): the driver stops
+                reply = ("failed", f"{type(err).__name__}: {err}")
+            conn.send_bytes(_dumps(reply))
+    except (EOFError, OSError):  # the pipe closed: the build is over
+        return
 
 
 def _dumps(obj: Any) -> bytes:
@@ -299,33 +304,63 @@ class _Worker:
 
 
 class _LocalPool:
-    """``n`` spawned workers, each with its own pipe; a dead one is replaced.
+    """``n`` worker processes, each with its own pipe; a dead one is replaced.
 
-    ``n - 1`` start at once while the driver builds groups itself; the ``n``-th when the first
-    is ready (and the driver stops): never more than ``n`` processes compete for the cores.
+    ``n - 1`` are started by a background thread (the first start waits for the fork server,
+    seconds) while this process builds groups itself; the ``n``-th when the first is ready (and
+    this process stops): never more than ``n`` processes compete for the cores.
     """
 
     def __init__(self, n: int, config: BuildConfig, location: str) -> None:
-        self.ctx = multiprocessing.get_context("spawn")
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["rawpairs._forkserver"])
         self.config, self.location = config, location
-        self.startup_s: list[float] = []  # seconds from spawn to ready, per worker
+        self.startup_s: list[float] = []  # seconds from the start request to ready, per worker
         self.failed_starts = 0
         self.ipc_bytes = 0  # pickled tasks and records through the pipes
         self.size = n
-        self.workers = [self._spawn() for _ in range(max(n - 1, 1))]
+        self.workers: list[_Worker] = []
+        self.starting = max(n - 1, 1)
+        self._started: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        threading.Thread(target=self._start_workers, args=(self.starting,), daemon=True).start()
+
+    def _start_workers(self, count: int) -> None:
+        for _ in range(count):
+            if self._closed.is_set():
+                return
+            worker = self._spawn()
+            self._started.put(worker)
+            if self._closed.is_set():  # the build ended while this one started
+                worker.process.kill()
+                worker.process.join()
 
     def _spawn(self) -> _Worker:
+        requested = time.monotonic()
         parent, child = self.ctx.Pipe()
         process = self.ctx.Process(
             target=_worker_main, args=(child, self.config, self.location), daemon=True
         )
         process.start()
         child.close()
-        return _Worker(process, parent, time.monotonic())
+        return _Worker(process, parent, requested)
+
+    def _collect_started(self) -> None:
+        while True:
+            try:
+                self.workers.append(self._started.get_nowait())
+            except queue.Empty:
+                return
+            self.starting -= 1
 
     @property
     def warmed(self) -> bool:
         return bool(self.startup_s)
+
+    @property
+    def running(self) -> bool:
+        """Whether any worker is started or starting."""
+        return bool(self.workers) or self.starting > 0
 
     def busy(self) -> bool:
         return any(w.tasks for w in self.workers)
@@ -345,6 +380,9 @@ class _LocalPool:
             worker.conn.send_bytes(data)
 
     def events(self, block: bool) -> list[tuple[Task, str, Any]]:
+        """What happened since the last call: finished, failed and lost tasks (waits for
+        something to happen when ``block``)."""
+        self._collect_started()
         waitables: list[Any] = [w.conn for w in self.workers]
         waitables += [w.process.sentinel for w in self.workers]
         ready = set(wait_ready(waitables, timeout=None if block else 0))
@@ -358,10 +396,7 @@ class _LocalPool:
                         self.ipc_bytes += len(data)
                         kind, payload = pickle.loads(data)
                         if kind == "ready":
-                            worker.ready = True
-                            self.startup_s.append(time.monotonic() - worker.started)
-                            if len(self.startup_s) == 1 and len(self.workers) < self.size:
-                                self.workers.append(self._spawn())
+                            self._ready(worker)
                         else:
                             out.append((worker.tasks.popleft(), kind, payload))
                 except (EOFError, OSError):
@@ -369,6 +404,12 @@ class _LocalPool:
             if dead:
                 out += self._replace(i)
         return out
+
+    def _ready(self, worker: _Worker) -> None:
+        worker.ready = True
+        self.startup_s.append(time.monotonic() - worker.started)
+        if len(self.startup_s) == 1 and len(self.workers) + self.starting < self.size:
+            self.workers.append(self._spawn())  # the fork server is up: milliseconds
 
     def _replace(self, i: int) -> list[tuple[Task, str, Any]]:
         """Replace dead worker ``i`` (one that died while starting is not replaced: this
@@ -387,12 +428,10 @@ class _LocalPool:
         self.workers[i] = self._spawn()
         return lost
 
-    @property
-    def running(self) -> bool:
-        """Whether any worker is started or starting."""
-        return bool(self.workers)
-
     def close(self) -> None:
+        """Stop every worker (one still starting is stopped as soon as it has started)."""
+        self._closed.set()
+        self._collect_started()
         for worker in self.workers:
             worker.conn.close()
             if worker.process.is_alive():
@@ -404,7 +443,7 @@ class _LocalPool:
 def _local(
     groups: dict[int, list[Source]], config: BuildConfig, location: str, workers: int,
     stats: dict[str, Any],
-) -> Iterator[Record]:  # fmt: skip
+) -> Generator[Record, None, None]:  # fmt: skip
     if workers <= 1 or len(groups) <= 1:
         stats.update(groups_here=0, driver_work_cpu_s=0.0, ipc_bytes=0)
         for index, sources in groups.items():
@@ -490,7 +529,7 @@ class _RayPool:
 def _ray(
     groups: dict[int, list[Source]], config: BuildConfig, location: str, workers: int,
     address: str | None, stats: dict[str, Any],
-) -> Iterator[Record]:  # fmt: skip
+) -> Generator[Record, None, None]:  # fmt: skip
     """Records from Ray tasks. Connects to ``address`` (``auto``, ``host:port`` or
     ``ray://host:10001``), or without one starts a private local instance of ``workers`` CPUs
     (never joining a cluster by accident). A connection this process already had is used and
@@ -532,7 +571,7 @@ def run_groups(
     engine: str = "local",
     address: str | None = None,
     stats: dict[str, Any] | None = None,
-) -> Iterator[Record]:
+) -> Generator[Record, None, None]:
     """Write shard ``i`` of ``groups[i]`` into the folder ``location`` for every ``i``; yield
     ``(i, record)`` as each finishes (any order).
 

@@ -82,7 +82,7 @@ def test_interrupted_remote_build_resumes(photos, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         build(photos, out, CONFIG, workers=1, sources_per_shard=1, progress=stop)
     tree = _memory_tree(out)
-    assert "rawpairs-000000.tar" in tree and "manifest.parquet" not in tree
+    assert "rawpairs-000001.tar" in tree and "manifest.parquet" not in tree  # 0: notes.txt
     assert not [n for n in tree if n.endswith(".partial")]
     build(photos, out, CONFIG, workers=1, sources_per_shard=1)
     build(photos, tmp_path / "clean", CONFIG, workers=1, sources_per_shard=1)
