@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -389,33 +390,60 @@ def test_noise_at_load_stores_the_clean_mosaic(good_src, tmp_path):
     assert checked == 4
 
 
-def test_a_killed_worker_is_replaced_and_nothing_is_lost(good_src, tmp_path):
-    """SIGKILL of a worker process mid-build (as the OOM killer would): same output, no error."""
-    import multiprocessing
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    killed = []
+
+def test_a_killed_worker_is_replaced_and_nothing_is_lost(good_src, tmp_path):
+    """SIGKILL of a worker process while it writes a shard (as the OOM killer would): its shard is
+    written again, same output, no error."""
+    import multiprocessing
+    import threading
+
+    src = tmp_path / "src"
+    for path, payload in _tree(good_src).items():
+        (src / path).parent.mkdir(parents=True, exist_ok=True)
+        (src / path).write_bytes(payload)
+    for i in range(3):  # slow enough that a worker is caught working
+        for name in PHOTOS:
+            _write_photo(src / "zbig" / f"{name}{i}.png", _photo(name, 1600 + 2 * i))
+    killed: list[int] = []
+    stop = threading.Event()
 
     def progress(done, total, written, errors):
-        if not killed:
-            children = multiprocessing.active_children()
-            assert children
-            os.kill(children[0].pid, signal.SIGKILL)
-            killed.append(children[0].pid)
+        deadline = time.monotonic() + 60
+        while not multiprocessing.active_children() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the building process works alone until a worker has started
+
+    def killer() -> None:
+        while not stop.wait(0.01) and not killed:
+            for child in multiprocessing.active_children():
+                with contextlib.suppress(OSError):
+                    if _cpu_seconds(child.pid) > 0.15:  # a forked worker starts at ~0
+                        os.kill(child.pid, signal.SIGKILL)
+                        killed.append(child.pid)
+                        return
 
     def hung(signum, frame):
         raise TimeoutError("the build hung after its worker was killed")
 
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(120)  # a hang fails this test instead of stalling the suite
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
     try:
         result = build(
-            good_src, tmp_path / "killed", CONFIG, workers=2, sources_per_shard=1, progress=progress
+            src, tmp_path / "killed", CONFIG, workers=2, sources_per_shard=1, progress=progress
         )
     finally:
+        stop.set()
+        thread.join()
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-    assert killed and result.errors == 0 and result.samples == 12
-    build(good_src, tmp_path / "clean", CONFIG, workers=1, sources_per_shard=1)
+    assert killed and result.errors == 0 and result.samples == 36
+    build(src, tmp_path / "clean", CONFIG, workers=1, sources_per_shard=1)
     assert (tmp_path / "killed" / "index.json").read_text() == (
         tmp_path / "clean" / "index.json"
     ).read_text()
