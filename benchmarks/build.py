@@ -87,7 +87,9 @@ def whole_build(src: Path, args: list[str], workers: int | None) -> float:
         if workers is not None:
             command += ["--workers", str(workers)]
         t0 = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, env=_env())
+        proc = subprocess.run(command, capture_output=True, text=True, env=_env())
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {proc.stderr[-2000:]}")
         return time.perf_counter() - t0
 
 

@@ -3,7 +3,7 @@ one shard written straight into the output folder), and hand its small record ba
 
 No sample's bytes cross a process boundary: a worker makes the samples of its group and writes
 their shard itself; what comes back is the record (names, offsets, sizes, checksum, manifest rows,
-errors; about 1 kB per sample). Records arrive in completion order; the shards' names and bytes
+errors; 0.2–0.5 kB per sample). Records arrive in completion order; the shards' names and bytes
 depend only on the group, so the output is the same whichever engine or worker count ran it.
 
 - ``local``: this process (one worker, or one group), or long-lived worker processes forked from
