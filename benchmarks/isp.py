@@ -27,8 +27,8 @@ import skimage.data
 
 from rawpairs.cfa import bin_mosaic
 from rawpairs.isp import auto_exposure, process
-from rawpairs.noise import standard_normal
 from rawpairs.priors import sample_camera
+from rawpairs.rng import standard_normal
 from rawpairs.unprocess import unprocess, unprocess_reference
 
 cv2.setNumThreads(1)
@@ -90,8 +90,8 @@ def main() -> None:
             "context: numpy Generator.standard_normal (H×W float32)": lambda n=h * w: (
                 np.random.default_rng(1).standard_normal(n, dtype=np.float32)
             ),
-            "context: rawpairs.noise.standard_normal (H×W float32)": lambda n=h * w: (
-                standard_normal(np.random.default_rng(1), n)
+            "context: rawpairs.rng.standard_normal (H×W float32)": lambda n=h * w: standard_normal(
+                np.random.default_rng(1), n
             ),
             "context: JPEG decode (cv2, quality 90)": lambda j=jpeg: cv2.imdecode(
                 j, cv2.IMREAD_COLOR

@@ -14,15 +14,19 @@ One immutable, validated object, :class:`Camera`, with an exact JSON round trip.
   maps to sRGB white; ``cam_to_srgb`` is its inverse), never stored independently.
 - ``noise_shot``, ``noise_read``: heteroscedastic Gaussian noise on the linear mosaic normalised to
   [0, 1] (black level removed, divided by white − black): variance = shot · x + read.
-- ``provenance``: for each camera value, where it came from: ``file`` (the RAW's metadata),
-  ``sampled`` (drawn from priors), ``default``, ``user`` (given by the caller),
+- ``provenance``: for each camera value (a key of :data:`PROVENANCE_FIELDS`; ``noise`` covers
+  both noise levels), where it came from: ``file`` or ``file:<where>`` (the RAW's metadata),
+  ``sampled`` (drawn from priors), ``default``, ``user`` (given by the caller), ``unknown`` (the
+  source does not say: e.g. the noise of a camera RAW, stored as 0 = not modelled),
   ``auto:<rule>`` (computed from the image by the named rule, e.g. ``auto:p99`` exposure) or
-  ``fallback:<rule>`` (metadata missing or unusable; the rule is named).
+  ``fallback:<rule>`` (metadata missing or unusable; the rule is named). Other keys or forms
+  are refused.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -42,7 +46,17 @@ SRGB_TO_XYZ = np.array(
 )
 XYZ_TO_SRGB = np.linalg.inv(SRGB_TO_XYZ)
 
-PROVENANCE_FIELDS = ("cfa", "black_level", "white_level", "wb_gains", "xyz_to_cam", "noise")
+# The values a provenance may describe, and the form of a description (module docstring).
+PROVENANCE_FIELDS = (
+    "cfa",
+    "black_level",
+    "white_level",
+    "wb_gains",
+    "xyz_to_cam",
+    "digital_gain",
+    "noise",
+)
+_PROVENANCE = re.compile(r"(file|sampled|default|user|unknown)|(file|auto|fallback):\w+", re.ASCII)
 _MAX_CONDITION = 1e4
 
 
@@ -62,6 +76,21 @@ def _floats(values: Any, n: int, name: str) -> tuple[float, ...]:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got {arr.tolist()}")
     return tuple(float(v) for v in arr)
+
+
+def _check_provenance(provenance: Any) -> dict[str, str]:
+    if not isinstance(provenance, dict):
+        raise ValueError(f"provenance must be a dict, got {type(provenance).__name__}")
+    unknown = sorted(set(provenance) - set(PROVENANCE_FIELDS), key=str)
+    if unknown:
+        raise ValueError(f"provenance of unknown fields {unknown}: expected {PROVENANCE_FIELDS}")
+    for name, value in provenance.items():
+        if not (isinstance(value, str) and _PROVENANCE.fullmatch(value)):
+            raise ValueError(
+                f"provenance of {name} is {value!r:.40}: expected file, sampled, default, user, "
+                "unknown, or file:/auto:/fallback:<rule>"
+            )
+    return dict(provenance)
 
 
 @dataclass(frozen=True)
@@ -113,7 +142,7 @@ class Camera:
         cond = np.linalg.cond(rgb_to_cam)
         if not np.isfinite(cond) or cond > _MAX_CONDITION:
             raise ValueError(f"colour matrix is not invertible (condition number {cond:.3g})")
-        set_(self, "provenance", dict(self.provenance))
+        set_(self, "provenance", _check_provenance(self.provenance))
 
     # Derived colour matrices -------------------------------------------------------------
     @property

@@ -2,8 +2,8 @@
 
 A CFA pattern is named by its top-left 2×2 block read row by row, e.g. ``RGGB`` means
 ``mosaic[0, 0]`` is red, ``mosaic[0, 1]`` and ``mosaic[1, 0]`` are green, ``mosaic[1, 1]`` is blue.
-That string is the only spelling used in this project; :func:`cfa_from_rawpy` and
-:func:`opencv_bayer_code` convert at the edges.
+That string is the only spelling used in this project; :func:`cfa_from_rawpy` converts
+LibRaw's description at the edge.
 
 "Positions" are the four sites of the 2×2 block in row-major order: 0 = (0, 0), 1 = (0, 1),
 2 = (1, 0), 3 = (1, 1). Per-position values (black levels, packed channels) are always in that
@@ -26,10 +26,8 @@ __all__ = [
     "channel_index_map",
     "crop",
     "flip",
-    "opencv_bayer_code",
     "pack",
     "resample",
-    "to_rggb",
     "unpack",
 ]
 
@@ -92,24 +90,6 @@ def cfa_from_rawpy(raw_pattern: np.ndarray, color_desc: bytes | str) -> CFA:
         return CFA(letters)
     except ValueError:
         raise ValueError(f"not a Bayer sensor: colour layout {letters!r} ({desc!r})") from None
-
-
-# OpenCV names its Bayer codes by the second row's first two sites, so an RGGB mosaic needs
-# COLOR_BayerBG2*. The mapping is checked against a synthetic mosaic in the tests.
-_OPENCV_NAME = {CFA.RGGB: "BG", CFA.BGGR: "RG", CFA.GRBG: "GB", CFA.GBRG: "GR"}
-
-
-def opencv_bayer_code(cfa: CFA | str, target: str = "RGB", variant: str = "") -> int:
-    """The ``cv2.COLOR_Bayer??2<target>[_<variant>]`` constant for ``cfa``.
-
-    ``variant`` is ``""`` (bilinear), ``"EA"`` (edge aware) or ``"VNG"`` (8-bit only).
-    """
-    import cv2
-
-    name = f"COLOR_Bayer{_OPENCV_NAME[CFA.parse(cfa)]}2{target}"
-    if variant:
-        name += f"_{variant}"
-    return int(getattr(cv2, name))
 
 
 def channel_index_map(cfa: CFA | str, height: int, width: int) -> np.ndarray:
@@ -186,36 +166,6 @@ def flip(mosaic: np.ndarray, cfa: CFA | str, axis: int) -> tuple[np.ndarray, CFA
         raise ValueError(f"axis must be 0 (up-down) or 1 (left-right), got {axis}")
     ch = np.flip(np.array(cfa.channels).reshape(2, 2), axis=axis)
     return np.flip(mosaic, axis=axis), CFA.from_channels(tuple(int(c) for c in ch.ravel()))
-
-
-def to_rggb(
-    mosaic: np.ndarray, cfa: CFA | str, method: str = "crop"
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """Re-phase any Bayer mosaic to RGGB with the smallest change; returns (mosaic, (dy, dx)).
-
-    ``method="crop"``: drop one row (column) at each end where the red site is on an odd row
-    (column); the result is 2 smaller there, and ``(dy, dx)`` is the origin of the result in the
-    input, so aligned RGB can be cropped the same way.
-    ``method="flip"``: mirror up-down (left-right) where red is on an odd row (column); the size is
-    kept, the content is mirrored, and ``(dy, dx)`` are 1 for each flipped axis (0, 1).
-    """
-    cfa = CFA.parse(cfa)
-    _require_even_mosaic(mosaic)
-    ry, rx = cfa.red_position
-    if method == "crop":
-        h, w = mosaic.shape
-        out, new = crop(mosaic, cfa, ry, rx, h - 2 * ry, w - 2 * rx)
-        assert new is CFA.RGGB
-        return out, (ry, rx)
-    if method == "flip":
-        out = mosaic
-        if ry:
-            out, cfa = flip(out, cfa, 0)
-        if rx:
-            out, cfa = flip(out, cfa, 1)
-        assert cfa is CFA.RGGB
-        return out, (ry, rx)
-    raise ValueError(f"unknown method {method!r}: expected 'crop' or 'flip'")
 
 
 def _hat_integral(t: np.ndarray) -> np.ndarray:

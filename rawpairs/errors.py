@@ -17,7 +17,8 @@ class InputError(ValueError):
 
 
 class UnsupportedInputError(InputError):
-    """A readable file of a kind we do not convert (non-Bayer sensor, 16-bit photo, …)."""
+    """A readable file of a kind we do not convert (non-Bayer sensor, a photo of float or 32-bit
+    pixels, RAW content under a photo extension, a declared size above the pixel limit, …)."""
 
 
 class CorruptInputError(InputError):

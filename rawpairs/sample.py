@@ -3,8 +3,8 @@
 :func:`make_samples` is a pure function of (source, configuration), made one crop at a time:
 the same file and configuration give byte-identical samples in any process, on any engine, in
 any order (the build's unit of work, :func:`rawpairs.shards.write_group`, runs it per source).
-Randomness comes only from a per-sample ``numpy.random.Generator`` seeded by (``config.seed``,
-sample key).
+Randomness comes only from a per-sample ``numpy.random.Generator``:
+:func:`rawpairs.rng.sample_rng` of (``config.seed``, sample key).
 
 A photo (``kind="rgb"``) is resized (``max_side``), cropped at even offsets, and its RAW is
 simulated by the inverse ISP with capture parameters drawn from ``config.priors``. A camera RAW
@@ -28,6 +28,7 @@ import numpy as np
 
 from rawpairs import cfa as cfa_utils
 from rawpairs.priors import CapturePriors
+from rawpairs.rng import sample_rng
 from rawpairs.schema import (
     Crop,
     NoisePlacement,
@@ -50,7 +51,6 @@ __all__ = [
     "error_record",
     "make_samples",
     "sample_key",
-    "sample_rng",
     "sample_stream",
 ]
 
@@ -168,12 +168,6 @@ def sample_key(relpath: str, crop_index: int) -> str:
     readable = _UNSAFE.sub("_", relpath).strip("_")[-80:]
     digest = hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:8]
     return f"{readable}_{digest}_c{crop_index:04d}"
-
-
-def sample_rng(seed: int, key: str) -> np.random.Generator:
-    """The per-sample generator: a function of (global seed, key) only."""
-    digest = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little")
-    return np.random.default_rng([seed, digest])
 
 
 def _crop_boxes(

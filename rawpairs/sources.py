@@ -17,6 +17,7 @@ deadlock in a ``fork``ed child.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -327,6 +328,18 @@ def _libraw_fit(path: Path) -> np.ndarray | None:
     return fit_color_matrix(*renders)
 
 
+def _with_matrix(camera: Camera, source: str, matrix: np.ndarray, *, cam_to_srgb: bool) -> Camera:
+    """``camera`` with its colour matrix from ``source``: ``matrix`` is XYZ → camera, or camera →
+    linear sRGB when ``cam_to_srgb`` (:meth:`Camera.from_cam_to_srgb`). ``ValueError`` for a
+    matrix a :class:`Camera` refuses (all zeros, singular, mapping white to zero)."""
+    provenance = {**camera.provenance, "xyz_to_cam": source}
+    if not cam_to_srgb:
+        return camera.replace(xyz_to_cam=matrix, provenance=provenance)
+    fields = {f.name: getattr(camera, f.name) for f in dataclasses.fields(camera)}
+    del fields["xyz_to_cam"]
+    return Camera.from_cam_to_srgb(matrix, **{**fields, "provenance": provenance})
+
+
 def _nonzero(m: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(m)) and np.any(m != 0))
 
@@ -463,32 +476,23 @@ def read_raw(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> R
         )
     except ValueError as e:
         raise UnsupportedInputError(path, f"invalid camera metadata: {e}") from None
-    candidates = [dng_matrix] if dng_matrix is not None else []
+    # (provenance, matrix, whether it is camera → sRGB rather than XYZ → camera), in order
+    candidates = [(*dng_matrix, False)] if dng_matrix is not None else []
     if _nonzero(rgb_xyz):
-        candidates.append(("file:rgb_xyz_matrix", rgb_xyz))
-    if _nonzero(cam_to_srgb) and abs(np.linalg.det(cam_to_srgb)) > 1e-8:
-        candidates.append(("file:color_matrix", np.linalg.inv(cam_to_srgb) @ XYZ_TO_SRGB))
-    for source, xyz_to_cam in candidates:
+        candidates.append(("file:rgb_xyz_matrix", rgb_xyz, False))
+    candidates.append(("file:color_matrix", cam_to_srgb, True))
+    for source, matrix, inverse in candidates:
         try:
-            camera = camera.replace(
-                xyz_to_cam=xyz_to_cam, provenance={**camera.provenance, "xyz_to_cam": source}
-            )
+            camera = _with_matrix(camera, source, matrix, cam_to_srgb=inverse)
         except ValueError:  # singular or white-to-zero matrix: try the next source
             continue
         break
     if camera.provenance["xyz_to_cam"] == "fallback:srgb":
         fitted = _libraw_fit(path)
         # The identity means LibRaw has no matrix either (e.g. a DNG without ColorMatrix).
-        if (
-            fitted is not None
-            and abs(np.linalg.det(fitted)) > 1e-8
-            and not np.allclose(fitted, np.eye(3), rtol=0, atol=1e-4)
-        ):
+        if fitted is not None and not np.allclose(fitted, np.eye(3), rtol=0, atol=1e-4):
             with suppress(ValueError):  # a fit Camera rejects keeps the fallback
-                camera = camera.replace(
-                    xyz_to_cam=np.linalg.inv(fitted) @ XYZ_TO_SRGB,
-                    provenance={**camera.provenance, "xyz_to_cam": "file:libraw_fit"},
-                )
+                camera = _with_matrix(camera, "file:libraw_fit", fitted, cam_to_srgb=True)
     return RawCapture(
         mosaic=mosaic, camera=camera, make=make, model=model, pixel_aspect=pixel_aspect
     )

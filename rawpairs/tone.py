@@ -40,7 +40,6 @@ TONES = ("display_smoothstep", "smoothstep", "none")
 DEFAULT_TONE = "display_smoothstep"
 
 _SRGB_THRESHOLD = 0.0031308
-_EPS = 1e-8
 
 
 def _check(x: np.ndarray, name: str) -> np.ndarray:

@@ -41,8 +41,9 @@ import numpy as np
 
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
-from rawpairs.noise import _key, _normal, add_noise
+from rawpairs.noise import add_noise
 from rawpairs.priors import DEFAULT_PRIORS, CapturePriors, sample_camera
+from rawpairs.rng import next_normal, stream_key
 from rawpairs.tone import DEFAULT_TONE, linear_lut
 
 __all__ = [
@@ -222,7 +223,7 @@ def _unprocess_kernel(
             v = v if v > _ZERO else _ZERO
             v = v if v < _ONE else _ONE
             if noisy:
-                state, z = _normal(state)
+                state, z = next_normal(state)
                 v = v + np.sqrt(shot * (v if v > _ZERO else _ZERO) + read) * np.float32(z)
             count = np.floor(black[p] + v * scale[p] + _HALF)
             count = count if count > _ZERO else _ZERO
@@ -270,7 +271,7 @@ def unprocess(
         np.float32(2**camera.bit_depth - 1),
         np.float32(shot),
         np.float32(read),
-        _key(rng) if levels is not None else np.uint64(0),
+        stream_key(rng) if levels is not None else np.uint64(0),
         levels is not None,
         out,
     )

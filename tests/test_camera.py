@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawpairs.camera import SRGB_TO_XYZ, XYZ_TO_SRGB, Camera, rgb_to_cam_matrix
+from rawpairs.camera import (
+    PROVENANCE_FIELDS,
+    SRGB_TO_XYZ,
+    XYZ_TO_SRGB,
+    Camera,
+    rgb_to_cam_matrix,
+)
 from rawpairs.cfa import CFA
 from rawpairs.priors import BROOKS_CAMERAS
 
@@ -132,11 +138,25 @@ def test_values_are_normalised() -> None:
         ({"xyz_to_cam": [[1, 0, 0], [1, 0, 0], [0, 0, 1]]}, "not invertible"),
         ({"xyz_to_cam": [[1, 0, 0], [0, 0, 0], [0, 0, 1]]}, "maps white to zero"),
         ({"cfa": "RGBG"}, "unknown CFA pattern"),
+        ({"provenance": {"matrix": "file"}}, r"provenance of unknown fields \['matrix'\]"),
+        ({"provenance": {"noise": "guessed"}}, "provenance of noise is 'guessed'"),
+        ({"provenance": {"wb_gains": "fallback:"}}, "provenance of wb_gains"),
+        ({"provenance": {"wb_gains": "fallback:a b"}}, "provenance of wb_gains"),
+        ({"provenance": {"cfa": 1}}, "provenance of cfa"),
+        ({"provenance": [("cfa", "file")]}, "provenance must be a dict"),
     ],
 )
 def test_validation_errors(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Camera(**base(**changes))
+
+
+def test_every_provenance_form_is_accepted() -> None:
+    forms = ["file", "sampled", "default", "user", "unknown", "file:ColorMatrix1", "auto:p99"]
+    forms.append("fallback:gray_world")
+    for form in forms:
+        provenance = dict.fromkeys(PROVENANCE_FIELDS, form)
+        assert Camera(**base(provenance=provenance)).provenance == provenance
 
 
 def test_from_cam_to_srgb_rejects_bad_matrices() -> None:

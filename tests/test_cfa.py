@@ -15,10 +15,8 @@ from rawpairs.cfa import (
     channel_index_map,
     crop,
     flip,
-    opencv_bayer_code,
     pack,
     resample,
-    to_rggb,
     unpack,
 )
 from rawpairs.demosaic import demosaic
@@ -119,37 +117,6 @@ def test_flip_errors() -> None:
         flip(np.zeros((4, 4)), "RGGB", 2)
 
 
-@settings(max_examples=40, deadline=None)
-@given(mosaics(min_half=2), st.sampled_from(["crop", "flip"]))
-def test_to_rggb(case, method) -> None:
-    mosaic, cfa = case
-    h, w = mosaic.shape
-    source_channels = channel_index_map(cfa, h, w)
-    out, (dy, dx) = to_rggb(mosaic, cfa, method)
-    assert (dy, dx) == cfa.red_position
-    if method == "crop":
-        oh, ow = h - 2 * dy, w - 2 * dx
-        assert out.shape == (oh, ow)
-        np.testing.assert_array_equal(out, mosaic[dy : dy + oh, dx : dx + ow])
-        moved_channels = source_channels[dy : dy + oh, dx : dx + ow]
-    else:
-        axes = tuple(a for a, d in ((0, dy), (1, dx)) if d)
-        expected = np.flip(mosaic, axes) if axes else mosaic
-        np.testing.assert_array_equal(out, expected)
-        moved_channels = np.flip(source_channels, axes) if axes else source_channels
-    # every site of the result is labelled correctly by RGGB
-    np.testing.assert_array_equal(moved_channels, channel_index_map(CFA.RGGB, *out.shape))
-
-
-def test_to_rggb_errors() -> None:
-    with pytest.raises(ValueError, match="unknown method 'rotate'"):
-        to_rggb(np.zeros((4, 4)), "GRBG", "rotate")
-    with pytest.raises(ValueError, match="even"):
-        to_rggb(np.zeros((3, 4)), "GRBG")
-    with pytest.raises(ValueError, match="outside"):  # cropping 2 rows off a 2-row mosaic
-        to_rggb(np.zeros((2, 4)), "BGGR", "crop")
-
-
 @pytest.mark.parametrize(
     ("pattern", "desc", "expected"),
     [
@@ -177,19 +144,6 @@ def test_cfa_from_rawpy(pattern, desc, expected) -> None:
 def test_cfa_from_rawpy_errors(pattern, desc, message) -> None:
     with pytest.raises(ValueError, match=message):
         cfa_from_rawpy(np.array(pattern), desc)
-
-
-@pytest.mark.parametrize("cfa", LAYOUTS)
-@pytest.mark.parametrize("variant", ["", "EA"])
-def test_opencv_bayer_code_renders_red_as_red(cfa, variant) -> None:
-    """OpenCV names codes by the second row: a wrong mapping would turn red into blue."""
-    scene = np.zeros((16, 16, 3), np.uint8)
-    scene[..., 0] = 200  # pure red
-    mosaic = np.take_along_axis(scene, channel_index_map(cfa, 16, 16)[..., None], 2)[..., 0]
-    rgb = cv2.cvtColor(np.ascontiguousarray(mosaic), opencv_bayer_code(cfa, "RGB", variant))
-    np.testing.assert_array_equal(rgb[2:-2, 2:-2], np.broadcast_to([200, 0, 0], (12, 12, 3)))
-    bgr = cv2.cvtColor(np.ascontiguousarray(mosaic), opencv_bayer_code(cfa, "BGR", variant))
-    np.testing.assert_array_equal(bgr[2:-2, 2:-2, ::-1], rgb[2:-2, 2:-2])
 
 
 # Binning and resampling -------------------------------------------------------------------------
