@@ -409,6 +409,7 @@ def read_raw(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> R
       e.g. Kodak DC50/DC120; a fit that is the identity means LibRaw has none either), else
       camera RGB taken as linear sRGB (``fallback:srgb``); the first one that gives an
       invertible camera is used.
+    - ``noise_shot``, ``noise_read``: 0, i.e. not modelled: the file does not say (``unknown``).
 
     Non-Bayer sensors (X-Trans, Foveon, linear or 4-colour files), extensions outside
     :data:`RAW_EXTENSIONS` and metadata a :class:`Camera` rejects raise
@@ -472,6 +473,7 @@ def read_raw(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> R
                 "white_level": "file",
                 "wb_gains": wb_source,
                 "xyz_to_cam": "fallback:srgb",
+                "noise": "unknown",  # noise_shot = noise_read = 0: not measured, not noise-free
             },
         )
     except ValueError as e:

@@ -46,6 +46,7 @@ from rawpairs.schema import (
 from rawpairs.shards import sha256_file
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
+RAW_FILE = Path(__file__).resolve().parent / "data" / "raw" / "Kodak-DC50-DC50IMG-DC0010S.KDC"
 
 
 def pair(height: int = 12, width: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -165,6 +166,11 @@ def test_docs_examples_are_what_the_code_writes() -> None:
         assert json.loads(meta.to_json()) == json.loads(json.dumps(example, sort_keys=True))
         path, index = meta.source.path, int(meta.key.rsplit("_c", 1)[1])
         assert sample_key(path, index) == meta.key  # the documented key format
+        if meta.source.kind is SourceKind.RAW:  # the provenance keys a camera RAW gets
+            from rawpairs.sources import read_raw
+
+            real = read_raw(RAW_FILE).camera.provenance
+            assert set(meta.camera.provenance) == set(real) | {"digital_gain"}
 
 
 # --- verify and the loader agree -------------------------------------------------------------

@@ -188,6 +188,8 @@ def test_real_file_provenance(name):
     capture = real(name)
     p = capture.camera.provenance
     assert (p["cfa"], p["black_level"], p["white_level"]) == ("file",) * 3
+    assert p["noise"] == "unknown"  # the levels are 0: not measured, not noise-free
+    assert capture.camera.noise_shot == capture.camera.noise_read == 0
     if name.startswith("Kodak"):
         # No colour matrix in the file; camera WB all ones ([1,1,1,1]) or unusable ([0,1,0,0]).
         assert p["wb_gains"] == "fallback:gray_world"
