@@ -1,11 +1,14 @@
-"""Distillation throughput: loader alone, supervised step, distillation step (same model, batch).
+"""Distillation throughput: loader alone, supervised step, distillation step (same model, batch),
+and the distillation step without the RAW front-end (its network fed the front-end's output).
 
     python -m benchmarks.distill --shards SHARDS [--batch-size 8 --crop 96 --steps 10]
 
 (run as a module from the repository root: as a script, this file would shadow the package).
 
 Targets (docs/benchmarks.md): distillation step ≤ 1.35× the supervised step (the teacher only
-runs forward, under no_grad); loader ≥ 3× the distillation step's samples/s (the GPU never waits).
+runs forward, under no_grad); the RAW front-end (``distill.frontend``: demosaic, white balance,
+colour, tone) adds ≤ 10 % to the distillation step; loader ≥ 3× the distillation step's
+samples/s (the GPU never waits).
 Each measurement is preceded by warm-up iterations; the median step time is reported.
 """
 
@@ -28,17 +31,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_step(fn, steps: int, warmup: int, device: torch.device) -> float:
+def _median_steps(fns: dict, steps: int, warmup: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each function; the calls are interleaved (one of each per
+    round), so a change in machine load affects every mode alike and the ratios stay fair."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(steps):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -70,24 +77,35 @@ def main() -> None:
     loader_sps = args.steps * 3 * args.batch_size / (time.perf_counter() - start)
 
     batch = next(batches)
-    raw, rgb = batch["raw"].to(device), batch["rgb"].to(device)
+    raw, rgb, wb = batch["raw"].to(device), batch["rgb"].to(device), batch["wb"].to(device)
     labels = torch.randint(0, 1000, (args.batch_size,), device=device)
     teacher = load_teacher().to(device)
-    results = {}
-    for mode, weights in (("supervised", {"ce": 1.0}), ("distillation", {"kd": 1.0})):
+    modes = (
+        ("supervised", {"ce": 1.0}, True),
+        ("distillation", {"kd": 1.0}, True),
+        ("distillation_no_frontend", {"kd": 1.0}, False),
+    )
+    steps = {}
+    for mode, weights, frontend in modes:
         student = build_student(teacher).to(device).train()
         criterion = CombinedLoss(weights)
         optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4, foreach=True)
+        with torch.no_grad():
+            rendered = student.frontend(raw, wb)  # the network's input, computed once
 
-        def step(student=student, criterion=criterion, optimizer=optimizer) -> None:
+        def forward(student=student, frontend=frontend, rendered=rendered) -> torch.Tensor:
+            return student(raw, wb) if frontend else student.net(rendered)
+
+        def step(forward=forward, criterion=criterion, optimizer=optimizer) -> None:
             with amp:
                 target = Outputs(teacher(rgb)) if criterion.needs_teacher else None
-                loss, _ = criterion(Outputs(student(raw)), target, labels)
+                loss, _ = criterion(Outputs(forward()), target, labels)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        results[mode] = _median_step(step, args.steps, args.warmup, device)
+        steps[mode] = step
+    results = _median_steps(steps, args.steps, args.warmup, device)
     distill_sps = args.batch_size / results["distillation"]
     report = {
         "device": str(device),
@@ -96,7 +114,11 @@ def main() -> None:
         "loader_samples_per_s": round(loader_sps, 1),
         "supervised_step_s": round(results["supervised"], 4),
         "distillation_step_s": round(results["distillation"], 4),
+        "distillation_no_frontend_step_s": round(results["distillation_no_frontend"], 4),
         "distill_over_supervised": round(results["distillation"] / results["supervised"], 3),
+        "frontend_overhead": round(
+            results["distillation"] / results["distillation_no_frontend"] - 1, 3
+        ),
         "loader_over_distill": round(loader_sps / distill_sps, 2),
     }
     print(json.dumps(report, indent=2))

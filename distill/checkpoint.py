@@ -24,6 +24,7 @@ import torch
 from distill.config import DEFAULT_TEACHER, TrainConfig, data_order_fields, missing_extra
 
 __all__ = [
+    "BEST_NAME",
     "CHECKPOINT_NAME",
     "ResumePlan",
     "elastic_data_seed",
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "last.pt"
+BEST_NAME = "best.pt"  # weights and config of the best validation (--val-shards), by KL
 # Entries every distill.train checkpoint holds.
 TRAINING_KEYS = (
     "student",

@@ -43,6 +43,8 @@ OBJECTIVES = ("distill", "supervised", "hard-labels")
 STUDENT_INPUTS = ("packed", "mosaic")  # as distill.data.STUDENT_INPUTS
 TEACHER_NORMS = ("tf", "imagenet", "none")  # the keys of distill.models.NORMALIZATIONS
 DEFAULT_TEACHER = "efficientnet-lite0"  # distill.models.DEFAULT_TEACHER
+WB_MODES = ("none", "grayworld", "metadata")  # as distill.frontend.WB_MODES
+DEFAULT_WB = "metadata"  # distill.models.DEFAULT_WB (docs/results.md: why)
 SEED_MAX = 2**32 - 1
 
 EXTRA_INSTALL = "pip install 'rawpairs[distill]'"
@@ -167,6 +169,40 @@ class TrainConfig:
     freeze_bn: bool | None = option(
         None, "BatchNorm on running statistics (default: with --student-init teacher)"
     )
+    # The RAW front-end and the recipe that keeps the student's starting point (docs/distill.md).
+    raw_wb: str = option(
+        DEFAULT_WB,
+        "white balance in the student's RAW front-end: none, grayworld (per image), metadata "
+        "(the gains recorded with each sample, as a camera's AWB supplies them)",
+        choices=WB_MODES,
+    )
+    learn_colour: bool = option(True, "train the front-end's channel gains and 3×3 colour matrix")
+    learn_tone: bool = option(True, "train the front-end's tone-curve exponent")
+    dropout: bool = option(
+        False, "student dropout/drop-connect while distilling (off: as it is evaluated)"
+    )
+    frontend_lr: float = option(5e-3, "peak learning rate of the RAW front-end", low=0)
+    freeze_backbone_steps: int = option(
+        0, "first steps in which only the front-end learns (backbone learning rate 0)", low=0
+    )
+    ema: float = option(
+        0.0,
+        "decay of an exponential moving average of the student's weights (0: off); "
+        "validation and best.pt then use the averaged weights",
+        low=0,
+        high=0.9999,
+    )
+    val_shards: str | list[str] | None = option(  # noqa: RUF009 - option() returns a field
+        None,
+        "held-out pair shards scored during training; <out>/best.pt keeps the lowest KL",
+        convert=_one_or_many,
+        nargs="+",
+        type=str,
+    )
+    val_every: int = option(
+        0, "steps between validations (0: only at the start and the end)", low=0
+    )
+    val_batches: int | None = option(None, "validate on at most this many batches", low=1)
     objective: str = option(
         "distill",
         "distill: KD (+ MSE, features) from the teacher; baselines: supervised (cross-entropy on "
@@ -183,7 +219,9 @@ class TrainConfig:
     )
     temperature: float = option(4.0, "KD temperature", low=1e-6)
     optimizer: str = option("adamw", "optimiser", choices=OPTIMIZERS)
-    lr: float = option(3e-4, "peak learning rate", low=1e-12)
+    lr: float = option(
+        5e-5, "peak learning rate of the network (all but the RAW front-end)", low=1e-12
+    )
     weight_decay: float = option(0.01, "decoupled (AdamW) or L2 (SGD) weight decay", low=0)
     momentum: float = option(0.9, "SGD momentum", low=0, high=1)
     warmup_steps: int = option(100, "linear warm-up steps", low=0)
@@ -317,6 +355,7 @@ class LoaderConfig:
     low_light: tuple[float, float] | None = None
     shuffle_buffer: int = 256
     repeat: bool = True
+    isp_reference: bool = False
 
     def make(self, shards: str | Sequence[str]) -> Any:
         """The ``torch.utils.data.DataLoader`` over ``shards``."""

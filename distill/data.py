@@ -31,7 +31,7 @@ import tarfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -358,9 +358,16 @@ def make_example(
     augment: bool = True,
     hflip: bool = True,
     low_light: tuple[float, float] | None = None,
+    isp_reference: bool = False,
 ) -> dict[str, Any]:
     """One example: ``raw`` float32 (4, crop/2, crop/2) or (1, crop, crop), ``rgb`` float32
-    (3, teacher_size, teacher_size) in [0, 1], ``cls`` and ``key``.
+    (3, teacher_size, teacher_size) in [0, 1], ``wb`` float32 (3,) the sample's recorded
+    white-balance gains (R, G, B; ``camera.wb_gains``), ``cls`` and ``key``.
+
+    ``isp_reference``: also ``isp`` float32 (3, teacher_size, teacher_size), the crop's RAW (as
+    returned in ``raw``, clipped to [0, 1]) through the forward ISP with the sample's metadata
+    (:func:`rawpairs.isp.process` from ``linear`` to ``srgb``, its default stages) — the
+    evaluation's upper reference.
 
     ``augment``: random crop origin and, with ``hflip``, a left-right flip with probability 1/2;
     otherwise the centre crop, unflipped. ``low_light=(lo, hi)``: the RAW (which carries its own
@@ -402,24 +409,43 @@ def make_example(
     if teacher_size != crop:
         rgb_f = cv2.resize(rgb_f, (teacher_size, teacher_size), interpolation=cv2.INTER_AREA)
     raw = planes if student_input == "packed" else cfa_ops.unpack(planes)[None]
-    return {
+    example = {
         "raw": np.ascontiguousarray(raw, dtype=np.float32),
         "rgb": np.ascontiguousarray(rgb_f.transpose(2, 0, 1)),
+        "wb": np.asarray(camera.wb_gains, dtype=np.float32),
         "cls": pair.cls,
         "key": pair.key,
     }
+    if isp_reference:
+        example["isp"] = _isp_render(planes, camera, teacher_size)
+    return example
+
+
+def _isp_render(planes: np.ndarray, camera: Camera, size: int) -> np.ndarray:
+    """RGGB planes (normalised, clipped here to [0, 1]) → forward-ISP sRGB, float32 3×size×size."""
+    from rawpairs.isp import process
+
+    mosaic = cfa_ops.unpack(np.clip(planes, 0, 1).astype(np.float32))
+    rgb = process(mosaic, replace(camera, cfa=CFA.RGGB), start="linear", stop="srgb")
+    if rgb.shape[0] != size:
+        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
 # The stream and its loader
 # ---------------------------------------------------------------------------------------------
 def _collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
+    batch = {
         "raw": torch.from_numpy(np.stack([e["raw"] for e in examples])),
         "rgb": torch.from_numpy(np.stack([e["rgb"] for e in examples])),
+        "wb": torch.from_numpy(np.stack([e["wb"] for e in examples])),
         "cls": torch.tensor([e["cls"] for e in examples], dtype=torch.int64),
         "key": [e["key"] for e in examples],
     }
+    if "isp" in examples[0]:
+        batch["isp"] = torch.from_numpy(np.stack([e["isp"] for e in examples]))
+    return batch
 
 
 class PairStream(IterableDataset):
@@ -448,8 +474,10 @@ class PairStream(IterableDataset):
         low_light: tuple[float, float] | None,
         shuffle_buffer: int,
         repeat: bool,
+        isp_reference: bool = False,
     ) -> None:
         super().__init__()
+        self.isp_reference = isp_reference
         self.shards = list(shards)
         self.batch_size = batch_size
         self.seed = seed
@@ -507,6 +535,7 @@ class PairStream(IterableDataset):
                     augment=self.repeat,
                     hflip=self.hflip,
                     low_light=self.low_light,
+                    isp_reference=self.isp_reference,
                 )
             )
             if len(batch) == self.batch_size:
@@ -532,13 +561,17 @@ def make_loader(
     low_light: tuple[float, float] | None = None,
     shuffle_buffer: int = 256,
     repeat: bool = True,
+    isp_reference: bool = False,
 ) -> DataLoader:
     """Batches of aligned RAW (student) / RGB (teacher) examples from RAW–RGB pair shards.
 
     Each batch: ``raw`` float32 [B, 4, crop/2, crop/2] (``"packed"``, RGGB planes) or
     [B, 1, crop, crop] (``"mosaic"``, RGGB phase), black level removed per CFA position and divided
     by ``white − black`` (not clipped); ``rgb`` float32 [B, 3, teacher_size, teacher_size], sRGB in
-    [0, 1]; ``cls`` int64 [B] (−1: no label); ``key`` list[str].
+    [0, 1]; ``wb`` float32 [B, 3], each sample's recorded white-balance gains (R, G, B);
+    ``cls`` int64 [B] (−1: no label); ``key`` list[str]; with ``isp_reference`` also ``isp``
+    float32 [B, 3, teacher_size, teacher_size], the RAW through the forward ISP
+    (:func:`make_example`).
 
     ``repeat=True``: an endless, shuffled, augmented stream (random crop, flips); the trainer stops
     it after its number of steps. ``repeat=False``: one pass, in shard order, centre crops, no flip;
@@ -587,5 +620,6 @@ def make_loader(
         low_light=None if low_light is None else (float(low_light[0]), float(low_light[1])),
         shuffle_buffer=shuffle_buffer,
         repeat=repeat,
+        isp_reference=isp_reference,
     )
     return DataLoader(dataset, batch_size=None, num_workers=num_workers)

@@ -2,10 +2,12 @@
 
 ``python -m distill.export --checkpoint RUN/last.pt --out RUN/export``. The exported graph takes
 packed RGGB planes float32 [B, 4, crop/2, crop/2] (black level removed, divided by
-``white − black``, see ``distill.data``) and returns logits [B, K]; the RAW input scaling is
-part of the graph. The TorchScript graph is traced at one input size (``--crop``) and is valid
-for that size only; the ONNX graph has a dynamic batch axis. Both exports are checked against
-the PyTorch student on a random input.
+``white − black``, see ``distill.data``) and returns logits [B, K]; the RAW front-end
+(``distill.frontend``) is part of the graph. A student whose front-end white balance is
+``metadata`` takes the camera's white-balance gains float32 [B, 3] (R, G, B) as a second input.
+The TorchScript graph is traced at one input size (``--crop``) and is valid for that size only;
+the ONNX graph has a dynamic batch axis. Both exports are checked against the PyTorch student on
+a random input.
 """
 
 from __future__ import annotations
@@ -33,25 +35,28 @@ __all__ = ["export_onnx", "export_torchscript", "main"]
 ONNX_MISSING = "ONNX export skipped: the `onnx` package is not installed (pip install onnx)"
 
 
-def _example(crop: int) -> torch.Tensor:
-    return torch.rand(1, 4, crop // 2, crop // 2, generator=torch.Generator().manual_seed(0))
+def _example(student: RawStudent, crop: int) -> tuple[torch.Tensor, ...]:
+    """Example inputs: the planes, and the white-balance gains [B, 3] when the student's
+    front-end uses the recorded ones (``metadata``: the graph then takes them as a 2nd input)."""
+    raw = torch.rand(1, 4, crop // 2, crop // 2, generator=torch.Generator().manual_seed(0))
+    return (raw, torch.ones(1, 3)) if student.frontend.wb == "metadata" else (raw,)
 
 
 def export_torchscript(student: RawStudent, crop: int, path: str | Path) -> Path:
     """Trace the student at ``crop`` (RAW side, pixels) to TorchScript, verify, return ``path``."""
     path = Path(path)
-    example = _example(crop)
+    example = _example(student, crop)
     student = student.eval()
     with torch.no_grad(), warnings.catch_warnings():
         # The TF-"SAME" padding is computed from the input size: tracing bakes in the padding
         # for this size, which is why the export is tied to ``crop`` (the warning says so).
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(student, example)
-        expected = student(example)
+        expected = student(*example)
     traced.save(str(path))
     reloaded = torch.jit.load(str(path))
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(example), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(reloaded(*example), expected, rtol=1e-4, atol=1e-4)
     return path
 
 
@@ -60,13 +65,15 @@ def export_onnx(student: RawStudent, crop: int, path: str | Path) -> Path:
     if importlib.util.find_spec("onnx") is None:
         raise RuntimeError(ONNX_MISSING)
     path = Path(path)
+    example = _example(student, crop)
+    names = ["raw", "wb"][: len(example)]
     torch.onnx.export(
         student.eval(),
-        (_example(crop),),
+        example,
         str(path),
-        input_names=["raw"],
+        input_names=names,
         output_names=["logits"],
-        dynamic_axes={"raw": {0: "batch"}, "logits": {0: "batch"}},
+        dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
     )
     return path
 

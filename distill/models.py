@@ -2,19 +2,14 @@
 
 The **teacher** is a frozen RGB classifier wrapped so that it takes sRGB in [0, 1], shape
 B×3×S×S, and returns logits B×K. The **student** reads linear RAW: RGGB packed planes
-B×4×(S/2)×(S/2) (or the B×1×S×S mosaic, packed on entry), as produced by ``distill.data``.
+B×4×(S/2)×(S/2) (or the B×1×S×S mosaic), as produced by ``distill.data``.
 
-Default student: the teacher's own architecture with a RAW stem. The teacher's first convolution
-(3 input channels, stride 2 on S×S) becomes a stride-1 convolution over the four packed planes at
-S/2×S/2, so every later feature map has the teacher's size, and all other weights are copied from
-the teacher. The stem weights are mapped from the teacher's RGB filters (:func:`raw_stem_from_rgb`):
-the mapping is exact for images that are constant over each 2×2 Bayer block, i.e. it equals the
-teacher's stem applied to a nearest-neighbour demosaic of the (gamma-encoded) RAW.
-
-Input scaling (:class:`RawInput`): RAW is linear and the teacher was trained on gamma-encoded sRGB,
-so the student first applies a fixed power ``max(x, 0) ** (1 / 2.2)`` and then the teacher's own
-mean/std normalisation per colour (R, G, G, B). No white balance or colour correction is applied:
-learning those is the student's job.
+Default student: a differentiable RAW front-end (:mod:`distill.frontend`: bilinear demosaic,
+per-image white balance, learnable residual gains and colour matrix, learnable tone curve, the
+teacher's normalisation) followed by a copy of the teacher's network, stem included. At
+initialisation the front-end is the naive render of ``distill.evaluate``, so the student's logits
+equal the teacher's on that render (it cannot start below the "no ISP" baseline), and every feature
+map has the teacher's size on the S×S RGB crop.
 """
 
 from __future__ import annotations
@@ -23,32 +18,31 @@ import contextlib
 import copy
 import importlib
 import io
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from distill.frontend import RawFrontEnd
 
 __all__ = [
     "DEFAULT_TEACHER",
+    "DEFAULT_WB",
     "NORMALIZATIONS",
     "FeatureTap",
-    "RawInput",
     "RawStudent",
     "Teacher",
     "build_student",
-    "find_rgb_stem",
+    "distill_mode",
     "imagenet_class_names",
     "load_factory",
     "load_teacher",
-    "raw_stem_from_rgb",
 ]
 
 DEFAULT_TEACHER = "efficientnet-lite0"
-RAW_GAMMA = 2.2
+DEFAULT_WB = "metadata"  # the front-end's white balance; docs/results.md has the measurements
 
 # Per-channel (mean, std) applied to sRGB in [0, 1]. The EfficientNet-Lite0 weights were trained
 # with TensorFlow's (x·255 − 127) / 128: the stem's BatchNorm running statistics match that
@@ -59,9 +53,6 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "none": ((0.0,) * 3, (1.0,) * 3),
 }
 _DEFAULT_NORMALIZATION = {DEFAULT_TEACHER: "tf"}
-
-# Colour of each packed plane (RGGB order): R, G, G, B.
-_PLANE_COLOUR = (0, 1, 1, 2)
 
 
 def imagenet_class_names() -> list[str]:
@@ -187,116 +178,51 @@ def load_teacher(
     return Teacher(net, norm, spec)
 
 
-class RawInput(nn.Module):
-    """Linear RAW planes → the teacher's input scale.
-
-    ``y = (max(x, 0) ** (1 / 2.2) − mean_c) / std_c`` per plane, where c is the plane's colour
-    (R, G, G, B) and (mean, std) the teacher's normalisation. Input: black-subtracted RAW divided
-    by (white − black), B×4×h×w, RGGB; values slightly outside [0, 1] (noise, highlights) are fine.
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], gamma: float = RAW_GAMMA):
-        super().__init__()
-        self.gamma = float(gamma)
-        self.normalize = _Normalize(
-            [mean[c] for c in _PLANE_COLOUR], [std[c] for c in _PLANE_COLOUR]
-        )
-
-    def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.normalize(raw.clamp(min=0).pow(1 / self.gamma))
-
-
 class RawStudent(nn.Module):
-    """A network reading RAW: ``net(input(packed planes))`` → logits.
+    """A network reading RAW: ``net(frontend(raw, wb))`` → logits.
 
-    Accepts packed RGGB planes B×4×h×w or an RGGB mosaic B×1×2h×2w (packed here with
-    ``pixel_unshuffle``, whose channel order equals :func:`rawpairs.cfa.pack`).
+    ``frontend``: a :class:`distill.frontend.RawFrontEnd` (normalised RGGB RAW → the teacher's
+    normalised RGB input, B×3×2h×2w). Accepts packed RGGB planes B×4×h×w or an RGGB mosaic
+    B×1×2h×2w; ``wb``: the samples' recorded white-balance gains B×3 (``batch["wb"]``), needed
+    when the front-end's white balance is ``"metadata"`` and ignored otherwise.
     """
 
-    def __init__(self, net: nn.Module, raw_input: RawInput) -> None:
+    def __init__(self, net: nn.Module, frontend: RawFrontEnd) -> None:
         super().__init__()
-        self.input = raw_input
+        self.frontend = frontend
         self.net = net
 
-    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+    def forward(self, raw: torch.Tensor, wb: torch.Tensor | None = None) -> torch.Tensor:
         if raw.ndim != 4 or raw.shape[1] not in (1, 4):
             raise ValueError(
                 f"student input must be B×4×h×w packed planes or B×1×H×W mosaic, "
                 f"got {tuple(raw.shape)}"
             )
-        if raw.shape[1] == 1:
-            raw = F.pixel_unshuffle(raw, 2)
-        return self.net(self.input(raw))
+        return self.net(self.frontend(raw, wb))
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The network's parameters (everything but the front-end)."""
+        return list(self.net.parameters())
 
 
-def find_rgb_stem(net: nn.Module) -> str:
-    """Name of the first ``nn.Conv2d`` of ``net`` with 3 input channels (its RGB stem)."""
-    for name, module in net.named_modules():
-        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
-            return name
-    raise ValueError(f"{type(net).__name__} has no Conv2d with 3 input channels to use as stem")
+def distill_mode(student: RawStudent, *, freeze_bn: bool, dropout: bool) -> RawStudent:
+    """Put ``student`` in training mode for distillation and return it.
 
-
-def _padding_before(conv: nn.Conv2d) -> tuple[int, int]:
-    """Zero padding (top, left) that ``conv`` applies before its first row/column on even inputs."""
-    static = getattr(conv, "static_padding", None)
-    if isinstance(static, nn.ZeroPad2d):  # EfficientNet's static TF-"SAME" padding
-        left, _, top, _ = static.padding
-        return top, left
-    if type(conv).__name__ == "Conv2dDynamicSamePadding":
-        # TF "SAME" with stride 2 on an even size pads k − 2 in total, the smaller half first.
-        kh, kw = conv.kernel_size
-        return (kh - 2) // 2, (kw - 2) // 2
-    if type(conv) is not nn.Conv2d or isinstance(conv.padding, str):
-        raise ValueError(f"cannot map a RAW stem onto {type(conv).__name__}({conv.padding=})")
-    for pad, size in zip(conv.padding, conv.kernel_size, strict=True):
-        if (2 * pad - size) // 2 + 1 != 0:  # output size on an even input 2n is not n
-            raise ValueError(f"RGB stem {conv} does not halve the image size: no RAW equivalent")
-    return conv.padding  # type: ignore[return-value]
-
-
-def raw_stem_from_rgb(conv: nn.Conv2d, init: str = "teacher") -> nn.Conv2d:
-    """A stride-1 convolution over 4 RGGB planes (S/2×S/2) replacing a stride-2 RGB stem (S×S).
-
-    The teacher's output at (i, j) reads full-resolution pixels 2i − p + ky (p: padding before,
-    ky: kernel row), which lie in Bayer block i + ⌊(ky − p)/2⌋. If every 2×2 block holds one RGB
-    value (R, (G₁+G₂)/2, B) — a nearest-neighbour demosaic — the stem is exactly a convolution
-    over blocks with weight
-    ``W'[o, plane, ⌊(ky−p)/2⌋ + r, ⌊(kx−p)/2⌋ + r] += share · W[o, c, ky, kx]``, where c is the
-    plane's colour, share = 1/2 for each green and 1 otherwise, and r the new kernel's radius.
-    ``init="scratch"`` keeps PyTorch's default initialisation instead.
+    ``freeze_bn``: BatchNorm layers use (and keep) their running statistics. ``dropout=False``:
+    dropout layers are off; with ``freeze_bn`` too the whole network runs in eval mode, which also
+    turns off stochastic depth (EfficientNet's drop-connect follows its blocks' mode), so the
+    forward pass is deterministic and equal to the evaluated one. The front-end has no
+    train/eval difference.
     """
-    if init not in ("teacher", "scratch"):
-        raise ValueError(f"unknown stem init {init!r}: expected 'teacher' or 'scratch'")
-    if conv.in_channels != 3 or conv.groups != 1 or tuple(conv.dilation) != (1, 1):
-        raise ValueError(f"RGB stem must be an ungrouped, undilated 3-channel conv, got {conv}")
-    if tuple(conv.stride) != (2, 2):
-        raise ValueError(
-            f"RAW stem needs a stride-2 RGB stem (packed planes are half size): {conv}"
-        )
-    kh, kw = conv.kernel_size
-    top, left = _padding_before(conv)
-    rows = [math.floor((ky - top) / 2) for ky in range(kh)]
-    cols = [math.floor((kx - left) / 2) for kx in range(kw)]
-    radius = max(abs(v) for v in rows + cols)
-    size = 2 * radius + 1
-    stem = nn.Conv2d(
-        4, conv.out_channels, size, stride=1, padding=radius, bias=conv.bias is not None
-    )
-    if init == "scratch":
-        return stem.to(conv.weight.dtype)
-    weight = torch.zeros(conv.out_channels, 4, size, size, dtype=conv.weight.dtype)
-    source = conv.weight.detach().cpu()
-    for plane, colour in enumerate(_PLANE_COLOUR):
-        share = 0.5 if colour == 1 else 1.0
-        for ky, dy in enumerate(rows):
-            for kx, dx in enumerate(cols):
-                weight[:, plane, dy + radius, dx + radius] += share * source[:, colour, ky, kx]
-    with torch.no_grad():
-        stem.weight.copy_(weight)
-        if conv.bias is not None:
-            stem.bias.copy_(conv.bias.detach())
-    return stem
+    student.train()
+    if freeze_bn and not dropout:
+        return student.eval()
+    for module in student.modules():
+        if freeze_bn and isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+        if not dropout and isinstance(module, nn.modules.dropout._DropoutNd):
+            module.eval()
+    return student
 
 
 def _reset_parameters(net: nn.Module) -> None:
@@ -313,14 +239,20 @@ def build_student(
     *,
     init: str = "teacher",
     weights: str | None = None,
+    wb: str = DEFAULT_WB,
+    learn_colour: bool = True,
+    learn_tone: bool = True,
 ) -> RawStudent:
-    """Build the RAW student.
+    """Build the RAW student: :class:`~distill.frontend.RawFrontEnd` + a network.
 
-    ``spec="teacher"``: the teacher's architecture (it must be a plain ``nn.Module``, not a
-    TorchScript or exported graph) with its RGB stem replaced by :func:`raw_stem_from_rgb`;
-    ``init="teacher"`` copies every other weight from the teacher, ``"scratch"`` re-initialises
-    all of them. ``spec="package.module:factory"``: a user network taking the four normalised
-    planes (B×4×S/2×S/2, see :class:`RawInput`), optionally loaded from the state dict ``weights``.
+    ``spec="teacher"``: a copy of the teacher's network (it must be a plain ``nn.Module``, not a
+    TorchScript or exported graph); ``init="teacher"`` keeps the teacher's weights — then the
+    student's logits at initialisation are the teacher's on
+    :func:`distill.frontend.naive_render` of the RAW with the same white balance ``wb`` —,
+    ``"scratch"`` re-initialises them. ``spec="package.module:factory"``: a user network taking
+    the front-end's output (the teacher's normalised RGB, B×3×H×W), optionally loaded from the
+    state dict ``weights``. ``wb``, ``learn_colour``, ``learn_tone``: see
+    :class:`~distill.frontend.RawFrontEnd`.
     """
     if init not in ("teacher", "scratch"):
         raise ValueError(f"unknown student init {init!r}: expected 'teacher' or 'scratch'")
@@ -332,11 +264,6 @@ def build_student(
                 "pass --student package.module:factory"
             )
         net = copy.deepcopy(teacher.net)
-        stem_name = find_rgb_stem(net)
-        parent_name, _, attr = stem_name.rpartition(".")
-        parent = net.get_submodule(parent_name) if parent_name else net
-        stem = raw_stem_from_rgb(getattr(parent, attr), init)
-        setattr(parent, attr, stem)
         if init == "scratch":
             _reset_parameters(net)
     else:
@@ -349,7 +276,8 @@ def build_student(
     if weights is not None:
         _load_state_dict(net, weights)
     net.requires_grad_(True)
-    return RawStudent(net, RawInput(mean, std))
+    frontend = RawFrontEnd(mean, std, wb=wb, learn_colour=learn_colour, learn_tone=learn_tone)
+    return RawStudent(net, frontend)
 
 
 @dataclass

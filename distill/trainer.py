@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from distill.checkpoint import (
+    BEST_NAME,
     CHECKPOINT_NAME,
     TRAINING_KEYS,
     find_resume,
@@ -35,7 +36,14 @@ from distill.checkpoint import (
 )
 from distill.config import TrainConfig
 from distill.losses import CombinedLoss, Outputs
-from distill.models import FeatureTap, RawStudent, Teacher, build_student, load_teacher
+from distill.models import (
+    FeatureTap,
+    RawStudent,
+    Teacher,
+    build_student,
+    distill_mode,
+    load_teacher,
+)
 
 __all__ = ["DistillStep", "Trainer", "TrainingDiverged", "build_models", "lr_factor", "train"]
 
@@ -60,7 +68,8 @@ def lr_factor(step: int, steps: int, warmup: int, min_ratio: float) -> float:
 class DistillStep(nn.Module):
     """Student forward plus loss in one module, so DDP sees the adapters' parameters too.
 
-    ``forward(raw, teacher, labels)`` → (total loss, unweighted terms, student logits).
+    ``forward(raw, wb, teacher, labels)`` → (total loss, unweighted terms, student logits);
+    ``wb``: the samples' recorded white-balance gains B×3 (used by a ``metadata`` front-end).
     """
 
     def __init__(
@@ -72,11 +81,11 @@ class DistillStep(nn.Module):
         self.tap = FeatureTap(student.net, student_layers) if student_layers else None
 
     def forward(
-        self, raw: torch.Tensor, teacher: Outputs | None, labels: torch.Tensor
+        self, raw: torch.Tensor, wb: torch.Tensor, teacher: Outputs | None, labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         if self.tap is not None:
             self.tap.clear()
-        logits = self.student(raw)
+        logits = self.student(raw, wb)
         student = Outputs(logits, self.tap.features() if self.tap is not None else [])
         total, parts = self.criterion(student, teacher, labels)
         return total, parts, logits
@@ -93,7 +102,13 @@ def build_models(
         config.teacher, weights=config.teacher_weights, normalization=config.teacher_norm
     ).to(device)
     student = build_student(
-        teacher, config.student, init=config.student_init, weights=config.student_weights
+        teacher,
+        config.student,
+        init=config.student_init,
+        weights=config.student_weights,
+        wb=config.raw_wb,
+        learn_colour=config.learn_colour,
+        learn_tone=config.learn_tone,
     ).to(device)
     pairs = config.layer_pairs
     teacher_size = config.teacher_size or config.crop
@@ -102,7 +117,7 @@ def build_models(
     t_tap = FeatureTap(teacher.net, [t for t, _ in pairs]) if pairs else None
     student.eval()  # the probe must not touch BatchNorm statistics
     with torch.no_grad(), FeatureTap(student.net, [s for _, s in pairs]) as s_tap:
-        t_logits, s_logits = teacher(rgb), student(raw)
+        t_logits, s_logits = teacher(rgb), student(raw, torch.ones(1, 3, device=device))
         t_channels = [f.shape[1] for f in t_tap.features()] if t_tap else []
         s_channels = [f.shape[1] for f in s_tap.features()] if pairs else []
     student.train()
@@ -211,6 +226,7 @@ def truncate_logs(out: Path, step: int) -> None:
     of ``step`` writes them again, so the logs never repeat a step."""
     _keep_lines(out / "log.jsonl", lambda line: int(json.loads(line)["step"]) <= step)
     _keep_lines(out / "log.csv", lambda line: int(line.split(",", 1)[0]) <= step, header=1)
+    _keep_lines(out / "val.jsonl", lambda line: int(json.loads(line)["step"]) <= step)
     for keys in out.glob("keys-rank*.txt"):  # one line per sample: <0-based step>\t<key>
         _keep_lines(keys, lambda line: int(line.split("\t", 1)[0]) < step)
 
@@ -278,6 +294,45 @@ def _first_batch(iterator: Iterator[dict[str, Any]], shards: Any) -> dict[str, A
         raise ValueError(f"{shards}: the shards yielded no batch") from None
 
 
+class EmaWeights:
+    """Exponential moving average of a module's floating-point parameters and buffers.
+
+    After each update ``avg ← decay·avg + (1 − decay)·weight``; :meth:`applied` swaps the averages
+    into the module for a ``with`` block (validation, ``best.pt``) and restores the weights after.
+    """
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.average = {
+            name: value.detach().clone()
+            for name, value in module.state_dict().items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point()
+        }
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for name, value in module.state_dict().items():
+            if name in self.average:
+                self.average[name].lerp_(value.detach(), 1 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self, module: nn.Module) -> Iterator[None]:
+        state = module.state_dict()
+        kept = {name: state[name].detach().clone() for name in self.average}
+        module.load_state_dict(self.average, strict=False)
+        try:
+            yield
+        finally:
+            module.load_state_dict(kept, strict=False)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.average)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            self.average[name].copy_(value)
+
+
 # ---------------------------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------------------------
@@ -329,38 +384,55 @@ class Trainer:
             self.student, self.criterion, [s for _, s in config.layer_pairs]
         )
         self.optimizer = self.make_optimizer()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: lr_factor(s, config.steps, config.warmup_steps, config.min_lr_ratio),
-        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factors())
+        self.ema = EmaWeights(self.student, config.ema) if config.ema > 0 else None
+        self.best: dict[str, Any] | None = None  # {"step", "kl", ...} of best.pt
+        self.held: Any = None  # the --val-shards batches (distill.evaluate.HeldOut), rank 0
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """The optimiser over every trainable parameter of the step module."""
+        """The optimiser over every trainable parameter of the step module, in two groups:
+        the RAW front-end (``frontend_lr``, no weight decay: its identity/sRGB initialisation is
+        not a small-weight prior) and everything else (``lr``, ``weight_decay``)."""
         config = self.config
+        front = {id(p) for p in self.student.frontend.parameters()}
         params = [p for p in self.step_module.parameters() if p.requires_grad]
+        groups = [
+            {
+                "params": [p for p in params if id(p) in front],
+                "lr": config.frontend_lr,
+                "weight_decay": 0.0,
+            },
+            {"params": [p for p in params if id(p) not in front]},
+        ]
         if config.optimizer == "adamw":
             return torch.optim.AdamW(
-                params, lr=config.lr, weight_decay=config.weight_decay, foreach=True
+                groups, lr=config.lr, weight_decay=config.weight_decay, foreach=True
             )
         return torch.optim.SGD(
-            params,
+            groups,
             lr=config.lr,
             momentum=config.momentum,
             weight_decay=config.weight_decay,
             foreach=True,
         )
 
+    def lr_factors(self) -> list[Callable[[int], float]]:
+        """Learning-rate multipliers of the two groups: warm-up + cosine (:func:`lr_factor`);
+        the backbone's is 0 for the first ``freeze_backbone_steps`` steps."""
+        config = self.config
+
+        def front(step: int) -> float:
+            return lr_factor(step, config.steps, config.warmup_steps, config.min_lr_ratio)
+
+        def backbone(step: int) -> float:
+            return 0.0 if step < config.freeze_backbone_steps else front(step)
+
+        return [front, backbone]
+
     def prepare(self) -> None:
         """Train/eval modes, DDP and compile wrappers: after :meth:`resume`, before the loop."""
         config, proc = self.config, self.proc
-        self.student.train()
-        freeze_bn = (
-            config.freeze_bn if config.freeze_bn is not None else config.student_init == "teacher"
-        )
-        if freeze_bn:
-            for module in self.student.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        self.train_mode()
         runner: nn.Module = self.step_module
         if proc.distributed:
             runner = nn.parallel.DistributedDataParallel(
@@ -370,6 +442,55 @@ class Trainer:
         if config.compile:
             runner = torch.compile(runner)  # type: ignore[assignment]
         self.runner = runner
+
+    def train_mode(self) -> None:
+        """The student's training mode: BatchNorm frozen (default with teacher init) and
+        dropout/drop-connect off unless ``--dropout`` (:func:`distill.models.distill_mode`)."""
+        config = self.config
+        freeze_bn = (
+            config.freeze_bn if config.freeze_bn is not None else config.student_init == "teacher"
+        )
+        distill_mode(self.student, freeze_bn=freeze_bn, dropout=config.dropout)
+
+    # -- validation --------------------------------------------------------------------------
+    def validate(self) -> dict[str, Any]:
+        """Score the student (its EMA weights when ``--ema``) on ``--val-shards`` (rank 0).
+
+        Appends ``{"step", "top1_agreement", "top5_agreement", "kl", "best"}`` to
+        ``<out>/val.jsonl`` and writes ``<out>/best.pt`` (weights and config, loadable by
+        ``distill.checkpoint.load_checkpoint``) when the KL is the lowest so far.
+        """
+        from distill.evaluate import load_heldout, score, student_logits
+
+        config = self.config
+        if self.held is None:
+            self.held = load_heldout(
+                config.val_shards,  # type: ignore[arg-type]
+                self.teacher,
+                crop=config.crop,
+                teacher_size=config.teacher_size,
+                batch_size=config.batch_size,
+                student_input=config.student_input,
+                max_batches=config.val_batches,
+                device=self.proc.device,
+            )
+        with self.ema.applied(self.student) if self.ema else contextlib.nullcontext():
+            metrics = score(student_logits(self.student, self.held), self.held)
+            best = self.best is None or metrics["kl"] < self.best["kl"]
+            if best:
+                self.best = {"step": self.step_count, **metrics}
+                weights = {
+                    "student": self.student.state_dict(),
+                    "config": self.config.to_dict(),
+                    "step": self.step_count,
+                    "val": metrics,
+                }
+                save_checkpoint(self.out / BEST_NAME, weights)
+        self.train_mode()
+        record = {"step": self.step_count, **metrics, "best": best}
+        with (self.out / "val.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        return record
 
     # -- checkpoint state --------------------------------------------------------------------
     def state_dict(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
@@ -385,6 +506,8 @@ class Trainer:
             "rng": rng,
             "world_size": self.proc.world_size,
             "config": self.config.to_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "best": self.best,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -393,6 +516,9 @@ class Trainer:
         self.criterion.load_state_dict(state["criterion"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.best = state.get("best")
 
     def resume(self) -> None:
         """Continue from ``--resume`` (exactly when the data order allows, else warned).
@@ -456,7 +582,8 @@ class Trainer:
         device = self.proc.device
         raw = batch["raw"].to(device, non_blocking=True).contiguous(memory_format=fmt)
         rgb = batch["rgb"].to(device, non_blocking=True).contiguous(memory_format=fmt)
-        return raw, rgb, batch["cls"].to(device, non_blocking=True)
+        wb = batch["wb"].to(device, non_blocking=True)
+        return raw, rgb, wb, batch["cls"].to(device, non_blocking=True)
 
     def step(self, iterator: Iterator[dict[str, Any]]) -> dict[str, float]:
         """One optimiser update over ``accum`` micro-batches; returns the mean loss terms.
@@ -475,7 +602,7 @@ class Trainer:
             self.batches_consumed += 1
             if self.keys_file is not None:
                 self.keys_file.write("".join(f"{self.step_count}\t{k}\n" for k in batch["key"]))
-            raw, rgb, labels = self._to_device(batch)
+            raw, rgb, wb, labels = self._to_device(batch)
             teacher_out = None
             if self.criterion.needs_teacher:
                 if self.t_tap is not None:
@@ -489,7 +616,7 @@ class Trainer:
                 else contextlib.nullcontext()
             )
             with sync, autocast:
-                total, parts, s_logits = self.runner(raw, teacher_out, labels)
+                total, parts, s_logits = self.runner(raw, wb, teacher_out, labels)
             (total / config.accum).backward()
             for name, value in [("loss", total), *parts.items()]:
                 key = name if name == "loss" else f"loss_{name}"
@@ -501,6 +628,8 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.student)
         self.step_count += 1
         if self.criterion.needs_teacher:
             totals["agree"] = float(agree)
@@ -552,6 +681,8 @@ class Trainer:
             else None
         )
         bar = _progress(end, self.step_count, config.progress and proc.main)
+        validating = config.val_shards is not None and proc.main
+        validations = [self.validate()] if validating and self.resumed_step is None else []
         losses: list[float] = []
         started = time.perf_counter()
         samples = 0
@@ -577,6 +708,10 @@ class Trainer:
                         )
                 if bar is not None:
                     bar.update(1)
+                if validating and (
+                    step == end or (config.val_every and step % config.val_every == 0)
+                ):
+                    validations.append(self.validate())
                 if step == end or (config.checkpoint_every and step % config.checkpoint_every == 0):
                     self.save()
         except torch.cuda.OutOfMemoryError as err:
@@ -602,6 +737,8 @@ class Trainer:
             "checkpoint": str(self.checkpoint),
             "log": str(self.out / "log.jsonl"),
             "world_size": proc.world_size,
+            "validations": validations,
+            "best": self.best,
         }
 
 

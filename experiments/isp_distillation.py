@@ -36,26 +36,32 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    from distill.evaluate import HeldOut
+
 __all__ = [
+    "ABLATIONS",
     "METHODS",
     "PRESETS",
+    "REFERENCE_LABELS",
     "ExperimentConfig",
     "Method",
-    "ValSet",
-    "load_valset",
+    "interval_table",
+    "load_held_out",
     "main",
     "markdown_table",
+    "reference_rows",
     "run",
-    "score",
+    "source_intervals",
     "summarize",
 ]
 
@@ -81,6 +87,7 @@ class Method:
     overrides: dict[str, Any] = field(default_factory=dict)
     low_light: bool = False  # trained (and scored along the way) on darkened RAW
     needs_labels: bool = False
+    ablation: bool = False  # one change from "kd"; trained with ``ablation_seeds``
 
 
 METHODS: tuple[Method, ...] = (
@@ -91,7 +98,24 @@ METHODS: tuple[Method, ...] = (
     Method(
         "supervised", "student, CE on true labels", {"objective": "supervised"}, needs_labels=True
     ),
-)
+    # Ablations: each changes one part of the "kd" recipe (docs/results.md).
+    Method("kd_wb_none", "KD, no white balance in the front-end", {"raw_wb": "none"},
+           ablation=True),
+    Method("kd_wb_grayworld", "KD, gray-world white balance", {"raw_wb": "grayworld"},
+           ablation=True),
+    Method("kd_fixed_colour", "KD, front-end colour and tone not learnt",
+           {"learn_colour": False, "learn_tone": False}, ablation=True),
+    Method("kd_old_recipe", "KD, previous recipe (lr 5e-4 everywhere, dropout, no freezing)",
+           {"lr": 5e-4, "frontend_lr": 5e-4, "dropout": True, "freeze_backbone_steps": 0},
+           ablation=True),
+)  # fmt: skip
+ABLATIONS = tuple(m.name for m in METHODS if m.ablation)
+REFERENCE_LABELS = {
+    "teacher": "teacher on RGB (reference)",
+    "naive_teacher": "teacher on naive RAW render (no ISP)",
+    "grayworld_teacher": "teacher on naive render + gray-world WB",
+    "isp_teacher": "teacher on full forward ISP (upper reference)",
+}
 
 
 @dataclass
@@ -114,10 +138,13 @@ class ExperimentConfig:
     steps: int = 160
     eval_points: int = 4
     batch_size: int = 12
-    lr: float = 5e-4
+    lr: float = 5e-5  # backbone; docs/results.md (recipe search on a training-side split)
+    frontend_lr: float = 5e-3
+    freeze_backbone_steps: int = 40  # the first quarter of the 160 steps: only the front-end learns
     temperature: float = 4.0
     low_light: tuple[float, float] = (4.0, 16.0)
     seeds: tuple[int, ...] = (0, 1, 2)
+    ablation_seeds: tuple[int, ...] = (0,)
     methods: tuple[str, ...] = ("kd", "hard", "kd_scratch", "kd_low_light")
     device: str = "cpu"
     workers: int = 2
@@ -168,6 +195,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_crops": 2,
         "steps": 1,
         "eval_points": 1,
+        "freeze_backbone_steps": 0,
         "batch_size": 2,
         "seeds": (0,),
         "eval_batch": 8,
@@ -186,7 +214,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps": 20000,
         "eval_points": 10,
         "batch_size": 128,
-        "lr": 1e-3,
+        "freeze_backbone_steps": 5000,  # a quarter, as the CPU recipe (not measured at this scale)
         "seeds": (0, 1, 2),
         "device": "cuda",
         "workers": 8,
@@ -282,90 +310,87 @@ def build_shards(src: Path, out: Path, config: ExperimentConfig, crops: int) -> 
 # ---------------------------------------------------------------------------------------------
 # Scoring
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class ValSet:
-    """Held-out batches in memory with the reference predictions computed once.
-
-    ``raw``: normalised RGGB planes per batch (B×4×h×w, on the device); ``rgb``: the sRGB teacher
-    input as uint8 on the CPU (for figures only); ``labels`` (−1: none); ``teacher``: the
-    teacher's logits on the RGB; ``naive``: its logits on the naive render of the RAW; ``keys``:
-    sample keys. Memory: about 4·crop² + 3·crop² bytes per sample (200 KB at 224 px).
-    """
-
-    raw: list[torch.Tensor]
-    rgb: list[torch.Tensor]
-    labels: list[torch.Tensor]
-    teacher: list[torch.Tensor]
-    naive: list[torch.Tensor]
-    keys: list[str]
-
-    @property
-    def samples(self) -> int:
-        return len(self.keys)
-
-
-def load_valset(
-    shards: str | Path,
+def load_held_out(
+    shards: Path,
     teacher: torch.nn.Module,
-    *,
-    crop: int,
-    batch_size: int,
+    config: ExperimentConfig,
     low_light: tuple[float, float] | None = None,
-    device: str | torch.device = "cpu",
-) -> ValSet:
-    """One pass over ``shards`` (centre crops, no flip) as :func:`distill.evaluate.evaluate` reads
-    them, optionally darkened (``low_light``, deterministic per sample key), with the teacher's
-    logits on the RGB and on the naive render of the RAW (the "no ISP" baseline)."""
-    from distill.data import make_loader
-    from distill.evaluate import naive_render
+) -> HeldOut:
+    """The held-out pairs as :func:`distill.evaluate.load_heldout` reads them (centre crops, no
+    flip; darkened when ``low_light``), with the teacher's logits on the RGB and every baseline."""
+    from distill.evaluate import load_heldout
 
-    loader = make_loader(
-        str(shards),
-        batch_size=batch_size,
-        crop=crop,
-        teacher_size=crop,
+    return load_heldout(
+        shards,
+        teacher,  # type: ignore[arg-type]
+        crop=config.crop,
+        batch_size=config.eval_batch,
         low_light=low_light,
-        repeat=False,
+        keep_rgb=True,
+        device=config.device,
     )
-    val = ValSet([], [], [], [], [], [])
-    with torch.no_grad():
-        for batch in loader:
-            raw, rgb = batch["raw"].to(device), batch["rgb"].to(device)
-            val.raw.append(raw)
-            val.rgb.append((rgb * 255).round().to(torch.uint8).cpu())
-            val.labels.append(batch["cls"].to(device))
-            val.teacher.append(teacher(rgb))
-            val.naive.append(teacher(naive_render(raw)))
-            val.keys.extend(batch["key"])
-    if not val.keys:
-        raise ValueError(f"{shards}: no samples to evaluate")
-    return val
 
 
-def score(model: Callable[[torch.Tensor], torch.Tensor] | None, val: ValSet) -> dict[str, Any]:
-    """Agreement with the teacher-on-RGB of ``model`` on the RAW (``None``: the naive teacher).
+def reference_rows(condition: str, held: HeldOut) -> list[dict[str, Any]]:
+    """Rows of the teacher on RGB (100 % by definition) and of every baseline on ``held``."""
+    from distill.evaluate import BASELINES, score
 
-    Keys: ``top1_agreement``, ``top5_agreement`` (fractions), ``kl`` (nats), ``accuracy``
-    (``None`` without labels).
+    head = {"seed": 0, "step": -1, "condition": condition}
+    rows = [{"method": "teacher", **head} | score(held.teacher, held)]
+    rows += [{"method": name, **head} | score(held.baselines[name], held) for name in BASELINES]
+    return rows
+
+
+def _seed_mean_values(
+    logit_sets: Sequence[Sequence[torch.Tensor]], held: HeldOut
+) -> dict[str, np.ndarray]:
+    """Per-sample top-1, top-5 and KL against the teacher, averaged over runs (seeds)."""
+    from distill.evaluate import per_sample
+
+    runs = [
+        [per_sample(lg, ref) for lg, ref in zip(logits, held.teacher, strict=True)]
+        for logits in logit_sets
+    ]
+    return {
+        m: np.mean([np.concatenate([p[m] for p in parts]) for parts in runs], axis=0)
+        for m in ("top1_agreement", "top5_agreement", "kl")
+    }
+
+
+def source_intervals(
+    final: dict[tuple[str, str], list[list[torch.Tensor]]],
+    helds: dict[str, HeldOut],
+    resamples: int = 2000,
+) -> list[dict[str, Any]]:
+    """95 % bootstrap intervals over source images (``distill.evaluate.bootstrap_ci``).
+
+    ``final``: (method, condition) → the logits of every seed. Per sample, the metric is
+    averaged over seeds; entries hold ``<metric>_ci`` = [low, high] and, for students,
+    ``<metric>_vs_<baseline>`` = [mean difference, low, high] against each baseline (paired: the
+    same resampled sources).
     """
-    from distill.evaluate import Scores
+    from distill.evaluate import BASELINES, bootstrap_ci
 
-    scores = Scores()
-    with torch.no_grad():
-        for i, raw in enumerate(val.raw):
-            logits = val.naive[i] if model is None else model(raw)
-            scores.update(logits, val.teacher[i], val.labels[i])
-    return scores.summary()
+    out = []
+    for (method, condition), seeds in final.items():
+        held = helds[condition]
+        sources = held.sources
 
-
-def teacher_accuracy(val: ValSet) -> float | None:
-    """Top-1 accuracy of the teacher on the RGB over labelled samples (``None``: no labels)."""
-    from distill.evaluate import Scores
-
-    scores = Scores()
-    for logits, labels in zip(val.teacher, val.labels, strict=True):
-        scores.update(logits, logits, labels)
-    return scores.summary()["accuracy"]
+        ours = _seed_mean_values(seeds, held)
+        entry: dict[str, Any] = {"method": method, "condition": condition}
+        for metric, v in ours.items():
+            entry[f"{metric}_ci"] = list(bootstrap_ci(v, sources, resamples=resamples))
+        if method not in BASELINES:
+            for base in BASELINES:
+                theirs = _seed_mean_values([held.baselines[base]], held)
+                for metric in ("top1_agreement", "kl"):
+                    diff = ours[metric] - theirs[metric]
+                    entry[f"{metric}_vs_{base}"] = [
+                        float(diff.mean()),
+                        *bootstrap_ci(diff, sources, resamples=resamples),
+                    ]
+        out.append(entry)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,6 +407,8 @@ def _train_config(config: ExperimentConfig, method: Method, seed: int, shards: P
         crop=config.crop,
         temperature=config.temperature,
         lr=config.lr,
+        frontend_lr=config.frontend_lr,
+        freeze_backbone_steps=config.freeze_backbone_steps,
         warmup_steps=max(1, config.steps // 10),
         seed=seed,
         device=config.device,
@@ -401,15 +428,19 @@ def train_and_score(
     seed: int,
     shards: Path,
     run_dir: Path,
-    vals: dict[str, ValSet],
-) -> tuple[list[dict[str, Any]], torch.nn.Module]:
-    """Train one student, scoring it at ``config.checkpoints``; returns (rows, final student).
+    helds: dict[str, HeldOut],
+) -> tuple[list[dict[str, Any]], dict[str, list[torch.Tensor]], torch.nn.Module]:
+    """Train one student, scoring it at ``config.checkpoints``; returns (rows, the final logits
+    per condition, the final student).
 
     Training runs in segments (``stop_after``) that resume exactly from the last checkpoint, so
     the scored students are those of one uninterrupted run. At intermediate steps the student is
-    scored on its own condition; at the last step on every condition in ``vals``.
+    scored on its own condition; at the last step on every condition in ``helds``. Scores come
+    from :mod:`distill.evaluate` (:func:`~distill.evaluate.student_logits`,
+    :func:`~distill.evaluate.score`).
     """
-    from distill.evaluate import load_checkpoint
+    from distill.checkpoint import load_checkpoint
+    from distill.evaluate import score, student_logits
     from distill.models import build_student, load_teacher
     from distill.train import train
 
@@ -418,22 +449,33 @@ def train_and_score(
     train_config = _train_config(config, method, seed, shards, run_dir)
     own = "low_light" if method.low_light else "clean"
     rows = []
+    final: dict[str, list[torch.Tensor]] = {}
 
     def record(step: int, condition: str, student: torch.nn.Module) -> None:
+        logits = student_logits(student, helds[condition])  # type: ignore[arg-type]
         row = {"method": method.name, "seed": seed, "step": step, "condition": condition}
-        rows.append({**row, **score(student.eval(), vals[condition])})
+        rows.append({**row, **score(logits, helds[condition])})
+        if step == config.steps:
+            final[condition] = logits
 
     torch.manual_seed(seed)  # the scratch student's initialisation at step 0, as train draws it
     teacher = load_teacher(train_config.teacher)
-    student = build_student(teacher, train_config.student, init=train_config.student_init)
+    student = build_student(
+        teacher,
+        train_config.student,
+        init=train_config.student_init,
+        wb=train_config.raw_wb,
+        learn_colour=train_config.learn_colour,
+        learn_tone=train_config.learn_tone,
+    )
     record(0, own, student.to(config.device))
     for step in config.checkpoints[1:]:
         train(dataclasses.replace(train_config, stop_after=step))
         student, _, _ = load_checkpoint(run_dir / "last.pt", config.device)
-        conditions = vals if step == config.steps else [own]
+        conditions = helds if step == config.steps else [own]
         for condition in conditions:
             record(step, condition, student)
-    return rows, student
+    return rows, final, student
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,23 +527,75 @@ def _fmt(entry: dict[str, Any], metric: str, percent: bool) -> str:
 
 
 def markdown_table(summary: Sequence[dict[str, Any]], labels: dict[str, str]) -> str:
-    """The final-step rows of ``summary`` as a Markdown table (agreement in %, KL in nats)."""
+    """The final-step rows of ``summary`` as a Markdown table (agreement in %, KL in nats);
+    a student's top-1 and KL at step 0 (``top1_step0``, ``kl_step0``) stand beside them."""
     head = (
-        "| condition | model | seeds | top-1 agreement % | top-5 agreement % | KL (nats) "
-        "| label accuracy % |\n|---|---|---|---|---|---|---|\n"
+        "| condition | model | seeds | top-1 agreement % (step 0) | top-5 agreement % "
+        "| KL, nats (step 0) | label accuracy % |\n|---|---|---|---|---|---|---|\n"
     )
+
+    def start(e: dict[str, Any], metric: str, percent: bool) -> str:
+        value = e.get(f"{metric}_step0")
+        if value is None:
+            return ""
+        return f" ({100 * value:.1f})" if percent else f" ({value:.3f})"
+
     lines = [
         f"| {e['condition']} | {labels.get(e['method'], e['method'])} | {e['seeds']} "
-        f"| {_fmt(e, 'top1_agreement', True)} | {_fmt(e, 'top5_agreement', True)} "
-        f"| {_fmt(e, 'kl', False)} | {_fmt(e, 'accuracy', True)} |"
+        f"| {_fmt(e, 'top1_agreement', True)}{start(e, 'top1', True)} "
+        f"| {_fmt(e, 'top5_agreement', True)} "
+        f"| {_fmt(e, 'kl', False)}{start(e, 'kl', False)} | {_fmt(e, 'accuracy', True)} |"
         for e in summary
     ]
     return head + "\n".join(lines) + "\n"
 
 
+def interval_table(intervals: Sequence[dict[str, Any]], labels: dict[str, str]) -> str:
+    """Source-bootstrap intervals (:func:`source_intervals`) as a Markdown table: top-1 (%) and
+    KL with their 95 % intervals, and each student's difference to the naive and gray-world
+    renders (difference [interval])."""
+
+    def ci(e: dict[str, Any], metric: str, scale: float) -> str:
+        lo, hi = e[f"{metric}_ci"]
+        return f"[{scale * lo:.1f}, {scale * hi:.1f}]" if scale > 1 else f"[{lo:.2f}, {hi:.2f}]"
+
+    def diff(e: dict[str, Any], metric: str, base: str, scale: float) -> str:
+        value = e.get(f"{metric}_vs_{base}")
+        if value is None:
+            return "–"
+        d, lo, hi = (scale * v for v in value)
+        digits = 1 if scale > 1 else 2
+        return f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+    head = (
+        "| condition | model | top-1 % 95 % CI | KL 95 % CI | Δ top-1 vs naive | Δ KL vs naive "
+        "| Δ top-1 vs gray-world | Δ KL vs gray-world |\n|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = [
+        f"| {e['condition']} | {labels.get(e['method'], e['method'])} "
+        f"| {ci(e, 'top1_agreement', 100)} | {ci(e, 'kl', 1)} "
+        f"| {diff(e, 'top1_agreement', 'naive_teacher', 100)} "
+        f"| {diff(e, 'kl', 'naive_teacher', 1)} "
+        f"| {diff(e, 'top1_agreement', 'grayworld_teacher', 100)} "
+        f"| {diff(e, 'kl', 'grayworld_teacher', 1)} |"
+        for e in intervals
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
 def final_rows(summary: Sequence[dict[str, Any]], steps: int) -> list[dict[str, Any]]:
-    """Reference rows (step −1) and every student's last step, clean condition first."""
-    chosen = [e for e in summary if e["step"] in (-1, steps)]
+    """Reference rows (step −1) and every student's last step, clean condition first; a
+    student's entry gets its step-0 top-1 and KL on the same condition (``top1_step0``,
+    ``kl_step0``) when it was scored there."""
+    start = {(e["method"], e["condition"]): e for e in summary if e["step"] == 0}
+    chosen = []
+    for e in summary:
+        if e["step"] not in (-1, steps):
+            continue
+        first = start.get((e["method"], e["condition"]))
+        if first is not None:
+            e = {**e, "top1_step0": first["top1_agreement"], "kl_step0": first["kl"]}
+        chosen.append(e)
     return sorted(chosen, key=lambda e: e["condition"] != "clean")
 
 
@@ -530,12 +624,14 @@ def plot_curves(summary: Sequence[dict[str, Any]], labels: dict[str, str], path:
             std = np.array([e[f"{metric}_std"] for e in points]) * scale
             (line,) = ax.plot(steps, mean, marker="o", label=f"{labels[method]} [{condition}]")
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    colours = {"naive_teacher": "k", "grayworld_teacher": "tab:gray", "isp_teacher": "tab:olive"}
     for e in summary:
-        if e["method"] == "naive_teacher":
+        if e["method"] in colours and e["step"] == -1:
             style = "--" if e["condition"] == "clean" else ":"
-            label = f"teacher on naive render [{e['condition']}]"
-            axes[0].axhline(100 * e["top1_agreement"], color="k", ls=style, lw=1, label=label)
-            axes[1].axhline(e["kl"], color="k", ls=style, lw=1, label=label)
+            label = f"{labels[e['method']]} [{e['condition']}]"
+            colour = colours[e["method"]]
+            axes[0].axhline(100 * e["top1_agreement"], color=colour, ls=style, lw=1, label=label)
+            axes[1].axhline(e["kl"], color=colour, ls=style, lw=1, label=label)
     axes[0].set_ylabel("top-1 agreement with teacher on RGB (%)")
     axes[1].set_ylabel("KL(teacher ‖ model), nats")
     for ax in axes:
@@ -585,7 +681,7 @@ def _top3(logits: torch.Tensor, names: Sequence[str]) -> str:
     )
 
 
-def plot_examples(val: ValSet, student: torch.nn.Module, count: int, path: Path) -> None:
+def plot_examples(held: HeldOut, student: torch.nn.Module, count: int, path: Path) -> None:
     """Held-out pairs: the RGB with the teacher's top-3, the naive RAW render with the no-ISP
     teacher's top-3, and the student's top-3 on the RAW (evenly spaced samples)."""
     import matplotlib
@@ -597,11 +693,11 @@ def plot_examples(val: ValSet, student: torch.nn.Module, count: int, path: Path)
     from distill.models import imagenet_class_names
 
     names = imagenet_class_names()
-    raw, rgb = torch.cat(val.raw), torch.cat(val.rgb).float() / 255
-    teacher, naive = torch.cat(val.teacher), torch.cat(val.naive)
-    picks = np.linspace(0, len(val.keys) - 1, min(count, len(val.keys))).round().astype(int)
+    raw, wb, rgb = torch.cat(held.raw), torch.cat(held.wb), torch.cat(held.rgb).float() / 255
+    teacher, naive = torch.cat(held.teacher), torch.cat(held.baselines["naive_teacher"])
+    picks = np.linspace(0, len(held.keys) - 1, min(count, len(held.keys))).round().astype(int)
     with torch.no_grad():
-        student_logits = student.eval()(raw[picks]).cpu()
+        student_logits = student.eval()(raw[picks], wb[picks]).cpu()
         renders = naive_render(raw[picks]).cpu()
     # 72 dpi keeps the figure of four photo pairs under 300 KB.
     fig, axes = plt.subplots(2, len(picks), figsize=(2.3 * len(picks), 5.8), dpi=72, squeeze=False)
@@ -616,7 +712,7 @@ def plot_examples(val: ValSet, student: torch.nn.Module, count: int, path: Path)
         bottom.set_xlabel(
             f"RAW · student (KD):\n{_top3(student_logits[col], names)}", fontsize=7, loc="left"
         )
-        top.set_ylabel(val.keys[i][:28], fontsize=6)
+        top.set_ylabel(held.keys[i][:28], fontsize=6)
         for ax in (top, bottom):
             ax.set_xticks([])
             ax.set_yticks([])
@@ -674,63 +770,55 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
 
         t0 = time.perf_counter()
         teacher = load_teacher().to(config.device)
-        vals = {
-            condition: load_valset(
-                work / "shards" / "val",
-                teacher,
-                crop=config.crop,
-                batch_size=config.eval_batch,
-                low_light=low_light,
-                device=config.device,
-            )
+        helds = {
+            condition: load_held_out(work / "shards" / "val", teacher, config, low_light)
             for condition, low_light in (("clean", None), ("low_light", config.low_light))
         }
         rows: list[dict[str, Any]] = []
-        for condition, val in vals.items():
-            rows.append({"method": "teacher", "seed": 0, "step": -1, "condition": condition,
-                         "top1_agreement": 1.0, "top5_agreement": 1.0, "kl": 0.0,
-                         "accuracy": teacher_accuracy(val)})  # fmt: skip
-            rows.append(
-                {"method": "naive_teacher", "seed": 0, "step": -1, "condition": condition}
-                | score(None, val)
-            )
+        for condition, held in helds.items():
+            rows += reference_rows(condition, held)
         timings["reference"] = time.perf_counter() - t0
-        _log(started, f"teacher and no-ISP baseline scored in {timings['reference']:.1f} s")
+        _log(started, f"teacher and baselines scored in {timings['reference']:.1f} s")
 
         methods = {m.name: m for m in METHODS}
         example_student = None
+        final_logits: dict[tuple[str, str], list[list[torch.Tensor]]] = {}
         for name in config.methods:
             t0 = time.perf_counter()
-            for seed in config.seeds:
+            seeds = config.ablation_seeds if methods[name].ablation else config.seeds
+            for seed in seeds:
                 run_dir = work / "runs" / f"{name}-seed{seed}"
                 shards = work / "shards" / "train"
-                new_rows, student = train_and_score(
-                    config, methods[name], seed, shards, run_dir, vals
+                new_rows, logits, student = train_and_score(
+                    config, methods[name], seed, shards, run_dir, helds
                 )
                 rows += new_rows
+                for condition, values in logits.items():
+                    final_logits.setdefault((name, condition), []).append(values)
                 if name == "kd" and example_student is None:
                     example_student = student
-                final = new_rows[-len(vals) if not methods[name].low_light else -1]
+                last = new_rows[-len(helds) if not methods[name].low_light else -1]
                 _log(
                     started,
-                    f"{name} seed {seed}: top-1 {final['top1_agreement']:.1%} "
-                    f"({final['condition']})",
+                    f"{name} seed {seed}: top-1 {last['top1_agreement']:.1%}, "
+                    f"KL {last['kl']:.3f} ({last['condition']})",
                 )
             timings[name] = time.perf_counter() - t0
-            _log(started, f"{name}: {len(config.seeds)} seeds in {timings[name]:.1f} s")
+            _log(started, f"{name}: {len(seeds)} seeds in {timings[name]:.1f} s")
 
         summary = summarize(rows)
-        labels = {m.name: m.label for m in METHODS}
-        labels.update(
-            teacher="teacher on RGB (reference)", naive_teacher="teacher on naive RAW render"
-        )
+        labels = {m.name: m.label for m in METHODS} | REFERENCE_LABELS
         final = final_rows(summary, config.steps)
+        for condition, held in helds.items():
+            for base in held.baselines:
+                final_logits[(base, condition)] = [held.baselines[base]]
+        intervals = source_intervals(final_logits, helds)
         t0 = time.perf_counter()
         plot_curves(summary, labels, figures / "isp_distillation_curves.png")
         plot_bars(final, labels, figures / "isp_distillation_bars.png")
         if example_student is not None:
             plot_examples(
-                vals["clean"], example_student, config.examples,
+                helds["clean"], example_student, config.examples,
                 figures / "isp_distillation_examples.png",
             )  # fmt: skip
         timings["figures"] = time.perf_counter() - t0
@@ -741,7 +829,8 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
     results = {
         "config": dataclasses.asdict(config),
         "data": data,
-        "val_samples": vals["clean"].samples,
+        "val_samples": helds["clean"].samples,
+        "val_sources": len(set(helds["clean"].sources)),
         "notes": notes,
         "machine": {
             "platform": platform.platform(),
@@ -753,13 +842,16 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
         },
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "final": final,
+        "intervals": intervals,
         "summary": summary,
         "rows": rows,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     _write_csv(out / "summary.csv", final)
     _write_csv(out / "curves.csv", [e for e in summary if e["step"] >= 0])
+    _write_csv(out / "intervals.csv", intervals)
     print(markdown_table(final, labels))
+    print(interval_table(intervals, labels))
     _log(started, f"done: {json.dumps(results['timings_s'])}; notes: {notes}")
     return results
 
@@ -782,8 +874,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--eval-points", type=int, default=None)
     add("--batch-size", type=int, default=None)
     add("--crop", type=int, default=None)
-    add("--lr", type=float, default=None)
+    add("--lr", type=float, default=None, help="student backbone learning rate")
+    add("--frontend-lr", type=float, default=None, help="RAW front-end learning rate")
     add("--seeds", type=int, nargs="+", default=None)
+    add("--ablation-seeds", type=int, nargs="+", default=None, help="seeds of the ablations")
+    add("--ablations", action="store_true", help=f"also train the ablations {list(ABLATIONS)}")
     add("--methods", nargs="+", default=None, choices=[m.name for m in METHODS])
     add("--device", default=None)
     add("--workers", type=int, default=None)
@@ -795,9 +890,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rawpairs.errors import InputError
 
     args = vars(_parser().parse_args(argv))
-    for name in ("seeds", "methods"):
+    for name in ("seeds", "ablation_seeds", "methods"):
         if args[name] is not None:
             args[name] = tuple(args[name])
+    if args.pop("ablations"):
+        chosen = args["methods"] or PRESETS[args["preset"]].get("methods", ExperimentConfig.methods)
+        args["methods"] = (*chosen, *(m for m in ABLATIONS if m not in chosen))
     if args["labels"] and args["methods"] is None:
         args["methods"] = (*PRESETS[args["preset"]].get("methods", ExperimentConfig.methods),
                            "supervised")  # fmt: skip

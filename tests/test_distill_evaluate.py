@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,17 +79,41 @@ def checkpoint(pair_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return out / "last.pt"
 
 
-def test_evaluate_reports_student_and_naive_teacher(pair_shards: Path) -> None:
+def test_evaluate_reports_student_baselines_and_intervals(pair_shards: Path) -> None:
     teacher = load_teacher()
-    student = build_student(teacher)
+    student = build_student(teacher, wb="none")
     metrics = evaluate(student, teacher, pair_shards, batch_size=8, crop=32, max_batches=2)
-    assert metrics["samples"] == 16
+    assert metrics["samples"] == 16 and metrics["sources"] >= 2
     assert 0 < metrics["labelled"] < 16
-    for name in ("student", "naive_teacher"):
+    for name in ("student", "naive_teacher", "grayworld_teacher", "isp_teacher"):
         values = metrics[name]
         assert 0 <= values["top1_agreement"] <= values["top5_agreement"] <= 1
         assert values["kl"] > 0
+        for metric, (lo, hi) in values["ci"].items():
+            assert lo <= values[metric] <= hi, (name, metric)
+    # A student without white balance starts as the teacher on the naive render: no difference.
+    for metric in ("top1_agreement", "top5_agreement"):
+        assert metrics["student"][metric] == metrics["naive_teacher"][metric]
+        assert metrics["student"]["vs"]["naive_teacher"][metric] == [0.0, 0.0, 0.0]
+    assert metrics["student"]["kl"] == pytest.approx(metrics["naive_teacher"]["kl"], abs=1e-4)
     assert 0 <= metrics["teacher"]["accuracy"] <= 1  # labels here are photo indices, not ImageNet
+
+
+def test_bootstrap_resamples_whole_sources() -> None:
+    assert ev.source_of("photos_astronaut_png_1a2b3c4d_c0012") == "photos_astronaut_png_1a2b3c4d"
+    assert ev.source_of("no-crop-index") == "no-crop-index"
+    # Two sources, one always right, one always wrong: a resample is all-right, all-wrong or
+    # half and half, whatever the number of crops per source.
+    values = np.array([1.0] * 50 + [0.0] * 50)
+    sources = ["a"] * 50 + ["b"] * 50
+    lo, hi = ev.bootstrap_ci(values, sources, resamples=500)
+    assert (lo, hi) == (0.0, 1.0)
+    assert ev.bootstrap_ci(values, sources, resamples=500) == (lo, hi)  # deterministic
+    # Identical sources give a zero-width interval at the mean.
+    same = ev.bootstrap_ci(np.array([1.0, 0.0] * 4), ["a", "a", "b", "b"] * 2, resamples=200)
+    assert same == (0.5, 0.5)
+    with pytest.raises(ValueError, match="one source per value"):
+        ev.bootstrap_ci(np.ones(3), ["a", "b"])
 
 
 def test_checkpoint_round_trip_and_cli(checkpoint: Path, pair_shards: Path, tmp_path: Path) -> None:
@@ -117,9 +142,10 @@ def test_export_torchscript_and_onnx_message(
     assert export.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 0
     scripted = torch.jit.load(str(tmp_path / "student.torchscript.pt"))
     student, _, _ = load_checkpoint(checkpoint)
-    raw = torch.rand(3, 4, 16, 16)
+    raw, wb = torch.rand(3, 4, 16, 16), torch.rand(3, 3) + 0.5
+    assert student.frontend.wb == "metadata"  # the default: the graph takes the gains too
     with torch.no_grad():
-        torch.testing.assert_close(scripted(raw), student(raw), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(scripted(raw, wb), student(raw, wb), rtol=1e-4, atol=1e-4)
     err = capsys.readouterr().err
     if importlib.util.find_spec("onnx") is None:
         assert export.ONNX_MISSING in err

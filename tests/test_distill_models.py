@@ -1,4 +1,4 @@
-"""distill.models: offline teacher, RAW-stem student, stem mapping, feature taps, loading."""
+"""distill.models: offline teacher, front-end student, training modes, feature taps, loading."""
 
 from __future__ import annotations
 
@@ -10,16 +10,15 @@ import torch.nn.functional as F
 from skimage import data as skdata
 from torch import nn
 
+from distill.frontend import RawFrontEnd
 from distill.models import (
-    NORMALIZATIONS,
     FeatureTap,
-    RawInput,
     Teacher,
     build_student,
+    distill_mode,
     imagenet_class_names,
     load_factory,
     load_teacher,
-    raw_stem_from_rgb,
 )
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -28,14 +27,6 @@ CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian ca
 @pytest.fixture(scope="module")
 def teacher() -> Teacher:
     return load_teacher()
-
-
-def block_constant_pair(seed: int, batch: int, half: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """An sRGB image constant over 2×2 blocks and the linear RGGB planes that encode it."""
-    h = torch.rand(batch, 3, half, half, generator=torch.Generator().manual_seed(seed))
-    rgb = F.interpolate(h, scale_factor=2, mode="nearest")
-    raw = torch.stack([h[:, 0], h[:, 1], h[:, 1], h[:, 2]], dim=1) ** 2.2
-    return rgb, raw
 
 
 def test_default_teacher_classifies_chelsea_as_a_cat(teacher: Teacher) -> None:
@@ -61,60 +52,43 @@ def test_teacher_is_frozen(teacher: Teacher) -> None:
         teacher(torch.rand(1, 4, 64, 64))
 
 
-def test_student_matches_teacher_shapes_and_copies_weights(teacher: Teacher) -> None:
-    student = build_student(teacher)
-    assert isinstance(student.input, RawInput)
-    stem = student.net._conv_stem
-    assert (stem.in_channels, stem.stride, stem.kernel_size) == (4, (1, 1), (3, 3))
+def test_student_copies_the_teacher_behind_a_front_end(teacher: Teacher) -> None:
+    student = build_student(teacher, wb="grayworld")
+    assert isinstance(student.frontend, RawFrontEnd) and student.frontend.wb == "grayworld"
     s_state, t_state = student.net.state_dict(), teacher.net.state_dict()
     assert s_state.keys() == t_state.keys()
     for name, value in t_state.items():
-        if not name.startswith("_conv_stem"):
-            assert torch.equal(s_state[name], value), name
+        assert torch.equal(s_state[name], value), name
     assert all(p.requires_grad for p in student.parameters())
-    # Feature maps after the stem and at the head have the teacher's size.
-    layers = ["_bn0", "_blocks.3", "_conv_head"]
+    assert {id(p) for p in student.backbone_parameters()} == {
+        id(p) for p in student.net.parameters()
+    }
+    # Every feature map has the teacher's size on the RGB crop.
+    layers = ["_conv_stem", "_bn0", "_blocks.3", "_conv_head"]
     raw = torch.rand(2, 4, 48, 48)
     with FeatureTap(student.net, layers) as s_tap, FeatureTap(teacher.net, layers) as t_tap:
         s_logits, t_logits = student.eval()(raw), teacher(torch.rand(2, 3, 96, 96))
         for fs, ft in zip(s_tap.features(), t_tap.features(), strict=True):
             assert fs.shape == ft.shape
     assert s_logits.shape == t_logits.shape == (2, 1000)
+    with pytest.raises(ValueError, match="B×4×h×w packed planes"):
+        student(torch.rand(2, 3, 48, 48))
 
 
-def test_raw_stem_makes_student_equal_teacher_on_block_constant_images(teacher: Teacher) -> None:
-    # Exactness of the stem mapping: a nearest-neighbour demosaic is the only approximation.
-    student = build_student(teacher).eval()
-    rgb, raw = block_constant_pair(seed=1, batch=2, half=32)
+def test_distill_mode_turns_off_dropout_and_keeps_bn_statistics(teacher: Teacher) -> None:
+    student = build_student(teacher, wb="grayworld")
+    raw = torch.rand(2, 4, 32, 32)
     with torch.no_grad():
-        expected = teacher(rgb)
-        torch.testing.assert_close(student(raw), expected, atol=1e-4, rtol=1e-4)
-        # The B×1×H×W mosaic is packed on entry: same result.
-        torch.testing.assert_close(student(F.pixel_shuffle(raw, 2)), expected, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize(("kernel", "padding"), [(3, 1), (7, 3), (4, 1), (2, 0), (5, 2)])
-def test_raw_stem_mapping_for_plain_convs(kernel: int, padding: int) -> None:
-    conv = nn.Conv2d(3, 5, kernel, stride=2, padding=padding, bias=True)
-    stem = raw_stem_from_rgb(conv)
-    rgb, raw = block_constant_pair(seed=kernel, batch=1, half=8)
-    planes = raw ** (1 / 2.2)  # the stem sees gamma-encoded planes
-    with torch.no_grad():
-        expected, got = conv(rgb), stem(planes)
-    # Same size, exact away from the right/bottom border (where plain padding is asymmetric).
-    assert got.shape == expected.shape
-    torch.testing.assert_close(got[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1])
-
-
-def test_raw_stem_rejects_unsuitable_convs() -> None:
-    with pytest.raises(ValueError, match="stride-2"):
-        raw_stem_from_rgb(nn.Conv2d(3, 8, 3, stride=1, padding=1))
-    with pytest.raises(ValueError, match="does not halve"):
-        raw_stem_from_rgb(nn.Conv2d(3, 8, 3, stride=2, padding=0))
-    with pytest.raises(ValueError, match="3-channel"):
-        raw_stem_from_rgb(nn.Conv2d(4, 8, 3, stride=2))
-    with pytest.raises(ValueError, match="unknown stem init"):
-        raw_stem_from_rgb(nn.Conv2d(3, 8, 3, stride=2), init="imagenet")
+        evaluated = student.eval()(raw)
+        distill_mode(student, freeze_bn=True, dropout=False)
+        torch.testing.assert_close(student(raw), evaluated)  # deterministic, no drop-connect
+        distill_mode(student, freeze_bn=True, dropout=True)
+        assert student.training and not student.net._bn0.training
+        assert student.net._dropout.training
+        torch.manual_seed(0)
+        assert not torch.allclose(student(raw), evaluated)
+        distill_mode(student, freeze_bn=False, dropout=False)
+        assert student.net._bn0.training and not student.net._dropout.training
 
 
 def test_scratch_init_differs_from_teacher(teacher: Teacher) -> None:
@@ -125,14 +99,6 @@ def test_scratch_init_differs_from_teacher(teacher: Teacher) -> None:
         s_state["_blocks.5._project_conv.weight"], t_state["_blocks.5._project_conv.weight"]
     )
     assert torch.equal(s_state["_bn1.running_mean"], torch.zeros_like(t_state["_bn1.running_mean"]))
-
-
-def test_raw_input_scaling() -> None:
-    mean, std = NORMALIZATIONS["tf"]
-    layer = RawInput(mean, std)
-    x = torch.tensor([0.0, 1.0, -0.5, 0.25]).view(1, 4, 1, 1)
-    expected = (torch.tensor([0.0, 1.0, 0.0, 0.25 ** (1 / 2.2)]) - 127 / 255) / (128 / 255)
-    torch.testing.assert_close(layer(x).flatten(), expected)
 
 
 def tiny_classifier() -> nn.Module:
@@ -165,7 +131,7 @@ def test_teacher_from_factory_torchscript_and_export(tmp_path: Path) -> None:
     torch.testing.assert_close(load_teacher(str(exported))(x), expected)
 
     # The default student copies the teacher's architecture; a compiled graph has none to copy.
-    student = build_student(from_factory)
+    student = build_student(from_factory, wb="none")
     assert student(torch.rand(2, 4, 8, 8)).shape == (2, 10)
     with pytest.raises(ValueError, match="compiled graph"):
         build_student(load_teacher(str(scripted)))

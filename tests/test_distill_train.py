@@ -42,9 +42,9 @@ def read_log(folder: Path) -> list[dict]:
 
 
 def tiny_raw_student() -> nn.Module:
-    """A 10-class network over the four packed planes (fits no ImageNet teacher)."""
+    """A 10-class network over the front-end's RGB output (fits no ImageNet teacher)."""
     return nn.Sequential(
-        nn.Conv2d(4, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
+        nn.Conv2d(3, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
     )
 
 
@@ -59,7 +59,7 @@ def distilled(pair_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     scores["before_held_out"] = evaluate(untrained, teacher, held_out, batch_size=8, crop=64)
     out = tmp_path_factory.mktemp("distill_run")
     config = TrainConfig(
-        shards=seen, out=str(out), steps=30, crop=64, lr=3e-4, warmup_steps=3, **TINY
+        shards=seen, out=str(out), steps=30, crop=64, warmup_steps=3, **TINY
     )
     summary = train(config)
     student, teacher, _ = load_checkpoint(summary["checkpoint"])
@@ -77,11 +77,12 @@ def test_distillation_lowers_the_kd_loss(distilled: dict) -> None:
 
 def test_distillation_raises_agreement_with_the_teacher(distilled: dict) -> None:
     # Seen images, unseen centre crops (training used random crops and flips). At 64 px and 16
-    # samples top-1 moves in steps of 1/16 (seen: +1 to +3 of 16 across seeds), so: top-1 rises,
-    # top-5 rises by at least 2 of 16 (seen: +5), KL falls (seen: 11.7 → 4.4–5.3 nats). Unseen
-    # images (8, one shard) are too few for a stable top-1 after 30 steps; their KL must fall.
+    # samples top-1 moves in steps of 1/16; the student starts as the teacher on the naive render
+    # (5/16 here, distill.frontend), so: top-1 does not fall (seen: 5/16 → 5/16), top-5 rises by
+    # at least 2 of 16 (seen: +3), KL falls (seen: 8.3 → 3.7 nats). Unseen images (8, one shard)
+    # are too few for a stable top-1 after 30 steps; their KL must fall.
     before, after = distilled["before_seen"]["student"], distilled["after_seen"]["student"]
-    assert after["top1_agreement"] > before["top1_agreement"], (before, after)
+    assert after["top1_agreement"] >= before["top1_agreement"], (before, after)
     assert after["top5_agreement"] >= before["top5_agreement"] + 2 / 16, (before, after)
     assert after["kl"] < 0.75 * before["kl"], (before, after)
     held_before = distilled["before_held_out"]["student"]

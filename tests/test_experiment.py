@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from distill.data import SmallSampleWarning
-from distill.evaluate import evaluate
-from distill.models import build_student, load_teacher
+from distill.evaluate import BASELINES
+from distill.models import load_teacher
 from experiments.isp_distillation import (
+    ABLATIONS,
     METHODS,
     TRAIN_PHOTOS,
     VAL_PHOTOS,
-    load_valset,
+    load_held_out,
+    main,
     make_config,
     markdown_table,
     run,
-    score,
     summarize,
 )
 
@@ -41,8 +40,11 @@ def test_summarize_mean_std_min_max_over_seeds() -> None:
     assert first["top5_agreement_std"] == 0.0
     assert first["accuracy"] is None and first["accuracy_std"] is None
     assert second["seeds"] == 1 and second["top1_agreement_std"] == 0.0
-    table = markdown_table([first], {"kd": "KD student"})
-    assert "| clean | KD student | 2 | 60.0 ± 14.1 | 100.0 ± 0.0 | 2.000 ± 1.414 | – |" in table
+    table = markdown_table([{**first, "top1_step0": 0.25, "kl_step0": 3.5}], {"kd": "KD student"})
+    assert (
+        "| clean | KD student | 2 | 60.0 ± 14.1 (25.0) | 100.0 ± 0.0 | 2.000 ± 1.414 (3.500) | – |"
+        in table
+    )
 
 
 def test_config_validation() -> None:
@@ -64,27 +66,12 @@ def test_split_holds_out_whole_photos() -> None:
     assert "cat" not in TRAIN_PHOTOS  # skimage.data.cat is chelsea, which is held out
 
 
-def test_cached_scores_equal_distill_evaluate(pair_shards: Path) -> None:
+def test_low_light_held_out_is_darker_and_deterministic(pair_shards: Path) -> None:
     teacher = load_teacher()
-    student = build_student(teacher).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SmallSampleWarning)
-        val = load_valset(pair_shards, teacher, crop=64, batch_size=8)
-        reference = evaluate(student, teacher, str(pair_shards), crop=64, batch_size=8)
-    assert val.samples == reference["samples"] == 24
-    for ours, theirs in ((score(student, val), reference["student"]),
-                         (score(None, val), reference["naive_teacher"])):  # fmt: skip
-        assert ours["top1_agreement"] == theirs["top1_agreement"]
-        assert ours["top5_agreement"] == theirs["top5_agreement"]
-        assert ours["kl"] == pytest.approx(theirs["kl"], rel=1e-5)
-        assert ours["accuracy"] == pytest.approx(theirs["accuracy"])
-
-
-def test_low_light_valset_is_darker_and_deterministic(pair_shards: Path) -> None:
-    teacher = load_teacher()
-    clean = load_valset(pair_shards, teacher, crop=64, batch_size=24)
-    dark = load_valset(pair_shards, teacher, crop=64, batch_size=24, low_light=(8.0, 8.0))
-    again = load_valset(pair_shards, teacher, crop=64, batch_size=24, low_light=(8.0, 8.0))
+    config = make_config("tiny", crop=32, eval_batch=24)
+    clean = load_held_out(pair_shards, teacher, config)
+    dark = load_held_out(pair_shards, teacher, config, low_light=(8.0, 8.0))
+    again = load_held_out(pair_shards, teacher, config, low_light=(8.0, 8.0))
     assert torch.equal(dark.raw[0], again.raw[0])
     assert torch.equal(clean.teacher[0], dark.teacher[0])  # the RGB reference is unchanged
     ratio = dark.raw[0].clamp(min=0).mean() / clean.raw[0].clamp(min=0).mean()
@@ -98,10 +85,19 @@ def test_tiny_run_writes_every_method_and_sane_ranges(tmp_path: Path) -> None:
     )
     results = run(config)
     final = results["final"]
-    trained = [m.name for m in METHODS if not m.needs_labels]
+    trained = [m.name for m in METHODS if not m.needs_labels and not m.ablation]
     for condition in ("clean", "low_light"):
         methods = {e["method"] for e in final if e["condition"] == condition}
-        assert methods == {"teacher", "naive_teacher", *trained}
+        assert methods == {"teacher", *BASELINES, *trained}
+    for entry in results["intervals"]:
+        for metric in ("top1_agreement", "kl"):
+            lo, hi = entry[f"{metric}_ci"]
+            assert lo <= hi
+            if entry["method"] in trained:
+                diff, lo, hi = entry[f"{metric}_vs_naive_teacher"]
+                assert lo <= diff <= hi
+    kd = next(e for e in final if e["method"] == "kd" and e["condition"] == "clean")
+    assert 0 <= kd["top1_step0"] <= 1 and kd["kl_step0"] > 0
     for entry in final:
         assert 0 <= entry["top1_agreement"] <= entry["top5_agreement"] <= 1
         assert entry["kl"] >= 0
@@ -117,3 +113,11 @@ def test_tiny_run_writes_every_method_and_sane_ranges(tmp_path: Path) -> None:
     for name in ("curves", "bars", "examples"):
         png = tmp_path / "fig" / f"isp_distillation_{name}.png"
         assert 0 < png.stat().st_size < 300_000
+
+
+def test_ablations_flag_adds_every_ablation(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+    monkeypatch.setattr("experiments.isp_distillation.run", lambda config: seen.update(c=config))
+    assert main(["--preset", "tiny", "--methods", "kd", "--ablations"]) == 0
+    assert seen["c"].methods == ("kd", *ABLATIONS)
+    assert seen["c"].ablation_seeds == (0,)
