@@ -26,10 +26,10 @@ import numba
 import numpy as np
 
 from rawpairs.cfa import CFA
+from rawpairs.choices import Demosaic
 
-__all__ = ["METHODS", "check_mosaic_shape", "demosaic", "demosaic_unchecked"]
+__all__ = ["check_mosaic_shape", "demosaic", "demosaic_unchecked"]
 
-METHODS = ("malvar", "bilinear")
 _PAD = 2  # both kernels read the padded mosaic at a fixed 2-site margin (Malvar's 5×5 reach)
 
 
@@ -87,7 +87,7 @@ def _malvar_kernel(p, ry, rx, out):  # pragma: no cover - compiled
             out[y, x, b] = 0.125 * (5.0 * c + 4.0 * vert1 - diag - vert2 + 0.5 * horiz2)
 
 
-_KERNELS = {"bilinear": _bilinear_kernel, "malvar": _malvar_kernel}
+_KERNELS = {Demosaic.BILINEAR: _bilinear_kernel, Demosaic.MALVAR: _malvar_kernel}
 
 
 def check_mosaic_shape(mosaic: np.ndarray, name: str = "mosaic") -> None:
@@ -101,8 +101,9 @@ def check_mosaic_shape(mosaic: np.ndarray, name: str = "mosaic") -> None:
         raise ValueError(f"{name} height and width must be even and at least 4, got {h}×{w}")
 
 
-def demosaic_unchecked(mosaic: np.ndarray, cfa: CFA, method: str) -> np.ndarray:
-    """:func:`demosaic` without input checks: ``mosaic`` is float32, even, at least 4×4."""
+def demosaic_unchecked(mosaic: np.ndarray, cfa: CFA, method: Demosaic) -> np.ndarray:
+    """:func:`demosaic` without input checks: ``mosaic`` is float32, even, at least 4×4, ``cfa``
+    a :class:`CFA` and ``method`` a :class:`~rawpairs.choices.Demosaic`."""
     padded = cv2.copyMakeBorder(mosaic, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_REFLECT_101)
     out = np.empty((*mosaic.shape, 3), dtype=np.float32)
     ry, rx = cfa.red_position
@@ -110,11 +111,14 @@ def demosaic_unchecked(mosaic: np.ndarray, cfa: CFA, method: str) -> np.ndarray:
     return out
 
 
-def demosaic(mosaic: np.ndarray, cfa: CFA | str, method: str = "malvar") -> np.ndarray:
+def demosaic(
+    mosaic: np.ndarray, cfa: CFA | str, method: Demosaic | str = Demosaic.MALVAR
+) -> np.ndarray:
     """Interpolate a Bayer mosaic to full RGB: float H×W → float32 H×W×3 (R, G, B order).
 
     ``mosaic`` holds linear values (any float dtype, computed in float32; any range, e.g. [0, 1]
-    or white-balanced above 1), H and W even and at least 4. ``method``:
+    or white-balanced above 1), H and W even and at least 4. ``method``
+    (:class:`~rawpairs.choices.Demosaic` or its value):
 
     - ``"bilinear"``: each missing colour is the mean of its 2 or 4 nearest same-colour sites.
     - ``"malvar"``: bilinear plus a Laplacian correction from the site's own colour, with Malvar,
@@ -134,8 +138,7 @@ def demosaic(mosaic: np.ndarray, cfa: CFA | str, method: str = "malvar") -> np.n
         array([0.5, 0.5, 0.5], dtype=float32)
     """
     cfa = CFA.parse(cfa)
-    if method not in METHODS:
-        raise ValueError(f"unknown demosaic method {method!r}: expected one of {METHODS}")
+    method = Demosaic.parse(method)
     check_mosaic_shape(mosaic)
     if mosaic.dtype.kind != "f":
         raise ValueError(f"mosaic must have a float dtype, got {mosaic.dtype}")

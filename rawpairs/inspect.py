@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from rawpairs.choices import Demosaic, Gamma
 from rawpairs.errors import CorruptInputError
 from rawpairs.schema import (
     POSITION_COLUMNS,
@@ -356,14 +357,15 @@ def _fit(image: np.ndarray, size: int) -> np.ndarray:
 
 def _preview_row(sample: DecodedSample, tile: int) -> np.ndarray:
     from rawpairs.isp import process
+    from rawpairs.tone import DEFAULT_TONE
 
     camera, render = sample.meta.camera, sample.meta.render
-    rendered = process(
+    rendered = process(  # the sample's own choices; a LibRaw sample has none: our defaults
         sample.raw,
         camera,
-        demosaic=render.demosaic or "malvar",
-        tone=render.tone or "smoothstep",
-        gamma=render.gamma or "srgb",
+        demosaic=render.demosaic or Demosaic.MALVAR,
+        tone=render.tone or DEFAULT_TONE,
+        gamma=render.gamma or Gamma.SRGB,
     )
     black = min(camera.black_level)
     scaled = np.clip((sample.raw.astype(np.float32) - black) / (camera.white_level - black), 0, 1)

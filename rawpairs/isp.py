@@ -36,9 +36,9 @@ import numba
 import numpy as np
 
 from rawpairs.camera import Camera
-from rawpairs.demosaic import METHODS as DEMOSAIC_METHODS
+from rawpairs.choices import Demosaic, Gamma, Tone
 from rawpairs.demosaic import check_mosaic_shape, demosaic_unchecked
-from rawpairs.tone import DEFAULT_TONE, GAMMAS, TONES, decode_gamma, encode_gamma, inverse_tone
+from rawpairs.tone import DEFAULT_TONE, decode_gamma, encode_gamma, inverse_tone
 from rawpairs.tone import tone as tone_curve
 
 __all__ = [
@@ -135,7 +135,7 @@ def _quantize8_kernel(flat, out):  # pragma: no cover - compiled
 
 
 @lru_cache(maxsize=16)
-def _encoder_tables(tone: str, gamma: str) -> tuple[np.ndarray, np.ndarray]:
+def _encoder_tables(tone: Tone, gamma: Gamma) -> tuple[np.ndarray, np.ndarray]:
     """Thresholds and start table of the exact linear → 8-bit encoder for (tone, gamma).
 
     ``thresholds[k]`` (k = 1…255) is the smallest linear value whose code is at least k,
@@ -155,17 +155,6 @@ def _encoder_tables(tone: str, gamma: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # Validation --------------------------------------------------------------------------------
-
-
-def _check_choices(demosaic: str, tone: str, gamma: str) -> None:
-    if demosaic not in DEMOSAIC_METHODS:
-        raise ValueError(
-            f"unknown demosaic method {demosaic!r}: expected one of {DEMOSAIC_METHODS}"
-        )
-    if tone not in TONES:
-        raise ValueError(f"unknown tone curve {tone!r}: expected one of {TONES}")
-    if gamma not in GAMMAS:
-        raise ValueError(f"unknown gamma {gamma!r}: expected one of {GAMMAS}")
 
 
 def _stage_index(stage: str, role: str) -> int:
@@ -271,7 +260,7 @@ def _quantize8(srgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def _encode8(rgb: np.ndarray, matrix: np.ndarray, tone: str, gamma: str) -> np.ndarray:
+def _encode8(rgb: np.ndarray, matrix: np.ndarray, tone: Tone, gamma: Gamma) -> np.ndarray:
     lut, thresholds = _encoder_tables(tone, gamma)
     out = np.empty(rgb.shape, dtype=np.uint8)
     _encode8_kernel(rgb, matrix, lut, thresholds, out)
@@ -365,9 +354,9 @@ def process(
     *,
     start: str = "raw",
     stop: str = "srgb8",
-    demosaic: str = "malvar",
-    tone: str = DEFAULT_TONE,
-    gamma: str = "srgb",
+    demosaic: Demosaic | str = Demosaic.MALVAR,
+    tone: Tone | str = DEFAULT_TONE,
+    gamma: Gamma | str = Gamma.SRGB,
 ) -> np.ndarray:
     """Run the forward ISP on ``image`` (an array of stage ``start``) up to stage ``stop``.
 
@@ -379,7 +368,8 @@ def process(
 
     ``demosaic``: ``"malvar"`` or ``"bilinear"`` (:mod:`rawpairs.demosaic`); ``tone``:
     ``"display_smoothstep"`` (default), ``"smoothstep"`` or ``"none"``; ``gamma``: ``"srgb"``,
-    ``"2.2"`` or ``"linear"`` (:mod:`rawpairs.tone`).
+    ``"2.2"`` or ``"linear"`` (:mod:`rawpairs.tone`). Each is a :mod:`rawpairs.choices` enum
+    member or its string value; anything else is a ``ValueError`` listing the choices.
 
     Fused passes: from ``raw`` the normalisation and white balance run as one pass, bit-identical
     to :func:`normalize` then :func:`white_balance`. When ``stop`` is ``srgb8`` the colour
@@ -391,7 +381,7 @@ def process(
     i_start, i_stop = _stage_index(start, "start"), _stage_index(stop, "stop")
     if i_stop < i_start:
         raise ValueError(f"stop stage {stop!r} comes before start stage {start!r}")
-    _check_choices(demosaic, tone, gamma)
+    demosaic, tone, gamma = Demosaic.parse(demosaic), Tone.parse(tone), Gamma.parse(gamma)
     _check_camera(camera)
     x = _check_stage_input(image, start, camera)
     stage = i_start

@@ -27,11 +27,20 @@ import cv2
 import numpy as np
 
 from rawpairs import cfa as cfa_utils
+from rawpairs.choices import (
+    CropMode,
+    Demosaic,
+    Exposure,
+    Gamma,
+    NoisePlacement,
+    Render,
+    RGBFormat,
+    Tone,
+)
 from rawpairs.priors import CapturePriors
 from rawpairs.rng import sample_rng
 from rawpairs.schema import (
     Crop,
-    NoisePlacement,
     RenderInfo,
     RenderMethod,
     SampleMeta,
@@ -42,7 +51,7 @@ from rawpairs.schema import (
 )
 from rawpairs.shards import sha256_file
 from rawpairs.storage import is_url
-from rawpairs.tone import DEFAULT_TONE, TONES
+from rawpairs.tone import DEFAULT_TONE
 
 __all__ = [
     "BuildConfig",
@@ -54,70 +63,74 @@ __all__ = [
     "sample_stream",
 ]
 
-RENDERS = ("rawpairs", "libraw")
-CROP_MODES = ("random", "tile")
-RGB_FORMATS = ("png", "jpeg")
-NOISE_MODES = ("shard", "load")
-EXPOSURES = ("auto", "none")
 MESSAGE_LIMIT = 300  # characters of an error record's message
 SEED_LIMIT = 2**63  # seeds are integers in [0, SEED_LIMIT)
 # = rawpairs.sources.DEFAULT_MAX_PIXELS (not imported: rawpy loads only where files are read)
 MAX_PIXELS = 300_000_000
 
 
+# The fields of BuildConfig that are choices, and their enums.
+_CHOICES = {
+    "crop_mode": CropMode,
+    "render": Render,
+    "demosaic": Demosaic,
+    "tone": Tone,
+    "gamma": Gamma,
+    "exposure": Exposure,
+    "rgb_format": RGBFormat,
+    "noise": NoisePlacement,
+}
+
+
 @dataclass(frozen=True)
 class BuildConfig:
-    """Everything that decides the bytes of a sample (and nothing that does not)."""
+    """Everything that decides the bytes of a sample (and nothing that does not).
+
+    The choices are :mod:`rawpairs.choices` enums; a string value is accepted and converted, so
+    ``BuildConfig(tone="smoothstep").tone is Tone.SMOOTHSTEP``, and :meth:`to_dict` gives the
+    strings back (``build.json``).
+    """
 
     seed: int = 0
     crop: int | None = None
-    crop_mode: str = "random"
+    crop_mode: CropMode = CropMode.RANDOM
     crops: int = 1
     max_side: int | None = None
-    render: str = "rawpairs"
-    demosaic: str = "malvar"
-    tone: str = DEFAULT_TONE
-    gamma: str = "srgb"
-    exposure: str = "auto"
+    render: Render = Render.RAWPAIRS
+    demosaic: Demosaic = Demosaic.MALVAR
+    tone: Tone = DEFAULT_TONE
+    gamma: Gamma = Gamma.SRGB
+    exposure: Exposure = Exposure.AUTO
     max_pixels: int | None = MAX_PIXELS
-    rgb_format: str = "png"
+    rgb_format: RGBFormat = RGBFormat.PNG
     jpeg_quality: int = 95
     png_compression: int = 1
     priors: CapturePriors = field(default_factory=CapturePriors)
-    noise: str = "shard"
+    noise: NoisePlacement = NoisePlacement.IN_RAW
     labels: bool = False
 
     def __post_init__(self) -> None:
+        for name, kind in _CHOICES.items():
+            option = "--" + name.replace("_", "-")
+            object.__setattr__(self, name, kind.parse(getattr(self, name), option))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"--seed must be an integer, got {self.seed!r}")
         if not 0 <= self.seed < SEED_LIMIT:
             raise ValueError(f"--seed must be in [0, 2**63), got {self.seed}")
         if self.crop is not None and (self.crop < 2 or self.crop % 2):
             raise ValueError(f"--crop must be an even number >= 2, got {self.crop}")
-        if self.crop_mode not in CROP_MODES:
-            raise ValueError(f"crop mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
         if self.crops < 1:
             raise ValueError(f"--crops must be >= 1, got {self.crops}")
         if self.max_side is not None and self.max_side < 2:
             raise ValueError(f"--max-side must be >= 2, got {self.max_side}")
-        if self.crop_mode == "tile" and self.crops != 1:
+        if self.crop_mode is CropMode.TILE and self.crops != 1:
             raise ValueError("--crops applies to --crop-mode random (tile takes every tile)")
-        if self.render not in RENDERS:
-            raise ValueError(f"--render must be one of {RENDERS}, got {self.render!r}")
-        if self.render == "libraw" and self.max_side is not None:
+        if self.render is Render.LIBRAW and self.max_side is not None:
             raise ValueError("--max-side cannot be used with --render libraw (full size only)")
-        if self.rgb_format not in RGB_FORMATS:
-            raise ValueError(f"--rgb-format must be one of {RGB_FORMATS}, got {self.rgb_format!r}")
         if not 95 <= self.jpeg_quality <= 100:
             raise ValueError(f"JPEG quality must be in [95, 100], got {self.jpeg_quality}")
-        if self.noise not in NOISE_MODES:
-            raise ValueError(f"--noise must be one of {NOISE_MODES}, got {self.noise!r}")
         if not 0 <= self.png_compression <= 3:
             raise ValueError(f"PNG compression must be in [0, 3], got {self.png_compression}")
-        if self.tone not in TONES:
-            raise ValueError(f"--tone must be one of {TONES}, got {self.tone!r}")
-        if self.exposure not in EXPOSURES:
-            raise ValueError(f"--exposure must be one of {EXPOSURES}, got {self.exposure!r}")
         if self.max_pixels is not None and (
             isinstance(self.max_pixels, bool)
             or not isinstance(self.max_pixels, int)
@@ -128,6 +141,8 @@ class BuildConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["priors"] = self.priors.to_dict()
+        for name in _CHOICES:
+            d[name] = d[name].value
         return d
 
     @classmethod
@@ -180,7 +195,7 @@ def _crop_boxes(
     size = config.crop
     if size > even_h or size > even_w:
         raise ValueError(f"image {height}×{width} is smaller than the {size}×{size} crop")
-    if config.crop_mode == "tile":
+    if config.crop_mode is CropMode.TILE:
         return [
             (top, left, size, size)
             for top in range(0, even_h - size + 1, size)
@@ -221,13 +236,10 @@ def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[S
             config.priors,
             tone=config.tone,
             gamma=config.gamma,
-            noise=config.noise == "shard",
+            noise=config.noise is NoisePlacement.IN_RAW,
         )
         render = RenderInfo(
-            RenderMethod.UNPROCESS,
-            NoisePlacement.IN_RAW if config.noise == "shard" else NoisePlacement.AT_LOAD,
-            tone=config.tone,
-            gamma=config.gamma,
+            RenderMethod.UNPROCESS, config.noise, tone=config.tone, gamma=config.gamma
         )
         src_meta = _source_meta(source, sha256, h, w)
         meta = SampleMeta(key, camera, render, src_meta, Crop(top, left, ch, cw), config.seed)
@@ -265,11 +277,11 @@ def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[S
     capture = read_raw(source.path, config.max_pixels)
     camera = capture.camera
     mosaic, factor = _square_and_bin(capture.mosaic, capture.pixel_aspect, config.max_side)
-    if config.render == "libraw":
+    if config.render is Render.LIBRAW:
         rgb = render_libraw(source.path)
         render = RenderInfo(RenderMethod.LIBRAW, NoisePlacement.IN_RAW)
     else:
-        if config.exposure == "auto":
+        if config.exposure is Exposure.AUTO:
             camera = camera.replace(
                 digital_gain=auto_exposure(mosaic, camera),
                 provenance={**camera.provenance, "digital_gain": "auto:p99"},

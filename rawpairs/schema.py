@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from rawpairs.camera import Camera
+from rawpairs.choices import Demosaic, Gamma, NoisePlacement, Render, RGBFormat, Tone
 from rawpairs.errors import CorruptInputError
 
 __all__ = [
@@ -71,7 +72,7 @@ SCHEMA_VERSION = 1
 RAW_MEMBER = "raw.npy"
 JSON_MEMBER = "json"
 CLS_MEMBER = "cls"
-RGB_MEMBERS = {"png": "rgb.png", "jpeg": "rgb.jpg"}  # by --rgb-format
+RGB_MEMBERS = {RGBFormat.PNG: "rgb.png", RGBFormat.JPEG: "rgb.jpg"}  # by --rgb-format
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
 
@@ -86,16 +87,9 @@ class SchemaVersionError(CorruptInputError):
 class RenderMethod(str, Enum):
     """How the RGB of a sample was made."""
 
-    RAWPAIRS = "rawpairs"  # our forward ISP from a camera RAW's metadata
-    LIBRAW = "libraw"  # LibRaw's rendering of a camera RAW
+    RAWPAIRS = Render.RAWPAIRS.value  # our forward ISP from a camera RAW's metadata
+    LIBRAW = Render.LIBRAW.value  # LibRaw's rendering of a camera RAW
     UNPROCESS = "unprocess"  # the RGB is the photo; the RAW was simulated from it
-
-
-class NoisePlacement(str, Enum):
-    """Where a simulated RAW's sensor noise is: in ``raw.npy``, or drawn by the reader."""
-
-    IN_RAW = "in_raw"  # raw.npy holds the noisy counts (camera RAW, or --noise shard)
-    AT_LOAD = "at_load"  # raw.npy is noise-free (--noise load): readers add N(0, shot·x + read)
 
 
 class SourceKind(str, Enum):
@@ -137,11 +131,19 @@ def _str(value: Any, name: str) -> str:
 
 
 def _enum(kind: type[Enum], value: Any, name: str) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(repr(m.value) for m in kind)
-        raise ValueError(f"{name} must be one of {choices}, got {value!r:.40}") from None
+    """The member of ``kind`` whose value is exactly the string ``value`` (no aliases)."""
+    for member in kind:
+        if isinstance(value, str) and value == member.value:
+            return member
+    choices = ", ".join(repr(m.value) for m in kind)
+    raise ValueError(f"{name} must be one of {choices}, got {value!r:.40}")
+
+
+_RENDER_CHOICES: dict[str, type[Demosaic | Tone | Gamma]] = {
+    "demosaic": Demosaic,
+    "tone": Tone,
+    "gamma": Gamma,
+}
 
 
 @dataclass(frozen=True)
@@ -152,15 +154,21 @@ class RenderInfo:
 
     method: RenderMethod
     noise: NoisePlacement
-    demosaic: str | None = None
-    tone: str | None = None
-    gamma: str | None = None
+    demosaic: Demosaic | None = None
+    tone: Tone | None = None
+    gamma: Gamma | None = None
+
+    def __post_init__(self) -> None:
+        for name, kind in _RENDER_CHOICES.items():
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, kind.parse(getattr(self, name)))
+        object.__setattr__(self, "noise", NoisePlacement.parse(self.noise))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"method": self.method.value, "noise": self.noise.value}
-        for name in ("demosaic", "tone", "gamma"):
+        for name in _RENDER_CHOICES:
             if getattr(self, name) is not None:
-                d[name] = getattr(self, name)
+                d[name] = getattr(self, name).value
         return d
 
     @classmethod
@@ -175,7 +183,7 @@ class RenderInfo:
         return cls(
             method=method,
             noise=_enum(NoisePlacement, d["noise"], "render.noise"),
-            **{name: _str(d[name], f"render.{name}") for name in needed},
+            **{name: _enum(_RENDER_CHOICES[name], d[name], f"render.{name}") for name in needed},
         )
 
 
@@ -341,14 +349,10 @@ def _whole_rggb_block(cfa: Any, height: int, width: int) -> bool:
     return height // 2 * 2 - red_y >= 2 and width // 2 * 2 - red_x >= 2
 
 
-def rgb_member(rgb_format: str) -> str:
+def rgb_member(rgb_format: RGBFormat | str) -> str:
     """Member name of the RGB image for ``--rgb-format`` (``png`` → ``rgb.png``, ``jpeg`` →
     ``rgb.jpg``)."""
-    try:
-        return RGB_MEMBERS[rgb_format]
-    except KeyError:
-        choices = sorted(RGB_MEMBERS)
-        raise ValueError(f"RGB format must be one of {choices}, got {rgb_format!r}") from None
+    return RGB_MEMBERS[RGBFormat.parse(rgb_format)]
 
 
 def encode_sample(
@@ -357,7 +361,7 @@ def encode_sample(
     rgb: np.ndarray,
     label: int | None = None,
     *,
-    rgb_format: str = "png",
+    rgb_format: RGBFormat | str = RGBFormat.PNG,
     jpeg_quality: int = 95,
     png_compression: int = 1,
 ) -> dict[str, bytes | str]:

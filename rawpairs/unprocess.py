@@ -41,6 +41,7 @@ import numpy as np
 
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
+from rawpairs.choices import Gamma, Tone
 from rawpairs.noise import add_noise
 from rawpairs.priors import DEFAULT_PRIORS, CapturePriors, sample_camera
 from rawpairs.rng import next_normal, stream_key
@@ -70,7 +71,9 @@ _MASK_START = np.float32(0.9 - 1e-4)
 
 
 # Stages ------------------------------------------------------------------------------------
-def srgb8_to_linear(rgb: np.ndarray, tone: str = DEFAULT_TONE, gamma: str = "srgb") -> np.ndarray:
+def srgb8_to_linear(
+    rgb: np.ndarray, tone: Tone | str = DEFAULT_TONE, gamma: Gamma | str = Gamma.SRGB
+) -> np.ndarray:
     """uint8 sRGB codes → linear sRGB in [0, 1] (float32): inverse gamma, then inverse tone."""
     _check_rgb8(rgb)
     return linear_lut(gamma, tone)[rgb]
@@ -171,8 +174,8 @@ def unprocess_reference(
     camera: Camera,
     *,
     rng: np.random.Generator | None = None,
-    tone: str = DEFAULT_TONE,
-    gamma: str = "srgb",
+    tone: Tone | str = DEFAULT_TONE,
+    gamma: Gamma | str = Gamma.SRGB,
     noise: bool = True,
 ) -> np.ndarray:
     """:func:`unprocess`, stage by stage on whole float32 images (the oracle for the fast path)."""
@@ -236,13 +239,14 @@ def unprocess(
     camera: Camera,
     *,
     rng: np.random.Generator | None = None,
-    tone: str = DEFAULT_TONE,
-    gamma: str = "srgb",
+    tone: Tone | str = DEFAULT_TONE,
+    gamma: Gamma | str = Gamma.SRGB,
     noise: bool = True,
 ) -> np.ndarray:
     """sRGB uint8 H×W×3 (H, W even) → uint16 H×W RAW mosaic of ``camera`` (counts).
 
-    ``tone`` and ``gamma`` name the forward curves to undo (:mod:`rawpairs.tone`). Noise with
+    ``tone`` and ``gamma`` name the forward curves to undo (:mod:`rawpairs.tone`; enum members
+    of :mod:`rawpairs.choices` or their string values). Noise with
     ``camera.noise_shot``/``noise_read`` is added when ``noise`` is true and either level is
     positive; ``rng`` is then required. ``noise=False`` gives the deterministic noise-free mosaic
     (a loader can draw fresh noise each epoch from the camera's stored levels). Equal, bit for

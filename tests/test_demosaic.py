@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rawpairs.cfa import CFA, channel_index_map
-from rawpairs.demosaic import METHODS, demosaic
+from rawpairs.choices import Demosaic
+from rawpairs.demosaic import demosaic
 
 ORACLE = {"bilinear": demosaicing_CFA_Bayer_bilinear, "malvar": demosaicing_CFA_Bayer_Malvar2004}
 REACH = {"bilinear": 1, "malvar": 2}  # filter radius: sites nearer the edge see the border rule
@@ -23,7 +24,7 @@ def random_mosaic(seed: int, h: int = 38, w: int = 52) -> np.ndarray:
 
 
 @pytest.mark.parametrize("cfa", list(CFA))
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list(Demosaic))
 def test_matches_colour_demosaicing(cfa, method) -> None:
     mosaic = random_mosaic(7)
     ours = demosaic(mosaic, cfa, method)
@@ -49,7 +50,7 @@ def test_oracle_border_rule_differs() -> None:
 @settings(max_examples=30, deadline=None)
 @given(
     st.sampled_from(list(CFA)),
-    st.sampled_from(METHODS),
+    st.sampled_from(Demosaic.values()),
     st.floats(0.0, 4.0, width=32),
     st.integers(2, 9),
     st.integers(2, 9),
@@ -62,7 +63,7 @@ def test_constant_stays_constant_everywhere(cfa, method, value, hh, hw) -> None:
 @settings(max_examples=30, deadline=None)
 @given(
     st.sampled_from(list(CFA)),
-    st.sampled_from(METHODS),
+    st.sampled_from(Demosaic.values()),
     st.lists(st.floats(-0.01, 0.01), min_size=9, max_size=9),
 )
 def test_affine_colour_ramps_are_reconstructed(cfa, method, coeffs) -> None:

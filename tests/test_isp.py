@@ -16,6 +16,7 @@ from hypothesis.extra.numpy import arrays
 
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA, channel_index_map, unpack
+from rawpairs.choices import Gamma, Tone
 from rawpairs.demosaic import demosaic
 from rawpairs.isp import (
     STAGES,
@@ -29,8 +30,6 @@ from rawpairs.isp import (
 from rawpairs.sample import BuildConfig
 from rawpairs.tone import (
     DEFAULT_TONE,
-    GAMMAS,
-    TONES,
     decode_gamma,
     encode_gamma,
     inverse_tone,
@@ -201,8 +200,8 @@ def reference_codes(x: np.ndarray, curve: str, gamma: str) -> np.ndarray:
     return np.floor(encode_gamma(tone(x.astype(np.float64), curve, gamma), gamma) * 255 + 0.5)
 
 
-@pytest.mark.parametrize("gamma", GAMMAS)
-@pytest.mark.parametrize("curve", TONES)
+@pytest.mark.parametrize("gamma", list(Gamma))
+@pytest.mark.parametrize("curve", Tone.values())
 def test_fused_encoder_is_exact(curve, gamma) -> None:
     camera = make_camera()
     rng = np.random.default_rng(3)
@@ -223,8 +222,8 @@ def test_fused_encoder_is_exact(curve, gamma) -> None:
     np.testing.assert_array_equal(got[1::2, 0, 0], np.arange(0, 255))
 
 
-@pytest.mark.parametrize("gamma", GAMMAS)
-@pytest.mark.parametrize("curve", TONES)
+@pytest.mark.parametrize("gamma", list(Gamma))
+@pytest.mark.parametrize("curve", Tone.values())
 def test_fused_path_within_one_code_of_stage_path(curve, gamma) -> None:
     camera = make_camera()
     raw = smooth_raw(4, camera)

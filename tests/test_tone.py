@@ -8,9 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from rawpairs.choices import Gamma, Tone
 from rawpairs.tone import (
-    GAMMAS,
-    TONES,
     decode_gamma,
     encode_gamma,
     inverse_tone,
@@ -29,7 +28,7 @@ def unit_floats(lo: float = 0.0, hi: float = 1.0):
 
 
 @settings(max_examples=60, deadline=None)
-@given(unit_floats(), st.sampled_from(GAMMAS))
+@given(unit_floats(), st.sampled_from(Gamma.values()))
 def test_gamma_inverse_pairs(x, gamma) -> None:
     encoded = encode_gamma(x, gamma)
     assert encoded.dtype == np.float32
@@ -38,7 +37,7 @@ def test_gamma_inverse_pairs(x, gamma) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(unit_floats(), st.sampled_from(TONES))
+@given(unit_floats(), st.sampled_from(list(Tone)))
 def test_tone_of_inverse_tone(y, curve) -> None:
     out = tone(inverse_tone(y, curve), curve)
     assert out.dtype == np.float32
@@ -46,7 +45,7 @@ def test_tone_of_inverse_tone(y, curve) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(unit_floats(0.001, 0.99), st.sampled_from(TONES))
+@given(unit_floats(0.001, 0.99), st.sampled_from(list(Tone)))
 def test_inverse_tone_of_tone(x, curve) -> None:
     """Within 1e-5 away from the ends. Near 0 and 1 smoothstep is flat (slope 6x(1 − x)), so the
     float32 rounding of its output costs up to ~1e-4 in x there (see test below)."""
@@ -72,7 +71,7 @@ def test_golden_values() -> None:
     np.testing.assert_allclose(encode_gamma(np.array([-0.5, 1.5])), [0.0, 1.0], atol=1e-15)
 
 
-@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("gamma", list(Gamma))
 def test_display_smoothstep_is_smoothstep_of_the_encoded_value(gamma) -> None:
     """Brooks et al.'s order: gamma first, then smoothstep on display values (their unprocess
     inverts exactly this); as a linear → linear stage, ``gamma(tone(x)) = smoothstep(gamma(x))``."""
@@ -92,14 +91,14 @@ def test_display_smoothstep_is_smoothstep_of_the_encoded_value(gamma) -> None:
 
 def test_curves_are_increasing() -> None:
     x = np.linspace(0, 1, 100_001)
-    for gamma in GAMMAS:
+    for gamma in Gamma.values():
         assert np.all(np.diff(encode_gamma(x, gamma)) > 0)
     assert np.all(np.diff(tone(x)) > 0)
     assert np.all(np.diff(tone(x, "display_smoothstep")) > 0)
 
 
-@pytest.mark.parametrize("gamma", GAMMAS)
-@pytest.mark.parametrize("curve", TONES)
+@pytest.mark.parametrize("gamma", list(Gamma))
+@pytest.mark.parametrize("curve", Tone.values())
 def test_linear_lut_equals_the_function(gamma, curve) -> None:
     lut = linear_lut(gamma, curve)
     assert lut.shape == (256,) and lut.dtype == np.float32

@@ -13,9 +13,10 @@ from hypothesis.extra.numpy import arrays
 from rawpairs import isp
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA, channel_index_map
+from rawpairs.choices import Gamma, Tone
 from rawpairs.demosaic import demosaic
 from rawpairs.priors import BROOKS_CAMERAS, CapturePriors, sample_camera
-from rawpairs.tone import GAMMAS, TONES, encode_gamma, tone
+from rawpairs.tone import encode_gamma, tone
 from rawpairs.unprocess import (
     mosaic,
     safe_invert_gains,
@@ -55,8 +56,8 @@ def camera(cfa: CFA | str = "RGGB", bits: int = 12, **changes) -> Camera:
 
 
 # Each stage inverts its forward stage -------------------------------------------------------
-@pytest.mark.parametrize("curve", TONES)
-@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("curve", list(Tone))
+@pytest.mark.parametrize("gamma", Gamma.values())
 def test_linear_table_inverts_tone_gamma_and_quantisation(curve: str, gamma: str) -> None:
     linear = srgb8_to_linear(ALL_CODES, curve, gamma)
     assert linear.dtype == np.float32 and linear.min() >= 0 and linear.max() <= 1
@@ -153,8 +154,8 @@ def test_fast_path_equals_reference_bit_for_bit(image, cfa: CFA, bits: int) -> N
 @given(
     arrays(np.uint8, st.tuples(st.integers(1, 8), st.integers(1, 8), st.just(3))),
     st.integers(0, 2**32 - 1),
-    st.sampled_from(TONES),
-    st.sampled_from(GAMMAS),
+    st.sampled_from(Tone.values()),
+    st.sampled_from(list(Gamma)),
 )
 def test_fast_path_equals_reference_on_any_image(image, seed: int, curve: str, gamma: str) -> None:
     image = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)  # even sides
