@@ -74,6 +74,11 @@ VAL_RAWS = (
     "Kodak-DC50-DC50IMG-DC0010S.KDC",
     "Kodak-DC120-DC120IMG-P003912.KDC",
 )
+# Settings were chosen on a split of the training sources only ("tune"): these are its held-back
+# part, the rest of the training sources are trained on.
+TUNE_PHOTOS = ("coffee",)
+TUNE_RAWS = ("Kodak-DC50-DC50IMG-DC0008L.KDC", "Canon-EOS550D-colorchart.dng")
+SPLITS = ("heldout", "tune")
 RAW_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw"
 RAW_EXTENSIONS = (".crw", ".kdc", ".dng", ".cr2", ".nef", ".arw")
 
@@ -130,6 +135,7 @@ class ExperimentConfig:
     val_src: str | None = None
     labels: bool = False
     raw_dir: str | None = str(RAW_DIR)
+    split: str = "heldout"
     build_crop: int = 112
     crop: int = 96
     max_side: int = 384
@@ -155,6 +161,8 @@ class ExperimentConfig:
         """Raise ``ValueError`` naming the first bad setting."""
         if (self.train_src is None) != (self.val_src is None):
             raise ValueError("--train-src and --val-src go together")
+        if self.split not in SPLITS:
+            raise ValueError(f"unknown split {self.split!r}: expected one of {SPLITS}")
         if self.crop % 2 or self.build_crop % 2 or self.crop > self.build_crop - 2:
             # 2 spare pixels let every CFA phase be re-phased to RGGB without padding.
             raise ValueError(
@@ -243,25 +251,36 @@ def _write_photo(path: Path, rgb: np.ndarray) -> None:
         raise OSError(f"{path}: could not write PNG")
 
 
-def bundled_sources(folder: Path, raw_dir: Path | None) -> list[str]:
-    """Write the split of the bundled sources to ``folder/{train,val}``; return notes.
+def bundled_sources(folder: Path, raw_dir: Path | None, split: str = "heldout") -> list[str]:
+    """Write a split of the bundled sources to ``folder/{train,val}``; return notes.
 
-    Photos are written as PNG; RAW files are linked. The motorcycle views are one scene and stay
-    together (validation).
+    ``split="heldout"``: training sources → ``train``, held-out sources → ``val``. ``"tune"``:
+    the training sources only, ``TUNE_PHOTOS``/``TUNE_RAWS`` → ``val``, the rest → ``train`` (for
+    choosing settings without looking at the held-out sources). Photos are written as PNG; RAW
+    files are linked. The motorcycle views are one scene and stay together (held out).
     """
     import skimage.data
 
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
     notes = []
-    for split in ("train", "val"):
-        (folder / split).mkdir(parents=True, exist_ok=True)
-    for split, names in (("train", TRAIN_PHOTOS), ("val", VAL_PHOTOS)):
+    for part in ("train", "val"):
+        (folder / part).mkdir(parents=True, exist_ok=True)
+    if split == "tune":
+        photos = (
+            ("train", tuple(p for p in TRAIN_PHOTOS if p not in TUNE_PHOTOS)),
+            ("val", TUNE_PHOTOS),
+        )
+    else:
+        photos = (("train", TRAIN_PHOTOS), ("val", VAL_PHOTOS))
+    for part, names in photos:
         for name in names:
             image = getattr(skimage.data, name)()
             if name == "stereo_motorcycle":
-                _write_photo(folder / split / "motorcycle_left.png", image[0])
-                _write_photo(folder / split / "motorcycle_right.png", image[1])
+                _write_photo(folder / part / "motorcycle_left.png", image[0])
+                _write_photo(folder / part / "motorcycle_right.png", image[1])
             else:
-                _write_photo(folder / split / f"{name}.png", image)
+                _write_photo(folder / part / f"{name}.png", image)
     if raw_dir is not None:
         raws = (
             sorted(p for p in raw_dir.iterdir() if p.suffix.lower() in RAW_EXTENSIONS)
@@ -270,8 +289,13 @@ def bundled_sources(folder: Path, raw_dir: Path | None) -> list[str]:
         )
         if raws:
             for path in raws:
-                split = "val" if path.name in VAL_RAWS else "train"
-                link = folder / split / path.name
+                if split == "tune":
+                    if path.name in VAL_RAWS:
+                        continue
+                    part = "val" if path.name in TUNE_RAWS else "train"
+                else:
+                    part = "val" if path.name in VAL_RAWS else "train"
+                link = folder / part / path.name
                 if not link.exists():
                     link.symlink_to(path)
         else:
@@ -756,7 +780,7 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
             train_src, val_src = Path(config.train_src), Path(config.val_src or "")
         else:
             raw_dir = Path(config.raw_dir) if config.raw_dir else None
-            notes += bundled_sources(work / "src", raw_dir)
+            notes += bundled_sources(work / "src", raw_dir, config.split)
             train_src, val_src = work / "src" / "train", work / "src" / "val"
             if not config.labels:
                 notes.append("the bundled data has no class labels: no true-label baseline")
@@ -870,6 +894,10 @@ def _parser() -> argparse.ArgumentParser:
     add("--val-src", default=None, help="folder of held-out photos/RAW")
     add("--labels", action="store_true", help="class = parent folder; adds 'supervised'")
     add("--raw-dir", default=None, help=f"camera RAW files to add (default {RAW_DIR})")
+    add("--split", choices=SPLITS, default=None,
+        help="bundled data: heldout (default; train → held-out sources) or tune (within the "
+             "training sources, for choosing settings)")  # fmt: skip
+    add("--freeze-backbone-steps", type=int, default=None, help="steps with the network frozen")
     add("--steps", type=int, default=None)
     add("--eval-points", type=int, default=None)
     add("--batch-size", type=int, default=None)

@@ -15,7 +15,10 @@ from experiments.isp_distillation import (
     ABLATIONS,
     METHODS,
     TRAIN_PHOTOS,
+    TUNE_RAWS,
     VAL_PHOTOS,
+    VAL_RAWS,
+    bundled_sources,
     load_held_out,
     main,
     make_config,
@@ -64,6 +67,26 @@ def test_config_validation() -> None:
 def test_split_holds_out_whole_photos() -> None:
     assert not set(TRAIN_PHOTOS) & set(VAL_PHOTOS)
     assert "cat" not in TRAIN_PHOTOS  # skimage.data.cat is chelsea, which is held out
+
+
+def test_tune_split_uses_training_sources_only(tmp_path: Path) -> None:
+    raws = tmp_path / "raw"
+    raws.mkdir()
+    for name in (*VAL_RAWS, *TUNE_RAWS, "Canon-PowerShot_G2-CRW_0304.CRW"):
+        (raws / name).write_bytes(b"")
+    splits = {}
+    for split in ("heldout", "tune"):
+        bundled_sources(tmp_path / split, raws, split)
+        splits[split] = {
+            part: {p.name for p in (tmp_path / split / part).iterdir()} for part in ("train", "val")
+        }
+    held, tune = splits["heldout"], splits["tune"]
+    assert tune["train"] | tune["val"] == held["train"]  # nothing held out is used for tuning
+    assert not tune["train"] & tune["val"]
+    assert tune["val"] == {"coffee.png", *TUNE_RAWS}
+    assert set(VAL_RAWS) <= held["val"] and "chelsea.png" in held["val"]
+    with pytest.raises(ValueError, match="unknown split"):
+        make_config("tiny", split="test")
 
 
 def test_low_light_held_out_is_darker_and_deterministic(pair_shards: Path) -> None:
