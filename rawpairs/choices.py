@@ -3,23 +3,22 @@
 Each member *is* its string (``Tone.SMOOTHSTEP == "smoothstep"``, ``json.dumps`` writes
 ``"smoothstep"``), so configurations, sample metadata and ``build.json`` keep the strings they
 always had. Functions taking a choice accept the member or its string value and check it with
-:meth:`Choice.parse` (one line listing the choices). A command line offers
-``[c.value for c in Tone]``.
+:meth:`Choice.parse` (one line listing the choices). A command line offers ``Tone.values()``.
 
-=================  ==========================================  ==============================
-enum               values                                      where
-=================  ==========================================  ==============================
-:class:`Demosaic`  ``malvar``, ``bilinear``                    forward ISP, ``--demosaic``
-:class:`Tone`      ``display_smoothstep``, ``smoothstep``,     both ISPs, ``--tone``
-                   ``none``
-:class:`Gamma`     ``srgb``, ``2.2``, ``linear``               both ISPs, ``--gamma``
-:class:`Render`    ``rawpairs``, ``libraw``                    RGB of camera RAW, ``--render``
-:class:`CropMode`  ``random``, ``tile``                        ``--crop-mode``
-:class:`NoisePlacement` ``in_raw``, ``at_load``                ``--noise``, ``json.render.noise``
-:class:`RGBFormat` ``png``, ``jpeg``                           ``--rgb-format``
-:class:`Exposure`  ``auto``, ``none``                          camera RAW, ``--exposure``
-:class:`Engine`    ``local``, ``ray``                          ``--engine``
-=================  ==========================================  ==============================
+=======================  ========================================  ================================
+enum                     values                                    where
+=======================  ========================================  ================================
+:class:`Demosaic`        ``malvar``, ``bilinear``                  forward ISP, ``--demosaic``
+:class:`Tone`            ``display_smoothstep``, ``smoothstep``,   both ISPs, ``--tone``
+                         ``none``
+:class:`Gamma`           ``srgb``, ``2.2``, ``linear``             both ISPs, ``--gamma``
+:class:`Render`          ``rawpairs``, ``libraw``                  RGB of camera RAW, ``--render``
+:class:`CropMode`        ``random``, ``tile``                      ``--crop-mode``
+:class:`NoisePlacement`  ``in_raw``, ``at_load``                   ``--noise``, ``render.noise``
+:class:`RGBFormat`       ``png``, ``jpeg``                         ``--rgb-format``
+:class:`Exposure`        ``auto``, ``none``                        camera RAW, ``--exposure``
+:class:`Engine`          ``local``, ``ray``                        ``--engine``
+=======================  ========================================  ================================
 """
 
 from __future__ import annotations
