@@ -10,8 +10,9 @@ depend only on the group, so the output is the same whichever engine or worker c
   a *fork server* (a fresh interpreter that has imported the sample makers and loaded their
   compiled kernels, :mod:`rawpairs._forkserver`, but run no OpenMP code: rawpy's OpenMP can
   deadlock in a child forked from a process that used it), each given at most
-  :data:`QUEUE_DEPTH` groups at a time. While no worker is ready, this process builds groups
-  itself, so a small build never waits for start-up. Workers die with the build
+  :data:`QUEUE_DEPTH` groups at a time. Workers start only when the work left would take this
+  process more than :data:`WORKERS_WORTH_S` alone, and until one is ready this process builds
+  groups itself: a small build never pays for start-up. Workers die with the build
   (``PR_SET_PDEATHSIG`` on the fork server, which exits with the build), also after ``kill -9``.
 - ``ray``: Ray tasks on a cluster (``address``) or on a Ray instance started here for the build.
   Ray worker processes are started by the raylet (a separate executable), never forked from this
@@ -60,6 +61,7 @@ RAY_MAX_RETRIES = 3
 RAY_OBJECT_STORE_BYTES = 100 * 2**20  # of a Ray instance started here: only records travel
 LOCAL_RETRIES = 2  # a local task whose worker died is re-run this many times, then isolated
 QUEUE_DEPTH = 2  # groups handed to a local worker at a time: it never waits for the driver
+WORKERS_WORTH_S = 4.0  # local workers start only for more work than this (their start-up: 1–3 s)
 TASKS_PER_RAY_CPU = 2
 
 
@@ -444,15 +446,31 @@ def _local(
     groups: dict[int, list[Source]], config: BuildConfig, location: str, workers: int,
     stats: dict[str, Any],
 ) -> Generator[Record, None, None]:  # fmt: skip
-    if workers <= 1 or len(groups) <= 1:
-        stats.update(groups_here=0, driver_work_cpu_s=0.0, ipc_bytes=0)
-        for index, sources in groups.items():
-            started = time.process_time()
-            record = run_task(Task("group", index, sources), config, location)
-            assert record is not None
-            stats["driver_work_cpu_s"] += time.process_time() - started
-            stats["groups_here"] += 1
-            yield index, record
+    """This process builds groups alone while what is left would take it less than
+    :data:`WORKERS_WORTH_S` (measured on the groups it built, the first one, which pays for
+    imports, excluded); then workers start for the rest."""
+    stats.update(groups_here=0, driver_work_cpu_s=0.0, ipc_bytes=0)
+    todo = collections.deque(groups.items())
+    timed_from, timed = 0.0, 0
+    while todo:
+        if (
+            workers > 1
+            and timed
+            and (time.monotonic() - timed_from) / timed * len(todo) > (WORKERS_WORTH_S)
+        ):
+            break
+        index, sources = todo.popleft()
+        started = time.process_time()
+        record = run_task(Task("group", index, sources), config, location)
+        assert record is not None
+        stats["driver_work_cpu_s"] += time.process_time() - started
+        stats["groups_here"] += 1
+        if stats["groups_here"] == 1:
+            timed_from = time.monotonic()
+        else:
+            timed += 1
+        yield index, record
+    if not todo:
         return
     import cv2
 
@@ -461,7 +479,7 @@ def _local(
     pool = _LocalPool(workers, config, location)
     try:
         yield from _drive(
-            _Schedule(groups, LOCAL_RETRIES),
+            _Schedule(dict(todo), LOCAL_RETRIES),
             pool,
             config,
             location,

@@ -103,6 +103,40 @@ def mixed_src(tmp_path_factory, good_src) -> Path:
     return src
 
 
+@pytest.fixture()
+def eager_workers(monkeypatch):
+    """Workers start after two groups however small the build (by default a build too small to
+    pay for their start-up runs in the building process)."""
+    import rawpairs.engines
+
+    monkeypatch.setattr(rawpairs.engines, "WORKERS_WORTH_S", 0.0)
+
+
+def _wait_for_a_worker(after_samples: int):
+    """A progress callback that, once ``after_samples`` are written, holds the building process
+    until a worker has started (so that the next shards go to workers)."""
+    import multiprocessing
+
+    waited = []
+
+    def progress(done, total, written, errors):
+        deadline = time.monotonic() + 60
+        if written < after_samples or waited:
+            return
+        while not multiprocessing.active_children():
+            assert time.monotonic() < deadline, "no worker started"
+            time.sleep(0.05)
+        time.sleep(0.3)  # and is ready
+        waited.append(True)
+
+    return progress
+
+
+def _with_workers(result) -> None:
+    """Assert that worker processes wrote shards in this build."""
+    assert result.stats["groups_here"] < result.shards, result.stats
+
+
 BAD = {"bad/truncated.dng", "bad/empty.dng", "bad/text.dng", "bad/bad_crc.png", "bad/notes.txt"}
 
 CONFIG = BuildConfig(seed=3, crop=64, crops=2)
@@ -160,7 +194,7 @@ def test_samples_follow_the_schema_and_raw_is_bit_exact(good_src, tmp_path):
     assert len(keys) == len(set(keys)) == len(rows) == 12
 
 
-def test_output_does_not_depend_on_worker_count(good_src, tmp_path):
+def test_output_does_not_depend_on_worker_count(good_src, tmp_path, eager_workers):
     build(good_src, tmp_path / "one", CONFIG, workers=1, sources_per_shard=2)
     build(good_src, tmp_path / "two", CONFIG, workers=2, sources_per_shard=2)
     one = json.loads((tmp_path / "one" / "index.json").read_text())
@@ -290,18 +324,18 @@ def test_crop_modes(good_src, tmp_path, mode, expected):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_interrupt_leaves_no_partial_shard(tmp_path, good_src, workers):
+def test_interrupt_leaves_no_partial_shard(tmp_path, good_src, workers, eager_workers):
     """An exception in the driver (e.g. Ctrl-C) leaves finished shards and no partial one."""
 
     def progress(done, total, written, errors):
-        if written >= 2:
+        if written >= 6:  # three shards: workers (if any) are started or starting
             raise KeyboardInterrupt
 
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         build(good_src, out, CONFIG, workers=workers, sources_per_shard=1, progress=progress)
     assert not list(out.glob(".*partial")) and not list(out.glob(".state/.*partial"))
-    assert 1 <= len(list(out.glob("rawpairs-*.tar"))) < 6
+    assert len(list(out.glob("rawpairs-*.tar"))) >= 3 and not (out / "index.json").exists()
     assert (out / "build.json").exists()
     build(good_src, out, CONFIG, workers=1, sources_per_shard=1)
     build(good_src, tmp_path / "clean", CONFIG, workers=1, sources_per_shard=1)
@@ -396,7 +430,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_a_killed_worker_is_replaced_and_nothing_is_lost(good_src, tmp_path):
+def test_a_killed_worker_is_replaced_and_nothing_is_lost(good_src, tmp_path, eager_workers):
     """SIGKILL of a worker process while it writes a shard (as the OOM killer would): its shard is
     written again, same output, no error."""
     import multiprocessing
@@ -414,8 +448,9 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(good_src, tmp_path):
 
     def progress(done, total, written, errors):
         deadline = time.monotonic() + 60
-        while not multiprocessing.active_children() and time.monotonic() < deadline:
-            time.sleep(0.05)  # the building process works alone until a worker has started
+        while written >= 6 and not multiprocessing.active_children():
+            assert time.monotonic() < deadline, "no worker started"
+            time.sleep(0.05)  # from the 3rd shard on: until a worker has started
 
     def killer() -> None:
         while not stop.wait(0.01) and not killed:
@@ -443,6 +478,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(good_src, tmp_path):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert killed and result.errors == 0 and result.samples == 36
+    _with_workers(result)
     build(src, tmp_path / "clean", CONFIG, workers=1, sources_per_shard=1)
     assert (tmp_path / "killed" / "index.json").read_text() == (
         tmp_path / "clean" / "index.json"
@@ -494,7 +530,9 @@ def test_overwrite_never_deletes_files_rawpairs_did_not_write(good_src, tmp_path
     assert json.loads((ours / "build.json").read_text())["config"]["seed"] == 9
 
 
-def test_a_name_that_is_not_utf8_builds_alone_with_a_stable_dot_free_key(good_src, tmp_path):
+def test_a_name_that_is_not_utf8_builds_alone_with_a_stable_dot_free_key(
+    good_src, tmp_path, eager_workers
+):
     src = tmp_path / "src"
     _write_photo(src / "a.png", _photo("chelsea"))
     odd = os.fsdecode(b"caf\xe9.v1.png")
@@ -507,7 +545,7 @@ def test_a_name_that_is_not_utf8_builds_alone_with_a_stable_dot_free_key(good_sr
     assert all("." not in r["key"] for r in rows)
     errors = (tmp_path / "out" / "errors.jsonl").read_text()
     assert json.loads(errors)["path"] == "bad\\xff.txt"
-    build(src, tmp_path / "again", CONFIG, workers=2)
+    build(src, tmp_path / "again", CONFIG, workers=2, sources_per_shard=1)
     assert _manifest(tmp_path / "again") == rows
 
 
@@ -595,11 +633,15 @@ def _killed_build(src: Path, out: Path, workers: int, when: int) -> list[int]:
     return the PIDs of its worker processes."""
     script = textwrap.dedent(
         f"""
-        import multiprocessing, os, signal, sys
+        import multiprocessing, os, signal, sys, time
+        import rawpairs.engines
         from rawpairs.build import build
         from rawpairs.sample import BuildConfig
+        rawpairs.engines.WORKERS_WORTH_S = 0.0  # workers however small the build
         def progress(done, total, written, errors):
             if written >= {when}:
+                while {workers} > 1 and not multiprocessing.active_children():
+                    time.sleep(0.05)  # until a worker has started
                 print(*[p.pid for p in multiprocessing.active_children()], flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)
         if __name__ == "__main__":
@@ -618,7 +660,8 @@ def test_kill_9_takes_the_workers_along_and_overwrite_resumes(good_src, tmp_path
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     out = tmp_path / "out"
-    pids = _killed_build(good_src, out, workers=2, when=2)
+    pids = _killed_build(good_src, out, workers=2, when=6)
+    assert pids
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -688,7 +731,7 @@ def test_crops_of_a_source_are_made_one_at_a_time(tmp_path):
     assert many < 1.5 * few, (few, many)  # a list of 60 crops would need ~30× more
 
 
-def test_two_worker_builds_are_byte_identical_again_and_again(good_src, tmp_path):
+def test_two_worker_builds_are_byte_identical_again_and_again(good_src, tmp_path, eager_workers):
     """A review once saw one of ~25 two-worker builds differ; the scheduling here varies run to
     run (which process writes which shard, the driver's share), the bytes must not."""
     build(good_src, tmp_path / "ref", CONFIG, workers=1, sources_per_shard=1)
@@ -696,7 +739,10 @@ def test_two_worker_builds_are_byte_identical_again_and_again(good_src, tmp_path
     del reference["build.json"]  # holds the timings
     for run in range(4):
         out = tmp_path / f"run{run}"
-        build(good_src, out, CONFIG, workers=2, sources_per_shard=1)
+        progress = _wait_for_a_worker(6) if run % 2 else None  # else: as the timing falls
+        result = build(good_src, out, CONFIG, workers=2, sources_per_shard=1, progress=progress)
+        if progress:
+            _with_workers(result)
         tree = _tree(out)
         del tree["build.json"]
         assert tree == reference, run

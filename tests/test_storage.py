@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import time
 
 import cv2
@@ -90,9 +91,23 @@ def test_interrupted_remote_build_resumes(photos, tmp_path):
     fsspec.filesystem("memory").rm(out.removeprefix("memory://"), recursive=True)
 
 
-def test_file_urls_work_with_spawned_workers(photos, tmp_path):
-    result = build(f"file://{photos}", f"file://{tmp_path / 'out'}", CONFIG, workers=2)
-    assert result.samples == 6
+def test_file_urls_work_with_worker_processes(photos, tmp_path, monkeypatch):
+    import rawpairs.engines
+
+    monkeypatch.setattr(rawpairs.engines, "WORKERS_WORTH_S", 0.0)  # however small the build
+
+    def progress(done, total, written, errors):
+        deadline = time.monotonic() + 60
+        while done == 3 and not multiprocessing.active_children():
+            assert time.monotonic() < deadline, "no worker started"
+            time.sleep(0.05)  # the last source waits for a worker
+        time.sleep(0.5 if done == 3 else 0)
+
+    out = f"file://{tmp_path / 'out'}"
+    result = build(
+        f"file://{photos}", out, CONFIG, workers=2, sources_per_shard=1, progress=progress
+    )
+    assert result.samples == 6 and result.stats["groups_here"] == 3
     assert json.loads((tmp_path / "out" / "build.json").read_text())["status"] == "complete"
 
 
