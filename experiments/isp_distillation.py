@@ -113,6 +113,8 @@ METHODS: tuple[Method, ...] = (
     Method("kd_old_recipe", "KD, previous recipe (lr 5e-4 everywhere, dropout, no freezing)",
            {"lr": 5e-4, "frontend_lr": 5e-4, "dropout": True, "freeze_backbone_steps": 0},
            ablation=True),
+    Method("kd_t1", "KD at temperature 1 (the scoring temperature)", {"temperature": 1.0},
+           ablation=True),
 )  # fmt: skip
 ABLATIONS = tuple(m.name for m in METHODS if m.ablation)
 REFERENCE_LABELS = {
@@ -419,9 +421,10 @@ def source_intervals(
 # Training with scoring at checkpoints
 # ---------------------------------------------------------------------------------------------
 def _train_config(config: ExperimentConfig, method: Method, seed: int, shards: Path, out: Path):
+    """The method's ``TrainConfig``: the experiment's settings, then the method's overrides."""
     from distill.train import TrainConfig
 
-    return TrainConfig(
+    settings: dict[str, Any] = dict(
         shards=str(shards),
         out=str(out),
         steps=config.steps,
@@ -440,8 +443,8 @@ def _train_config(config: ExperimentConfig, method: Method, seed: int, shards: P
         checkpoint_every=0,
         resume="auto",
         progress=False,
-        **method.overrides,
     )
+    return TrainConfig(**(settings | method.overrides))
 
 
 def train_and_score(

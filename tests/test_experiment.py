@@ -18,6 +18,7 @@ from experiments.isp_distillation import (
     TUNE_RAWS,
     VAL_PHOTOS,
     VAL_RAWS,
+    _train_config,
     bundled_sources,
     load_held_out,
     main,
@@ -136,6 +137,17 @@ def test_tiny_run_writes_every_method_and_sane_ranges(tmp_path: Path) -> None:
     for name in ("curves", "bars", "examples"):
         png = tmp_path / "fig" / f"isp_distillation_{name}.png"
         assert 0 < png.stat().st_size < 300_000
+
+
+def test_method_overrides_replace_the_experiment_settings(tmp_path: Path) -> None:
+    config = make_config("tiny")
+    for method in METHODS:
+        train_config = _train_config(config, method, 0, tmp_path, tmp_path / "run")
+        train_config.validate()
+        for name, value in method.overrides.items():
+            assert getattr(train_config, name) == value, (method.name, name)
+    kd = _train_config(config, METHODS[0], 0, tmp_path, tmp_path / "run")
+    assert (kd.lr, kd.frontend_lr, kd.temperature) == (config.lr, config.frontend_lr, 4.0)
 
 
 def test_ablations_flag_adds_every_ablation(monkeypatch: pytest.MonkeyPatch) -> None:
