@@ -9,6 +9,18 @@ from pathlib import Path
 
 import click
 
+from rawpairs.choices import (
+    CropMode,
+    Demosaic,
+    Engine,
+    Exposure,
+    Gamma,
+    NoisePlacement,
+    Render,
+    RGBFormat,
+    Tone,
+)
+
 __all__ = ["main"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
@@ -66,7 +78,10 @@ def main() -> None:
     "--crop", type=int, default=None, help="Crop N×N pairs at even offsets (default: whole image)."
 )
 @click.option(
-    "--crop-mode", type=click.Choice(["random", "tile"]), default="random", show_default=True
+    "--crop-mode",
+    type=click.Choice(CropMode.values()),
+    default=CropMode.RANDOM.value,
+    show_default=True,
 )
 @click.option("--crops", type=int, default=1, show_default=True, help="Random crops per source.")
 @click.option(
@@ -77,26 +92,34 @@ def main() -> None:
 )
 @click.option(
     "--render",
-    type=click.Choice(["rawpairs", "libraw"]),
-    default="rawpairs",
+    type=click.Choice(Render.values()),
+    default=Render.RAWPAIRS.value,
     show_default=True,
     help="How RAW files get their RGB.",
 )
 @click.option(
-    "--demosaic", type=click.Choice(["malvar", "bilinear"]), default="malvar", show_default=True
+    "--demosaic",
+    type=click.Choice(Demosaic.values()),
+    default=Demosaic.MALVAR.value,
+    show_default=True,
 )
 @click.option(
     "--tone",
-    type=click.Choice(["display_smoothstep", "smoothstep", "none"]),
-    default="display_smoothstep",
+    type=click.Choice(Tone.values()),
+    default=Tone.DISPLAY_SMOOTHSTEP.value,
     show_default=True,
     help="Tone curve (both directions): smoothstep on display values, on linear values, or none.",
 )
-@click.option("--gamma", type=click.Choice(["srgb", "2.2"]), default="srgb", show_default=True)
+@click.option(
+    "--gamma",
+    type=click.Choice([g.value for g in Gamma if g is not Gamma.LINEAR]),
+    default=Gamma.SRGB.value,
+    show_default=True,
+)
 @click.option(
     "--exposure",
-    type=click.Choice(["auto", "none"]),
-    default="auto",
+    type=click.Choice(Exposure.values()),
+    default=Exposure.AUTO.value,
     show_default=True,
     help="RAW files: gain putting the 99th percentile at white (LibRaw's auto-bright), or none.",
 )
@@ -107,7 +130,12 @@ def main() -> None:
     show_default=True,
     help="Refuse inputs whose declared size exceeds N pixels (checked before decoding).",
 )
-@click.option("--rgb-format", type=click.Choice(["png", "jpeg"]), default="png", show_default=True)
+@click.option(
+    "--rgb-format",
+    type=click.Choice(RGBFormat.values()),
+    default=RGBFormat.PNG.value,
+    show_default=True,
+)
 @click.option(
     "--camera",
     "camera_json",
@@ -117,8 +145,8 @@ def main() -> None:
 )
 @click.option(
     "--noise",
-    type=click.Choice(["shard", "load"]),
-    default="shard",
+    type=click.Choice(NoisePlacement.values()),
+    default=NoisePlacement.IN_RAW.value,
     show_default=True,
     help="Simulated RAW: bake shot/read noise into raw.npy, or store it clean with its noise "
     "parameters so the loader draws fresh noise every epoch.",
@@ -158,8 +186,8 @@ def main() -> None:
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
+    type=click.Choice(Engine.values()),
+    default=Engine.LOCAL.value,
     show_default=True,
     help="Run the per-source work here (spawned processes) or on a Ray cluster.",
 )
