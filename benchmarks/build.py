@@ -93,9 +93,35 @@ def whole_build(src: Path, args: list[str], workers: int | None) -> float:
         return time.perf_counter() - t0
 
 
-def in_process(src: Path, config: BuildConfig, workers: int | None) -> BuildResult:
+def tree_cpu_seconds() -> float:
+    """User + system CPU time of this process, its descendants and their reaped children."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # ended while we looked
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        times[int(entry)] = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    total, todo = 0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def in_process(src: Path, config: BuildConfig, workers: int | None) -> tuple[BuildResult, float]:
+    """A build in this process, and the CPU seconds per sample of the whole process tree
+    (this process, its workers and their fork server)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return build(src, Path(tmp) / "out", config, workers=workers)
+        cpu = tree_cpu_seconds()
+        result = build(src, Path(tmp) / "out", config, workers=workers)
+        return result, (tree_cpu_seconds() - cpu) / result.samples
 
 
 def steady_rate(result: BuildResult) -> float:
@@ -115,7 +141,9 @@ def scaling_table(name: str, src: Path, args: list[str], config: BuildConfig, re
     for _ in range(repeats):
         for w in WORKER_COUNTS:
             walls[w].append(whole_build(src, args, w))
-    results = {w: in_process(src, config, w) for w in (1, 2)}
+    measured = {w: in_process(src, config, w) for w in (1, 2)}
+    results = {w: r for w, (r, _) in measured.items()}
+    cpu = {w: c for w, (_, c) in measured.items()}
     wall = {w: statistics.median(v) for w, v in walls.items()}
     steady = {w: steady_rate(r) for w, r in results.items()}
     two = results[2]
@@ -132,6 +160,10 @@ def scaling_table(name: str, src: Path, args: list[str], config: BuildConfig, re
     print(
         f"| steady state, samples/s | {steady[1]:.1f} | {steady[2]:.1f} | "
         f"{steady[2] / steady[1]:.2f} | | |"
+    )
+    print(
+        f"| CPU per sample (process tree), ms | {1e3 * cpu[1]:.1f} | {1e3 * cpu[2]:.1f} | "
+        f"{cpu[2] / cpu[1]:.2f} | | |"
     )
     print(
         f"\n2 workers: driver CPU {1e3 * two.stats['driver_overhead_cpu_s'] / n:.3f} ms/sample ",

@@ -32,7 +32,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import ray
 
-from benchmarks.build import make_inputs
+from benchmarks.build import make_inputs, tree_cpu_seconds
 from rawpairs.build import BuildResult, build
 from rawpairs.sample import BuildConfig
 
@@ -47,28 +47,6 @@ class Run(NamedTuple):
     driver: float  # driver CPU seconds per sample, besides groups it built itself
     moved: float  # bytes per sample between processes (pipes or object store)
     size: int  # bytes of shards written
-
-
-def tree_cpu_seconds() -> float:
-    """User + system CPU time of this process, its descendants and their reaped children."""
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue  # ended while we looked
-        children.setdefault(int(fields[1]), []).append(int(entry))
-        times[int(entry)] = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-    total, todo = 0, [os.getpid()]
-    while todo:
-        pid = todo.pop()
-        total += times.get(pid, 0)
-        todo.extend(children.get(pid, []))
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def build_run(src: Path, engine: str, workers: int = WORKERS) -> tuple[Run, BuildResult]:
