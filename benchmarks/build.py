@@ -16,12 +16,14 @@ load average is printed beside each table).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -205,9 +207,25 @@ def process_startup(repeats: int) -> float:
     return statistics.median(times)
 
 
+def _hold_for_a_worker(after_sources: int) -> Callable[[int, int, int, int], None]:
+    """A progress callback holding the build, once, after ``after_sources``, until a worker has
+    started (so that workers write the next shards)."""
+    waited: list[bool] = []
+
+    def progress(done: int, total: int, written: int, errors: int) -> None:
+        if done >= after_sources and not waited:
+            while not multiprocessing.active_children():
+                time.sleep(0.05)
+            time.sleep(0.3)
+            waited.append(True)
+
+    return progress
+
+
 def identity_runs(jpg_dir: Path, runs: int) -> None:
     """``runs`` two-worker builds of the photos, one shard per 8 sources, workers started however
-    small the build: all byte-identical?"""
+    small the build (every other run waits for one after 3 shards, so that workers write the
+    rest): all byte-identical?"""
     import rawpairs.engines
 
     rawpairs.engines.WORKERS_WORTH_S = 0.0
@@ -222,7 +240,10 @@ def identity_runs(jpg_dir: Path, runs: int) -> None:
         differ = by_workers = 0
         for run in range(runs):
             out = Path(tmp) / f"out{run % 2}"
-            result = build(src, out, config, workers=2, sources_per_shard=8, overwrite=True)
+            progress = _hold_for_a_worker(24) if run % 2 else None
+            result = build(
+                src, out, config, workers=2, sources_per_shard=8, overwrite=True, progress=progress
+            )
             by_workers += result.stats["groups_here"] < result.shards
             tree = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "build.json"}
             if reference is None:
