@@ -138,6 +138,7 @@ class ExperimentConfig:
     labels: bool = False
     raw_dir: str | None = str(RAW_DIR)
     split: str = "heldout"
+    reuse_shards: bool = False  # use the pairs a previous run left in --work
     build_crop: int = 112
     crop: int = 96
     max_side: int = 384
@@ -163,6 +164,8 @@ class ExperimentConfig:
         """Raise ``ValueError`` naming the first bad setting."""
         if (self.train_src is None) != (self.val_src is None):
             raise ValueError("--train-src and --val-src go together")
+        if self.reuse_shards and self.work is None:
+            raise ValueError("--reuse-shards needs --work (the folder of the previous run)")
         if self.split not in SPLITS:
             raise ValueError(f"unknown split {self.split!r}: expected one of {SPLITS}")
         if self.crop % 2 or self.build_crop % 2 or self.crop > self.build_crop - 2:
@@ -303,6 +306,14 @@ def bundled_sources(folder: Path, raw_dir: Path | None, split: str = "heldout") 
     else:
         notes.append("RAW files not used (preset)")
     return notes
+
+
+def _existing_shards(folder: Path) -> dict[str, Any]:
+    """The shards a previous run left in ``folder`` (``--reuse-shards``): their count."""
+    shards = sorted(folder.glob("*.tar"))
+    if not shards:
+        raise ValueError(f"{folder}: no shards to reuse (run once without --reuse-shards)")
+    return {"shards": len(shards)}
 
 
 def build_shards(src: Path, out: Path, config: ExperimentConfig, crops: int) -> dict[str, Any]:
@@ -786,10 +797,16 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
             if not config.labels:
                 notes.append("the bundled data has no class labels: no true-label baseline")
         t0 = time.perf_counter()
-        data = {
-            "train": build_shards(train_src, work / "shards" / "train", config, config.train_crops),
-            "val": build_shards(val_src, work / "shards" / "val", config, config.val_crops),
-        }
+        if config.reuse_shards:
+            data = {part: _existing_shards(work / "shards" / part) for part in ("train", "val")}
+            notes.append(f"pairs reused from {work / 'shards'} (not rebuilt)")
+        else:
+            data = {
+                "train": build_shards(
+                    train_src, work / "shards" / "train", config, config.train_crops
+                ),
+                "val": build_shards(val_src, work / "shards" / "val", config, config.val_crops),
+            }
         timings["build"] = time.perf_counter() - t0
         _log(started, f"built pairs {data} in {timings['build']:.1f} s")
 
@@ -899,6 +916,9 @@ def _parser() -> argparse.ArgumentParser:
         help="bundled data: heldout (default; train → held-out sources) or tune (within the "
              "training sources, for choosing settings)")  # fmt: skip
     add("--freeze-backbone-steps", type=int, default=None, help="steps with the network frozen")
+    add("--reuse-shards", action="store_true", default=None,
+        help="use the pairs a previous run left in --work instead of building them (the same "
+             "pairs for runs made at different times)")  # fmt: skip
     add("--steps", type=int, default=None)
     add("--eval-points", type=int, default=None)
     add("--batch-size", type=int, default=None)

@@ -18,6 +18,7 @@ from experiments.isp_distillation import (
     TUNE_RAWS,
     VAL_PHOTOS,
     VAL_RAWS,
+    _existing_shards,
     _train_config,
     bundled_sources,
     load_held_out,
@@ -62,6 +63,10 @@ def test_config_validation() -> None:
         make_config("tiny", crop=80)
     with pytest.raises(ValueError, match="unknown preset"):
         make_config("huge")
+    with pytest.raises(ValueError, match="--reuse-shards needs --work"):
+        make_config("tiny", reuse_shards=True)
+    with pytest.raises(ValueError, match="no shards to reuse"):
+        _existing_shards(Path("/nonexistent-folder"))
     assert make_config("cpu", steps=60, eval_points=3).checkpoints == [0, 20, 40, 60]
 
 
