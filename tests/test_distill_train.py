@@ -58,9 +58,7 @@ def distilled(pair_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     scores = {"before_seen": evaluate(untrained, teacher, seen, batch_size=8, crop=64)}
     scores["before_held_out"] = evaluate(untrained, teacher, held_out, batch_size=8, crop=64)
     out = tmp_path_factory.mktemp("distill_run")
-    config = TrainConfig(
-        shards=seen, out=str(out), steps=30, crop=64, warmup_steps=3, **TINY
-    )
+    config = TrainConfig(shards=seen, out=str(out), steps=30, crop=64, warmup_steps=3, **TINY)
     summary = train(config)
     student, teacher, _ = load_checkpoint(summary["checkpoint"])
     scores["after_seen"] = evaluate(student, teacher, seen, batch_size=8, crop=64)
