@@ -46,6 +46,7 @@ from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
 from rawpairs.errors import CorruptInputError
 from rawpairs.noise import add_noise, darken
+from rawpairs.rng import sample_rng
 from rawpairs.schema import NoisePlacement, decode_sample, one_line, walk_tar
 
 __all__ = [
@@ -64,7 +65,6 @@ __all__ = [
     "resolve_shards",
     "resume_plan",
     "rggb_black_level",
-    "sample_rng",
 ]
 
 STUDENT_INPUTS = ("packed", "mosaic")
@@ -122,11 +122,6 @@ def resolve_shards(spec: str | Sequence[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 def _key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
-
-
-def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
-    """The generator of one sample's augmentation in one epoch: a function of its arguments only."""
-    return np.random.default_rng([_SAMPLE_TAG, seed, epoch, _key_hash(key)])
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -528,7 +523,7 @@ class PairStream(IterableDataset):
             batch.append(
                 make_example(
                     pair,
-                    sample_rng(self.seed, record.epoch, record.key),
+                    sample_rng(_SAMPLE_TAG, self.seed, record.epoch, _key_hash(record.key)),
                     crop=self.crop,
                     teacher_size=self.teacher_size,
                     student_input=self.student_input,
