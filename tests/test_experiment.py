@@ -1,4 +1,4 @@
-"""experiments/isp_distillation.py: its own code paths at minimal sizes, not its results."""
+"""experiments/isp_distillation: its own code paths at minimal sizes, not its results."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from experiments.isp_distillation import (
     TUNE_RAWS,
     VAL_PHOTOS,
     VAL_RAWS,
-    _existing_shards,
-    _train_config,
     bundled_sources,
     load_held_out,
     main,
@@ -28,6 +26,8 @@ from experiments.isp_distillation import (
     run,
     summarize,
 )
+from experiments.isp_distillation.data import _existing_shards
+from experiments.isp_distillation.training import _train_config
 
 
 def test_summarize_mean_std_min_max_over_seeds() -> None:
@@ -157,7 +157,9 @@ def test_method_overrides_replace_the_experiment_settings(tmp_path: Path) -> Non
 
 def test_ablations_flag_adds_every_ablation(monkeypatch: pytest.MonkeyPatch) -> None:
     seen = {}
-    monkeypatch.setattr("experiments.isp_distillation.run", lambda config: seen.update(c=config))
+    monkeypatch.setattr(
+        "experiments.isp_distillation.cli.run", lambda config: seen.update(c=config)
+    )
     assert main(["--preset", "tiny", "--methods", "kd", "--ablations"]) == 0
     assert seen["c"].methods == ("kd", *ABLATIONS)
     assert seen["c"].ablation_seeds == (0,)

@@ -1,0 +1,136 @@
+"""Summaries over seeds, the Markdown tables and the CSV files."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRICS = ("top1_agreement", "top5_agreement", "kl", "accuracy")
+
+
+def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, sample standard deviation (0 for one seed), min and max over seeds.
+
+    Groups ``rows`` by (method, condition, step); a metric that is ``None`` everywhere in a group
+    stays ``None``. Output rows keep the first-seen group order.
+    """
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["condition"], row["step"]), []).append(row)
+    out = []
+    for (method, condition, step), members in groups.items():
+        entry: dict[str, Any] = {
+            "method": method,
+            "condition": condition,
+            "step": step,
+            "seeds": len(members),
+        }
+        for metric in METRICS:
+            values = [m[metric] for m in members if m.get(metric) is not None]
+            if not values:
+                entry.update({metric: None, f"{metric}_std": None})
+                continue
+            entry[metric] = float(np.mean(values))
+            entry[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            entry[f"{metric}_min"] = float(min(values))
+            entry[f"{metric}_max"] = float(max(values))
+        out.append(entry)
+    return out
+
+
+def _fmt(entry: dict[str, Any], metric: str, percent: bool) -> str:
+    value = entry.get(metric)
+    if value is None:
+        return "–"
+    scale = 100.0 if percent else 1.0
+    text = f"{value * scale:.1f}" if percent else f"{value:.3f}"
+    if entry["seeds"] > 1:
+        spread = entry[f"{metric}_std"] * scale
+        text += f" ± {spread:.1f}" if percent else f" ± {spread:.3f}"
+    return text
+
+
+def markdown_table(summary: Sequence[dict[str, Any]], labels: dict[str, str]) -> str:
+    """The final-step rows of ``summary`` as a Markdown table (agreement in %, KL in nats);
+    a student's top-1 and KL at step 0 (``top1_step0``, ``kl_step0``) stand beside them."""
+    head = (
+        "| condition | model | seeds | top-1 agreement % (step 0) | top-5 agreement % "
+        "| KL, nats (step 0) | label accuracy % |\n|---|---|---|---|---|---|---|\n"
+    )
+
+    def start(e: dict[str, Any], metric: str, percent: bool) -> str:
+        value = e.get(f"{metric}_step0")
+        if value is None:
+            return ""
+        return f" ({100 * value:.1f})" if percent else f" ({value:.3f})"
+
+    lines = [
+        f"| {e['condition']} | {labels.get(e['method'], e['method'])} | {e['seeds']} "
+        f"| {_fmt(e, 'top1_agreement', True)}{start(e, 'top1', True)} "
+        f"| {_fmt(e, 'top5_agreement', True)} "
+        f"| {_fmt(e, 'kl', False)}{start(e, 'kl', False)} | {_fmt(e, 'accuracy', True)} |"
+        for e in summary
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def interval_table(intervals: Sequence[dict[str, Any]], labels: dict[str, str]) -> str:
+    """Source-bootstrap intervals (:func:`source_intervals`) as a Markdown table: top-1 (%) and
+    KL with their 95 % intervals, and each student's difference to the naive and gray-world
+    renders (difference [interval])."""
+
+    def ci(e: dict[str, Any], metric: str, scale: float) -> str:
+        lo, hi = e[f"{metric}_ci"]
+        return f"[{scale * lo:.1f}, {scale * hi:.1f}]" if scale > 1 else f"[{lo:.2f}, {hi:.2f}]"
+
+    def diff(e: dict[str, Any], metric: str, base: str, scale: float) -> str:
+        value = e.get(f"{metric}_vs_{base}")
+        if value is None:
+            return "–"
+        d, lo, hi = (scale * v for v in value)
+        digits = 1 if scale > 1 else 2
+        return f"{d:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+    head = (
+        "| condition | model | top-1 % 95 % CI | KL 95 % CI | Δ top-1 vs naive | Δ KL vs naive "
+        "| Δ top-1 vs gray-world | Δ KL vs gray-world |\n|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = [
+        f"| {e['condition']} | {labels.get(e['method'], e['method'])} "
+        f"| {ci(e, 'top1_agreement', 100)} | {ci(e, 'kl', 1)} "
+        f"| {diff(e, 'top1_agreement', 'naive_teacher', 100)} "
+        f"| {diff(e, 'kl', 'naive_teacher', 1)} "
+        f"| {diff(e, 'top1_agreement', 'grayworld_teacher', 100)} "
+        f"| {diff(e, 'kl', 'grayworld_teacher', 1)} |"
+        for e in intervals
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def final_rows(summary: Sequence[dict[str, Any]], steps: int) -> list[dict[str, Any]]:
+    """Reference rows (step −1) and every student's last step, clean condition first; a
+    student's entry gets its step-0 top-1 and KL on the same condition (``top1_step0``,
+    ``kl_step0``) when it was scored there."""
+    start = {(e["method"], e["condition"]): e for e in summary if e["step"] == 0}
+    chosen = []
+    for e in summary:
+        if e["step"] not in (-1, steps):
+            continue
+        first = start.get((e["method"], e["condition"]))
+        if first is not None:
+            e = {**e, "top1_step0": first["top1_agreement"], "kl_step0": first["kl"]}
+        chosen.append(e)
+    return sorted(chosen, key=lambda e: e["condition"] != "clean")
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    fieldnames = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
