@@ -29,7 +29,7 @@ test: install
 	$(PYTHON) -m pytest -q
 
 bench: install
-	$(PYTHON) benchmarks/isp.py
+	$(PYTHON) -m benchmarks.isp
 	$(PYTHON) -m benchmarks.build
 	$(PYTHON) -m benchmarks.ray_build
 	$(PYTHON) -m benchmarks.distill

@@ -6,7 +6,7 @@ and as a ratio to one streaming numpy pass over the same data (``np.multiply(a, 
 on the float32 H×W×3 image); for 500×374 also samples/s. Context rows: the stage-by-stage numpy
 reference of the inverse ISP, numpy's and rawpairs' Gaussian generators, and decoding the JPEG.
 
-Run: ``python benchmarks/isp.py`` (prints a Markdown table for docs/benchmarks.md).
+Run: ``python -m benchmarks.isp`` (prints a Markdown table for docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ gamma). Both are upright (the file's orientation applied to ours). Figures:
 - PSNR (dB) after alignment: ours resized to the reference's size (area), then aligned to it by
   an affine map (OpenCV's ECC), over the reference less an 8-pixel border.
 
-Run: ``python benchmarks/render_quality.py`` (prints the Markdown table of docs/isp.md, "Render
+Run: ``python -m benchmarks.render_quality`` (prints the Markdown table of docs/isp.md, "Render
 quality"); ``--tone`` / ``--exposure`` to measure other settings. The acceptance band of the
 project's issue is 0.8–1.25× brightness and 0.6–1.6× saturation.
 """

@@ -3,8 +3,6 @@ a real RAW file rendered plausibly against LibRaw's own render."""
 
 from __future__ import annotations
 
-import functools
-import sys
 from pathlib import Path
 
 import cv2
@@ -389,17 +387,11 @@ def test_auto_exposure_never_darkens_and_is_bounded() -> None:
 # real RAW files: what the pairs look like ------------------------------------------------------
 
 
-@functools.cache
 def _render_quality():
-    """benchmarks/render_quality.py as a module (one definition of the figures)."""
-    import importlib.util
+    """benchmarks/render_quality.py (one definition of the figures), imported when needed."""
+    from benchmarks import render_quality
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "render_quality.py"
-    spec = importlib.util.spec_from_file_location("render_quality", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return render_quality
 
 
 @pytest.mark.parametrize("name", SHIPPED_RAW)
