@@ -357,20 +357,16 @@ def test_cli_camera_json_fixes_priors(good_src, tmp_path):
     assert bad.exit_code == 2 and "camera.json" in bad.output and "XYZW" in bad.output
 
 
-SHARED_RAW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
-needs_shared = pytest.mark.skipif(
-    not SHARED_RAW.is_dir(), reason=f"real camera files not present at {SHARED_RAW}"
-)
+SHIPPED_RAW = Path(__file__).resolve().parent / "data" / "raw"  # real camera files, CC0
 
 
-@needs_shared
 @pytest.mark.parametrize("render", ["rawpairs", "libraw"])
 def test_real_camera_files(tmp_path, render):
     src = tmp_path / "src"
     src.mkdir()
-    names = ["Kodak-DC50-DC50IMG-DC0008L.KDC", "Canon-PowerShot_G2-CRW_0304.CRW"]
+    names = ["Kodak-DC50-DC50IMG-DC0010S.KDC", "Canon-PowerShot_S40-CRW_0104.CRW"]
     for name in names:
-        (src / name).symlink_to(SHARED_RAW / name)
+        (src / name).symlink_to(SHIPPED_RAW / name)
     config = BuildConfig(crop=128, crops=2, render=render, seed=5)
     result = build(src, tmp_path / "out", config, workers=1)
     assert result.samples == 4 and result.errors == 0
