@@ -561,7 +561,7 @@ def _build(
     arrivals = stats["records"] = []  # (seconds since the start, samples) per finished shard
     finished = run_groups(
         todo, config, out.location, workers=n_workers, engine=engine, address=address,
-        stats=stats,
+        stats=stats, isolate_raw=out.shared,
     )  # fmt: skip
     try:
         for index, record in finished:

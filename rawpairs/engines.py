@@ -12,7 +12,10 @@ depend only on the group, so the output is the same whichever engine or worker c
   deadlock in a child forked from a process that used it), each given at most
   :data:`QUEUE_DEPTH` groups at a time. Workers start only when the work left would take this
   process more than :data:`WORKERS_WORTH_S` alone, and until one is ready this process builds
-  groups itself: a small build never pays for start-up. Workers die with the build
+  groups itself: a small build never pays for start-up. Groups holding camera RAW files are the
+  exception (``isolate_raw``): LibRaw is a large C decoder fed untrusted files, so they are only
+  ever decoded in workers, where a crash becomes an error record instead of ending the build
+  (one worker is started for them even with ``workers=1``). Workers die with the build
   (``PR_SET_PDEATHSIG`` on the fork server, which exits with the build), also after ``kill -9``.
 - ``ray``: Ray tasks on a cluster (``address``) or on a Ray instance started here for the build.
   Ray worker processes are started by the raylet (a separate executable), never forked from this
@@ -61,6 +64,7 @@ RAY_MAX_RETRIES = 3
 RAY_OBJECT_STORE_BYTES = 100 * 2**20  # of a Ray instance started here: only records travel
 LOCAL_RETRIES = 2  # a local task whose worker died is re-run this many times, then isolated
 QUEUE_DEPTH = 2  # groups handed to a local worker at a time: it never waits for the driver
+WORKER_START_TIMEOUT_S = 300.0  # a worker not started by then: the build stops (one line)
 WORKERS_WORTH_S = 4.0  # local workers start only for more work than this (their start-up: 1–3 s)
 TASKS_PER_RAY_CPU = 2
 
@@ -214,6 +218,11 @@ def _crash_record(source: Source, cause: str, message: str) -> dict[str, str]:
 Record = tuple[int, dict[str, Any]]
 
 
+def _holds_raw(sources: list[Source]) -> bool:
+    """Whether a group holds camera RAW files (decoded by LibRaw: only ever in a worker)."""
+    return any(source.kind == "raw" for source in sources)
+
+
 def _drive(
     schedule: _Schedule,
     pool: Any,
@@ -221,18 +230,27 @@ def _drive(
     location: str,
     work_here: Callable[[], bool],
     stats: dict[str, Any],
+    isolate_raw: bool = False,
 ) -> Iterator[Record]:
     """Feed ``pool`` from ``schedule`` and yield ``(group, record)`` as groups finish.
 
-    ``work_here()`` says whether this process should run the next task itself (no worker ready).
+    ``work_here()`` says whether this process should run the next task itself (no worker ready);
+    with ``isolate_raw`` it never runs a task holding camera RAW files, nor an isolation probe.
     ``stats["driver_work_cpu_s"]``: CPU seconds this process spent running tasks itself.
     """
     stats.setdefault("driver_work_cpu_s", 0.0)
     stats.setdefault("groups_here", 0)
+
+    def here() -> bool:
+        if not (schedule.todo and work_here()):
+            return False
+        task = schedule.todo[0]
+        return not (isolate_raw and (task.kind == "probe" or _holds_raw(task.sources)))
+
     while schedule.todo or pool.busy():
         while schedule.todo and pool.has_room():
             pool.submit(schedule.todo.popleft())
-        for task, outcome, payload in pool.events(block=not (schedule.todo and work_here())):
+        for task, outcome, payload in pool.events(block=not here()):
             if outcome == "done":
                 if task.kind == "probe":
                     schedule.probe_survived(task)
@@ -244,7 +262,7 @@ def _drive(
                 schedule.todo.appendleft(task)
             else:
                 raise GroupFailedError(payload)
-        if schedule.todo and work_here():
+        if here():
             task = schedule.todo.popleft()
             started = time.process_time()
             record = run_task(task, config, location)
@@ -385,6 +403,14 @@ class _LocalPool:
         """What happened since the last call: finished, failed and lost tasks (waits for
         something to happen when ``block``)."""
         self._collect_started()
+        if block and not self.workers:  # nothing to wait on yet: wait for the first start
+            try:
+                self.workers.append(self._started.get(timeout=WORKER_START_TIMEOUT_S))
+            except queue.Empty:
+                raise GroupFailedError(
+                    f"no worker process started within {WORKER_START_TIMEOUT_S:.0f} s"
+                ) from None
+            self.starting -= 1
         waitables: list[Any] = [w.conn for w in self.workers]
         waitables += [w.process.sentinel for w in self.workers]
         ready = set(wait_ready(waitables, timeout=None if block else 0))
@@ -444,15 +470,18 @@ class _LocalPool:
 
 def _local(
     groups: dict[int, list[Source]], config: BuildConfig, location: str, workers: int,
-    stats: dict[str, Any],
+    stats: dict[str, Any], isolate_raw: bool,
 ) -> Generator[Record, None, None]:  # fmt: skip
     """This process builds groups alone while what is left would take it less than
     :data:`WORKERS_WORTH_S` (measured on the groups it built, the first one, which pays for
-    imports, excluded); then workers start for the rest."""
+    imports, excluded); then workers start for the rest. With ``isolate_raw``, the first group
+    holding camera RAW files also starts them (at least one), whatever ``workers`` is."""
     stats.update(groups_here=0, driver_work_cpu_s=0.0, ipc_bytes=0)
     todo = collections.deque(groups.items())
     timed_from, timed = 0.0, 0
     while todo:
+        if isolate_raw and _holds_raw(todo[0][1]):
+            break
         if (
             workers > 1
             and timed
@@ -485,6 +514,7 @@ def _local(
             location,
             lambda: not pool.warmed or not pool.running,
             stats,
+            isolate_raw,
         )
     finally:
         pool.close()
@@ -589,9 +619,13 @@ def run_groups(
     engine: str = "local",
     address: str | None = None,
     stats: dict[str, Any] | None = None,
+    isolate_raw: bool = True,
 ) -> Generator[Record, None, None]:
     """Write shard ``i`` of ``groups[i]`` into the folder ``location`` for every ``i``; yield
     ``(i, record)`` as each finishes (any order).
+
+    ``isolate_raw``: decode camera RAW files only in worker processes (local engine; Ray tasks
+    always run in workers). ``False`` only where other processes cannot write ``location``.
 
     ``workers``: processes of the local engine, or CPUs of a Ray instance started here.
     ``address``: the Ray cluster to use (``engine="ray"`` only). ``stats`` receives the local
@@ -602,4 +636,6 @@ def run_groups(
     require_engine(engine)
     if engine == "ray":
         return _ray(groups, config, location, workers, address, stats if stats is not None else {})
-    return _local(groups, config, location, workers, stats if stats is not None else {})
+    return _local(
+        groups, config, location, workers, stats if stats is not None else {}, isolate_raw
+    )

@@ -699,8 +699,9 @@ def test_full_disk_stops_with_one_error_and_no_partial_shard(good_src, tmp_path,
         return FullDisk(f) if name.startswith(".rawpairs-") else f
 
     monkeypatch.setattr(OutputFolder, "open_write", open_write)
+    photos = good_src / "things"  # built in this process (RAW is decoded in workers only)
     with pytest.raises(BuildOutputError, match="No space left on device") as err:
-        build(good_src, tmp_path / "out", CONFIG, workers=1, sources_per_shard=3)
+        build(photos, tmp_path / "out", CONFIG, workers=1, sources_per_shard=3)
     assert "\n" not in str(err.value)
     assert not list((tmp_path / "out").glob(".*partial"))
     assert not list((tmp_path / "out").glob("rawpairs-*.tar"))
@@ -742,3 +743,41 @@ def test_two_worker_builds_are_byte_identical_again_and_again(good_src, tmp_path
         tree = _tree(out)
         del tree["build.json"]
         assert tree == reference, run
+
+
+CRASHING_RAWPY = """
+import os, signal
+import rawpy
+_imread = rawpy.imread
+def _crashing_imread(path, *args, **kwargs):  # a decoder crash (segfault) on files named crash*
+    if os.path.basename(str(path)).startswith("crash"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return _imread(path, *args, **kwargs)
+rawpy.imread = _crashing_imread
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_raw_file_that_crashes_its_decoder_fails_alone(tmp_path, workers):
+    """LibRaw decodes only in worker processes, even with --workers 1 and a build too small to
+    start workers for photos: a decoder crash is an error record, not the end of the build."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CRASHING_RAWPY)
+    src = tmp_path / "src"
+    src.mkdir()
+    dc50 = SHIPPED_RAW / "Kodak-DC50-DC50IMG-DC0010S.KDC"
+    (src / "crash.kdc").symlink_to(dc50)
+    (src / "good.kdc").symlink_to(dc50)
+    cv2.imwrite(str(src / "photo.png"), np.full((64, 96, 3), 120, np.uint8))
+    env = {**os.environ, "PYTHONPATH": str(hook)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rawpairs.cli", "build", "--src", str(src), "--out",
+         str(tmp_path / "out"), "--crop", "32", "--workers", workers, "--quiet"],
+        capture_output=True, text=True, env=env, timeout=240, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").open()]
+    assert [(e["path"], e["error"]) for e in errors] == [("crash.kdc", "WorkerCrashed")]
+    rows = pq.read_table(tmp_path / "out" / "manifest.parquet").to_pylist()
+    assert sorted({row["source"] for row in rows}) == ["good.kdc", "photo.png"]
