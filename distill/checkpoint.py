@@ -10,6 +10,7 @@ object whose ``__reduce__`` would run code) is refused with a one-line error, an
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import re
@@ -27,6 +28,7 @@ __all__ = [
     "BEST_NAME",
     "CHECKPOINT_NAME",
     "ResumePlan",
+    "add_trust_argument",
     "elastic_data_seed",
     "find_resume",
     "load_checkpoint",
@@ -261,3 +263,15 @@ def load_checkpoint(
         cause = " ".join(line.strip() for line in str(err).splitlines()) or type(err).__name__
         raise ValueError(f"{path}: the student weights do not fit ({cause[:200]})") from None
     return student.to(device).eval(), teacher.to(device), config
+
+
+def add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    """``--trust MODULE:FACTORY`` (repeatable): the code a checkpoint may name that the user allows
+    :func:`load_checkpoint` to import (``args.trust``, a list)."""
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="MODULE:FACTORY",
+        help="allow importing this teacher/student code named in the checkpoint (repeatable)",
+    )

@@ -42,7 +42,7 @@ except ModuleNotFoundError as err:  # `python -m distill.evaluate` without rawpa
     exit_if_command(err, __name__)
     raise
 
-from distill.checkpoint import load_checkpoint
+from distill.checkpoint import add_trust_argument, load_checkpoint
 from distill.frontend import naive_render, srgb_encode
 from distill.models import RawStudent, Teacher
 
@@ -389,13 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-batches", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument(
-        "--trust",
-        action="append",
-        default=[],
-        metavar="MODULE:FACTORY",
-        help="allow importing this teacher/student code named in the checkpoint (repeatable)",
-    )
+    add_trust_argument(p)
     args = p.parse_args(argv)
     require_extra("matplotlib")  # the report's chart: fail before evaluating, in one line
     try:

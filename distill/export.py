@@ -27,7 +27,7 @@ except ModuleNotFoundError as err:  # `python -m distill.export` without rawpair
     exit_if_command(err, __name__)
     raise
 
-from distill.checkpoint import load_checkpoint
+from distill.checkpoint import add_trust_argument, load_checkpoint
 from distill.models import RawStudent
 
 __all__ = ["export_onnx", "export_torchscript", "main"]
@@ -85,13 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", default=None, help="folder (default: <checkpoint folder>/export)")
     p.add_argument("--crop", type=int, default=None, help="RAW crop side (default: training crop)")
-    p.add_argument(
-        "--trust",
-        action="append",
-        default=[],
-        metavar="MODULE:FACTORY",
-        help="allow importing this teacher/student code named in the checkpoint (repeatable)",
-    )
+    add_trust_argument(p)
     args = p.parse_args(argv)
     try:
         student, _, config = load_checkpoint(args.checkpoint, trusted=args.trust)

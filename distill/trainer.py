@@ -91,6 +91,19 @@ class DistillStep(nn.Module):
         return total, parts, logits
 
 
+def build_student_for(config: TrainConfig, teacher: Teacher) -> RawStudent:
+    """The student ``config`` describes (architecture, initialisation, front-end), on the CPU."""
+    return build_student(
+        teacher,
+        config.student,
+        init=config.student_init,
+        weights=config.student_weights,
+        wb=config.raw_wb,
+        learn_colour=config.learn_colour,
+        learn_tone=config.learn_tone,
+    )
+
+
 def build_models(
     config: TrainConfig, device: torch.device
 ) -> tuple[Teacher, RawStudent, CombinedLoss, FeatureTap | None]:
@@ -101,15 +114,7 @@ def build_models(
     teacher = load_teacher(
         config.teacher, weights=config.teacher_weights, normalization=config.teacher_norm
     ).to(device)
-    student = build_student(
-        teacher,
-        config.student,
-        init=config.student_init,
-        weights=config.student_weights,
-        wb=config.raw_wb,
-        learn_colour=config.learn_colour,
-        learn_tone=config.learn_tone,
-    ).to(device)
+    student = build_student_for(config, teacher).to(device)
     pairs = config.layer_pairs
     teacher_size = config.teacher_size or config.crop
     rgb = torch.zeros(1, 3, teacher_size, teacher_size, device=device)

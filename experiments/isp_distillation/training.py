@@ -61,8 +61,9 @@ def train_and_score(
     """
     from distill.checkpoint import load_checkpoint
     from distill.evaluate import score, student_logits
-    from distill.models import build_student, load_teacher
+    from distill.models import load_teacher
     from distill.train import train
+    from distill.trainer import build_student_for
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -80,14 +81,7 @@ def train_and_score(
 
     torch.manual_seed(seed)  # the scratch student's initialisation at step 0, as train draws it
     teacher = load_teacher(train_config.teacher)
-    student = build_student(
-        teacher,
-        train_config.student,
-        init=train_config.student_init,
-        wb=train_config.raw_wb,
-        learn_colour=train_config.learn_colour,
-        learn_tone=train_config.learn_tone,
-    )
+    student = build_student_for(train_config, teacher)
     record(0, own, student.to(config.device))
     for step in config.checkpoints[1:]:
         train(dataclasses.replace(train_config, stop_after=step))
