@@ -177,29 +177,67 @@ def _libraw_message(e: Exception) -> str:
 
 @contextmanager
 def _open_raw(path: Path) -> Iterator[rawpy.RawPy]:
-    """``rawpy.imread`` with LibRaw's errors (while opening or while used) mapped to InputErrors."""
+    """``rawpy.imread`` with LibRaw's errors (while opening or while used) mapped to InputErrors.
+
+    What the decoders print while the file is open is captured (file descriptor 2): a warning of
+    libjpeg (lossy Kodak KDC, DNGs with JPEG tiles) or of LibRaw's data checks means it decoded
+    damaged data by inventing pixels, so it is a :class:`CorruptInputError` naming the file and the
+    decoder's first message, also when LibRaw itself reports no error.
+    """
     head = _read_head(path)
-    try:
-        with rawpy.imread(str(path)) as raw:
-            yield raw
-    except rawpy.LibRawFileUnsupportedError as e:
-        if not _has_raw_signature(head):
-            raise CorruptInputError(
-                path, f"not a RAW file: no known RAW signature at its start ({head[:8]!r})"
+    with _captured_stderr() as lines:
+        try:
+            with rawpy.imread(str(path)) as raw:
+                yield raw
+        except rawpy.LibRawFileUnsupportedError as e:
+            if not _has_raw_signature(head):
+                raise CorruptInputError(
+                    path, f"not a RAW file: no known RAW signature at its start ({head[:8]!r})"
+                ) from e
+            raise UnsupportedInputError(
+                path,
+                "LibRaw cannot decode it (unsupported camera or format, or a damaged file): "
+                + _libraw_message(e),
             ) from e
-        raise UnsupportedInputError(
-            path,
-            "LibRaw cannot decode it (unsupported camera or format, or a damaged file): "
-            + _libraw_message(e),
-        ) from e
-    except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
+        except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
+            raise CorruptInputError(
+                path, f"damaged or truncated RAW data (LibRaw: {_libraw_message(e)})"
+            ) from e
+        except rawpy.LibRawError as e:
+            raise UnsupportedInputError(
+                path, f"LibRaw {type(e).__name__}: {_libraw_message(e)}"
+            ) from e
+        except NotImplementedError as e:  # rawpy's raw_pattern on an exotic filter layout
+            raise UnsupportedInputError(path, f"unsupported colour filter layout ({e})") from e
+    warnings = _decoder_warnings(lines, path)
+    if warnings:
         raise CorruptInputError(
-            path, f"damaged or truncated RAW data (LibRaw: {_libraw_message(e)})"
-        ) from e
-    except rawpy.LibRawError as e:
-        raise UnsupportedInputError(path, f"LibRaw {type(e).__name__}: {_libraw_message(e)}") from e
-    except NotImplementedError as e:  # rawpy's raw_pattern on an exotic filter layout
-        raise UnsupportedInputError(path, f"unsupported colour filter layout ({e})") from e
+            path, f"damaged RAW data, decoded with invented pixels (decoder: {warnings[0]})"
+        )
+
+
+# Lines a decoder prints when it papers over damaged data: libjpeg's warnings ("Premature end of
+# JPEG file", "Corrupt JPEG data: …") and LibRaw's ("<file>: data corrupted at N", "Unexpected end
+# of file", "decoder table overflow").
+_DAMAGE_WORDS = ("jpeg", "corrupt", "unexpected end", "premature end", "overflow", "data error")
+
+
+def _decoder_warnings(lines: list[str], path: Path | None = None) -> list[str]:
+    """The damage warnings among captured stderr ``lines`` (the file name LibRaw prefixes is
+    dropped); every other line is passed on to this process's stderr."""
+    found, others = [], []
+    for line in (line.strip() for line in lines):
+        if not line:
+            continue
+        if any(word in line.lower() for word in _DAMAGE_WORDS):
+            if path is not None and line.startswith(f"{path}:"):
+                line = line[len(str(path)) + 1 :].strip()
+            found.append(line)
+        else:
+            others.append(line)
+    if others:  # not ours: pass it on
+        print("\n".join(others), file=sys.stderr)
+    return found
 
 
 # RAW metadata rules (pure) -------------------------------------------------------------------
@@ -457,6 +495,7 @@ def read_raw(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> R
         cam_to_srgb = np.array(raw.color_matrix[:, :3], dtype=np.float64)
         pixel_aspect = float(sizes.pixel_aspect)
     make, model, dng_matrix = _tiff_metadata(path)
+    _check_counts(path, mosaic, white)
 
     wb, wb_source = _choose_white_balance(camera_wb, daylight_wb, desc, mosaic, cfa, black, white)
     try:
@@ -500,6 +539,21 @@ def read_raw(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> R
     )
 
 
+def _check_counts(path: Path, mosaic: np.ndarray, white: float) -> None:
+    """Refuse a mosaic whose counts do not fit the bit depth of its white level (the range a
+    sample's ``raw.npy`` may hold): the file's WhiteLevel does not describe its data."""
+    if not 0 < white < float("inf"):
+        return  # the Camera check names a bad white level
+    top = int(mosaic.max(initial=0))
+    limit = 2 ** bit_depth_for(white) - 1
+    if top > limit:
+        raise UnsupportedInputError(
+            path,
+            f"sensor counts reach {top}, above {limit}, the {bit_depth_for(white)}-bit range of "
+            f"its white level {white:g}: the white level does not describe the data",
+        )
+
+
 def render_libraw(path: str | Path) -> np.ndarray:
     """LibRaw's sRGB rendering of a RAW file: uint8 H×W×3, aligned with ``read_raw(path).mosaic``.
 
@@ -520,6 +574,7 @@ def render_libraw(path: str | Path) -> np.ndarray:
                 "and cannot align with the mosaic",
             )
         h, w = raw.raw_image_visible.shape
+        _check_counts(path, raw.raw_image_visible[: h - h % 2, : w - w % 2], raw.white_level)
         rgb = raw.postprocess(**_LIBRAW_RENDER)
     if rgb.shape != (h, w, 3):
         raise UnsupportedInputError(
@@ -606,7 +661,7 @@ def _tiff_photo_check(path: Path, max_pixels: int | None) -> None:
     _check_pixels(path, *size, max_pixels)
 
 
-_STDERR_LOCK = threading.Lock()
+_STDERR_LOCK = threading.RLock()  # re-entrant: a capture may nest in another
 
 
 @contextmanager
@@ -632,10 +687,7 @@ def _decode_jpeg(path: Path, data: bytes) -> np.ndarray | None:
         image = cv2.imdecode(
             np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
         )
-    warnings = [line.strip() for line in lines if "JPEG" in line or "jpeg" in line]
-    others = [line for line in lines if line.strip() and line.strip() not in warnings]
-    if others:  # not ours: pass it on
-        print("\n".join(others), file=sys.stderr)
+    warnings = _decoder_warnings(lines)
     if warnings:
         raise CorruptInputError(path, f"damaged JPEG data (libjpeg: {warnings[0]})")
     return image

@@ -446,6 +446,65 @@ def test_truncated_real_raw(tmp_path, name, cls, match):
     assert_input_error(cls, read_raw, path, match)
 
 
+def _flip_bytes(data: bytes, n: int = 64, seed: int = 1) -> bytes:
+    """``data`` with ``n`` bytes of its last three quarters inverted (fixed positions)."""
+    damaged = bytearray(data)
+    rng = np.random.default_rng(seed)
+    for i in rng.choice(np.arange(len(data) // 4, len(data)), n, replace=False):
+        damaged[i] ^= 0xFF
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda data: data[: len(data) * 9 // 10], "Premature end of JPEG file"),
+        (_flip_bytes, "Corrupt JPEG data"),
+    ],
+    ids=["cut_at_90_percent", "64_flipped_bytes"],
+)
+def test_damaged_lossy_kdc_is_corrupt(tmp_path, capfd, damage, match):
+    """A lossy DC120 file (JPEG-compressed sensor data) damaged so that LibRaw reports no error:
+    libjpeg papers over it with invented pixels and only says so on stderr. The file is a
+    CorruptInputError naming it and libjpeg's message, and nothing leaks to stderr."""
+    path = tmp_path / DC120
+    path.write_bytes(damage(raw_file(DC120).read_bytes()))
+    err = assert_input_error(CorruptInputError, read_raw, path, "invented pixels")
+    assert match in err.cause and "\n" not in str(err)
+    assert "JPEG" not in capfd.readouterr().err
+
+
+def test_undamaged_raw_decodes_without_a_warning(capfd):
+    """The intact lossy DC120 file decodes silently (the warning check does not refuse it)."""
+    assert real(DC120).mosaic.shape == (976, 848)
+    assert capfd.readouterr().err == ""
+
+
+def test_counts_above_the_white_levels_bit_depth_are_refused_by_both_renders(tmp_path):
+    """A DNG whose counts exceed the bit depth of its WhiteLevel: a sample could not hold them
+    (verify rejects them). read_raw refuses it, and so does the LibRaw render (it used to write
+    the sample), both with one line naming the file."""
+    from rawpairs.sample import BuildConfig, Source, make_samples
+
+    mosaic = np.full((64, 64), 500, np.uint16)
+    mosaic[10:20, 10:20] = 1500
+    path = tmp_path / "over.dng"
+    tags = _dng_tags((2, 2), (0, 1, 1, 2))
+    tags = [t if t[0] != 50717 else (50717, "I", 1, 1000, True) for t in tags]
+    tifffile.imwrite(path, mosaic, photometric=32803, extratags=tags)
+    match = "counts reach 1500, above 1023"
+    assert_input_error(UnsupportedInputError, read_raw, path, match)
+    assert_input_error(UnsupportedInputError, render_libraw, path, match)
+    for render in ("rawpairs", "libraw"):
+        with pytest.raises(UnsupportedInputError, match=match):
+            list(make_samples(Source(str(path), path.name, "raw"), BuildConfig(render=render)))
+    # counts above the white level but within its bit depth stay readable (they clip at white)
+    mosaic[10:20, 10:20] = 1023
+    tifffile.imwrite(path, mosaic, photometric=32803, extratags=tags)
+    assert read_raw(path).mosaic.max() == 1023
+    assert render_libraw(path).shape == (64, 64, 3)
+
+
 @pytest.mark.parametrize(
     ("name", "content", "cls", "match"),
     [
