@@ -179,10 +179,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def sample_key(relpath: str, crop_index: int) -> str:
-    """Stable, unique, dot-free key: readable path stem + 8 hex of the path's hash + crop index."""
-    readable = _UNSAFE.sub("_", relpath).strip("_")[-80:]
+    """Stable, unique, dot-free key: readable path (its last 80 characters of ``[A-Za-z0-9_-]``)
+    + 8 hex of the path's hash + crop index. The key starts with a letter or digit: a base name
+    starting with ``__`` is metadata to webdataset (and ``_``/``-`` upset other readers and
+    command lines), so leading ``_`` and ``-`` of the cut are dropped."""
+    readable = _UNSAFE.sub("_", relpath).strip("_")[-80:].lstrip("_-")
     digest = hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:8]
-    return f"{readable}_{digest}_c{crop_index:04d}"
+    return f"{readable}_{digest}_c{crop_index:04d}" if readable else f"{digest}_c{crop_index:04d}"
 
 
 def _crop_boxes(
