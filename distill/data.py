@@ -91,12 +91,14 @@ def _expand_one(spec: str) -> list[str]:
             paths.append(item)
             continue
         local = item.removeprefix("file://").removeprefix("file:")
+        # A folder or file that exists is taken by its name (``set[ab]`` is not ``seta``); only
+        # a name that exists as neither is a glob pattern.
         if os.path.isdir(local):
-            paths.extend(sorted(glob.glob(os.path.join(local, "*.tar"))))
-        elif glob.has_magic(local):
-            paths.extend(sorted(glob.glob(local)))
+            paths.extend(sorted(glob.glob(os.path.join(glob.escape(local), "*.tar"))))
         elif os.path.isfile(local):
             paths.append(local)
+        elif glob.has_magic(local):
+            paths.extend(sorted(glob.glob(local)))
         elif item != spec:
             raise FileNotFoundError(f"{spec}: shard {local} does not exist")
     return paths
@@ -104,6 +106,9 @@ def _expand_one(spec: str) -> list[str]:
 
 def resolve_shards(spec: str | Sequence[str]) -> list[str]:
     """Shard paths or URLs for a folder (its ``*.tar``, sorted), glob, brace pattern, URL or list.
+
+    A name that exists as a folder or file is taken literally (``set[ab]`` never means
+    ``seta``); only a name that exists as neither is expanded as a glob pattern.
 
     Strings are expanded as webdataset does (``a.tar::b.tar``, ``$WDS_…`` variables, braces); brace
     patterns keep their order, and one naming a local file that does not exist raises
