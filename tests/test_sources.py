@@ -28,7 +28,7 @@ from rawpairs.sources import (
     render_libraw,
     source_kind,
 )
-from rawpairs.tone import encode_gamma
+from rawpairs.tone import decode_gamma, encode_gamma
 
 # Real camera RAW files: three small ones ship in tests/data/raw (CC0, see the README there), the
 # others live beside the project in ../shared/data/raw and their tests skip without it.
@@ -785,3 +785,119 @@ def test_build_config_limits_pixels_and_checks_render_options(tmp_path, photo):
     ):
         with pytest.raises(ValueError, match=message):
             BuildConfig(**bad)
+
+
+# ICC profiles of photos ---------------------------------------------------------------------------
+
+# Display P3 → linear sRGB (both D65), the published matrix (e.g. W3C CSS Color 4, to 4 decimals).
+P3_TO_SRGB = np.array([[1.2249, -0.2247, 0.0], [-0.0420, 1.0419, 0.0], [-0.0197, -0.0786, 1.0979]])
+
+
+def _xy_to_xyz_columns(primaries, white):
+    """RGB → XYZ matrix of an RGB space from its primaries' and white's chromaticities."""
+    cols = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in primaries]).T
+    wx, wy = white
+    w = np.array([wx / wy, 1.0, (1 - wx - wy) / wy])
+    return cols * np.linalg.solve(cols, w)
+
+
+def icc_profile(description: str, primaries, *, lut_only: bool = False) -> bytes:
+    """A minimal ICC v2 display profile: colorants (D65 primaries adapted to D50 by Bradford),
+    the sRGB tone curve (a type-3 ``para``) on all three channels, a ``desc`` tag."""
+    bradford = np.array(
+        [[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]]
+    )
+    d50, d65 = np.array([0.9642, 1.0, 0.8249]), np.array([0.95047, 1.0, 1.08883])
+    adapt = np.linalg.inv(bradford) @ np.diag((bradford @ d50) / (bradford @ d65)) @ bradford
+    colorants = adapt @ _xy_to_xyz_columns(primaries, (0.3127, 0.3290))
+
+    def s15(v):
+        return b"".join(struct.pack(">i", round(x * 65536)) for x in v)
+
+    text = description.encode("ascii") + b"\x00"
+    tags = {b"desc": b"desc\x00\x00\x00\x00" + struct.pack(">I", len(text)) + text + bytes(79)}
+    tags[b"wtpt"] = b"XYZ \x00\x00\x00\x00" + s15(d50)
+    if lut_only:
+        tags[b"A2B0"] = b"mft2" + bytes(48)
+    else:
+        for name, col in zip((b"rXYZ", b"gXYZ", b"bXYZ"), colorants.T, strict=True):
+            tags[name] = b"XYZ \x00\x00\x00\x00" + s15(col)
+        trc = b"para\x00\x00\x00\x00\x00\x03\x00\x00" + s15(
+            (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)
+        )
+        for name in (b"rTRC", b"gTRC", b"bTRC"):
+            tags[name] = trc
+    table, body = b"", b""
+    offset = 128 + 4 + 12 * len(tags)
+    for sig, data in tags.items():
+        data += bytes(-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = struct.pack(">I", size) + b"none" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ "
+    header += bytes(12) + b"acsp" + bytes(128 - 40)
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+P3 = ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060))
+SRGB_PRIMARIES = ((0.64, 0.33), (0.30, 0.60), (0.15, 0.06))
+
+
+def _jpeg_with_icc(jpeg: bytes, icc: bytes) -> bytes:
+    body = b"ICC_PROFILE\x00\x01\x01" + icc
+    return jpeg[:2] + b"\xff\xe2" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+def _png_with_icc(png: bytes, icc: bytes) -> bytes:
+    iccp = b"P3\x00\x00" + zlib.compress(icc)
+    return png[:33] + _png_chunk(b"iCCP", iccp) + png[33:]
+
+
+def _p3_to_srgb8(rgb: np.ndarray) -> np.ndarray:
+    """Independent reference: P3-encoded uint8 RGB → sRGB uint8 by the published matrix."""
+    linear = decode_gamma(rgb.astype(np.float64) / 255, "srgb")
+    srgb = encode_gamma(np.clip(linear @ P3_TO_SRGB.T, 0, 1), "srgb")
+    return np.floor(srgb * 255 + 0.5).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def muted():
+    """A photo of moderate colours (inside both gamuts), so that nothing clips."""
+    rng = np.random.default_rng(3)
+    base = rng.integers(60, 190, size=(1, 1, 3))
+    ramp = np.linspace(-40, 40, 64)[:, None, None] * np.array([1.0, 0.5, -0.7])
+    return np.clip(base + ramp + np.zeros((64, 80, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_display_p3_photo_is_converted_to_srgb(tmp_path, muted, fmt):
+    """A photo tagged Display P3 used to be stored as if its values were sRGB (less saturated
+    than it is): its values are converted to sRGB, matching the published P3 → sRGB matrix."""
+    plain = write_rgb(tmp_path / f"plain.{fmt}", muted)
+    data = plain.read_bytes()
+    icc = icc_profile("Display P3", P3)
+    tagged = tmp_path / f"p3.{fmt}"
+    tagged.write_bytes(_png_with_icc(data, icc) if fmt == "png" else _jpeg_with_icc(data, icc))
+    expected = _p3_to_srgb8(read_rgb(plain))
+    got = read_rgb(tagged)
+    assert np.abs(got.astype(int) - expected).max() <= 1
+    assert np.abs(got.astype(int) - read_rgb(plain)).max() >= 10  # the conversion matters
+
+
+def test_srgb_profiles_leave_pixels_unchanged(tmp_path, muted):
+    """An sRGB profile, named so or not, changes nothing (same bytes as without a profile)."""
+    plain = write_rgb(tmp_path / "plain.png", muted)
+    for i, icc in enumerate(
+        (icc_profile("sRGB IEC61966-2.1", SRGB_PRIMARIES), icc_profile("Camera", SRGB_PRIMARIES))
+    ):
+        tagged = tmp_path / f"srgb{i}.png"
+        tagged.write_bytes(_png_with_icc(plain.read_bytes(), icc))
+        np.testing.assert_array_equal(read_rgb(tagged), read_rgb(plain))
+
+
+def test_unconvertible_icc_profile_is_refused(tmp_path, muted):
+    plain = write_rgb(tmp_path / "plain.png", muted)
+    for name, icc in (("lut.png", icc_profile("Fancy", P3, lut_only=True)), ("junk.png", b"x")):
+        path = tmp_path / name
+        path.write_bytes(_png_with_icc(plain.read_bytes(), icc))
+        assert_input_error(UnsupportedInputError, read_rgb, path, "ICC profile cannot be")
