@@ -100,7 +100,8 @@ def _display(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-_Listing = dict[str, tuple[str, int, str | None]]  # relpath → (path, size, problem)
+# relpath → (path, size, problem, content token of an object store or None)
+_Listing = dict[str, tuple[str, int, str | None, str | None]]
 
 
 def _list_local(root: Path, exclude: Path | None) -> _Listing:
@@ -114,13 +115,13 @@ def _list_local(root: Path, exclude: Path | None) -> _Listing:
         info = folder.stat()
         if (info.st_dev, info.st_ino) in seen:
             first = seen[(info.st_dev, info.st_ino)] or "--src"
-            found[rel] = (str(folder), 0, f"symbolic link loop (back to {first})")
+            found[rel] = (str(folder), 0, f"symbolic link loop (back to {first})", None)
             return
         seen[(info.st_dev, info.st_ino)] = rel
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as err:
-            found[rel or "."] = (str(folder), 0, f"cannot list folder ({err.strerror})")
+            found[rel or "."] = (str(folder), 0, f"cannot list folder ({err.strerror})", None)
             return
         for entry in entries:
             if entry.name.startswith("."):
@@ -131,16 +132,17 @@ def _list_local(root: Path, exclude: Path | None) -> _Listing:
                 st = path.stat()
             except OSError as err:
                 problem = "broken symbolic link" if path.is_symlink() else err.strerror
-                found[sub] = (str(path), 0, problem)
+                found[sub] = (str(path), 0, problem, None)
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if exclude is not None and path.resolve() == exclude:
                     continue
                 walk(path, sub)
             elif stat.S_ISREG(st.st_mode):
-                found[sub] = (str(path), st.st_size, None)
+                found[sub] = (str(path), st.st_size, None, None)
             else:
-                found[sub] = (str(path), 0, f"not a regular file ({_file_type(st.st_mode)})")
+                kind = _file_type(st.st_mode)
+                found[sub] = (str(path), 0, f"not a regular file ({kind})", None)
 
     walk(root, "")
     return found
@@ -174,14 +176,16 @@ def _list_files(src: str | Path, out: str | Path | None) -> _Listing:
                 if stat.S_ISREG(st.st_mode)
                 else f"not a regular file ({_file_type(st.st_mode)})"
             )
-            return {_display(base.name): (str(base), st.st_size, problem)}
+            return {_display(base.name): (str(base), st.st_size, problem, None)}
         exclude = None
         if out is not None and (not is_url(out) or str(out).startswith("file://")):
             exclude = Path(fsspec.core.url_to_fs(str(out))[1]).resolve()
         return _list_local(base, exclude)
     prefix = str(src).split("://", 1)[0] + "://"
     if fs.isfile(root):
-        return {root.rstrip("/").rpartition("/")[2]: (f"{prefix}{root}", int(fs.size(root)), None)}
+        info = fs.info(root)
+        name = root.rstrip("/").rpartition("/")[2]
+        return {name: (f"{prefix}{root}", int(info.get("size") or 0), None, _token(info))}
     skip = None
     if out is not None and str(out).split("://", 1)[0] == prefix[:-3]:
         skip = fsspec.core.url_to_fs(str(out))[1].rstrip("/") + "/"
@@ -191,8 +195,19 @@ def _list_files(src: str | Path, out: str | Path | None) -> _Listing:
         hidden = any(p.startswith(".") for p in rel.split("/"))
         if info.get("type") == "directory" or hidden or (skip and path.startswith(skip)):
             continue
-        files[rel] = (f"{prefix}{path}", int(info.get("size") or 0), None)
+        files[rel] = (f"{prefix}{path}", int(info.get("size") or 0), None, _token(info))
     return files
+
+
+_TOKENS = ("ETag", "etag", "md5Hash", "md5", "crc32c", "checksum")  # s3, gcs, azure, …
+
+
+def _token(info: dict[str, Any]) -> str | None:
+    """A content token an object store gives in its listing (changes when the content does)."""
+    for name in _TOKENS:
+        if info.get(name):
+            return f"{name}={info[name]}"
+    return None
 
 
 def discover_sources(
@@ -229,6 +244,7 @@ def discover_sources(
             label=class_map.get(Path(r).parent.name) if labels else None,
             size=files[r][1],
             problem=files[r][2],
+            version=files[r][3],
         )
         for r in relpaths
     ]
@@ -239,6 +255,53 @@ def _plan_fingerprint(sources: list[Source]) -> str:
     h = hashlib.sha256()
     for s in sources:
         h.update(f"{s.relpath}\0{s.size}\n".encode())
+    return h.hexdigest()
+
+
+def content_digest(source: Source) -> str:
+    """What a source holds: the SHA-256 of a local file's bytes; an object store's content token
+    from the listing (ETag, MD5, CRC32C), else the SHA-256 of its bytes; a fixed text for an
+    entry that is not an input (``-``) or cannot be read (``unreadable:<cause>``). Only regular
+    files are read (a FIFO that replaced a file is not opened for reading)."""
+    if source.problem is not None:
+        return "-"
+    h = hashlib.sha256()
+    if is_url(source.path) and not source.path.startswith("file://"):
+        if source.version:
+            return source.version
+        try:
+            with fsspec.open(source.path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except (OSError, ValueError) as err:
+            return f"unreadable:{type(err).__name__}"
+        return h.hexdigest()
+    path = source.path.removeprefix("file://")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        return f"unreadable:{err.errno}"
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return "unreadable:not-a-regular-file"
+        try:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        except OSError as err:
+            return f"unreadable:{err.errno}"
+    return h.hexdigest()
+
+
+def _content_fingerprint(sources: list[Source], threads: int) -> str:
+    """One digest of every source's content (:func:`content_digest`), read by ``threads``
+    threads (hashing releases the GIL): an edit that keeps a file's size and time is seen."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        digests = list(pool.map(content_digest, sources))
+    h = hashlib.sha256()
+    for s, digest in zip(sources, digests, strict=True):
+        h.update(f"{s.relpath}\0{digest}\n".encode())
     return h.hexdigest()
 
 
@@ -363,6 +426,12 @@ def _prepare_out(
     for name, value in identity.items():
         if previous.get(name) != value:
             if not overwrite:
+                if name == "sources_content":
+                    raise BuildError(
+                        f"--out {out.location} holds a build of the same files with other "
+                        "contents (a file under --src was edited since); pass --overwrite to "
+                        "rebuild it"
+                    )
                 raise BuildError(
                     f"--out {out.location} holds a build with a different "
                     f"{name.replace('_', ' ')}; re-run with the same options to resume, or pass "
@@ -493,6 +562,8 @@ def build(
         "config": config.to_dict(),
         "sources_fingerprint": _plan_fingerprint(sources),
         "sources_per_shard": per_shard,
+        # last: a differing configuration or file list is named before the contents
+        "sources_content": _content_fingerprint(sources, min(8, os.cpu_count() or 1)),
     }
     try:
         result = _build(

@@ -162,6 +162,7 @@ class Source:
     label: int | None = None
     size: int | None = None  # bytes, when known from the listing
     problem: str | None = None  # why this entry cannot be an input (not a regular file, …)
+    version: str | None = None  # an object store's content token (ETag, MD5) from the listing
 
 
 @dataclass

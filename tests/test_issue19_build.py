@@ -87,3 +87,50 @@ def test_a_long_path_is_one_sample_for_every_reader(tmp_path):
     verified = runner.invoke(cli, ["inspect", str(tmp_path / "out"), "--verify", "--json"])
     assert verified.exit_code == 0, verified.output
     assert json.loads(verified.output)["samples"] == 2
+
+
+# Item 5: an edit that keeps the size (and the mtime) is seen ---------------------------------
+
+
+OPTS = ("--workers", "1", "--sources-per-shard", "1")
+
+
+def _tiff(path: Path, rgb: np.ndarray) -> None:
+    """An uncompressed TIFF: another image of the same shape has exactly the same size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    assert cv2.imwrite(str(path), bgr, [cv2.IMWRITE_TIFF_COMPRESSION, 1])
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_refused_then_rebuilt_with_overwrite(tmp_path):
+    import os
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    photo = _photo("chelsea")
+    _tiff(src / "a.tif", photo)
+    _write(src / "b.png", "coffee")
+    first = build(src, out, BuildConfig(), workers=1, sources_per_shard=1)
+    assert first.samples == 2
+    again = build(src, out, BuildConfig(), workers=1, sources_per_shard=1)
+    assert again.already_complete
+    before = (src / "a.tif").stat()
+    _tiff(src / "a.tif", np.ascontiguousarray(photo[::-1]))  # flipped: same size, new content
+    os.utime(src / "a.tif", ns=(before.st_atime_ns, before.st_mtime_ns))  # as exiftool -P does
+    assert (src / "a.tif").stat().st_size == before.st_size
+    old_shard = (out / "rawpairs-000000.tar").read_bytes()
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["build", "--src", str(src), "--out", str(out), "--quiet", *OPTS])
+    assert refused.exit_code == 2, refused.output
+    message = refused.output.strip().splitlines()[-1]
+    assert "content" in message and "--overwrite" in message, message
+    assert (out / "rawpairs-000000.tar").read_bytes() == old_shard  # nothing touched
+    rebuilt = runner.invoke(
+        cli, ["build", "--src", str(src), "--out", str(out), "--quiet", "--overwrite", *OPTS]
+    )
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "already complete" not in rebuilt.output
+    assert (out / "rawpairs-000000.tar").read_bytes() != old_shard
+    fresh = build(src, tmp_path / "fresh", BuildConfig(), workers=1)
+    assert (out / "rawpairs-000000.tar").read_bytes() == (
+        tmp_path / "fresh" / "rawpairs-000000.tar"
+    ).read_bytes()
