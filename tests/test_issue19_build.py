@@ -130,7 +130,7 @@ def test_an_edit_that_keeps_size_and_mtime_is_refused_then_rebuilt_with_overwrit
     assert rebuilt.exit_code == 0, rebuilt.output
     assert "already complete" not in rebuilt.output
     assert (out / "rawpairs-000000.tar").read_bytes() != old_shard
-    fresh = build(src, tmp_path / "fresh", BuildConfig(), workers=1)
+    build(src, tmp_path / "fresh", BuildConfig(), workers=1)
     assert (out / "rawpairs-000000.tar").read_bytes() == (
         tmp_path / "fresh" / "rawpairs-000000.tar"
     ).read_bytes()
