@@ -48,6 +48,7 @@ __all__ = [
     "bit_depth_for",
     "fit_color_matrix",
     "gray_world_gains",
+    "matrix_daylight_gains",
     "read_raw",
     "read_rgb",
     "render_libraw",
@@ -286,16 +287,10 @@ def gray_world_gains(
     return (float(means[1] / means[0]), 1.0, float(means[1] / means[2]))
 
 
-def _choose_white_balance(
-    camera_wb: list[float],
-    daylight_wb: list[float],
-    desc: str,
-    mosaic: np.ndarray,
-    cfa: CFA,
-    black_level: tuple[float, ...],
-    white_level: float,
-) -> tuple[tuple[float, float, float], str]:
-    """(gains, provenance) by the rules of :func:`read_raw`."""
+def _file_white_balance(
+    camera_wb: list[float], daylight_wb: list[float], desc: str
+) -> tuple[tuple[float, float, float], str] | None:
+    """(gains, provenance) of the file's own white balance (as shot, else daylight), or None."""
     for source, values in (
         ("file:camera_whitebalance", camera_wb),
         ("file:daylight_whitebalance", daylight_wb),
@@ -303,7 +298,30 @@ def _choose_white_balance(
         gains = _usable_gains(values, desc)
         if gains is not None:
             return gains, source
-    gains = gray_world_gains(mosaic, cfa, black_level, white_level)
+    return None
+
+
+def matrix_daylight_gains(xyz_to_cam: np.ndarray) -> tuple[float, float, float] | None:
+    """The white balance that renders D65 white neutral through a camera's colour matrix:
+    ``1 / (xyz_to_cam · XYZ(D65))``, normalised to G = 1 (the DNG camera neutral of the
+    matrix's illuminant), rounded to 6 decimals. None if the camera's response to white is not
+    positive and finite."""
+    neutral = np.asarray(xyz_to_cam, dtype=np.float64) @ (SRGB_TO_XYZ @ np.ones(3))
+    if not np.all(np.isfinite(neutral)) or np.any(neutral <= 0):
+        return None
+    gains = np.round(neutral[1] / neutral, 6)  # to 10⁻⁶: 1, 1, 1 for a matrix made for it
+    return (float(gains[0]), 1.0, float(gains[2]))
+
+
+def _fallback_white_balance(
+    camera: Camera, mosaic: np.ndarray
+) -> tuple[tuple[float, float, float], str]:
+    """(gains, provenance) for a file without a white balance, by the rules of :func:`read_raw`."""
+    if camera.provenance["xyz_to_cam"] != "fallback:srgb":
+        gains = matrix_daylight_gains(np.asarray(camera.xyz_to_cam))
+        if gains is not None:
+            return gains, "fallback:matrix_d65"
+    gains = gray_world_gains(mosaic, camera.cfa, camera.black_level, camera.white_level)
     if gains is not None:
         return gains, "fallback:gray_world"
     return (1.0, 1.0, 1.0), "fallback:unity"
@@ -439,8 +457,10 @@ def read_raw(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> R
       ``white_level``: LibRaw's ``white_level``; ``bit_depth``: :func:`bit_depth_for` it (``file``).
     - ``wb_gains``: ``camera_whitebalance`` normalised to G = 1 (``file:camera_whitebalance``) if
       usable (R, G, B finite, > 0, not all equal), else ``daylight_whitebalance``
-      (``file:daylight_whitebalance``), else :func:`gray_world_gains` (``fallback:gray_world``),
-      else 1, 1, 1 (``fallback:unity``).
+      (``file:daylight_whitebalance``), else the daylight balance of the colour matrix chosen
+      below, :func:`matrix_daylight_gains` (``fallback:matrix_d65``; the balance LibRaw renders
+      such files with, e.g. the Kodak DC50/DC120), else, without a matrix, :func:`gray_world_gains`
+      (``fallback:gray_world``), else 1, 1, 1 (``fallback:unity``).
     - ``xyz_to_cam``: a DNG's own ColorMatrix (``file:ColorMatrix1``/``2``), else LibRaw's
       ``rgb_xyz_matrix`` (``file:rgb_xyz_matrix``), else inverted from LibRaw's camera → sRGB
       ``color_matrix`` (``file:color_matrix``), else the matrix LibRaw renders with but does not
@@ -498,7 +518,9 @@ def read_raw(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> R
     make, model, dng_matrix = _tiff_metadata(path)
     _check_counts(path, mosaic, white)
 
-    wb, wb_source = _choose_white_balance(camera_wb, daylight_wb, desc, mosaic, cfa, black, white)
+    file_wb = _file_white_balance(camera_wb, daylight_wb, desc)
+    # Without one, unity stands in while the colour matrix is chosen (it does not depend on it).
+    wb, wb_source = file_wb or ((1.0, 1.0, 1.0), "fallback:unity")
     try:
         camera = Camera(
             cfa=cfa,
@@ -535,6 +557,11 @@ def read_raw(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> R
         if fitted is not None and not np.allclose(fitted, np.eye(3), rtol=0, atol=1e-4):
             with suppress(ValueError):  # a fit Camera rejects keeps the fallback
                 camera = _with_matrix(camera, "file:libraw_fit", fitted, cam_to_srgb=True)
+    if file_wb is None:
+        gains, source = _fallback_white_balance(camera, mosaic)
+        camera = camera.replace(
+            wb_gains=gains, provenance={**camera.provenance, "wb_gains": source}
+        )
     return RawCapture(
         mosaic=mosaic, camera=camera, make=make, model=model, pixel_aspect=pixel_aspect
     )
@@ -555,17 +582,22 @@ def _check_counts(path: Path, mosaic: np.ndarray, white: float) -> None:
         )
 
 
-def render_libraw(path: str | Path) -> np.ndarray:
+def render_libraw(path: str | Path, *, digital_gain: float = 1.0) -> np.ndarray:
     """LibRaw's sRGB rendering of a RAW file: uint8 H×W×3, aligned with ``read_raw(path).mosaic``.
 
     Fixed parameters: AHD demosaic, the camera's as-shot white balance (LibRaw's own fallback when
-    it is missing), no auto-brightening, the file's white level as is (``adjust_maximum_thr=0``),
-    highlights clipped, sRGB primaries, sRGB-like gamma (power 2.4, toe slope 12.92), no rotation.
+    it is missing), the file's white level as is (``adjust_maximum_thr=0``), highlights clipped,
+    sRGB primaries, sRGB-like gamma (power 2.4, toe slope 12.92), no rotation. Exposure: linear
+    values are multiplied by ``digital_gain`` (LibRaw's ``bright``, its own auto-brightness off),
+    so a caller applies the same exposure policy as the default render, e.g.
+    ``digital_gain=rawpairs.isp.auto_exposure(mosaic, camera)`` (what ``--exposure auto`` does).
     Files with non-square pixels (LibRaw would stretch the render) raise
     :class:`UnsupportedInputError`.
     """
     path = Path(path)
     _require_kind(path, "raw")
+    if not (math.isfinite(digital_gain) and digital_gain > 0):
+        raise ValueError(f"digital_gain must be a positive finite number, got {digital_gain}")
     with _open_raw(path) as raw:
         aspect = float(raw.sizes.pixel_aspect)
         if abs(aspect - 1.0) > 1e-6:
@@ -576,7 +608,7 @@ def render_libraw(path: str | Path) -> np.ndarray:
             )
         h, w = raw.raw_image_visible.shape
         _check_counts(path, raw.raw_image_visible[: h - h % 2, : w - w % 2], raw.white_level)
-        rgb = raw.postprocess(**_LIBRAW_RENDER)
+        rgb = raw.postprocess(**_LIBRAW_RENDER, bright=float(digital_gain))
     if rgb.shape != (h, w, 3):
         raise UnsupportedInputError(
             path, f"LibRaw renders {rgb.shape[0]}×{rgb.shape[1]}, not the visible {h}×{w} mosaic"

@@ -154,6 +154,19 @@ def test_gray_world_gains_from_channel_means(cfa):
     np.testing.assert_allclose(gains, (2.0, 1.0, 4.0), rtol=1e-12)
 
 
+def test_matrix_daylight_gains_make_d65_white_neutral():
+    """Gains g with g · (xyz_to_cam · XYZ(D65)) equal in R, G, B: D65 white comes out neutral."""
+    from rawpairs.camera import SRGB_TO_XYZ
+    from rawpairs.sources import matrix_daylight_gains
+
+    xyz_to_cam = np.asarray(make_camera().xyz_to_cam)
+    gains = np.array(matrix_daylight_gains(xyz_to_cam))
+    response = gains * (xyz_to_cam @ (SRGB_TO_XYZ @ np.ones(3)))
+    np.testing.assert_allclose(response / response[1], 1.0, atol=1e-5)
+    assert gains[1] == 1.0
+    assert matrix_daylight_gains(-xyz_to_cam) is None
+
+
 def test_gray_world_gains_none_without_signal():
     mosaic = np.full((8, 8), 64, np.uint16)
     assert gray_world_gains(mosaic, "RGGB", (64.0,) * 4, 1023) is None
@@ -191,9 +204,11 @@ def test_real_file_provenance(name):
     assert p["noise"] == "unknown"  # the levels are 0: not measured, not noise-free
     assert capture.camera.noise_shot == capture.camera.noise_read == 0
     if name.startswith("Kodak"):
-        # No colour matrix in the file; camera WB all ones ([1,1,1,1]) or unusable ([0,1,0,0]).
-        assert p["wb_gains"] == "fallback:gray_world"
+        # No colour matrix in the file; camera WB all ones ([1,1,1,1]) or unusable ([0,1,0,0]):
+        # the daylight balance of LibRaw's matrix, which is LibRaw's own (unity) balance.
+        assert p["wb_gains"] == "fallback:matrix_d65"
         assert p["xyz_to_cam"] == "file:libraw_fit"
+        assert capture.camera.wb_gains == (1.0, 1.0, 1.0)
     elif name.endswith(".CRW"):
         assert p["wb_gains"] == "file:camera_whitebalance"
         assert p["xyz_to_cam"] == "file:rgb_xyz_matrix"
@@ -901,3 +916,24 @@ def test_unconvertible_icc_profile_is_refused(tmp_path, muted):
         path = tmp_path / name
         path.write_bytes(_png_with_icc(plain.read_bytes(), icc))
         assert_input_error(UnsupportedInputError, read_rgb, path, "ICC profile cannot be")
+
+
+def test_render_libraw_applies_the_given_exposure_gain():
+    """render_libraw(digital_gain=g) scales linear light by g (LibRaw's ``bright``), so with the
+    default render's auto-exposure gain the two renders of a file agree in brightness (they
+    differed 1.2–1.5× with LibRaw's brightening off and ours on)."""
+    from rawpairs.isp import auto_exposure, process
+
+    for name in (S40, DC50):
+        capture = real(name)
+        gain = auto_exposure(capture.mosaic, capture.camera)
+        plain, bright = (
+            render_libraw(raw_file(name)),
+            render_libraw(raw_file(name), digital_gain=gain),
+        )
+        linear = [decode_gamma(x.astype(np.float64) / 255, "srgb").mean() for x in (plain, bright)]
+        assert linear[1] / linear[0] == pytest.approx(gain, rel=0.02)
+        ours = process(capture.mosaic, capture.camera.replace(digital_gain=gain))
+        assert 0.93 < bright.mean() / ours.mean() < 1.08
+    with pytest.raises(ValueError, match="digital_gain"):
+        render_libraw(raw_file(S40), digital_gain=0)
