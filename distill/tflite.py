@@ -32,29 +32,13 @@ _NUMPY_TYPES = {
     tflite.TensorType.INT32: np.int32,
 }
 _ACTIVATIONS = {
-    tflite.ActivationFunctionType.NONE: None,
-    tflite.ActivationFunctionType.RELU: nn.ReLU(),
-    tflite.ActivationFunctionType.RELU_N1_TO_1: nn.Hardtanh(-1.0, 1.0),
-    tflite.ActivationFunctionType.RELU6: nn.ReLU6(),
-    tflite.ActivationFunctionType.TANH: nn.Tanh(),
+    tflite.ActivationFunctionType.NONE: lambda: None,
+    tflite.ActivationFunctionType.RELU: nn.ReLU,
+    tflite.ActivationFunctionType.RELU_N1_TO_1: lambda: nn.Hardtanh(-1.0, 1.0),
+    tflite.ActivationFunctionType.RELU6: nn.ReLU6,
+    tflite.ActivationFunctionType.TANH: nn.Tanh,
 }
 _NHWC_TO_NCHW_AXIS = (0, 2, 3, 1)
-
-SUPPORTED_OPS = (
-    "ADD",
-    "AVERAGE_POOL_2D",
-    "CONV_2D",
-    "Convolution2DTransposeBias",
-    "DEPTHWISE_CONV_2D",
-    "DEQUANTIZE",
-    "HARD_SWISH",
-    "LOGISTIC",
-    "MEAN",
-    "MUL",
-    "RELU",
-    "RELU6",
-    "RESIZE_BILINEAR",
-)
 
 
 def _same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -168,7 +152,7 @@ class ResizeBilinear(nn.Module):
             raise ValueError(f"RESIZE_BILINEAR: {size} px × {scale} is not a whole size")
         out = int(out)
         step = (size - 1) / (out - 1) if self.align_corners and out > 1 else size / out
-        pos = torch.arange(out, dtype=torch.float64)
+        pos = torch.arange(out, dtype=torch.float64, device=x.device)
         src = (pos + 0.5) * step - 0.5 if self.half_pixel else pos * step
         lo = src.floor()
         frac = (src - lo).to(x.dtype)
@@ -226,12 +210,41 @@ class TFLiteModule(nn.Module):
         return torch.cat([torch.zeros_like(y), y], dim=1) if self.pair else y
 
 
-def _op_name(model, op) -> str:
-    code = model.OperatorCodes(op.OpcodeIndex())
-    builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-    if builtin == _CUSTOM:
-        return code.CustomCode().decode()
-    return _OP_NAMES.get(builtin, f"builtin #{builtin}")
+class _Graph:
+    """Read access to the one subgraph of a TFLite model: shapes, constants, operators."""
+
+    def __init__(self, data: bytes) -> None:
+        self.model = tflite.Model.GetRootAs(data, 0)
+        if self.model.SubgraphsLength() != 1:
+            raise ValueError(f"expected one subgraph, found {self.model.SubgraphsLength()}")
+        self.graph = self.model.Subgraphs(0)
+        self.consts: dict[int, np.ndarray] = {}  # tensor id → value (NHWC layout)
+        for t in range(self.graph.TensorsLength()):
+            tensor = self.graph.Tensors(t)
+            buffer = self.model.Buffers(tensor.Buffer())
+            if buffer.DataLength() and tensor.Type() in _NUMPY_TYPES:
+                raw = buffer.DataAsNumpy().tobytes()
+                value = np.frombuffer(raw, _NUMPY_TYPES[tensor.Type()])
+                self.consts[t] = value.reshape(self.shape(t))
+
+    def shape(self, t: int) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.graph.Tensors(t).ShapeAsNumpy())
+
+    def weight(self, t: int) -> np.ndarray:
+        """A constant tensor as float32 (ValueError if it is computed at run time)."""
+        if t not in self.consts:
+            raise ValueError(f"tensor {self.graph.Tensors(t).Name().decode()} must be constant")
+        return self.consts[t].astype(np.float32)
+
+    def operators(self) -> list:
+        return [self.graph.Operators(i) for i in range(self.graph.OperatorsLength())]
+
+    def op_name(self, op) -> str:
+        code = self.model.OperatorCodes(op.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == _CUSTOM:
+            return code.CustomCode().decode()
+        return _OP_NAMES.get(builtin, f"builtin #{builtin}")
 
 
 def _options(op, cls):
@@ -245,7 +258,81 @@ def _activation(options) -> nn.Module | None:
     kind = options.FusedActivationFunction()
     if kind not in _ACTIVATIONS:
         raise ValueError(f"unsupported fused activation {kind}")
-    return _ACTIVATIONS[kind]
+    return _ACTIVATIONS[kind]()
+
+
+def _conv(g: _Graph, op, ins: list[int], out: int) -> nn.Module:
+    depthwise = g.op_name(op) == "DEPTHWISE_CONV_2D"
+    o = _options(op, tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions)
+    w = g.weight(ins[1])  # CONV_2D: O×kh×kw×I; DEPTHWISE: 1×kh×kw×(I·multiplier)
+    if depthwise:
+        w, groups = w[0].transpose(2, 0, 1)[:, None], g.shape(ins[0])[-1]
+    else:
+        w, groups = w.transpose(0, 3, 1, 2), 1
+    return Conv(
+        np.ascontiguousarray(w),
+        g.weight(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None,
+        (o.StrideH(), o.StrideW()),
+        (o.DilationHFactor(), o.DilationWFactor()),
+        o.Padding() == tflite.Padding.SAME,
+        groups,
+        _activation(o),
+    )
+
+
+def _transpose_conv_bias(g: _Graph, op, ins: list[int], out: int) -> nn.Module:
+    # Custom options: TfLiteTransposeConvParams {padding (1 SAME, 2 VALID), stride_w, stride_h}.
+    padding, stride_w, stride_h = np.frombuffer(op.CustomOptionsAsNumpy().tobytes()[:12], "<i4")
+    w = g.weight(ins[1]).transpose(3, 0, 1, 2)  # O×kh×kw×I → I×O×kh×kw
+    stride = (int(stride_h), int(stride_w))
+    return TransposeConvBias(np.ascontiguousarray(w), g.weight(ins[2]), stride, padding == 1)
+
+
+def _average_pool(g: _Graph, op, ins: list[int], out: int) -> nn.Module:
+    o = _options(op, tflite.Pool2DOptions)
+    kernel = (o.FilterHeight(), o.FilterWidth())
+    if kernel == g.shape(ins[0])[1:3] and g.shape(out)[1:3] == (1, 1):
+        return GlobalMean((2, 3), _activation(o))
+    same = o.Padding() == tflite.Padding.SAME
+    return AvgPool(kernel, (o.StrideH(), o.StrideW()), same, _activation(o))
+
+
+def _mean(g: _Graph, op, ins: list[int], out: int) -> nn.Module:
+    if not _options(op, tflite.ReducerOptions).KeepDims():
+        raise ValueError("MEAN without keep_dims is not supported")
+    axes = g.weight(ins[1]).astype(int).ravel() % 4
+    return GlobalMean(tuple(sorted(_NHWC_TO_NCHW_AXIS[a] for a in axes)))
+
+
+def _resize_bilinear(g: _Graph, op, ins: list[int], out: int) -> nn.Module:
+    o = _options(op, tflite.ResizeBilinearOptions)
+    sizes = g.weight(ins[1]).astype(int)
+    scale = tuple(Fraction(int(n), d) for n, d in zip(sizes, g.shape(ins[0])[1:3], strict=True))
+    return ResizeBilinear(scale, o.AlignCorners(), o.HalfPixelCenters())
+
+
+def _binary(g: _Graph, op, ins: list[int], out: int) -> nn.Module:
+    add = g.op_name(op) == "ADD"
+    o = _options(op, tflite.AddOptions if add else tflite.MulOptions)
+    return Binary(torch.add if add else torch.mul, _activation(o))
+
+
+# name → (builder(graph, op, input ids, output id) → layer, number of leading activation inputs)
+_BUILDERS = {
+    "ADD": (_binary, 2),
+    "AVERAGE_POOL_2D": (_average_pool, 1),
+    "CONV_2D": (_conv, 1),
+    "Convolution2DTransposeBias": (_transpose_conv_bias, 1),
+    "DEPTHWISE_CONV_2D": (_conv, 1),
+    "HARD_SWISH": (lambda *_: nn.Hardswish(), 1),
+    "LOGISTIC": (lambda *_: nn.Sigmoid(), 1),
+    "MEAN": (_mean, 1),
+    "MUL": (_binary, 2),
+    "RELU": (lambda *_: nn.ReLU(), 1),
+    "RELU6": (lambda *_: nn.ReLU6(), 1),
+    "RESIZE_BILINEAR": (_resize_bilinear, 1),
+}
+SUPPORTED_OPS = tuple(sorted([*_BUILDERS, "DEQUANTIZE"]))
 
 
 def load_tflite(path_or_bytes: str | PathLike | bytes, *, logits: bool = True) -> TFLiteModule:
@@ -263,141 +350,48 @@ def load_tflite(path_or_bytes: str | PathLike | bytes, *, logits: bool = True) -
     - ``logits=True`` and the graph does not end in LOGISTIC: the graph's own output.
 
     Raises ``ValueError`` for an operator outside :data:`SUPPORTED_OPS` (naming it), quantized
-    activations, or a graph that is not single-input single-output rank-4 float32.
+    weights or activations, or a graph that is not single-input single-output rank-4 float32.
     """
     if isinstance(path_or_bytes, bytes | bytearray):
-        data = bytes(path_or_bytes)
+        g = _Graph(bytes(path_or_bytes))
     else:
-        data = Path(path_or_bytes).read_bytes()
-    model = tflite.Model.GetRootAs(data, 0)
-    if model.SubgraphsLength() != 1:
-        raise ValueError(f"expected one subgraph, found {model.SubgraphsLength()}")
-    graph = model.Subgraphs(0)
-    if graph.InputsLength() != 1 or graph.OutputsLength() != 1:
+        g = _Graph(Path(path_or_bytes).read_bytes())
+    if g.graph.InputsLength() != 1 or g.graph.OutputsLength() != 1:
         raise ValueError("expected a single-input single-output graph")
-    source, sink = int(graph.Inputs(0)), int(graph.Outputs(0))
-
-    def shape(t: int) -> tuple[int, ...]:
-        return tuple(int(d) for d in graph.Tensors(t).ShapeAsNumpy())
-
-    if len(shape(source)) != 4 or graph.Tensors(source).Type() != tflite.TensorType.FLOAT32:
+    source, sink = int(g.graph.Inputs(0)), int(g.graph.Outputs(0))
+    if len(g.shape(source)) != 4 or g.graph.Tensors(source).Type() != tflite.TensorType.FLOAT32:
         raise ValueError("expected a float32 NHWC image input")
 
-    consts: dict[int, np.ndarray] = {}
-    for t in range(graph.TensorsLength()):
-        tensor = graph.Tensors(t)
-        buffer = model.Buffers(tensor.Buffer())
-        if buffer.DataLength() and tensor.Type() in _NUMPY_TYPES:
-            raw = buffer.DataAsNumpy().tobytes()
-            consts[t] = np.frombuffer(raw, _NUMPY_TYPES[tensor.Type()]).reshape(shape(t))
-
-    def weight(t: int) -> np.ndarray:
-        if t not in consts:
-            raise ValueError(f"tensor {graph.Tensors(t).Name().decode()} must be constant")
-        return consts[t].astype(np.float32)
-
-    ops = [graph.Operators(i) for i in range(graph.OperatorsLength())]
-    pair = False
-    last = ops[-1]
-    if logits and _op_name(model, last) == "LOGISTIC" and int(last.Outputs(0)) == sink:
-        ops, sink = ops[:-1], int(last.Inputs(0))
-        pair = shape(sink)[-1] == 1
+    ops, pair = g.operators(), False
+    if logits and g.op_name(ops[-1]) == "LOGISTIC" and int(ops[-1].Outputs(0)) == sink:
+        ops, sink = ops[:-1], int(ops[-1].Inputs(0))
+        pair = g.shape(sink)[-1] == 1
 
     layers: dict[str, nn.Module] = {}
-    wiring: list[tuple[tuple[int, ...], int]] = []
+    wiring: list[tuple[tuple[int, ...], int]] = []  # per layer: input tensor ids, output id
     for op in ops:
-        name = _op_name(model, op)
-        ins = [int(i) for i in op.InputsAsNumpy()]
-        out = int(op.Outputs(0))
-        if name == "DEQUANTIZE":
-            if ins[0] not in consts or consts[ins[0]].dtype != np.float16:
+        name = g.op_name(op)
+        ins, out = [int(i) for i in op.InputsAsNumpy()], int(op.Outputs(0))
+        if name == "DEQUANTIZE":  # float16 weights: fold into a float32 constant
+            if ins[0] not in g.consts or g.consts[ins[0]].dtype != np.float16:
                 raise ValueError("DEQUANTIZE is supported for float16 constants only")
-            consts[out] = weight(ins[0])
+            g.consts[out] = g.weight(ins[0])
             continue
-        if name not in SUPPORTED_OPS:
+        if name not in _BUILDERS:
             raise ValueError(f"unsupported TFLite operator {name}")
-        if len(shape(out)) != 4:
+        if len(g.shape(out)) != 4:
             raise ValueError(f"{name}: only rank-4 activations are supported")
-        args = ins[:1]
-        if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            cls = tflite.Conv2DOptions if name == "CONV_2D" else tflite.DepthwiseConv2DOptions
-            o = _options(op, cls)
-            w = weight(ins[1])  # CONV_2D: O×kh×kw×I; DEPTHWISE: 1×kh×kw×(I·multiplier)
-            w, groups = (
-                (w.transpose(0, 3, 1, 2), 1)
-                if name == "CONV_2D"
-                else (w[0].transpose(2, 0, 1)[:, None], shape(ins[0])[-1])
-            )
-            bias = weight(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
-            layer = Conv(
-                np.ascontiguousarray(w),
-                bias,
-                (o.StrideH(), o.StrideW()),
-                (o.DilationHFactor(), o.DilationWFactor()),
-                o.Padding() == tflite.Padding.SAME,
-                groups,
-                _activation(o),
-            )
-        elif name == "Convolution2DTransposeBias":
-            padding, stride_w, stride_h = np.frombuffer(
-                op.CustomOptionsAsNumpy().tobytes()[:12], "<i4"
-            )
-            w = weight(ins[1]).transpose(3, 0, 1, 2)  # O×kh×kw×I → I×O×kh×kw
-            layer = TransposeConvBias(
-                np.ascontiguousarray(w),
-                weight(ins[2]),
-                (int(stride_h), int(stride_w)),
-                padding == 1,
-            )
-        elif name == "AVERAGE_POOL_2D":
-            o = _options(op, tflite.Pool2DOptions)
-            kernel = (o.FilterHeight(), o.FilterWidth())
-            if kernel == shape(ins[0])[1:3] and shape(out)[1:3] == (1, 1):
-                layer = GlobalMean((2, 3), _activation(o))
-            else:
-                layer = AvgPool(
-                    kernel,
-                    (o.StrideH(), o.StrideW()),
-                    o.Padding() == tflite.Padding.SAME,
-                    _activation(o),
-                )
-        elif name == "MEAN":
-            if not _options(op, tflite.ReducerOptions).KeepDims():
-                raise ValueError("MEAN without keep_dims is not supported")
-            axes = tuple(sorted(_NHWC_TO_NCHW_AXIS[int(a) % 4] for a in consts[ins[1]].ravel()))
-            layer = GlobalMean(axes)
-        elif name == "RESIZE_BILINEAR":
-            o = _options(op, tflite.ResizeBilinearOptions)
-            if ins[1] not in consts:
-                raise ValueError("RESIZE_BILINEAR needs a constant size")
-            scale = tuple(
-                Fraction(int(n), d) for n, d in zip(consts[ins[1]], shape(ins[0])[1:3], strict=True)
-            )
-            layer = ResizeBilinear(scale, o.AlignCorners(), o.HalfPixelCenters())
-        elif name in ("ADD", "MUL"):
-            o = _options(op, tflite.AddOptions if name == "ADD" else tflite.MulOptions)
-            layer = Binary(torch.add if name == "ADD" else torch.mul, _activation(o))
-            for i in ins:
-                if i in consts and f"const{i}" not in layers:
-                    layers[f"const{i}"] = Constant(weight(i))
-                    wiring.append(((), i))
-            args = ins
-        else:
-            layer = {
-                "HARD_SWISH": nn.Hardswish(),
-                "LOGISTIC": nn.Sigmoid(),
-                "RELU": nn.ReLU(),
-                "RELU6": nn.ReLU6(),
-            }[name]
-        layers[f"{len(layers)}_{name.lower()}"] = layer
-        wiring.append((tuple(args), out))
+        build, n_data = _BUILDERS[name]
+        for i in ins[:n_data]:
+            if i in g.consts and f"const{i}" not in layers:
+                layers[f"const{i}"] = Constant(g.weight(i))
+                wiring.append(((), i))
+        layers[f"{len(layers)}_{name.lower()}"] = build(g, op, ins, out)
+        wiring.append((tuple(ins[:n_data]), out))
 
-    last_use = {}
-    for step, (inputs, _) in enumerate(wiring):
-        for i in inputs:
-            last_use[i] = step
+    last_use = {i: step for step, (inputs, _) in enumerate(wiring) for i in inputs}
     last_use[sink] = len(wiring)
-    freed = [[] for _ in wiring]
+    freed: list[list[int]] = [[] for _ in wiring]
     for t, step in last_use.items():
         if step < len(wiring):
             freed[step].append(t)
