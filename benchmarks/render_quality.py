@@ -1,11 +1,13 @@
 """How real RAW pairs look: our render of each real RAW file against the camera's own JPEG.
 
 For every real RAW file (the ones shipped in ``tests/data/raw`` and, when present, those in
-``../shared/data/raw``) the RGB half of the pair ``rawpairs build`` makes (default options, or the
-tone curve / exposure named) is compared with a reference: the JPEG the camera embedded in the
-RAW file (``rawpy`` ``extract_thumb()``) where there is one, else LibRaw's default render
-(``postprocess(use_camera_wb=True)``: AHD, as-shot white balance, auto-brightness, BT.709
-gamma). Both are upright (the file's orientation applied to ours). Figures:
+``../shared/data/raw``, where the rendering rules were chosen, and ``../shared/data/raw_more``,
+other scenes of the same cameras that only check them) the RGB half of the pair ``rawpairs
+build`` makes (default options, or the tone curve / exposure named) is compared with a
+reference: the JPEG the camera embedded in the RAW file (``rawpy`` ``extract_thumb()``) where
+there is one, else LibRaw's default render (``postprocess(use_camera_wb=True)``: AHD, as-shot
+white balance, auto-brightness, BT.709 gamma). Both are upright (the file's orientation applied
+to ours). Figures:
 
 - brightness ratio: mean of our 8-bit codes ÷ the reference's;
 - saturation ratio: mean HSV saturation ``(max − min) / max`` over pixels with ``max ≥ 10``, ours
@@ -35,7 +37,9 @@ from rawpairs.sample import BuildConfig, Source, make_samples
 from rawpairs.sources import RAW_EXTENSIONS
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = (ROOT / "tests" / "data" / "raw", ROOT.parent / "shared" / "data" / "raw")
+SHARED = ROOT.parent / "shared" / "data"
+# raw/ is where the rules were chosen; raw_more/ (other scenes, same cameras) only checks them.
+FOLDERS = (ROOT / "tests" / "data" / "raw", SHARED / "raw", SHARED / "raw_more")
 BRIGHTNESS_BAND = (0.8, 1.25)
 SATURATION_BAND = (0.6, 1.6)
 _MARGIN = 8
@@ -143,19 +147,24 @@ def real_raw_files() -> list[Path]:
     return list(found.values())
 
 
+def role(path: Path) -> str:
+    """Where a file stands: ``chosen on`` (tests/data/raw and raw/) or ``check`` (raw_more/)."""
+    return "check" if path.parent.name == "raw_more" else "chosen on"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tone", action="append", help="tone curve(s) (default: the default)")
     parser.add_argument("--exposure", default="auto", choices=["auto", "none"])
     args = parser.parse_args()
     tones = args.tone or [BuildConfig().tone]
-    print("| file | reference | tone | brightness | saturation | PSNR (dB) | in band |")
-    print("|---|---|---|---|---|---|---|")
+    print("| file | rules | reference | tone | brightness | saturation | PSNR (dB) | in band |")
+    print("|---|---|---|---|---|---|---|---|")
     for path in real_raw_files():
         for tone in tones:
             q = measure(path, BuildConfig(tone=tone, exposure=args.exposure))
             print(
-                f"| {path.name} | {q.reference} | {tone} | {q.brightness:.2f}× | "
+                f"| {path.name} | {role(path)} | {q.reference} | {tone} | {q.brightness:.2f}× | "
                 f"{q.saturation:.2f}× | {q.psnr:.1f} | {'yes' if q.in_band else 'no'} |"
             )
 

@@ -446,19 +446,4 @@ def test_exposure_is_recorded_with_its_rule() -> None:
     assert auto.rgb.mean() > 1.3 * none.rgb.mean()
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "Canon-EOS550D-colorchart.dng",
-        "Canon-PowerShot_G2-CRW_0304.CRW",
-        "Canon-PowerShot_S40-CRW_0101.CRW",
-        "Kodak-DC50-DC50IMG-DC0008L.KDC",
-        "Kodak-DC120-DC120IMG-P003908.KDC",
-    ],
-)
-def test_larger_real_raw_renders_like_the_camera_meant(name) -> None:
-    path = RAW_DIR / name
-    if not path.exists():
-        pytest.skip(f"real RAW data not found at {path} (it lives beside the project in ../shared)")
-    quality = _render_quality().measure(path, BuildConfig())
-    assert quality.in_band, quality
+# The larger real files (../shared/data/raw and raw_more): tests/test_render_quality.py.
