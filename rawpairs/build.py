@@ -25,7 +25,7 @@ import re
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from rawpairs.engines import EngineError, GroupFailedError, require_engine, run_groups
 from rawpairs.sample import BuildConfig, Source
-from rawpairs.schema import ShardEntry, index_document, manifest_schema
+from rawpairs.schema import ShardEntry, index_document, manifest_schema, parse_class_map
 from rawpairs.shards import STATE_DIR, shard_name
 from rawpairs.storage import MARKER, FolderLockedError, OutputFolder, is_url
 
@@ -51,11 +51,11 @@ __all__ = [
     "plan_groups",
 ]
 
-OUTPUT_FILES = ("manifest.parquet", "index.json", "errors.jsonl", "build.json")
+OUTPUT_FILES = ("manifest.parquet", "index.json", "errors.jsonl", "classes.json", "build.json")
 MIN_SHARDS = 16  # a build of >= 16 sources has >= 16 shards: 16 writers, 16 loader streams
 _OURS = re.compile(
     r"^(rawpairs-\d{6}\.tar|\.(rawpairs-\d{6}\.tar|manifest\.parquet|index\.json|errors\.jsonl"
-    r"|build\.json)\.\d+-[0-9a-f]{8}\.partial)$"
+    r"|classes\.json|build\.json)\.\d+-[0-9a-f]{8}\.partial)$"
 )
 _PARTIAL = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.partial$")
 _RECORD = re.compile(r"^shard-(\d{6})\.json$")
@@ -211,7 +211,10 @@ def _token(info: dict[str, Any]) -> str | None:
 
 
 def discover_sources(
-    src: str | Path, labels: bool = False, out: str | Path | None = None
+    src: str | Path,
+    labels: bool = False,
+    out: str | Path | None = None,
+    class_map: Mapping[str, int] | None = None,
 ) -> tuple[list[Source], dict[str, int]]:
     """All files under ``src`` (recursively, sorted by relative path; hidden entries skipped).
 
@@ -221,7 +224,9 @@ def discover_sources(
     files whose extension is neither RAW nor photo are kept as sources that fail, so that the
     build reports them. Names that are not UTF-8 get ``\\xNN`` escapes in ``relpath``. The output
     folder ``out``, when inside ``src``, is skipped. With ``labels``, each file's class is its
-    parent folder's name; the class map is ``{name: index}`` over the sorted names.
+    parent folder's name; the class map is ``{name: index}`` over the sorted names, or the given
+    ``class_map`` (every class folder must be in it: :class:`BuildError` names the first that is
+    not).
     """
     from rawpairs.sources import source_kind
 
@@ -232,10 +237,21 @@ def discover_sources(
     relpaths = sorted(files)
     if not relpaths:
         raise BuildError(f"--src {src}: no input files")
-    class_map: dict[str, int] = {}
-    if labels:
-        names = sorted({Path(r).parent.name for r in relpaths if Path(r).parent.name})
-        class_map = {name: i for i, name in enumerate(names)}
+    names = sorted({Path(r).parent.name for r in relpaths if Path(r).parent.name})
+    if class_map is not None:
+        if not labels:
+            raise BuildError("--class-map needs --labels folder")
+        missing = [n for n in names if n not in class_map]
+        if missing:
+            example = next(r for r in relpaths if Path(r).parent.name == missing[0])
+            raise BuildError(
+                f"--class-map has no class for folder {missing[0]!r} ({example}"
+                f"{f' and {len(missing) - 1} more folders' if len(missing) > 1 else ''}): add "
+                "it to the map, or leave the folder out of --src"
+            )
+        class_map = dict(class_map)
+    else:
+        class_map = {name: i for i, name in enumerate(names)} if labels else {}
     sources = [
         Source(
             path=files[r][0],
@@ -482,6 +498,8 @@ def _write_outputs(
         for row, pos in zip(r["rows"], r["positions"], strict=True)
     ]
     errors = [e for r in records for e in r["errors"]]
+    if header.get("config", {}).get("labels"):
+        _write_json(out, "classes.json", header["class_map"])
     schema = manifest_schema()
     table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
     parquet = pa.BufferOutputStream()
@@ -520,14 +538,18 @@ def build(
     address: str | None = None,
     progress: Callable[[int, int, int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    class_map: Mapping[str, int] | None = None,
 ) -> BuildResult:
     """Build (or resume building) the shards of ``src`` into ``out``.
 
     Shards hold consecutive groups of sources (:func:`plan_groups`). ``workers``: processes
     (default: one per core, never more than the shards left to write); ``progress(sources_done,
     sources_total, samples_written, errors)`` is called after each shard; ``warn(line)`` with a
-    one-line message for each failed input. Raises :class:`BuildError` when ``src`` is missing or
-    empty, an option is invalid, or ``out`` cannot be used (another build's folder, a different
+    one-line message for each failed input. ``class_map`` (with ``config.labels``): the class ids
+    to use (``{folder name: id}``, e.g. another build's ``classes.json``) instead of numbering
+    this build's folders; a labelled build writes its map as ``classes.json``. Raises
+    :class:`BuildError` when ``src`` is missing or empty, an option is invalid (a class folder
+    missing from ``class_map``), or ``out`` cannot be used (another build's folder, a different
     build without ``overwrite``, a folder not made by rawpairs, locked by a running build);
     :class:`BuildOutputError` when writing fails (disk full), leaving no partial shard.
     """
@@ -544,7 +566,12 @@ def build(
     if workers is not None and workers < 1:
         raise BuildError(f"--workers must be >= 1, got {workers}")
     started, cpu_started = time.monotonic(), time.process_time()
-    sources, class_map = discover_sources(src, labels=config.labels, out=out)
+    if class_map is not None:
+        try:
+            class_map = parse_class_map(class_map, "--class-map")
+        except ValueError as err:
+            raise BuildError(str(err)) from err
+    sources, class_map = discover_sources(src, labels=config.labels, out=out, class_map=class_map)
     try:
         folder = OutputFolder(out)
     except (ValueError, ImportError) as err:  # unknown protocol, or its package missing
@@ -562,6 +589,7 @@ def build(
         "config": config.to_dict(),
         "sources_fingerprint": _plan_fingerprint(sources),
         "sources_per_shard": per_shard,
+        "class_map": class_map,
         # last: a differing configuration or file list is named before the contents
         "sources_content": _content_fingerprint(sources, min(8, os.cpu_count() or 1)),
     }
@@ -616,7 +644,6 @@ def _build(
         **identity,
         "status": "running",
         "src": _display(src),
-        "class_map": class_map,
         "versions": _versions(),
     }
     _write_json(out, "build.json", header)

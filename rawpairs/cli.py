@@ -59,6 +59,21 @@ def _read_camera(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def _read_class_map(path: Path) -> dict[str, int]:
+    """A ``--class-map``: a JSON file ``{name: id}`` (a build's ``classes.json``) or a build
+    folder holding one."""
+    from rawpairs.schema import CLASSES_FILE, parse_class_map
+
+    if path.is_dir():
+        if not (path / CLASSES_FILE).is_file():
+            raise ValueError(f"a folder without {CLASSES_FILE} (not a labelled build)")
+        path = path / CLASSES_FILE
+    size = path.stat().st_size
+    if size > CAMERA_JSON_LIMIT:
+        raise ValueError(f"{size} bytes; a class map is at most {CAMERA_JSON_LIMIT}")
+    return parse_class_map(json.loads(path.read_text(encoding="utf-8")), "the map")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rawpairs")
 def main() -> None:
@@ -157,6 +172,14 @@ def main() -> None:
     default=None,
     help="Add `cls` from the parent folder name.",
 )
+@click.option(
+    "--class-map",
+    "class_map_file",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="With --labels folder: use these class ids (a classes.json {name: id}, or a build "
+    "folder holding one) instead of numbering this build's folders.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--workers",
@@ -216,6 +239,7 @@ def build(
     camera_json: Path | None,
     noise: str,
     labels: str | None,
+    class_map_file: Path | None,
     seed: int,
     workers: int | None,
     samples_per_shard: int,
@@ -258,6 +282,14 @@ def build(
         cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err
         raise click.UsageError(one_line(f"{camera_json or 'options'}: {cause}")) from err
 
+    class_map = None
+    if class_map_file is not None:
+        try:
+            class_map = _read_class_map(class_map_file)
+        except (ValueError, OSError, RecursionError) as err:
+            cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err
+            raise click.UsageError(one_line(f"--class-map {class_map_file}: {cause}")) from err
+
     bar = None if quiet else tqdm(unit="src", dynamic_ncols=True, file=sys.stderr)
 
     def progress(done: int, total: int, written: int, errors: int) -> None:
@@ -282,6 +314,7 @@ def build(
             address=address,
             progress=progress,
             warn=warn,
+            class_map=class_map,
         )
     except BuildError as err:
         raise click.UsageError(one_line(str(err))) from err

@@ -23,6 +23,7 @@ import numpy as np
 from rawpairs.choices import Demosaic, Gamma
 from rawpairs.errors import CorruptInputError
 from rawpairs.schema import (
+    CLASSES_FILE,
     POSITION_COLUMNS,
     DecodedSample,
     ShardEntry,
@@ -32,6 +33,7 @@ from rawpairs.schema import (
     manifest_schema,
     one_line,
     parse_index,
+    read_class_map,
     read_shard,
 )
 from rawpairs.shards import sha256_file
@@ -250,7 +252,24 @@ def _build_problems(folder: Path, b: _Build) -> list[str]:
     for key, n in Counter(r["key"] for r in b.rows).items():
         if n > 1:
             problems.append(f"{key}: {n} rows in manifest.parquet")
-    return problems
+    return problems + _class_map_problems(folder, b)
+
+
+def _class_map_problems(folder: Path, b: _Build) -> list[str]:
+    """``classes.json`` must be a valid map equal to ``build.json``'s, and every ``cls`` (the
+    manifest's labels, compared with the samples) one of its ids."""
+    try:
+        classes = read_class_map(folder)
+    except ValueError as err:
+        return [str(err)]
+    recorded = b.header.get("class_map") or None
+    if recorded is not None and classes != recorded:
+        return [f"{CLASSES_FILE}: differs from the class_map of build.json"]
+    if classes is None:
+        return []
+    ids = set(classes.values())
+    bad = sorted({r["label"] for r in b.rows if r["label"] is not None and r["label"] not in ids})
+    return [f"cls {v}: not an id of {CLASSES_FILE}" for v in bad[:10]]
 
 
 def _check_sample(

@@ -37,6 +37,7 @@ from rawpairs.choices import Demosaic, Gamma, NoisePlacement, Render, RGBFormat,
 from rawpairs.errors import CorruptInputError
 
 __all__ = [
+    "CLASSES_FILE",
     "CLS_MEMBER",
     "JSON_MEMBER",
     "MANIFEST_COLUMNS",
@@ -61,7 +62,9 @@ __all__ = [
     "manifest_row",
     "manifest_schema",
     "one_line",
+    "parse_class_map",
     "parse_index",
+    "read_class_map",
     "read_shard",
     "rgb_member",
     "split_member_name",
@@ -72,6 +75,7 @@ SCHEMA_VERSION = 1
 RAW_MEMBER = "raw.npy"
 JSON_MEMBER = "json"
 CLS_MEMBER = "cls"
+CLASSES_FILE = "classes.json"  # a labelled build's class map, {folder name: class id}
 RGB_MEMBERS = {RGBFormat.PNG: "rgb.png", RGBFormat.JPEG: "rgb.jpg"}  # by --rgb-format
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
@@ -794,3 +798,59 @@ def parse_index(d: Any) -> list[ShardEntry]:
             )
         )
     return entries
+
+
+# ---------------------------------------------------------------------------------------------
+# classes.json: the class map of a labelled build
+# ---------------------------------------------------------------------------------------------
+def parse_class_map(d: Any, where: str = CLASSES_FILE) -> dict[str, int]:
+    """A class map ``{name: id}`` checked: a JSON object of non-empty names and distinct integer
+    ids >= 0. ``ValueError`` (naming ``where``) otherwise."""
+    if not isinstance(d, dict):
+        raise ValueError(
+            f"{where}: must be a JSON object {{class name: id}}, got {type(d).__name__}"
+        )
+    owner: dict[int, str] = {}
+    for name, value in d.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: class names must be non-empty strings, got {name!r:.40}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(
+                f"{where}: the id of {name!r:.40} must be an integer, got {value!r:.40}"
+            )
+        if value < 0:
+            raise ValueError(f"{where}: the id of {name!r:.40} must be >= 0, got {value}")
+        if value in owner:
+            raise ValueError(f"{where}: {owner[value]!r:.40} and {name!r:.40} share id {value}")
+        owner[value] = name
+    return dict(d)
+
+
+def read_class_map(folder: str | Path) -> dict[str, int] | None:
+    """The class map ``{folder name: class id}`` of the build in ``folder`` (a local path or an
+    fsspec URL): its ``classes.json``, or for a build made before that file existed the
+    ``class_map`` of its ``build.json``. ``None`` when the build has no labels (or the folder has
+    neither file). Raises ``ValueError`` naming the file when it is malformed.
+
+    Readers that mix shard folders (training and validation, several training sets) compare
+    these maps: the same ``cls`` means the same class only under one map."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(folder))
+    for name, field_name in ((CLASSES_FILE, None), ("build.json", "class_map")):
+        path = f"{root.rstrip('/')}/{name}"
+        if not fs.exists(path):
+            continue
+        try:
+            with fs.open(path, "rb") as f:
+                d = json.loads(f.read())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{folder}/{name}: not JSON ({one_line(err)})") from err
+        if field_name is not None:
+            if not isinstance(d, dict):
+                raise ValueError(f"{folder}/{name}: not a JSON object")
+            d = d.get(field_name) or None
+            if d is None:
+                return None
+        return parse_class_map(d, f"{folder}/{name}")
+    return None

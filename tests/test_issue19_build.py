@@ -134,3 +134,107 @@ def test_an_edit_that_keeps_size_and_mtime_is_refused_then_rebuilt_with_overwrit
     assert (out / "rawpairs-000000.tar").read_bytes() == (
         tmp_path / "fresh" / "rawpairs-000000.tar"
     ).read_bytes()
+
+
+# Item 6: one class map across builds ---------------------------------------------------------
+
+
+def _labelled(root: Path, classes: tuple[str, ...]) -> Path:
+    for i, name in enumerate(classes):
+        _write(root / name / f"{name}.png", ("chelsea", "coffee", "rocket")[i % 3], 48)
+    return root
+
+
+def _labels_by_class(out: Path) -> dict[str, int]:
+    from rawpairs.schema import decode_sample
+
+    found = {}
+    for shard in sorted(out.glob("rawpairs-*.tar")):
+        for s in read_shard(shard):
+            d = decode_sample(s.members, str(shard), s.key)
+            found[d.meta.source.path.split("/")[0]] = d.label
+    return found
+
+
+def test_labelled_builds_write_classes_json_and_class_map_keeps_the_ids(tmp_path):
+    from rawpairs.schema import read_class_map
+
+    train = _labelled(tmp_path / "train", ("apple", "banana", "cherry"))
+    val = _labelled(tmp_path / "val", ("apple", "cherry"))
+    runner = CliRunner()
+    args = ["--labels", "folder", "--quiet", *OPTS]
+    made = runner.invoke(cli, ["build", "--src", str(train), "--out", str(tmp_path / "t"), *args])
+    assert made.exit_code == 0, made.output
+    expected = {"apple": 0, "banana": 1, "cherry": 2}
+    assert json.loads((tmp_path / "t" / "classes.json").read_text()) == expected
+    assert read_class_map(tmp_path / "t") == expected
+    # Without --class-map a build numbers its own folders (and says so in classes.json) ...
+    own = runner.invoke(cli, ["build", "--src", str(val), "--out", str(tmp_path / "v0"), *args])
+    assert own.exit_code == 0, own.output
+    assert read_class_map(tmp_path / "v0") == {"apple": 0, "cherry": 1}
+    # ... with it, the ids are the map's: cherry is 2 in both builds.
+    for given in (tmp_path / "t" / "classes.json", tmp_path / "t"):
+        out = tmp_path / f"v-{given.name}"
+        cmd = ["build", "--src", str(val), "--out", str(out), "--class-map", str(given), *args]
+        made = runner.invoke(cli, cmd)
+        assert made.exit_code == 0, made.output
+        assert _labels_by_class(out) == {"apple": 0, "cherry": 2}
+        assert read_class_map(out) == expected
+    assert read_class_map(tmp_path / "t") != read_class_map(tmp_path / "v0")
+
+
+def test_class_map_errors_are_one_line_exit_2(tmp_path):
+    val = _labelled(tmp_path / "val", ("apple", "durian"))
+    runner = CliRunner()
+    cases = {
+        "no class for folder 'durian'": {"apple": 0, "cherry": 2},
+        "JSON object": [1, 2],
+        "must be an integer": {"apple": "0", "durian": 1},
+        "share id": {"apple": 1, "durian": 1},
+        ">= 0": {"apple": -1, "durian": 1},
+    }
+    for expected, content in cases.items():
+        path = tmp_path / "map.json"
+        path.write_text(json.dumps(content))
+        out = tmp_path / "out"
+        cmd = ["build", "--src", str(val), "--out", str(out), "--labels", "folder"]
+        result = runner.invoke(cli, [*cmd, "--class-map", str(path), "--quiet"])
+        assert result.exit_code == 2, (expected, result.output)
+        last = result.output.strip().splitlines()[-1]
+        assert expected in last, last
+        assert not out.exists() or not list(out.glob("rawpairs-*.tar"))
+    path.write_text(json.dumps({"apple": 0, "durian": 1}))
+    no_labels = runner.invoke(
+        cli, ["build", "--src", str(val), "--out", str(tmp_path / "o2"), "--class-map", str(path)]
+    )
+    assert no_labels.exit_code == 2 and "--labels folder" in no_labels.output
+
+
+def test_read_class_map_of_unlabelled_and_older_builds(tmp_path):
+    from rawpairs.schema import read_class_map
+
+    src = _labelled(tmp_path / "src", ("apple", "banana"))
+    build(src, tmp_path / "plain", BuildConfig(), workers=1)
+    assert read_class_map(tmp_path / "plain") is None
+    assert not (tmp_path / "plain" / "classes.json").exists()
+    build(src, tmp_path / "old", BuildConfig(labels=True), workers=1)
+    (tmp_path / "old" / "classes.json").unlink()  # a build made before classes.json existed
+    assert read_class_map(tmp_path / "old") == {"apple": 0, "banana": 1}
+    (tmp_path / "old" / "classes.json").write_text('{"apple": true}')
+    with pytest.raises(ValueError, match=r"classes\.json"):
+        read_class_map(tmp_path / "old")
+
+
+def test_verify_checks_classes_json(tmp_path):
+    src = _labelled(tmp_path / "src", ("apple", "banana"))
+    out = tmp_path / "out"
+    build(src, out, BuildConfig(labels=True), workers=1)
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["inspect", str(out), "--verify"])
+    assert ok.exit_code == 0, ok.output
+    (out / "classes.json").write_text('{"apple": 1, "banana": 0}')
+    bad = runner.invoke(cli, ["inspect", str(out), "--verify"])
+    assert bad.exit_code == 1 and "classes.json: differs" in bad.output
+    (out / "classes.json").write_text('{"apple": 0, "banana": 0}')
+    bad = runner.invoke(cli, ["inspect", str(out), "--verify"])
+    assert bad.exit_code == 1 and "share id 0" in bad.output
