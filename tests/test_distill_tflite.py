@@ -8,6 +8,7 @@ import hashlib
 import io
 import subprocess
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import flatbuffers
@@ -439,7 +440,7 @@ def test_binary_broadcast_and_constant(op, fn):
 
 
 # ----------------------------------------------------------------------------- whole graphs
-def segmenter_graph(channels: int = 1) -> tuple[bytes, callable]:
+def segmenter_graph(channels: int = 1) -> tuple[bytes, Callable[[np.ndarray], np.ndarray]]:
     """A miniature of the selfie model: conv ↓2, SE block, resize ↑2 + skip, transpose conv ↑2,
     LOGISTIC. Returns the .tflite and its numpy reference (NHWC → NHWC probability)."""
     w1, b1 = rand(4, 3, 3, 3), rand(4)
