@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from distill.config import DEFAULT_TEACHER, TrainConfig, data_order_fields, missing_extra
+from distill.config import BUILTIN_TEACHERS, TrainConfig, data_order_fields, missing_extra
 
 __all__ = [
     "BEST_NAME",
@@ -211,7 +211,7 @@ def warn_inexact(path: Path, plan: ResumePlan) -> None:
 def _is_code(spec: str) -> bool:
     """True for a ``module:factory`` spec (importing it runs code), as ``load_teacher`` reads it."""
     return (
-        spec not in (DEFAULT_TEACHER, "teacher")
+        spec not in (*BUILTIN_TEACHERS, "teacher")
         and not spec.endswith(".pt2")
         and not os.path.isfile(spec)
         and ":" in spec

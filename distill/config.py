@@ -43,6 +43,10 @@ OBJECTIVES = ("distill", "supervised", "hard-labels")
 STUDENT_INPUTS = ("packed", "mosaic")  # as distill.data.STUDENT_INPUTS
 TEACHER_NORMS = ("tf", "imagenet", "none")  # the keys of distill.models.NORMALIZATIONS
 DEFAULT_TEACHER = "efficientnet-lite0"  # distill.models.DEFAULT_TEACHER
+TASKS = ("classify", "segment")  # distill.models.TASKS
+DEFAULT_TEACHERS = {"classify": DEFAULT_TEACHER, "segment": "selfie-segmentation"}
+# The names distill.models.TEACHERS loads without running user code.
+BUILTIN_TEACHERS = ("efficientnet-lite0", "efficientnet-lite0-dense", "selfie-segmentation")
 WB_MODES = ("none", "grayworld", "metadata")  # as distill.frontend.WB_MODES
 DEFAULT_WB = "metadata"  # distill.models.DEFAULT_WB (docs/results.md: why)
 SEED_MAX = 2**32 - 1
@@ -158,7 +162,18 @@ class TrainConfig:
     student_input: str = option(
         "packed", "RAW layout the student reads", choices=STUDENT_INPUTS, data_order=True
     )
-    teacher: str = option(DEFAULT_TEACHER, "efficientnet-lite0, .pt/.ts, .pt2, module:factory")
+    task: str | None = option(
+        None,
+        "classify (logits B×K) or segment (per-pixel logits B×K×h×w); default: what the "
+        "teacher returns",
+        choices=TASKS,
+    )
+    teacher: str | None = option(
+        None,
+        f"one of {', '.join(BUILTIN_TEACHERS)}; a .pt/.ts or .pt2 file; module:factory "
+        f"(default: {DEFAULT_TEACHERS['classify']}, with --task segment "
+        f"{DEFAULT_TEACHERS['segment']})",
+    )
     teacher_weights: str | None = option(None, "state dict for a module:factory teacher")
     teacher_norm: str | None = option(
         None, "teacher input normalisation (default: the teacher's own)", choices=TEACHER_NORMS
@@ -253,6 +268,10 @@ class TrainConfig:
     log_keys: bool = option(False, "every rank writes its sample keys to <out>/keys-rank<r>.txt")
     progress: bool = option(True, "progress bar")
 
+    def __post_init__(self) -> None:
+        if self.teacher is None:
+            self.teacher = DEFAULT_TEACHERS[self.task or "classify"]
+
     def validate(self) -> None:
         """Raise ``ValueError`` (one line) naming the first bad or inconsistent setting."""
         for f in fields(self):
@@ -265,6 +284,11 @@ class TrainConfig:
             len(self.low_light) != 2 or self.low_light[0] > self.low_light[1]
         ):
             raise ValueError(f"low_light must be (MIN, MAX) with MIN <= MAX, got {self.low_light}")
+        if self.task == "segment" and self.objective == "supervised":
+            raise ValueError(
+                "--objective supervised needs per-pixel labels, which pair shards do not carry; "
+                "for --task segment use distill or hard-labels"
+            )
         if self.stop_after is not None and self.stop_after > self.steps:
             raise ValueError(f"stop_after must lie in [1, steps={self.steps}]")
 

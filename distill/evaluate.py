@@ -13,12 +13,14 @@ the **teacher on the aligned sRGB** (the reference: "agreement" is agreement wit
   forward ISP (:mod:`rawpairs.isp`) with the sample's own metadata (white balance, colour matrix,
   tone curve): an upper reference, not a baseline to beat.
 
-Metrics per model (:class:`Scores`): top-1 agreement (its top-1 class equals the teacher's), top-5
-agreement (the teacher's top-1 class is among its five highest), mean KL(teacher ‖ model) at
-temperature 1 in nats, and top-1 accuracy on the samples that carry a ``cls`` label. Each comes
-with a 95 % bootstrap interval over **source images** (:func:`bootstrap_ci`: crops of one photo or
-RAW file are resampled together), and the student's difference to every baseline with its own
-paired interval. Results go to ``metrics.json`` and ``metrics.png``.
+Metrics (:mod:`distill.metrics`) follow the teacher's task: for a classifier, top-1 and top-5
+agreement and KL(teacher ‖ model) at temperature 1 in nats, plus top-1 accuracy on the samples
+that carry a ``cls`` label; for a dense (segmentation) teacher, pixel agreement, per-pixel KL at
+the crop's resolution, mIoU against the teacher's labels (one confusion over the set) and the
+person class's IoU when the teacher has one. Each comes with a 95 % bootstrap interval over
+**source images** (crops of one photo or RAW file are resampled together), and the student's
+difference to every baseline with its own paired interval. Results go to ``metrics.json`` and
+``metrics.png``.
 """
 
 from __future__ import annotations
@@ -44,19 +46,26 @@ except ModuleNotFoundError as err:  # `python -m distill.evaluate` without rawpa
 
 from distill.checkpoint import add_trust_argument, load_checkpoint
 from distill.frontend import naive_render, srgb_encode
-from distill.models import RawStudent, Teacher
+from distill.metrics import (
+    METRICS,
+    SampleValues,
+    bootstrap_ci,
+    classify_values,
+    intervals,
+    paired_intervals,
+    segment_values,
+)
+from distill.models import RawStudent, Teacher, task_of
 
 __all__ = [
     "BASELINES",
     "HeldOut",
-    "Scores",
     "bootstrap_ci",
     "evaluate",
     "load_checkpoint",
     "load_heldout",
     "main",
     "naive_render",
-    "per_sample",
     "score",
     "source_of",
     "srgb_encode",
@@ -71,88 +80,12 @@ BASELINES: dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]] = {
     "grayworld_teacher": lambda b: naive_render(b["raw"], "grayworld"),
     "isp_teacher": lambda b: b["isp"],
 }
-METRICS = ("top1_agreement", "top5_agreement", "kl")
-
-
-class Scores:
-    """Running agreement / KL / accuracy of one model against the teacher."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.top1 = 0
-        self.top5 = 0
-        self.kl = 0.0
-        self.labelled = 0
-        self.correct = 0
-
-    def update(self, logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch: model logits and teacher logits B×K, labels B (−1: none)."""
-        values = per_sample(logits, teacher)
-        self.n += len(values["top1_agreement"])
-        self.top1 += int(values["top1_agreement"].sum())
-        self.top5 += int(values["top5_agreement"].sum())
-        self.kl += float(values["kl"].sum())
-        valid = labels >= 0
-        self.labelled += int(valid.sum())
-        self.correct += int((logits.argmax(1)[valid] == labels[valid]).sum())
-
-    def summary(self) -> dict[str, float | int | None]:
-        n = max(self.n, 1)
-        return {
-            "top1_agreement": self.top1 / n,
-            "top5_agreement": self.top5 / n,
-            "kl": self.kl / n,
-            "accuracy": self.correct / self.labelled if self.labelled else None,
-        }
-
-
-def per_sample(logits: torch.Tensor, teacher: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per-sample metrics of model logits against teacher logits (B×K each), float64 arrays [B]:
-    ``top1_agreement`` and ``top5_agreement`` (0/1), ``kl`` = KL(teacher ‖ model) in nats."""
-    target = teacher.argmax(1)
-    top1 = logits.argmax(1) == target
-    k = min(5, logits.shape[1])
-    top5 = (logits.topk(k, dim=1).indices == target[:, None]).any(1)
-    log_p, log_q = F.log_softmax(teacher.float(), 1), F.log_softmax(logits.float(), 1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(1)
-    return {
-        "top1_agreement": top1.double().cpu().numpy(),
-        "top5_agreement": top5.double().cpu().numpy(),
-        "kl": kl.double().cpu().numpy(),
-    }
 
 
 def source_of(key: str) -> str:
     """The source image of a sample key (``rawpairs.sample.sample_key``: ``<stem>_<hash>_cN``)."""
     stem, sep, index = key.rpartition("_c")
     return stem if sep and index.isdigit() else key
-
-
-def bootstrap_ci(
-    values: np.ndarray,
-    sources: Sequence[str],
-    *,
-    resamples: int = 2000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``values.mean()`` resampling whole sources.
-
-    ``values``: one number per sample; ``sources``: each sample's source. A resample draws as many
-    sources as there are, with replacement, and averages all samples of the drawn sources (crops
-    of one image are not independent, so they are drawn together). Deterministic for ``seed``.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) != len(sources) or not len(values):
-        raise ValueError(f"need one source per value, got {len(values)} values, {len(sources)}")
-    names, index = np.unique(np.asarray(sources), return_inverse=True)
-    sums = np.bincount(index, weights=values, minlength=len(names))
-    counts = np.bincount(index, minlength=len(names)).astype(np.float64)
-    draws = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
-    means = sums[draws].sum(1) / counts[draws].sum(1)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(means, [tail, 100 - tail])
-    return float(lo), float(hi)
 
 
 @dataclass
@@ -162,7 +95,9 @@ class HeldOut:
     ``raw``: normalised RGGB RAW per batch (on the device); ``wb``: recorded white-balance gains
     B×3; ``labels`` (−1: none); ``teacher``: the teacher's logits on the RGB; ``baselines``: name →
     the teacher's logits on that baseline's render, per batch; ``keys``: sample keys; ``rgb``: the
-    sRGB teacher input as uint8 on the CPU when loaded with ``keep_rgb`` (for figures).
+    sRGB teacher input as uint8 on the CPU when loaded with ``keep_rgb`` (for figures);
+    ``task``: the teacher's (``classify`` or ``segment``); ``crop``: the RAW crop side, pixels
+    (dense metrics are computed at this resolution); ``classes``: the teacher's class names.
     """
 
     raw: list[torch.Tensor] = field(default_factory=list)
@@ -172,6 +107,9 @@ class HeldOut:
     baselines: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)
     rgb: list[torch.Tensor] = field(default_factory=list)
+    task: str = "classify"
+    crop: int = 0
+    classes: Sequence[str] | None = None
 
     @property
     def samples(self) -> int:
@@ -180,6 +118,23 @@ class HeldOut:
     @property
     def sources(self) -> list[str]:
         return [source_of(key) for key in self.keys]
+
+    @property
+    def person(self) -> int | None:
+        """The index of the teacher's ``person`` class, if it has one."""
+        classes = list(self.classes or ())
+        return classes.index("person") if "person" in classes else None
+
+    def values(self, logits: Sequence[torch.Tensor]) -> SampleValues:
+        """Per-sample metrics (:mod:`distill.metrics`) of per-batch ``logits`` against the
+        teacher's on the RGB."""
+        parts = [
+            classify_values(lg, ref)
+            if self.task == "classify"
+            else segment_values(lg, ref, self.crop, self.person)
+            for lg, ref in zip(logits, self.teacher, strict=True)
+        ]
+        return SampleValues.concat(parts)
 
 
 def load_heldout(
@@ -212,7 +167,7 @@ def load_heldout(
         repeat=False,
         isp_reference=True,
     )
-    held = HeldOut(baselines={name: [] for name in BASELINES})
+    held = HeldOut(baselines={name: [] for name in BASELINES}, crop=crop, classes=teacher.classes)
     teacher.to(device)
     with torch.no_grad():
         for index, batch in enumerate(loader):
@@ -236,6 +191,7 @@ def load_heldout(
                 held.rgb.append((batch["rgb"] * 255).round().to(torch.uint8))
     if not held.keys:
         raise ValueError(f"{shards}: no samples to evaluate")
+    held.task = task_of(held.teacher[0])
     return held
 
 
@@ -247,16 +203,18 @@ def student_logits(student: RawStudent, held: HeldOut) -> list[torch.Tensor]:
 
 
 def score(logits: Sequence[torch.Tensor], held: HeldOut) -> dict[str, float | int | None]:
-    """:class:`Scores` summary of per-batch ``logits`` against the teacher on ``held``."""
-    scores = Scores()
-    for batch_logits, reference, labels in zip(logits, held.teacher, held.labels, strict=True):
-        scores.update(batch_logits, reference, labels)
-    return scores.summary()
-
-
-def _sample_values(logits: Sequence[torch.Tensor], held: HeldOut) -> dict[str, np.ndarray]:
-    parts = [per_sample(lg, ref) for lg, ref in zip(logits, held.teacher, strict=True)]
-    return {m: np.concatenate([p[m] for p in parts]) for m in METRICS}
+    """Point estimates of the task's metrics (:data:`distill.metrics.METRICS`) of per-batch
+    ``logits`` on ``held``, and ``accuracy`` on the labelled samples (classification; ``None``
+    without labels or for dense logits)."""
+    out: dict[str, float | int | None] = dict(held.values(logits).summary())
+    out["accuracy"] = None
+    if held.task == "classify":
+        labels = torch.cat(held.labels)
+        valid = labels >= 0
+        if bool(valid.any()):
+            predicted = torch.cat([lg.argmax(1) for lg in logits])
+            out["accuracy"] = float((predicted[valid] == labels[valid]).double().mean())
+    return out
 
 
 def summarize(
@@ -264,33 +222,29 @@ def summarize(
 ) -> dict[str, Any]:
     """Scores of the student's logits (``None``: baselines only) and of every baseline on ``held``.
 
-    Each model entry: :meth:`Scores.summary` plus ``ci`` (metric → 95 % bootstrap interval over
-    sources); the student also gets ``vs`` (baseline → metric → [difference student − baseline,
-    interval low, interval high], paired over the same resampled sources).
+    Each model entry: :func:`score` plus ``ci`` (metric → 95 % bootstrap interval over
+    sources, ``None`` where undefined); the student also gets ``vs`` (baseline → metric →
+    [difference student − baseline, interval low, interval high], paired over the same resampled
+    sources).
     """
     models = dict(held.baselines)
     if student is not None:
         models = {"student": list(student), **models}
     sources = held.sources
-    values = {name: _sample_values(logits, held) for name, logits in models.items()}
-    out: dict[str, Any] = {"samples": held.samples, "sources": len(set(sources))}
+    values = {name: held.values(logits) for name, logits in models.items()}
+    out: dict[str, Any] = {
+        "task": held.task,
+        "metrics": list(METRICS[held.task]),
+        "samples": held.samples,
+        "sources": len(set(sources)),
+    }
     for name, logits in models.items():
         entry: dict[str, Any] = dict(score(logits, held))
-        entry["ci"] = {
-            m: bootstrap_ci(values[name][m], sources, resamples=resamples) for m in METRICS
-        }
+        entry["ci"] = intervals(values[name], sources, resamples=resamples)
         out[name] = entry
     if student is not None:
         out["student"]["vs"] = {
-            base: {
-                m: [
-                    float((values["student"][m] - values[base][m]).mean()),
-                    *bootstrap_ci(
-                        values["student"][m] - values[base][m], sources, resamples=resamples
-                    ),
-                ]
-                for m in METRICS
-            }
+            base: paired_intervals(values["student"], values[base], sources, resamples=resamples)
             for base in held.baselines
         }
     labels = torch.cat(held.labels)
@@ -314,10 +268,12 @@ def evaluate(
 ) -> dict[str, Any]:
     """Agreement metrics of the student (RAW) and of the baselines on held-out pair shards.
 
-    Returns :func:`summarize`'s dictionary: ``samples``, ``sources``, ``labelled``, ``student``,
-    one entry per :data:`BASELINES` name, and ``teacher`` (``{"accuracy"}``); each model entry
-    has ``top1_agreement``, ``top5_agreement``, ``kl`` (nats), ``accuracy`` (``None`` without
-    labels) and bootstrap intervals. The student is put in eval mode.
+    Returns :func:`summarize`'s dictionary: ``task``, ``metrics``, ``samples``, ``sources``,
+    ``labelled``, ``student``, one entry per :data:`BASELINES` name, and ``teacher``
+    (``{"accuracy"}``); each model entry has the task's metrics (classification:
+    ``top1_agreement``, ``top5_agreement``, ``kl``; segmentation: ``pixel_agreement``, ``miou``,
+    ``person_iou``, ``kl``; KL in nats), ``accuracy`` (``None`` without labels) and bootstrap
+    intervals. The student is put in eval mode.
     """
     held = load_heldout(
         shards,
@@ -344,30 +300,42 @@ def write_report(metrics: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / "metrics.json", out / "metrics.png"
     json_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    names = ["top1_agreement", "top5_agreement"]
+    names = [m for m in metrics["metrics"] if m != "kl"]
     models = {
         "student (RAW)": metrics["student"],
         "teacher on naive render": metrics["naive_teacher"],
         "teacher on gray-world render": metrics["grayworld_teacher"],
         "teacher on full ISP (upper ref.)": metrics["isp_teacher"],
     }
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, (ax, ax_kl) = plt.subplots(
+        1, 2, figsize=(8, 4), dpi=100, gridspec_kw={"width_ratios": [len(names), 1]}
+    )
     width = 0.8 / len(models)
     for i, (label, values) in enumerate(models.items()):
-        xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(names))]
-        errors = np.array([[values[n] - values["ci"][n][0], values["ci"][n][1] - values[n]]
-                           for n in names]).T  # fmt: skip
-        ax.bar(xs, [values[n] for n in names], width, yerr=errors, capsize=2, label=label)
-    ax.set_xticks(range(len(names)), ["top-1 agreement", "top-5 agreement"])
+        offset = (i - (len(models) - 1) / 2) * width
+        for axis, shown in ((ax, names), (ax_kl, ["kl"])):
+            heights = [values[n] if values[n] is not None else 0.0 for n in shown]
+            errors = np.array(
+                [
+                    [h - ci[0], ci[1] - h] if (ci := values["ci"][n]) is not None else [0.0, 0.0]
+                    for n, h in zip(shown, heights, strict=True)
+                ]
+            ).T
+            xs = [j + offset for j in range(len(shown))]
+            axis.bar(xs, heights, width, yerr=errors, capsize=2, label=label)
+    ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names])
     ax.set_ylim(0, 1)
-    ax.set_ylabel("fraction of samples")
-    ax.set_title(
-        f"Agreement with the RGB teacher ({metrics['samples']} samples, "
+    ax.set_ylabel("agreement with the teacher on RGB")
+    ax_kl.set_xticks([0], ["KL (nats)"])
+    ax_kl.set_ylabel("lower is better")
+    fig.suptitle(
+        f"Student vs baselines ({metrics['task']}; {metrics['samples']} samples, "
         f"{metrics['sources']} sources; 95 % source bootstrap)",
         fontsize=9,
     )
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(png_path)
     plt.close(fig)
     return json_path, png_path

@@ -1,9 +1,14 @@
 """Distillation losses: an explicit registry (name → class) and a weighted combination.
 
 Every loss is an ``nn.Module`` called as ``loss(student, teacher, labels)`` where ``student`` and
-``teacher`` are :class:`Outputs` (logits B×K and, when feature layers are tapped, a list of
-feature maps) and ``labels`` is an int64 tensor B with −1 for unlabelled samples. Each returns a
-scalar averaged over the batch. None of the distillation losses uses labels.
+``teacher`` are :class:`Outputs` (logits and, when feature layers are tapped, a list of feature
+maps) and ``labels`` is an int64 tensor B with −1 for unlabelled samples. Each returns a scalar.
+None of the distillation losses uses labels.
+
+Two tasks share the losses: **classification** logits are B×K (averages over the batch);
+**dense** logits (segmentation) are B×K×h×w, and every loss averages over the B·h·w positions
+(a pixel is a sample). A dense teacher's map is resized to the student's map
+(:func:`match_teacher`) before any comparison, so teacher and student input sizes may differ.
 
 References: G. Hinton, O. Vinyals, J. Dean, "Distilling the Knowledge in a Neural Network",
 arXiv:1503.02531, 2015 (KD with temperature, T² scaling); A. Romero et al., "FitNets: Hints for
@@ -30,6 +35,8 @@ __all__ = [
     "LogitMSELoss",
     "Outputs",
     "build_loss",
+    "match_teacher",
+    "positions",
 ]
 
 
@@ -41,6 +48,28 @@ class Outputs:
     features: list[torch.Tensor] = field(default_factory=list)
 
 
+def match_teacher(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+    """The teacher's logits at the student's spatial size.
+
+    Classification logits (B×K) are returned as they are. Dense logits B×K×h×w are resized
+    bilinearly (``align_corners=False``: pixel centres stay aligned, so the map of a 256-pixel
+    input on a 128 grid covers the same image as on a 256 grid) to the student's h'×w'.
+    """
+    if teacher.ndim != 4 or teacher.shape[-2:] == student.shape[-2:]:
+        return teacher
+    if student.ndim != 4:
+        raise ValueError(
+            f"teacher logits {tuple(teacher.shape)} are dense but the student's "
+            f"{tuple(student.shape)} are not"
+        )
+    return F.interpolate(teacher, size=student.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def positions(logits: torch.Tensor) -> int:
+    """The number of predictions in ``logits`` (B for B×K, B·h·w for B×K×h×w)."""
+    return logits.numel() // logits.shape[1]
+
+
 def _require_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
     if student.shape != teacher.shape:
         raise ValueError(
@@ -49,12 +78,15 @@ def _require_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str)
 
 
 class KDLoss(nn.Module):
-    """Temperature-softened KL divergence (Hinton et al. 2015).
+    """Temperature-softened KL divergence (Hinton et al. 2015), per prediction.
 
-    L = T² · (1/B) Σ_b Σ_k p_k log(p_k / q_k),  p = softmax(z_t / T),  q = softmax(z_s / T).
+    L = T² · (1/N) Σ_n Σ_k p_nk log(p_nk / q_nk),  p = softmax(z_t / T),  q = softmax(z_s / T),
 
-    The T² factor keeps gradient magnitudes comparable across temperatures (the soft-target
-    gradient scales as 1/T²). Computed in float32 whatever the autocast dtype.
+    over the N predictions: the B samples of classification logits B×K, or the B·h·w pixels of
+    dense logits B×K×h×w (softmax over K at every pixel; the teacher's map resized to the
+    student's by :func:`match_teacher`). The T² factor keeps gradient magnitudes comparable across
+    temperatures (the soft-target gradient scales as 1/T²). Computed in float32 whatever the
+    autocast dtype.
     """
 
     def __init__(self, temperature: float = 4.0) -> None:
@@ -64,19 +96,23 @@ class KDLoss(nn.Module):
         self.temperature = float(temperature)
 
     def forward(self, student: Outputs, teacher: Outputs, labels: torch.Tensor) -> torch.Tensor:
-        _require_same_shape(student.logits, teacher.logits, "kd logits")
+        reference = match_teacher(teacher.logits, student.logits)
+        _require_same_shape(student.logits, reference, "kd logits")
         t = self.temperature
         log_q = F.log_softmax(student.logits.float() / t, dim=1)
-        log_p = F.log_softmax(teacher.logits.float() / t, dim=1)
-        return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * t * t
+        log_p = F.log_softmax(reference.float() / t, dim=1)
+        kl = F.kl_div(log_q, log_p, reduction="sum", log_target=True)
+        return kl / positions(log_q) * t * t
 
 
 class LogitMSELoss(nn.Module):
-    """Mean squared error between logits: L = (1/(B·K)) Σ_b Σ_k (z_s − z_t)²."""
+    """Mean squared error between logits: L = (1/(N·K)) Σ_n Σ_k (z_s − z_t)² over the N
+    predictions (samples, or pixels of dense logits)."""
 
     def forward(self, student: Outputs, teacher: Outputs, labels: torch.Tensor) -> torch.Tensor:
-        _require_same_shape(student.logits, teacher.logits, "mse logits")
-        return F.mse_loss(student.logits.float(), teacher.logits.float())
+        reference = match_teacher(teacher.logits, student.logits)
+        _require_same_shape(student.logits, reference, "mse logits")
+        return F.mse_loss(student.logits.float(), reference.float())
 
 
 class FeatureLoss(nn.Module):
@@ -124,23 +160,33 @@ def _masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.T
 
 
 class CrossEntropyLoss(nn.Module):
-    """Supervised baseline: L = −(1/B') Σ_b log softmax(z_s)_{y_b} over the B' labelled samples."""
+    """Supervised baseline: L = −(1/B') Σ_b log softmax(z_s)_{y_b} over the B' labelled samples.
+
+    Classification only: the shards' labels are one class per image, not per pixel.
+    """
 
     def forward(
         self, student: Outputs, teacher: Outputs | None, labels: torch.Tensor
     ) -> torch.Tensor:
+        if student.logits.ndim != 2:
+            raise ValueError(
+                "the supervised loss needs one label per image: it is defined for "
+                f"classification logits B×K, got {tuple(student.logits.shape)}"
+            )
         return _masked_cross_entropy(student.logits, labels)
 
 
 class HardLabelLoss(nn.Module):
     """Label-free hard-label baseline: cross-entropy on the teacher's top-1 class.
 
-    L = −(1/B) Σ_b log softmax(z_s)_{argmax z_t,b}.
+    L = −(1/N) Σ_n log softmax(z_s,n)_{argmax z_t,n} over the N predictions (per pixel for dense
+    logits: the teacher's argmax map is the pseudo-label map).
     """
 
     def forward(self, student: Outputs, teacher: Outputs, labels: torch.Tensor) -> torch.Tensor:
-        _require_same_shape(student.logits, teacher.logits, "hard-label logits")
-        return F.cross_entropy(student.logits.float(), teacher.logits.argmax(dim=1))
+        reference = match_teacher(teacher.logits, student.logits)
+        _require_same_shape(student.logits, reference, "hard-label logits")
+        return F.cross_entropy(student.logits.float(), reference.argmax(dim=1))
 
 
 LOSSES: dict[str, type[nn.Module]] = {

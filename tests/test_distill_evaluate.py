@@ -13,7 +13,7 @@ import torch
 
 from distill import evaluate as ev
 from distill import export
-from distill.evaluate import Scores, evaluate, load_checkpoint, naive_render, srgb_encode
+from distill.evaluate import HeldOut, evaluate, load_checkpoint, naive_render, score, srgb_encode
 from distill.models import build_student, load_teacher
 from distill.train import TrainConfig, train
 
@@ -49,11 +49,10 @@ def test_naive_render_interpolates_a_ramp_exactly_inside() -> None:
 
 
 def test_scores_golden_values() -> None:
-    scores = Scores()
     teacher = torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
     model = torch.tensor([[0.0, 1.0, 0.0], [0.0, 5.0, 0.0]])
-    scores.update(model, teacher, torch.tensor([1, -1]))
-    summary = scores.summary()
+    held = HeldOut(teacher=[teacher], labels=[torch.tensor([1, -1])], keys=["a_c0", "b_c0"])
+    summary = score([model], held)
     assert summary["top1_agreement"] == 0.5  # row 1 disagrees (1 vs 0), row 2 agrees
     assert summary["top5_agreement"] == 1.0  # only 3 classes: always in the top 5
     assert summary["accuracy"] == 1.0  # the one labelled sample (class 1) is predicted 1

@@ -138,7 +138,7 @@ def test_teacher_from_factory_torchscript_and_export(tmp_path: Path) -> None:
 
 
 def test_load_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="expected 'efficientnet-lite0'"):
+    with pytest.raises(ValueError, match="expected one of \\['efficientnet-lite0'"):
         load_teacher("resnet50")
     with pytest.raises(FileNotFoundError, match=r"missing\.pt2"):
         load_teacher(str(tmp_path / "missing.pt2"))

@@ -163,3 +163,42 @@ def test_ablations_flag_adds_every_ablation(monkeypatch: pytest.MonkeyPatch) -> 
     assert main(["--preset", "tiny", "--methods", "kd", "--ablations"]) == 0
     assert seen["c"].methods == ("kd", *ABLATIONS)
     assert seen["c"].ablation_seeds == (0,)
+
+
+@pytest.mark.filterwarnings("ignore::distill.data.SmallSampleWarning")
+def test_tiny_segmentation_run_on_a_users_folders(tmp_path: Path) -> None:
+    # --task segment on any --train-src/--val-src (here scikit-image photos) with a dense
+    # teacher that needs no download: the same tables and figures, with dense metrics.
+    import cv2
+    import skimage.data
+
+    for part, names in (("train", ("astronaut", "coffee")), ("val", ("chelsea",))):
+        (tmp_path / part).mkdir()
+        for name in names:
+            image = getattr(skimage.data, name)()
+            cv2.imwrite(str(tmp_path / part / f"{name}.png"), image[..., ::-1])
+    config = make_config(
+        "tiny", task="segment", teacher="efficientnet-lite0-dense", methods=("kd", "hard"),
+        train_src=str(tmp_path / "train"), val_src=str(tmp_path / "val"), crop=64,
+        out=str(tmp_path / "out"), figures=str(tmp_path / "fig"), work=str(tmp_path / "w"),
+    )  # fmt: skip
+    results = run(config)
+    final = results["final"]
+    kd = next(e for e in final if e["method"] == "kd" and e["condition"] == "clean")
+    for metric in ("pixel_agreement", "miou", "kl"):
+        assert kd[metric] is not None
+    assert kd["person_iou"] is None and "top1_agreement" not in kd
+    assert 0 <= kd["miou_step0"] <= 1
+    teacher = next(e for e in final if e["method"] == "teacher" and e["condition"] == "clean")
+    assert (teacher["pixel_agreement"], teacher["miou"]) == (1.0, 1.0)
+    entry = next(e for e in results["intervals"] if e["method"] == "kd")
+    diff, lo, hi = entry["miou_vs_naive_teacher"]
+    assert lo <= diff <= hi
+    with (tmp_path / "out" / "summary.csv").open() as f:
+        header = next(csv.reader(f))
+    assert {"method", "condition", "pixel_agreement", "miou", "kl"} <= set(header)
+    for name in ("curves", "bars", "examples"):
+        png = tmp_path / "fig" / f"isp_distillation_segment_{name}.png"
+        assert 0 < png.stat().st_size < 300_000
+    with pytest.raises(ValueError, match="per-pixel labels"):
+        make_config("tiny", task="segment", methods=("supervised",), labels=True)

@@ -6,7 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .config import ABLATIONS, METHODS, PRESETS, RAW_DIR, SPLITS, ExperimentConfig, make_config
+from .config import (
+    ABLATIONS,
+    METHODS,
+    PRESETS,
+    RAW_DIR,
+    SEGMENT_PRESETS,
+    SPLITS,
+    TASKS,
+    ExperimentConfig,
+    make_config,
+)
 from .experiment import run
 
 
@@ -17,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     add = p.add_argument
     add("--preset", choices=sorted(PRESETS), default="cpu")
+    add("--task", choices=TASKS, default=None,
+        help="classify (default: ImageNet teacher) or segment (person segmentation teacher, "
+             "photos of people)")  # fmt: skip
+    add("--teacher", default=None, help="teacher (default: the task's; see distill train)")
     add("--out", default="experiments/results", help="tables (results.json, *.csv)")
     add("--figures", default="docs/figures", help="figure folder")
     add("--work", default=None, help="shards and checkpoints (default: a temporary folder)")
@@ -55,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args[name] is not None:
             args[name] = tuple(args[name])
     if args.pop("ablations"):
-        chosen = args["methods"] or PRESETS[args["preset"]].get("methods", ExperimentConfig.methods)
+        defaults = (SEGMENT_PRESETS if args["task"] == "segment" else PRESETS)[args["preset"]]
+        chosen = args["methods"] or defaults.get("methods", ExperimentConfig.methods)
         args["methods"] = (*chosen, *(m for m in ABLATIONS if m not in chosen))
     if args["labels"] and args["methods"] is None:
         args["methods"] = (*PRESETS[args["preset"]].get("methods", ExperimentConfig.methods),

@@ -20,6 +20,7 @@ VAL_RAWS = (
 TUNE_PHOTOS = ("coffee",)
 TUNE_RAWS = ("Kodak-DC50-DC50IMG-DC0008L.KDC", "Canon-EOS550D-colorchart.dng")
 SPLITS = ("heldout", "tune")
+TASKS = ("classify", "segment")
 RAW_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "raw"
 RAW_EXTENSIONS = (".crw", ".kdc", ".dng", ".cr2", ".nef", ".arw")
 
@@ -71,6 +72,8 @@ class ExperimentConfig:
     """Sizes in pixels; ``steps`` per student; every student is scored at ``eval_points`` steps."""
 
     preset: str
+    task: str = "classify"
+    teacher: str | None = None  # default: the task's (distill.models.DEFAULT_TEACHERS)
     out: str = "experiments/results"
     figures: str = "docs/figures"
     work: str | None = None
@@ -103,6 +106,10 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}: expected one of {TASKS}")
+        if self.task == "segment" and "supervised" in self.methods:
+            raise ValueError("method 'supervised' needs per-pixel labels: not for --task segment")
         if (self.train_src is None) != (self.val_src is None):
             raise ValueError("--train-src and --val-src go together")
         if self.reuse_shards and self.work is None:
@@ -175,11 +182,41 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_config(preset: str, **overrides: Any) -> ExperimentConfig:
-    """A preset's configuration with ``overrides`` (``None`` values are ignored), validated."""
+# Segmentation (--task segment): the selfie teacher's 256-pixel input, its photos of people
+# (experiments/isp_distillation/people.py; no camera RAW of people is bundled), and its recipe
+# (docs/results.md).
+SEGMENT_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"build_crop": 66, "crop": 64},
+    "cpu": {
+        "raw_dir": None,
+        "build_crop": 258,
+        "crop": 256,
+        "max_side": 384,
+        "train_crops": 4,
+        "val_crops": 2,
+        "steps": 120,
+        "batch_size": 8,
+        "temperature": 1.0,
+        "lr": 3e-5,
+        "methods": ("kd", "hard", "kd_low_light"),
+        "eval_batch": 16,
+    },
+    "gpu": {"build_crop": 258, "crop": 256, "temperature": 1.0},
+}
+
+
+def make_config(preset: str, task: str | None = None, **overrides: Any) -> ExperimentConfig:
+    """A preset's configuration (for ``task``, default ``classify``) with ``overrides``
+    (``None`` values are ignored), validated."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: expected one of {sorted(PRESETS)}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    task = task or "classify"
+    values = {
+        **PRESETS[preset],
+        **(SEGMENT_PRESETS[preset] if task == "segment" else {}),
+        "task": task,
+        **{k: v for k, v in overrides.items() if v is not None},
+    }
     config = ExperimentConfig(preset=preset, **values)
     config.validate()
     return config

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +28,44 @@ def _write_photo(path: Path, rgb: np.ndarray) -> None:
         raise OSError(f"{path}: could not write PNG")
 
 
-def bundled_sources(folder: Path, raw_dir: Path | None, split: str = "heldout") -> list[str]:
+def _people_sources(folder: Path, split: str) -> list[str]:
+    """Photos of people (:mod:`.people`, fetched once into the cache) for ``--task segment``:
+    its held-out split, or for ``"tune"`` its training photos with every third held back."""
+    from .people import write_people_photos
+
+    cache = Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "rawpairs")) / "people"
+    if split == "heldout":
+        return write_people_photos(folder, cache)
+    staging = folder / "_people"
+    notes = write_people_photos(staging, cache)
+    for part in ("train", "val"):
+        (folder / part).mkdir(parents=True, exist_ok=True)
+    for index, path in enumerate(sorted((staging / "train").iterdir())):
+        path.rename(folder / ("val" if index % 3 == 2 else "train") / path.name)
+    shutil.rmtree(staging)
+    return [*notes, "tune split: every third training photo of people held back"]
+
+
+def bundled_sources(
+    folder: Path, raw_dir: Path | None, split: str = "heldout", task: str = "classify"
+) -> list[str]:
     """Write a split of the bundled sources to ``folder/{train,val}``; return notes.
 
     ``split="heldout"``: training sources → ``train``, held-out sources → ``val``. ``"tune"``:
     the training sources only, ``TUNE_PHOTOS``/``TUNE_RAWS`` → ``val``, the rest → ``train`` (for
     choosing settings without looking at the held-out sources). Photos are written as PNG; RAW
     files are linked. The motorcycle views are one scene and stay together (held out).
+    ``task="segment"``: photos of people (:mod:`.people`) instead of scikit-image's, plus the RAW
+    files of ``raw_dir`` if given.
     """
     import skimage.data
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
     notes = []
+    if task == "segment":
+        notes += _people_sources(folder, split)
+        return notes + _link_raws(folder, raw_dir, split)
     for part in ("train", "val"):
         (folder / part).mkdir(parents=True, exist_ok=True)
     if split == "tune":
@@ -56,6 +83,12 @@ def bundled_sources(folder: Path, raw_dir: Path | None, split: str = "heldout") 
                 _write_photo(folder / part / "motorcycle_right.png", image[1])
             else:
                 _write_photo(folder / part / f"{name}.png", image)
+    return notes + _link_raws(folder, raw_dir, split)
+
+
+def _link_raws(folder: Path, raw_dir: Path | None, split: str) -> list[str]:
+    """Link the RAW files of ``raw_dir`` into ``folder/{train,val}`` by the split; notes."""
+    notes = []
     if raw_dir is not None:
         raws = (
             sorted(p for p in raw_dir.iterdir() if p.suffix.lower() in RAW_EXTENSIONS)

@@ -15,7 +15,7 @@ import torch
 
 from .config import METHODS, REFERENCE_LABELS, ExperimentConfig
 from .data import _existing_shards, build_shards, bundled_sources
-from .figures import plot_bars, plot_curves, plot_examples
+from .figures import plot_bars, plot_curves, plot_examples, plot_masks
 from .scoring import load_held_out, reference_rows, source_intervals
 from .tables import final_rows, interval_table, markdown_table, summarize, write_csv
 from .training import train_and_score
@@ -27,9 +27,13 @@ def _log(started: float, message: str) -> None:
 
 def run(config: ExperimentConfig) -> dict[str, Any]:
     """Run the whole comparison; write tables and figures; return the ``results.json`` content."""
-    from distill.models import load_teacher
+    from distill.models import DEFAULT_TEACHERS, load_teacher
 
     config.validate()
+    torch.set_flush_denormal(True)  # denormals slow CPU convolutions several-fold (selfie model)
+    segment = config.task == "segment"
+    headline = "miou" if segment else "top1_agreement"
+    prefix = "isp_distillation_segment" if segment else "isp_distillation"
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
     out, figures = Path(config.out), Path(config.figures)
@@ -44,7 +48,7 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
             train_src, val_src = Path(config.train_src), Path(config.val_src or "")
         else:
             raw_dir = Path(config.raw_dir) if config.raw_dir else None
-            notes += bundled_sources(work / "src", raw_dir, config.split)
+            notes += bundled_sources(work / "src", raw_dir, config.split, config.task)
             train_src, val_src = work / "src" / "train", work / "src" / "val"
             if not config.labels:
                 notes.append("the bundled data has no class labels: no true-label baseline")
@@ -63,7 +67,7 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
         _log(started, f"built pairs {data} in {timings['build']:.1f} s")
 
         t0 = time.perf_counter()
-        teacher = load_teacher().to(config.device)
+        teacher = load_teacher(config.teacher or DEFAULT_TEACHERS[config.task]).to(config.device)
         helds = {
             condition: load_held_out(work / "shards" / "val", teacher, config, low_light)
             for condition, low_light in (("clean", None), ("low_light", config.low_light))
@@ -94,7 +98,7 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
                 last = new_rows[-len(helds) if not methods[name].low_light else -1]
                 _log(
                     started,
-                    f"{name} seed {seed}: top-1 {last['top1_agreement']:.1%}, "
+                    f"{name} seed {seed}: {headline} {last[headline]:.1%}, "
                     f"KL {last['kl']:.3f} ({last['condition']})",
                 )
             timings[name] = time.perf_counter() - t0
@@ -108,12 +112,14 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
                 final_logits[(base, condition)] = [held.baselines[base]]
         intervals = source_intervals(final_logits, helds)
         t0 = time.perf_counter()
-        plot_curves(summary, labels, figures / "isp_distillation_curves.png")
-        plot_bars(final, labels, figures / "isp_distillation_bars.png")
+        plot_curves(summary, labels, figures / f"{prefix}_curves.png", headline)
+        bars = ("pixel_agreement", "miou", "person_iou") if segment else None
+        plot_bars(final, labels, figures / f"{prefix}_bars.png", *([bars] if bars else []))
         if example_student is not None:
-            plot_examples(
+            examples = plot_masks if segment else plot_examples
+            examples(
                 helds["clean"], example_student, config.examples,
-                figures / "isp_distillation_examples.png",
+                figures / f"{prefix}_examples.png",
             )  # fmt: skip
         timings["figures"] = time.perf_counter() - t0
     finally:

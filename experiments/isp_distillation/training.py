@@ -22,6 +22,8 @@ def _train_config(config: ExperimentConfig, method: Method, seed: int, shards: P
     settings: dict[str, Any] = dict(
         shards=str(shards),
         out=str(out),
+        task=config.task,
+        teacher=config.teacher,
         steps=config.steps,
         batch_size=config.batch_size,
         crop=config.crop,
