@@ -2,6 +2,11 @@
 and the distillation step without the RAW front-end (its network fed the front-end's output).
 
     python -m benchmarks.distill --shards SHARDS [--batch-size 8 --crop 96 --steps 10]
+    python -m benchmarks.distill --shards SHARDS --teacher selfie-segmentation --crop 256
+
+With a dense teacher (``--teacher selfie-segmentation`` or ``efficientnet-lite0-dense``) the
+supervised step is the per-pixel cross-entropy on a label map (random labels: the cost is what
+matters) and the distillation step the per-pixel KD of ``distill.losses``.
 
 (run as a module from the repository root: as a script, this file would shadow the package).
 
@@ -20,10 +25,11 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 from distill.data import make_loader
 from distill.losses import CombinedLoss, Outputs
-from distill.models import build_student, load_teacher
+from distill.models import DEFAULT_TEACHER, build_student, load_teacher, task_of
 
 
 def _sync(device: torch.device) -> None:
@@ -57,8 +63,10 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--teacher", default=DEFAULT_TEACHER, help="a distill.models.TEACHERS name")
     args = p.parse_args()
     device = torch.device(args.device)
+    torch.set_flush_denormal(True)
     amp = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
 
     loader = make_loader(
@@ -78,8 +86,13 @@ def main() -> None:
 
     batch = next(batches)
     raw, rgb, wb = batch["raw"].to(device), batch["rgb"].to(device), batch["wb"].to(device)
-    labels = torch.randint(0, 1000, (args.batch_size,), device=device)
-    teacher = load_teacher().to(device)
+    teacher = load_teacher(args.teacher).to(device)
+    with torch.no_grad():
+        probe = teacher(rgb)
+    task = task_of(probe)
+    # One class per image, or (dense) one per pixel of the student's map.
+    label_shape = (args.batch_size,) if task == "classify" else (args.batch_size, *probe.shape[2:])
+    labels = torch.randint(0, probe.shape[1], label_shape, device=device)
     modes = (
         ("supervised", {"ce": 1.0}, True),
         ("distillation", {"kd": 1.0}, True),
@@ -98,8 +111,11 @@ def main() -> None:
 
         def step(forward=forward, criterion=criterion, optimizer=optimizer) -> None:
             with amp:
-                target = Outputs(teacher(rgb)) if criterion.needs_teacher else None
-                loss, _ = criterion(Outputs(forward()), target, labels)
+                if not criterion.needs_teacher and task == "segment":
+                    loss = F.cross_entropy(forward().float(), labels)
+                else:
+                    target = Outputs(teacher(rgb)) if criterion.needs_teacher else None
+                    loss, _ = criterion(Outputs(forward()), target, labels)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -109,6 +125,8 @@ def main() -> None:
     distill_sps = args.batch_size / results["distillation"]
     report = {
         "device": str(device),
+        "teacher": args.teacher,
+        "task": task,
         "batch_size": args.batch_size,
         "crop": args.crop,
         "loader_samples_per_s": round(loader_sps, 1),

@@ -191,9 +191,9 @@ SEGMENT_PRESETS: dict[str, dict[str, Any]] = {
         "raw_dir": None,
         "build_crop": 258,
         "crop": 256,
-        "max_side": 384,
-        "train_crops": 4,
-        "val_crops": 2,
+        "max_side": 640,  # the portraits' short sides stay above the crop
+        "train_crops": 8,
+        "val_crops": 6,
         "steps": 120,
         "batch_size": 8,
         "temperature": 1.0,
