@@ -32,17 +32,19 @@ from typing import Any
 
 import numpy as np
 
-from rawpairs.camera import Camera
+from rawpairs.camera import PROVENANCE_FIELDS, Camera
 from rawpairs.choices import Demosaic, Gamma, NoisePlacement, Render, RGBFormat, Tone
 from rawpairs.errors import CorruptInputError
 
 __all__ = [
     "CLASSES_FILE",
     "CLS_MEMBER",
+    "INDEX_VERSION",
     "JSON_MEMBER",
     "MANIFEST_COLUMNS",
     "POSITION_COLUMNS",
     "RAW_MEMBER",
+    "READABLE_VERSIONS",
     "RGB_MEMBERS",
     "SCHEMA_VERSION",
     "Crop",
@@ -71,7 +73,9 @@ __all__ = [
     "walk_tar",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every key at every level in every sample (null where not applicable)
+READABLE_VERSIONS = (1, 2)  # 1: keys that do not apply were left out
+INDEX_VERSION = 1  # index.json's layout
 RAW_MEMBER = "raw.npy"
 JSON_MEMBER = "json"
 CLS_MEMBER = "cls"
@@ -169,21 +173,26 @@ class RenderInfo:
         object.__setattr__(self, "noise", NoisePlacement.parse(self.noise))
 
     def to_dict(self) -> dict[str, Any]:
+        """Every key, ``None`` (JSON null) for a choice the method does not have."""
         d: dict[str, Any] = {"method": self.method.value, "noise": self.noise.value}
         for name in _RENDER_CHOICES:
-            if getattr(self, name) is not None:
-                d[name] = getattr(self, name).value
+            value = getattr(self, name)
+            d[name] = value.value if value is not None else None
         return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> RenderInfo:
+    def from_dict(cls, d: Any, version: int = SCHEMA_VERSION) -> RenderInfo:
         method = _enum(RenderMethod, _object(d, "render").get("method"), "render.method")
         needed = {
             RenderMethod.RAWPAIRS: ("demosaic", "tone", "gamma"),
             RenderMethod.UNPROCESS: ("tone", "gamma"),
             RenderMethod.LIBRAW: (),
         }[method]
-        _fields(d, f"render ({method.value})", ("method", "noise", *needed))
+        if version >= 2:
+            _fields(d, f"render ({method.value})", ("method", "noise", *_RENDER_CHOICES))
+            _nulls(d, f"render ({method.value})", set(_RENDER_CHOICES) - set(needed))
+        else:
+            _fields(d, f"render ({method.value})", ("method", "noise", *needed))
         return cls(
             method=method,
             noise=_enum(NoisePlacement, d["noise"], "render.noise"),
@@ -209,25 +218,34 @@ class SourceInfo:
     pixel_aspect: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
+        """Every key, ``None`` (JSON null) for the camera-RAW fields of a photo."""
+        return {
             "path": self.path,
             "kind": self.kind.value,
             "sha256": self.sha256,
             "height": self.height,
             "width": self.width,
+            "make": self.make,
+            "model": self.model,
+            "bin_factor": self.bin_factor,
+            "pixel_aspect": self.pixel_aspect,
         }
-        for name in ("make", "model", "bin_factor", "pixel_aspect"):
-            if getattr(self, name) is not None:
-                d[name] = getattr(self, name)
-        return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> SourceInfo:
+    def from_dict(cls, d: Any, version: int = SCHEMA_VERSION) -> SourceInfo:
         base = ("path", "kind", "sha256", "height", "width")
         raw_only = ("make", "model", "bin_factor")
         kind = _enum(SourceKind, _object(d, "source").get("kind"), "source.kind")
         raw = kind is SourceKind.RAW
-        _fields(d, "source", base + (raw_only if raw else ()), ("pixel_aspect",) if raw else ())
+        if version >= 2:
+            _fields(d, "source", (*base, *raw_only, "pixel_aspect"))
+            _nulls(d, "source", () if raw else (*raw_only, "pixel_aspect"))
+            if raw and d["bin_factor"] is None:
+                raise ValueError("source.bin_factor of camera RAW must be an integer, got None")
+            d = {k: v for k, v in d.items() if v is not None or k in ("make", "model")}
+            d = {k: v for k, v in d.items() if raw or k not in raw_only}
+        else:
+            _fields(d, "source", base + (raw_only if raw else ()), ("pixel_aspect",) if raw else ())
         aspect = d.get("pixel_aspect")
         if aspect is not None and not (
             isinstance(aspect, (int, float)) and not isinstance(aspect, bool) and 0 < aspect < 1e3
@@ -239,8 +257,8 @@ class SourceInfo:
             sha256=_str(d["sha256"], "source.sha256"),
             height=_int(d["height"], "source.height", 1),
             width=_int(d["width"], "source.width", 1),
-            make=_str(d["make"], "source.make") if "make" in d else None,
-            model=_str(d["model"], "source.model") if "model" in d else None,
+            make=_str(d["make"], "source.make") if d.get("make") is not None else None,
+            model=_str(d["model"], "source.model") if d.get("model") is not None else None,
             bin_factor=_int(d["bin_factor"], "source.bin_factor", 1) if "bin_factor" in d else None,
             pixel_aspect=float(aspect) if aspect is not None else None,
         )
@@ -293,7 +311,7 @@ class SampleMeta:
         return {
             "schema_version": SCHEMA_VERSION,
             "key": self.key,
-            "camera": self.camera.to_dict(),
+            "camera": _camera_dict(self.camera),
             "render": self.render.to_dict(),
             "source": self.source.to_dict(),
             "crop": self.crop.to_list(),
@@ -309,33 +327,63 @@ class SampleMeta:
         """Inverse of :meth:`to_dict`. ``ValueError`` for a missing, unknown or invalid field;
         :class:`SchemaVersionError`'s message for another schema version is raised by
         :func:`decode_sample` (which knows the shard)."""
-        _check_version(d)
+        version = _check_version(d)
         _fields(d, "json", ("schema_version", "key", "camera", "render", "source", "crop", "seed"))
         try:
-            camera = Camera.from_dict(_object(d["camera"], "camera"))
+            camera = Camera.from_dict(_camera_fields(_object(d["camera"], "camera"), version))
         except (TypeError, ValueError) as err:
             raise ValueError(f"camera: {err}") from err
         return cls(
             key=_str(d["key"], "key"),
             camera=camera,
-            render=RenderInfo.from_dict(d["render"]),
-            source=SourceInfo.from_dict(d["source"]),
+            render=RenderInfo.from_dict(d["render"], version),
+            source=SourceInfo.from_dict(d["source"], version),
             crop=Crop.from_list(d["crop"]),
             seed=_int(d["seed"], "seed"),
         )
 
 
-def _check_version(d: Any) -> None:
-    """Raise ``ValueError`` unless ``d`` is an object whose ``schema_version`` is this code's."""
+def _check_version(d: Any) -> int:
+    """``d``'s ``schema_version``; ``ValueError`` unless it is one this code reads."""
     _object(d, "json")
     if "schema_version" not in d:
         raise ValueError("json has no schema_version")
     version = d["schema_version"]
-    if version != SCHEMA_VERSION or isinstance(version, bool):
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        readable = " and ".join(map(str, READABLE_VERSIONS))
         raise _VersionMismatch(
-            f"written with schema version {version!r:.20}, this rawpairs reads schema version "
-            f"{SCHEMA_VERSION} (rebuild the shards, or use the rawpairs version that wrote them)"
+            f"written with schema version {version!r:.20}, this rawpairs reads schema versions "
+            f"{readable} (rebuild the shards, or use the rawpairs version that wrote them)"
         )
+    return version
+
+
+def _nulls(d: dict, name: str, fields: Any) -> None:
+    """Fields of ``d`` that do not apply must be null."""
+    for f in sorted(fields):
+        if d[f] is not None:
+            raise ValueError(f"{name}.{f} does not apply and must be null, got {d[f]!r:.40}")
+
+
+def _camera_dict(camera: Camera) -> dict[str, Any]:
+    """The camera as JSON-ready data with every provenance key (``None``: not recorded)."""
+    d = camera.to_dict()
+    d["provenance"] = {name: camera.provenance.get(name) for name in PROVENANCE_FIELDS}
+    return d
+
+
+def _camera_fields(d: dict[str, Any], version: int) -> dict[str, Any]:
+    """The camera object of a sample's json as :meth:`Camera.from_dict` takes it: from version 2
+    on, every provenance key is present, null where nothing is recorded."""
+    if version < 2:
+        return d
+    provenance = d.get("provenance")
+    if not isinstance(provenance, dict):
+        raise ValueError("provenance must be an object with every provenance key")
+    missing = [name for name in PROVENANCE_FIELDS if name not in provenance]
+    if missing:
+        raise ValueError(f"provenance lacks {', '.join(missing)}")
+    return {**d, "provenance": {k: v for k, v in provenance.items() if v is not None}}
 
 
 class _VersionMismatch(ValueError):
@@ -769,17 +817,17 @@ class ShardEntry:
 
 def index_document(shards: Sequence[ShardEntry]) -> dict[str, Any]:
     """The ``index.json`` object."""
-    return {"schema_version": SCHEMA_VERSION, "shards": [s.to_dict() for s in shards]}
+    return {"schema_version": INDEX_VERSION, "shards": [s.to_dict() for s in shards]}
 
 
 def parse_index(d: Any) -> list[ShardEntry]:
     """Inverse of :func:`index_document`; ``ValueError`` for a malformed index, another schema
     version, or a shard name that is not a plain file name (no folders, no ``..``)."""
     _fields(d, "index.json", ("schema_version", "shards"))
-    if d["schema_version"] != SCHEMA_VERSION or isinstance(d["schema_version"], bool):
+    if d["schema_version"] != INDEX_VERSION or isinstance(d["schema_version"], bool):
         raise ValueError(
             f"index.json has schema version {d['schema_version']!r:.20}, this rawpairs reads "
-            f"{SCHEMA_VERSION}"
+            f"{INDEX_VERSION}"
         )
     if not isinstance(d["shards"], list):
         raise ValueError("index.json shards must be a list")

@@ -178,7 +178,7 @@ def test_samples_follow_the_schema_and_raw_is_bit_exact(good_src, tmp_path):
             raw, rgb = decoded.raw, decoded.rgb
             meta = json.loads(members["json"])
             assert raw.shape == rgb.shape[:2] == (64, 64)
-            assert meta["key"] == key and meta["schema_version"] == 1 and meta["seed"] == 3
+            assert meta["key"] == key and meta["schema_version"] == 2 and meta["seed"] == 3
             top, left, h, w = meta["crop"]
             assert top % 2 == 0 and left % 2 == 0 and (h, w) == (64, 64)
             assert len(meta["source"]["sha256"]) == 64

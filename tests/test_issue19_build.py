@@ -4,6 +4,7 @@ Each test failed on the code before its fix (docs/guarantees.md lists them)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -238,3 +239,93 @@ def test_verify_checks_classes_json(tmp_path):
     (out / "classes.json").write_text('{"apple": 0, "banana": 0}')
     bad = runner.invoke(cli, ["inspect", str(out), "--verify"])
     assert bad.exit_code == 1 and "share id 0" in bad.output
+
+
+# Item 7: every sample's json has the same keys at every level ------------------------------
+
+
+def _paths(d, prefix=""):
+    out = set()
+    for k, v in d.items():
+        out.add(prefix + k)
+        if isinstance(v, dict):
+            out |= _paths(v, prefix + k + ".")
+    return out
+
+
+RAW_ONLY = (
+    "source.make",
+    "source.model",
+    "source.bin_factor",
+    "source.pixel_aspect",
+    "render.demosaic",
+    "camera.provenance.digital_gain",
+)
+
+
+@pytest.fixture(scope="module")
+def mixed_json(tmp_path_factory) -> list[dict]:
+    """The json of every sample of a build of a photo, a camera RAW and a LibRaw render."""
+    root = tmp_path_factory.mktemp("mixed7")
+    src = root / "src"
+    _write(src / "a_photo.png", "chelsea", 48)
+    raw = Path(__file__).parent / "data" / "raw" / "Kodak-DC50-DC50IMG-DC0010S.KDC"
+    (src / "b_raw.kdc").write_bytes(raw.read_bytes())
+    metas = []
+    for name, config in (("ours", BuildConfig()), ("libraw", BuildConfig(render="libraw"))):
+        out = root / name
+        result = build(src, out, config, workers=1, sources_per_shard=1)
+        assert result.samples == 2, result
+        for shard in sorted(out.glob("rawpairs-*.tar")):
+            metas += [json.loads(s.members["json"]) for s in read_shard(shard)]
+    return metas
+
+
+def test_every_sample_json_has_the_same_keys(mixed_json):
+    first = _paths(mixed_json[0])
+    assert first >= set(RAW_ONLY)
+    for meta in mixed_json[1:]:
+        assert _paths(meta) == first
+    photo = mixed_json[0]
+    assert photo["source"]["kind"] == "rgb" and photo["source"]["make"] is None
+
+
+def test_plain_readers_infer_one_schema_from_the_first_sample(mixed_json):
+    """The schema pyarrow (the JSON reader under Hugging Face datasets) infers from the first
+    sample (a photo) has every field of every later sample (a camera RAW): none is dropped."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    def fields(t, prefix=""):
+        out = set()
+        for f in t:
+            out.add(prefix + f.name)
+            if pa.types.is_struct(f.type):
+                out |= fields(f.type, prefix + f.name + ".")
+        return out
+
+    first = pj.read_json(io.BytesIO(json.dumps(mixed_json[0]).encode())).schema
+    assert mixed_json[0]["source"]["kind"] == "rgb"
+    for meta in mixed_json[1:]:
+        assert _paths(meta) <= fields(first), sorted(_paths(meta) - fields(first))
+    lines = "".join(json.dumps(m) + "\n" for m in mixed_json).encode()
+    rows = pj.read_json(io.BytesIO(lines)).to_pylist()
+    for meta, row in zip(mixed_json, rows, strict=True):
+        for path in RAW_ONLY:
+            a, b = meta, row
+            for part in path.split("."):
+                a, b = a[part], b[part]
+            assert a == b, path
+
+
+def test_json_of_the_previous_schema_version_is_still_read(mixed_json):
+    from rawpairs.schema import SampleMeta
+
+    def strip_nulls(d):
+        return {
+            k: strip_nulls(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None
+        }
+
+    for meta in mixed_json:
+        old = {**strip_nulls(meta), "schema_version": 1}
+        assert SampleMeta.from_dict(old) == SampleMeta.from_dict(meta)

@@ -101,7 +101,13 @@ def test_metadata_round_trips_every_render_and_source_kind() -> None:
     for render in renders:
         meta = replace(base, render=render, source=raw_source)
         assert SampleMeta.from_dict(json.loads(meta.to_json())) == meta
-    assert renders[1].to_dict() == {"method": "libraw", "noise": "in_raw"}
+    assert renders[1].to_dict() == {
+        "method": "libraw",
+        "noise": "in_raw",
+        "demosaic": None,
+        "tone": None,
+        "gamma": None,
+    }
 
 
 def test_member_name_rule() -> None:
@@ -132,8 +138,8 @@ def test_another_schema_version_is_one_line_naming_both() -> None:
             decode_sample(bad, "s.tar", "k0")
         assert str(err.value) == (
             f"s.tar: sample 'k0': written with schema version {version}, this rawpairs reads "
-            f"schema version {SCHEMA_VERSION} (rebuild the shards, or use the rawpairs version "
-            "that wrote them)"
+            "schema versions 1 and 2 (rebuild the shards, or use the rawpairs version that wrote "
+            "them)"
         )
 
 
@@ -248,7 +254,11 @@ VALID = {
     "smallest GBRG sample (4×2)": lambda: members_of(K, shape=(4, 2)),
 }
 INVALID = {
-    "schema 2": lambda: edit_json(members_of(K), _set("schema_version", 2)),
+    "schema 3": lambda: edit_json(members_of(K), _set("schema_version", 3)),
+    "schema 2 lacking a null field": lambda: edit_json(
+        members_of(K), lambda m: m["source"].pop("make")
+    ),
+    "schema 2, a photo with a make": lambda: edit_json(members_of(K), _set("source.make", "X")),
     "no version": lambda: edit_json(members_of(K), lambda m: m.pop("schema_version")),
     "unknown field": lambda: edit_json(members_of(K), _set("extra", 1)),
     "bad json": lambda: {**members_of(K), "json": b"{"},
