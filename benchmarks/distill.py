@@ -66,7 +66,6 @@ def main() -> None:
     p.add_argument("--teacher", default=DEFAULT_TEACHER, help="a distill.models.TEACHERS name")
     args = p.parse_args()
     device = torch.device(args.device)
-    torch.set_flush_denormal(True)
     amp = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
 
     loader = make_loader(

@@ -30,7 +30,6 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
     from distill.models import DEFAULT_TEACHERS, load_teacher
 
     config.validate()
-    torch.set_flush_denormal(True)  # denormals slow CPU convolutions several-fold (selfie model)
     segment = config.task == "segment"
     headline = "miou" if segment else "top1_agreement"
     prefix = "isp_distillation_segment" if segment else "isp_distillation"
