@@ -81,14 +81,23 @@ class BuildResult:
     seconds: float
     already_complete: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
+    resumed_samples: int = 0  # samples of shards a previous run had finished (kept, not redone)
 
     @property
     def summary(self) -> str:
-        rate = self.samples / self.seconds if self.seconds > 0 else 0.0
+        """One line; the rate counts only the samples this run made."""
+        made = self.samples - self.resumed_samples
+        rate = made / self.seconds if self.seconds > 0 else 0.0
         state = "already complete: " if self.already_complete else ""
+        kept = (
+            f", {self.resumed_samples} kept from the previous run"
+            if self.resumed_samples and not self.already_complete
+            else ""
+        )
         return (
             f"{state}{self.samples} samples in {self.shards} shards from {self.sources} sources, "
-            f"{self.errors} failed, {self.seconds:.1f} s ({rate:.1f} samples/s) → {self.out}"
+            f"{self.errors} failed{kept}, {self.seconds:.1f} s ({rate:.1f} samples/s) → "
+            f"{self.out}"
         )
 
 
@@ -460,9 +469,13 @@ def _prepare_out(
     return previous
 
 
-def _load_records(out: OutputFolder, groups: int) -> dict[int, dict[str, Any]]:
+def _load_records(
+    out: OutputFolder, groups: int, renumbered: dict[int, int] | None = None
+) -> dict[int, dict[str, Any]]:
     """Records of the finished shards; forgets records whose shard is missing or not the size
-    recorded."""
+    recorded. ``renumbered`` ({group: shard number}, from a finished renumbering) names the
+    shards that no longer carry their group's number."""
+    renumbered = renumbered or {}
     names = set(out.names())
     records = {}
     for name in out.names(STATE_DIR):
@@ -472,10 +485,12 @@ def _load_records(out: OutputFolder, groups: int) -> dict[int, dict[str, Any]]:
         index = int(match.group(1))
         try:
             record = json.loads(out.read_text(f"{STATE_DIR}/{name}"))
+            if record["name"] is not None and index in renumbered:
+                record["name"] = shard_name(renumbered[index])
             valid = index < groups and (
                 record["name"] is None  # a group without samples has no shard
                 or (
-                    record["name"] == shard_name(index)
+                    record["name"] == shard_name(renumbered.get(index, index))
                     and record["name"] in names
                     and out.size(record["name"]) == record["size"]
                 )
@@ -487,6 +502,47 @@ def _load_records(out: OutputFolder, groups: int) -> dict[int, dict[str, Any]]:
         else:
             out.delete(f"{STATE_DIR}/{name}")
     return records
+
+
+_RENUMBERING = f"{STATE_DIR}/renumber.json"  # the journal: [[group, shard number], …]
+_PHASE_2 = f"{STATE_DIR}/renumber-phase-2"  # every shard to move is in .state/
+
+
+def _staged(number: int) -> str:
+    return f"{STATE_DIR}/renumber-{number:06d}.tar"
+
+
+def _renumber(out: OutputFolder, moves: list[tuple[int, int]]) -> None:
+    """Give the shards contiguous numbers: shard ``rawpairs-<group>.tar`` becomes
+    ``rawpairs-<number>.tar`` for each (group, number) of ``moves`` (numbers below groups, both
+    ascending). Idempotent and safe to stop at any point, the journal (``.state/renumber.json``,
+    written before the first rename) being re-run by the next run: phase 1 moves each shard into
+    ``.state/`` (no final name is written while a group's name may still hold its shard), a
+    marker, then phase 2 moves each into its final name."""
+    if not out.exists(_RENUMBERING):
+        _write_json(out, _RENUMBERING, [list(m) for m in moves])
+    if not out.exists(_PHASE_2):
+        for group, number in moves:
+            if not out.exists(_staged(number)):
+                out.rename(shard_name(group), _staged(number))
+        out.write_bytes(_PHASE_2, b"")
+    for _, number in moves:
+        if out.exists(_staged(number)):
+            out.rename(_staged(number), shard_name(number))
+
+
+def _resume_renumbering(out: OutputFolder) -> dict[int, int]:
+    """Finish the renumbering a stopped run journalled (every group was finished then); return
+    its {group: shard number}."""
+    if not out.exists(_RENUMBERING):
+        return {}
+    try:
+        moves = [(int(g), int(n)) for g, n in json.loads(out.read_text(_RENUMBERING))]
+    except (ValueError, TypeError):  # cut by a power loss before it was complete: not started
+        out.delete(_RENUMBERING)
+        return {}
+    _renumber(out, moves)
+    return dict(moves)
 
 
 def _write_outputs(
@@ -565,6 +621,9 @@ def build(
         raise BuildError(f"--sources-per-shard must be >= 1, got {sources_per_shard}")
     if workers is not None and workers < 1:
         raise BuildError(f"--workers must be >= 1, got {workers}")
+    for option, value in (("--src", src), ("--out", out)):
+        if not str(value).strip():
+            raise BuildError(f"{option} is empty: name a folder, file or URL")
     started, cpu_started = time.monotonic(), time.process_time()
     if class_map is not None:
         try:
@@ -647,10 +706,11 @@ def _build(
         "versions": _versions(),
     }
     _write_json(out, "build.json", header)
-    records = _load_records(out, len(groups))
+    renumbered = _resume_renumbering(out)
+    records = _load_records(out, len(groups), renumbered)
     todo = {i: groups[i] for i in range(len(groups)) if i not in records}
     done_sources = sum(len(groups[i]) for i in records)
-    written = sum(len(r["rows"]) for r in records.values())
+    written = resumed = sum(len(r["rows"]) for r in records.values())
     n_errors = sum(len(r["errors"]) for r in records.values())
     n_workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
     if not out.shared:
@@ -680,6 +740,16 @@ def _build(
         _clean_partials(out)
     ordered = [records[i] for i in range(len(groups))]
     shards = [r for r in ordered if r["name"] is not None]
+    # A group whose every source failed has no shard: number the shards that exist 0, 1, 2, …
+    moves = [
+        (i, n)
+        for n, i in enumerate(i for i, r in enumerate(ordered) if r["name"] is not None)
+        if ordered[i]["name"] != shard_name(n)
+    ]
+    if moves:
+        _renumber(out, moves)
+        for i, n in moves:
+            ordered[i] = {**ordered[i], "name": shard_name(n)}
     seconds = time.monotonic() - started
     header.update(
         status="complete",
@@ -693,5 +763,6 @@ def _build(
     )
     samples, n_errors = _write_outputs(out, ordered, header)
     return BuildResult(
-        out.location, len(sources), samples, len(shards), n_errors, seconds, stats=stats
-    )
+        out.location, len(sources), samples, len(shards), n_errors, seconds, stats=stats,
+        resumed_samples=resumed,
+    )  # fmt: skip

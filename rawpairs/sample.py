@@ -123,6 +123,11 @@ class BuildConfig:
             raise ValueError(f"--crops must be >= 1, got {self.crops}")
         if self.max_side is not None and self.max_side < 2:
             raise ValueError(f"--max-side must be >= 2, got {self.max_side}")
+        if self.crop is not None and self.max_side is not None and self.crop > self.max_side:
+            raise ValueError(
+                f"--crop {self.crop} is larger than --max-side {self.max_side}: no resized image "
+                "can hold the crop"
+            )
         if self.crop_mode is CropMode.TILE and self.crops != 1:
             raise ValueError("--crops applies to --crop-mode random (tile takes every tile)")
         if self.render is Render.LIBRAW and self.max_side is not None:

@@ -215,7 +215,7 @@ def write_group(
                 rows.extend(source_rows)
         info = writer.commit() if rows else None
         if info is None:
-            writer.abort()  # every source failed: no shard (its number is skipped)
+            writer.abort()  # every source failed: no shard (the build renumbers the others)
     except BaseException:
         writer.abort()
         raise

@@ -329,3 +329,127 @@ def test_json_of_the_previous_schema_version_is_still_read(mixed_json):
     for meta in mixed_json:
         old = {**strip_nulls(meta), "schema_version": 1}
         assert SampleMeta.from_dict(old) == SampleMeta.from_dict(meta)
+
+
+# Item 8: shard numbers are contiguous when a whole group fails -------------------------------
+
+
+def _gappy_src(root: Path) -> Path:
+    """Groups of one source: 0 good, 1 bad, 2 bad, 3 good, 4 good (sorted names)."""
+    _write(root / "a.png", "chelsea", 48)
+    (root / "b.png").write_bytes(b"not a png")
+    (root / "c.txt").write_text("not an image")
+    _write(root / "d.png", "coffee", 48)
+    _write(root / "e.png", "rocket", 48)
+    return root
+
+
+def _shards(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("rawpairs-*.tar"))}
+
+
+def test_shard_numbers_are_contiguous_when_groups_fail(tmp_path):
+    import webdataset as wds
+
+    src = _gappy_src(tmp_path / "src")
+    out = tmp_path / "out"
+    result = build(src, out, BuildConfig(), workers=1, sources_per_shard=1)
+    assert result.samples == 3 and result.errors == 2 and result.shards == 3
+    expected = [f"rawpairs-{i:06d}.tar" for i in range(3)]
+    assert list(_shards(out)) == expected
+    index = json.loads((out / "index.json").read_text())
+    assert [s["name"] for s in index["shards"]] == expected
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert [(r["shard"], r["source"]) for r in rows] == list(
+        zip(expected, ("a.png", "d.png", "e.png"), strict=True)
+    )
+    pattern = str(out / "rawpairs-{000000..000002}.tar")  # the pattern the docs show
+    assert len(list(wds.WebDataset(pattern, shardshuffle=False))) == 3
+    verified = CliRunner().invoke(cli, ["inspect", str(out), "--verify"])
+    assert verified.exit_code == 0, verified.output
+    assert not (out / ".state").exists()
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 4])
+def test_a_kill_while_shards_are_renumbered_then_rerun_equals_uninterrupted(
+    tmp_path, monkeypatch, fail_at
+):
+    """Renumbering renames shards (through .state/, journalled): a build stopped after any
+    rename resumes to the same bytes, never a shard under another's number."""
+    from rawpairs.storage import OutputFolder
+
+    src = _gappy_src(tmp_path / "src")
+    build(src, tmp_path / "clean", BuildConfig(), workers=1, sources_per_shard=1)
+    clean = _shards(tmp_path / "clean")
+    real_rename, calls = OutputFolder.rename, []
+
+    def dying_rename(self, a, b):
+        if a.endswith(".tar") and not a.endswith(".partial"):
+            calls.append((a, b))
+            if len(calls) == fail_at:
+                raise KeyboardInterrupt  # stands for kill -9 between two renames
+        return real_rename(self, a, b)
+
+    monkeypatch.setattr(OutputFolder, "rename", dying_rename)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        build(src, out, BuildConfig(), workers=1, sources_per_shard=1)
+    monkeypatch.setattr(OutputFolder, "rename", real_rename)
+    again = build(src, out, BuildConfig(), workers=1, sources_per_shard=1)
+    assert again.samples == 3 and again.shards == 3
+    assert _shards(out) == clean
+    for name in ("index.json", "manifest.parquet"):
+        assert (out / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
+
+
+# Items 12 and 14 (build side): options refused up front, honest rates -----------------------
+
+
+@pytest.mark.parametrize("option", ["--src", "--out"])
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_src_or_out_is_exit_2(tmp_path, monkeypatch, option, value):
+    """``--src ""`` built the current directory (README promises exit 2)."""
+    cwd = tmp_path / "cwd"
+    _write(cwd / "photo.png")
+    monkeypatch.chdir(cwd)
+    args = {"--src": str(cwd), "--out": str(tmp_path / "out"), option: value}
+    result = CliRunner().invoke(cli, ["build", *[x for kv in args.items() for x in kv], "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert option in result.output.strip().splitlines()[-1]
+    assert sorted(p.name for p in cwd.iterdir()) == ["photo.png"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_crop_larger_than_max_side_is_refused_before_any_input_is_read(tmp_path, monkeypatch):
+    import rawpairs.sample
+
+    _write(tmp_path / "src" / "photo.png")
+    monkeypatch.setattr(rawpairs.sample, "make_samples", None)  # reading an input would fail
+    with pytest.raises(ValueError, match=r"--crop 128 .* --max-side 100"):
+        BuildConfig(crop=128, max_side=100)
+    BuildConfig(crop=100, max_side=100)  # fits (a square image)
+    cmd = ["build", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, [*cmd, "--max-side", "100", "--crop", "128"])
+    assert result.exit_code == 2 and "--max-side 100" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_resumed_build_reports_the_rate_of_its_own_work(tmp_path):
+    """A resumed build said "1102 samples/s": the samples of the kept shards over the seconds
+    of the resume."""
+    src = _gappy_src(tmp_path / "src")
+    out = tmp_path / "out"
+
+    def stop_after_two(done, total, written, errors):
+        if written >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build(src, out, BuildConfig(), workers=1, sources_per_shard=1, progress=stop_after_two)
+    resumed = build(src, out, BuildConfig(), workers=1, sources_per_shard=1)
+    assert resumed.samples == 3 and resumed.resumed_samples == 2
+    rate = (resumed.samples - resumed.resumed_samples) / resumed.seconds
+    assert f"({rate:.1f} samples/s" in resumed.summary
+    assert "2 kept from the previous run" in resumed.summary
