@@ -379,13 +379,20 @@ def _preview_row(sample: DecodedSample, tile: int) -> np.ndarray:
     from rawpairs.tone import DEFAULT_TONE
 
     camera, render = sample.meta.camera, sample.meta.render
+    h, w = sample.raw.shape
+    # The ISP needs an even mosaic of at least 4×4; a thin sample (a 2×5000 crop of a 3×5000
+    # photo, which verify and the loader accept) is padded at the bottom/right (CFA phase kept).
+    pad_h, pad_w = max(4, h + h % 2) - h, max(4, w + w % 2) - w
+    mosaic_in = np.pad(
+        sample.raw, ((0, pad_h), (0, pad_w)), mode="reflect" if min(h, w) > 2 else "edge"
+    )
     rendered = process(  # the sample's own choices; a LibRaw sample has none: our defaults
-        sample.raw,
+        mosaic_in,
         camera,
         demosaic=render.demosaic or Demosaic.MALVAR,
         tone=render.tone or DEFAULT_TONE,
         gamma=render.gamma or Gamma.SRGB,
-    )
+    )[:h, :w]
     black = min(camera.black_level)
     scaled = np.clip((sample.raw.astype(np.float32) - black) / (camera.white_level - black), 0, 1)
     mosaic = np.repeat((np.sqrt(scaled) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
@@ -422,7 +429,12 @@ def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 2
             for tar_sample in read_shard(path):
                 if tar_sample.key in wanted and tar_sample.members is not None:
                     sample = decode_sample(tar_sample.members, str(path), tar_sample.key)
-                    rows_img.append(_preview_row(sample, tile))
+                    try:
+                        rows_img.append(_preview_row(sample, tile))
+                    except (ValueError, cv2.error) as err:  # the ISP refusing the metadata
+                        raise InspectError(
+                            one_line(f"{path}: sample {tar_sample.key!r}: cannot draw: {err}")
+                        ) from err
         except ValueError as err:  # CorruptInputError, or the ISP refusing the metadata
             raise InspectError(one_line(err)) from err
     if not rows_img:

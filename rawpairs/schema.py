@@ -85,6 +85,31 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
 
 
+# The limits every reader applies (verify, the loader, the encoder): values beyond them are no
+# camera's and overflow a reader's arithmetic (a cls of 1e23 is no int64; a gain of 1e300 makes
+# the float32 front-end infinite).
+CLS_LIMIT = 2**31 - 1  # a class index fits int32
+GAIN_LIMIT = 1e3  # white-balance and digital gains
+MATRIX_LIMIT = 1e3  # |xyz_to_cam| entries
+NOISE_LIMIT = 1.0  # shot and read noise variances on [0, 1] RAW
+
+
+def _limit_problem(camera: Camera, label: int | None) -> str | None:
+    """Why a sample's values are outside :data:`CLS_LIMIT` and the camera limits, or ``None``."""
+    if label is not None and label > CLS_LIMIT:
+        return f"cls {label:.3g} exceeds {CLS_LIMIT}"
+    if max(camera.wb_gains) > GAIN_LIMIT:
+        return f"wb_gains {max(camera.wb_gains):.3g} exceed {GAIN_LIMIT:g}"
+    if camera.digital_gain > GAIN_LIMIT:
+        return f"digital_gain {camera.digital_gain:.3g} exceeds {GAIN_LIMIT:g}"
+    biggest = max(abs(v) for row in camera.xyz_to_cam for v in row)
+    if biggest > MATRIX_LIMIT:
+        return f"xyz_to_cam entry {biggest:.3g} exceeds {MATRIX_LIMIT:g}"
+    if max(camera.noise_shot, camera.noise_read) > NOISE_LIMIT:
+        return f"noise variance {max(camera.noise_shot, camera.noise_read):.3g} exceeds 1"
+    return None
+
+
 class SchemaVersionError(CorruptInputError):
     """A sample written with another schema version than the one this code reads."""
 
@@ -444,6 +469,9 @@ def encode_sample(
         )
     if label is not None and label < 0:
         raise ValueError(f"{meta.key}: class index must be >= 0, got {label}")
+    problem = _limit_problem(meta.camera, label)
+    if problem is not None:
+        raise ValueError(f"{meta.key}: {problem}")
     name = rgb_member(rgb_format)
     if name == "rgb.png":
         rgb_bytes = encode_png(rgb, png_compression)
@@ -724,6 +752,9 @@ def decode_sample(members: Mapping[str, bytes], shard: str, key: str) -> Decoded
         if not (text.strip().isdigit() and text.strip().isascii()):
             raise fail(f"cls is not an ASCII integer >= 0: {text[:20]!r}")
         label = int(text)
+    problem = _limit_problem(meta.camera, label)
+    if problem is not None:
+        raise fail(problem)
     return DecodedSample(key, raw, rgb, meta, label)
 
 

@@ -255,6 +255,13 @@ VALID = {
 }
 INVALID = {
     "schema 3": lambda: edit_json(members_of(K), _set("schema_version", 3)),
+    "cls 2**40": lambda: {**members_of(K), "cls": str(2**40).encode()},
+    "wb_gains 1e300": lambda: edit_json(members_of(K), _set("camera.wb_gains", [1e300, 1.0, 1.0])),
+    "digital gain 1e300": lambda: edit_json(members_of(K), _set("camera.digital_gain", 1e300)),
+    "xyz_to_cam 1e300": lambda: edit_json(
+        members_of(K), _set("camera.xyz_to_cam", [[1e300, 0, 0], [0, 1e300, 0], [0, 0, 1e300]])
+    ),
+    "noise variance 2": lambda: edit_json(members_of(K), _set("camera.noise_read", 2.0)),
     "schema 2 lacking a null field": lambda: edit_json(
         members_of(K), lambda m: m["source"].pop("make")
     ),
