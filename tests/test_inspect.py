@@ -191,6 +191,8 @@ def test_malformed_bookkeeping_is_one_line(copy, name, content, message):
     result = CliRunner().invoke(cli, ["inspect", str(copy), "--verify"])
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
+    plain = CliRunner().invoke(cli, ["inspect", str(copy)])  # without --verify: a usage error
+    assert plain.exit_code == 2 and message in plain.output and "Traceback" not in plain.output
 
 
 def test_manifest_with_other_columns(copy):

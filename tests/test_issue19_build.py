@@ -453,3 +453,21 @@ def test_a_resumed_build_reports_the_rate_of_its_own_work(tmp_path):
     rate = (resumed.samples - resumed.resumed_samples) / resumed.seconds
     assert f"({rate:.1f} samples/s" in resumed.summary
     assert "2 kept from the previous run" in resumed.summary
+
+
+# Guarantees whose tests did not prove them -------------------------------------------------
+
+
+def test_error_messages_are_cut_at_300_characters(tmp_path):
+    """errors.jsonl messages are one line of at most MESSAGE_LIMIT (300) characters."""
+    from rawpairs.errors import CorruptInputError
+    from rawpairs.sample import MESSAGE_LIMIT, Source, error_record
+
+    source = Source(path=str(tmp_path / "x.png"), relpath="x.png", kind="rgb")
+    long = CorruptInputError(source.path, "bad\nthing " * 200)
+    record = error_record(source, long)
+    assert MESSAGE_LIMIT == 300
+    assert len(record["message"]) == 300 and record["message"].endswith("…")
+    assert "\n" not in record["message"] and str(tmp_path) not in record["message"]
+    short = error_record(source, CorruptInputError(source.path, "short"))
+    assert short["message"] == "short"
