@@ -433,7 +433,11 @@ def test_empty_and_broken_shards(tmp_path: Path) -> None:
             data_bytes[:second] + b"\x01" * 512 + data_bytes[second + 512 :],
             f"damaged tar header at byte {second}",
         ),
-        "half.tar": (data_bytes[: len(data_bytes) // 2 + 7], "unreadable tar"),
+        # Cut mid-block: where the half falls (a header or a member's data) depends on sizes.
+        "half.tar": (
+            data_bytes[: len(data_bytes) // 2 + 7],
+            "(unreadable tar|damaged tar header|truncated)",
+        ),
         "garbled.tar.xz": (
             garbled(lzma.compress(noisy)),
             "unreadable tar: Corrupt input data",
