@@ -60,6 +60,7 @@ from distill.models import RawStudent, Teacher, task_of
 __all__ = [
     "BASELINES",
     "HeldOut",
+    "accuracy",
     "bootstrap_ci",
     "evaluate",
     "load_checkpoint",
@@ -206,15 +207,18 @@ def score(logits: Sequence[torch.Tensor], held: HeldOut) -> dict[str, float | in
     """Point estimates of the task's metrics (:data:`distill.metrics.METRICS`) of per-batch
     ``logits`` on ``held``, and ``accuracy`` on the labelled samples (classification; ``None``
     without labels or for dense logits)."""
-    out: dict[str, float | int | None] = dict(held.values(logits).summary())
-    out["accuracy"] = None
-    if held.task == "classify":
-        labels = torch.cat(held.labels)
-        valid = labels >= 0
-        if bool(valid.any()):
-            predicted = torch.cat([lg.argmax(1) for lg in logits])
-            out["accuracy"] = float((predicted[valid] == labels[valid]).double().mean())
-    return out
+    return {**held.values(logits).summary(), "accuracy": accuracy(logits, held)}
+
+
+def accuracy(logits: Sequence[torch.Tensor], held: HeldOut) -> float | None:
+    """Top-1 accuracy of per-batch classification ``logits`` on the labelled samples of
+    ``held``; ``None`` without labels or for dense logits."""
+    labels = torch.cat(held.labels)
+    valid = labels >= 0
+    if held.task != "classify" or not bool(valid.any()):
+        return None
+    predicted = torch.cat([lg.argmax(1) for lg in logits])
+    return float((predicted[valid] == labels[valid]).double().mean())
 
 
 def summarize(
@@ -239,7 +243,7 @@ def summarize(
         "sources": len(set(sources)),
     }
     for name, logits in models.items():
-        entry: dict[str, Any] = dict(score(logits, held))
+        entry: dict[str, Any] = {**values[name].summary(), "accuracy": accuracy(logits, held)}
         entry["ci"] = intervals(values[name], sources, resamples=resamples)
         out[name] = entry
     if student is not None:
@@ -249,7 +253,7 @@ def summarize(
         }
     labels = torch.cat(held.labels)
     out["labelled"] = int((labels >= 0).sum())
-    out["teacher"] = {"accuracy": score(held.teacher, held)["accuracy"]}
+    out["teacher"] = {"accuracy": accuracy(held.teacher, held)}
     return out
 
 

@@ -187,16 +187,20 @@ def _per_source(values: np.ndarray, index: np.ndarray, sources: int) -> np.ndarr
     return out
 
 
+def _resampled_mean(values: np.ndarray, index: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The mean of per-sample ``values`` [N] on every resample [R] (all samples of each drawn
+    source, as often as it is drawn)."""
+    n_sources = weights.shape[1]
+    counts = _per_source(np.ones(len(index)), index, n_sources)
+    return weights @ _per_source(values, index, n_sources) / (weights @ counts)
+
+
 def _resampled(
     values: SampleValues, index: np.ndarray, weights: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Every metric of ``values`` on every resample → metric → [R]."""
     n_sources = weights.shape[1]
-    counts = _per_source(np.ones(len(index)), index, n_sources)
-    out = {
-        m: weights @ _per_source(v, index, n_sources) / (weights @ counts)
-        for m, v in values.means.items()
-    }
+    out = {m: _resampled_mean(v, index, weights) for m, v in values.means.items()}
     if values.task == "segment":
         totals = {c: weights @ _per_source(v, index, n_sources) for c, v in values.counts.items()}
         out.update(values._ious(totals))
