@@ -19,6 +19,7 @@ from rawpairs.choices import (
     Render,
     RGBFormat,
     Tone,
+    Unprocess,
 )
 
 __all__ = ["main"]
@@ -167,6 +168,14 @@ def main() -> None:
     "parameters so the loader draws fresh noise every epoch.",
 )
 @click.option(
+    "--unprocess",
+    type=click.Choice(Unprocess.values()),
+    default=Unprocess.IN_BUILD.value,
+    show_default=True,
+    help="Photos: simulate the RAW now and store it (raw.npy), or store the photo's RGB and the "
+    "recipe so the loader makes the RAW (about the JPEG's bytes, several times faster to build).",
+)
+@click.option(
     "--labels",
     type=click.Choice(["folder"]),
     default=None,
@@ -238,6 +247,7 @@ def build(
     rgb_format: str,
     camera_json: Path | None,
     noise: str,
+    unprocess: str,
     labels: str | None,
     class_map_file: Path | None,
     seed: int,
@@ -277,6 +287,7 @@ def build(
             priors=priors or CapturePriors(),
             noise=noise,
             labels=labels == "folder",
+            unprocess=unprocess,
         )
     except (ValueError, TypeError, RecursionError, OSError) as err:  # JSONDecodeError: ValueError
         cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err

@@ -44,11 +44,13 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "RAW_EXTENSIONS",
     "RGB_EXTENSIONS",
+    "Photo",
     "RawCapture",
     "bit_depth_for",
     "fit_color_matrix",
     "gray_world_gains",
     "matrix_daylight_gains",
+    "read_photo",
     "read_raw",
     "read_rgb",
     "render_libraw",
@@ -998,8 +1000,32 @@ def _to_srgb(path: Path, image: np.ndarray, icc: bytes) -> np.ndarray:
     return encoded[..., ::-1].astype(image.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class Photo:
+    """A photo as :func:`read_photo` read it: ``rgb`` (uint8 H×W×3, upright sRGB), the file's
+    bytes, and whether those bytes are a JPEG that OpenCV's ``IMREAD_COLOR`` decodes to exactly
+    ``rgb`` (no ICC conversion, no quarter-turn orientation): then they can be stored as they
+    came (``rawpairs build --unprocess at_load``)."""
+
+    rgb: np.ndarray
+    data: bytes
+    as_stored: bool
+
+    @property
+    def lossy(self) -> bool:
+        """Whether the file is lossily compressed (JPEG, WebP)."""
+        return self.data.startswith(_JPEG_SOI) or (
+            self.data[:4] == b"RIFF" and self.data[8:12] == b"WEBP"
+        )
+
+
 def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read a photo as uint8 H×W×3 RGB, upright.
+    """Read a photo as uint8 H×W×3 RGB, upright (:func:`read_photo`'s pixels)."""
+    return read_photo(path, max_pixels).rgb
+
+
+def read_photo(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo:
+    """Read a photo: its uint8 H×W×3 RGB, upright, and its bytes (:class:`Photo`).
 
     Decoded by OpenCV: EXIF orientation is applied, grayscale is repeated to 3 channels, an alpha
     channel is dropped (not composited), and 16-bit images are rounded to 8 bits
@@ -1033,6 +1059,7 @@ def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> n
         raise UnsupportedInputError(
             path, f"{image.dtype} pixels: only 8- and 16-bit integer photos are read"
         )
+    decoded = image
     icc = _icc_profile(path, data)
     if icc is not None:
         image = _to_srgb(path, image, icc)
@@ -1042,4 +1069,10 @@ def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> n
         raise UnsupportedInputError(
             path, f"{image.dtype} pixels: only 8- and 16-bit integer photos are read"
         )
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    as_stored = (
+        data.startswith(_JPEG_SOI)
+        and image is decoded
+        and image.ndim == 3
+        and _jpeg_size(data) == image.shape[:2]
+    )
+    return Photo(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), data, as_stored)
