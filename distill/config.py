@@ -251,6 +251,11 @@ class TrainConfig:
     num_workers: int = option(2, "loader worker processes", low=0, data_order=True)
     shuffle_buffer: int = option(256, "shuffle buffer, samples", low=1, data_order=True)
     hflip: bool = option(True, "random horizontal flips", data_order=True)
+    fresh_cameras: bool = option(
+        False,
+        "at-load samples (rawpairs build --unprocess at_load): a new camera and noise every epoch",
+        data_order=True,
+    )
     low_light: tuple[float, float] | None = option(
         None,
         "darken the RAW by a factor drawn from [MIN, MAX] (1 <= MIN <= MAX)",
@@ -329,6 +334,8 @@ class TrainConfig:
             hflip=self.hflip,
             low_light=self.low_light,
             shuffle_buffer=self.shuffle_buffer,
+            fresh_cameras=self.fresh_cameras,
+            raw_on_device=True,
         )
 
 
@@ -380,6 +387,8 @@ class LoaderConfig:
     shuffle_buffer: int = 256
     repeat: bool = True
     isp_reference: bool = False
+    fresh_cameras: bool = False
+    raw_on_device: bool = False
 
     def make(self, shards: str | Sequence[str]) -> Any:
         """The ``torch.utils.data.DataLoader`` over ``shards``."""

@@ -1,4 +1,4 @@
-"""Command line: ``rawpairs build`` and ``rawpairs inspect``."""
+"""Command line: ``rawpairs build``, ``rawpairs inspect`` and ``rawpairs materialize``."""
 
 from __future__ import annotations
 
@@ -392,6 +392,22 @@ def inspect(
         for p in problems if not as_json else []:
             click.echo(f"problem: {p}", err=True)
         raise click.exceptions.Exit(1)
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("out")
+def materialize(src: Path, out: str) -> None:
+    """Write the at-load build SRC as stored-RAW shards into the new folder OUT (path or URL):
+    each at-load sample gets the RAW its recipe implies; other samples are copied."""
+    from rawpairs.materialize import MaterializeError
+    from rawpairs.materialize import materialize as run_materialize
+
+    try:
+        made = run_materialize(src, out)
+    except MaterializeError as err:
+        raise click.UsageError(one_line(str(err))) from err
+    click.echo(f"{made} samples made from their recipes → {out}")
 
 
 if __name__ == "__main__":
