@@ -300,5 +300,6 @@ def test_training_on_mixed_shards_makes_the_raw_in_the_trainer(builds, tmp_path)
     assert rows.numel() > 0 and bool((raw[rows].abs().sum(dim=(1, 2, 3)) > 0).all())
     summary = train(config)
     assert summary["steps"] == 2 and all(np.isfinite(summary["losses"]))
-    scores = evaluate(trainer.student, trainer.teacher, shards[-1], batch_size=4, crop=64)
+    held_out = str(builds["at_load-at_load"])
+    scores = evaluate(trainer.student, trainer.teacher, held_out, batch_size=4, crop=64)
     assert scores["samples"] == 3 and 0 <= scores["student"]["top1_agreement"] <= 1
