@@ -303,3 +303,43 @@ def test_training_on_mixed_shards_makes_the_raw_in_the_trainer(builds, tmp_path)
     held_out = str(builds["at_load-at_load"])
     scores = evaluate(trainer.student, trainer.teacher, held_out, batch_size=4, crop=64)
     assert scores["samples"] == 3 and 0 <= scores["student"]["top1_agreement"] <= 1
+
+
+def _tree(folder: str) -> dict[str, bytes]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(folder)
+    names = ("index.json", "errors.jsonl", "manifest.parquet")
+    return {
+        p.rsplit("/", 1)[1]: fs.cat_file(p)
+        for p in fs.find(root)
+        if p.endswith(".tar") or p.rsplit("/", 1)[1] in names
+    }
+
+
+def test_fsspec_source_and_output_equal_a_local_at_load_build(photos, builds):
+    """An at-load build from memory:// into memory:// writes the local build's bytes (the
+    source JPEG's bytes still stored as they came)."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for path in photos.iterdir():
+        fs.pipe_file(f"/at-load-src/{path.name}", path.read_bytes())
+    out = "memory:///at-load-out"
+    build("memory:///at-load-src", out, BuildConfig(unprocess="at_load"), workers=1)
+    try:
+        assert _tree(out) == _tree(str(builds["at_load-in_raw"]))
+    finally:
+        fs.rm("/at-load-src", recursive=True)
+        fs.rm("/at-load-out", recursive=True)
+
+
+def test_ray_writes_the_local_at_load_bytes(photos, builds, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (rawpairs[ray])")
+    ray.init(address="local", num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False)
+    try:
+        out = tmp_path / "ray"
+        build(photos, out, BuildConfig(unprocess="at_load"), workers=2, engine="ray")
+    finally:
+        ray.shutdown()
+    assert _tree(str(out)) == _tree(str(builds["at_load-in_raw"]))
