@@ -255,13 +255,14 @@ def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[S
     for index, (top, left, ch, cw) in enumerate(boxes):
         key = sample_key(source.relpath, index)
         rng = sample_rng(config.seed, key)
-        crop = np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
         if config.unprocess is Unprocess.AT_LOAD:
             meta = _at_load_meta(source, config, sha256, key, rng, (h, w), (top, left, ch, cw))
+            view = rgb[top : top + ch, left : left + cw]
             whole = rgb is photo.rgb and photo.as_stored and (ch, cw) == (h - h % 2, w - w % 2)
-            member = ("rgb.jpg", photo.data) if whole else _encoded_crop(crop, photo.lossy, config)
-            yield Sample(key, None, crop, meta, source.label, member)
+            member = ("rgb.jpg", photo.data) if whole else _encoded_crop(view, photo.lossy, config)
+            yield Sample(key, None, view, meta, source.label, member)
             continue
+        crop = np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
         mosaic, camera = simulate_raw(
             crop,
             rng,
@@ -315,6 +316,7 @@ def _encoded_crop(crop: np.ndarray, lossy: bool, config: BuildConfig) -> tuple[s
     bytes with the crop box."""
     from rawpairs.png import encode_png
 
+    crop = np.ascontiguousarray(crop)
     if not lossy:
         return "rgb.png", encode_png(crop, config.png_compression)
     bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
