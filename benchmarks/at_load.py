@@ -54,16 +54,18 @@ def build_table(jpg_dir: Path, repeats: int, work: Path) -> dict[str, Path]:
     steady = {n: statistics.median(s for s, _ in v) for n, v in rates.items()}
     whole = {n: statistics.median(w for _, w in v) for n, v in rates.items()}
     size = {n: _tar_bytes(f) / samples for n, f in folders.items()}
-    print(f"\n**Whole-photo builds**, {samples} JPEGs 500×375 (quality 90, {jpeg / samples / 1e3:.1f}"
-          f" kB each), 1 worker, median of {repeats}; load {os.getloadavg()[0]:.1f}\n")  # fmt: skip
+    kb = jpeg / samples / 1e3
+    print(f"\n**Whole-photo builds**, {samples} JPEGs 500×375 (quality 90, {kb:.1f} kB each), "
+          f"1 worker, median of {repeats}; load {os.getloadavg()[0]:.1f}\n")  # fmt: skip
     print("| | in_build | at_load | at_load / in_build |")
     print("|---|---|---|---|")
     print(f"| steady state, samples/s | {steady['in_build']:.1f} | {steady['at_load']:.1f} | "
           f"**{steady['at_load'] / steady['in_build']:.2f}×** |")  # fmt: skip
     print(f"| whole build, samples/s | {whole['in_build']:.1f} | {whole['at_load']:.1f} | "
           f"{whole['at_load'] / whole['in_build']:.2f}× |")  # fmt: skip
+    ratio = size["at_load"] / size["in_build"]
     print(f"| shard bytes per sample, kB | {size['in_build'] / 1e3:.1f} | "
-          f"{size['at_load'] / 1e3:.1f} | **{size['at_load'] / size['in_build']:.3f}×** |")  # fmt: skip
+          f"{size['at_load'] / 1e3:.1f} | **{ratio:.3f}×** |")  # fmt: skip
     print(f"\nat_load shard bytes / source JPEG bytes: **{size['at_load'] * samples / jpeg:.3f}**")
     return folders
 
@@ -126,7 +128,8 @@ def loader_table(folders: dict[str, Path], samples: int, crop: int) -> None:
     print(f"| stored RAW (in_build shards; today's loader) | {stored:.0f} | 1.00 |")
     print(f"| at-load, RAW made in the worker (torch CPU) | {worker:.0f} | {worker / stored:.2f} |")
     print(f"| at-load, loader alone (`raw_on_device`) | {alone:.0f} | {alone / stored:.2f} |")
-    print(f"| `make_raw` on one CPU thread | {batch / per_batch:.0f} | {batch / per_batch / stored:.2f} |")  # fmt: skip
+    made = batch / per_batch
+    print(f"| `make_raw` on one CPU thread | {made:.0f} | {made / stored:.2f} |")
 
 
 def step_table(folders: dict[str, Path], batch: int, crop: int, device: str) -> None:
@@ -137,8 +140,10 @@ def step_table(folders: dict[str, Path], batch: int, crop: int, device: str) -> 
 
     def trainer(folder: Path) -> tuple[Trainer, object]:
         shards = [str(p) for p in sorted(folder.glob("*.tar"))]
-        config = TrainConfig(shards=shards, out=tempfile.mkdtemp(), steps=100, crop=crop,
-                             batch_size=batch, num_workers=1, progress=False, device=device)  # fmt: skip
+        config = TrainConfig(
+            shards=shards, out=tempfile.mkdtemp(), steps=100, crop=crop, batch_size=batch,
+            num_workers=1, progress=False, device=device,
+        )  # fmt: skip
         t = Trainer(config)
         t.prepare()
         loader = config.loader(seed=0, rank=0, world_size=1, start_batch=0).make(shards)
@@ -190,9 +195,7 @@ def main() -> None:
         print("\n**Crops of lossy sources** (at_load): bytes per sample stored (JPEG q95 re-encode)"
               " vs the source's bytes stored once per source (shared by its crops); decode per "
               "sample: the q95 crop vs the whole source\n")  # fmt: skip
-        print(
-            "| crops | q95 crop, kB | source once, kB/sample | decode crop, ms | decode source, ms |"
-        )
+        print("| crops | q95 crop, kB | source once, kB/sample | decode: crop, ms | source, ms |")
         print("|---|---|---|---|---|")
         subset = work / "subset"
         subset.mkdir()
