@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.build import make_inputs, steady_rate
+from benchmarks.build import make_inputs, steady_rate, tree_cpu_seconds
 from rawpairs.build import build
 from rawpairs.sample import BuildConfig
 
@@ -41,18 +41,21 @@ def _tar_bytes(folder: Path) -> int:
 def build_table(jpg_dir: Path, repeats: int, work: Path) -> dict[str, Path]:
     """Whole-photo builds, 1 worker: samples/s and bytes per sample; returns the last builds."""
     configs = {"in_build": BuildConfig(), "at_load": BuildConfig(unprocess="at_load")}
-    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in configs}
+    rates: dict[str, list[tuple[float, float, float]]] = {name: [] for name in configs}
     folders = {}
     for r in range(repeats):
         for name, config in configs.items():
             out = work / f"{name}-{r}"
+            cpu = tree_cpu_seconds()
             result = build(jpg_dir, out, config, workers=1)
-            rates[name].append((steady_rate(result), result.samples / result.seconds))
+            cpu = (tree_cpu_seconds() - cpu) / result.samples
+            rates[name].append((steady_rate(result), result.samples / result.seconds, cpu))
             folders[name] = out
             samples = result.samples
     jpeg = sum(p.stat().st_size for p in jpg_dir.iterdir())
-    steady = {n: statistics.median(s for s, _ in v) for n, v in rates.items()}
-    whole = {n: statistics.median(w for _, w in v) for n, v in rates.items()}
+    steady = {n: statistics.median(s for s, _, _ in v) for n, v in rates.items()}
+    whole = {n: statistics.median(w for _, w, _ in v) for n, v in rates.items()}
+    cpu = {n: statistics.median(c for _, _, c in v) for n, v in rates.items()}
     size = {n: _tar_bytes(f) / samples for n, f in folders.items()}
     kb = jpeg / samples / 1e3
     print(f"\n**Whole-photo builds**, {samples} JPEGs 500×375 (quality 90, {kb:.1f} kB each), "
@@ -63,6 +66,9 @@ def build_table(jpg_dir: Path, repeats: int, work: Path) -> dict[str, Path]:
           f"**{steady['at_load'] / steady['in_build']:.2f}×** |")  # fmt: skip
     print(f"| whole build, samples/s | {whole['in_build']:.1f} | {whole['at_load']:.1f} | "
           f"{whole['at_load'] / whole['in_build']:.2f}× |")  # fmt: skip
+    less = cpu["in_build"] / cpu["at_load"]
+    print(f"| CPU per sample (process tree), ms | {1e3 * cpu['in_build']:.2f} | "
+          f"{1e3 * cpu['at_load']:.2f} | 1 / **{less:.2f}** |")  # fmt: skip
     ratio = size["at_load"] / size["in_build"]
     print(f"| shard bytes per sample, kB | {size['in_build'] / 1e3:.1f} | "
           f"{size['at_load'] / 1e3:.1f} | **{ratio:.3f}×** |")  # fmt: skip

@@ -495,13 +495,15 @@ def _at_load_example(
     camera, cfa = pair.camera, pair.camera.cfa
     h, w = pair.rgb.shape[0] // 2 * 2, pair.rgb.shape[1] // 2 * 2
     rgb = pair.rgb[:h, :w]
-    seeded = pair.noise_key is not None and not fresh_cameras
-    z = key_normals(pair.noise_key, pair.rgb.shape[:2])[:h, :w] if seeded else None  # type: ignore[arg-type]
     if flip:
         rgb, cfa = rgb[:, ::-1], _flipped_cfa(cfa)
-        z = z[:, ::-1] if z is not None else None
     top, left, ch, cw = _rggb_window(h, w, cfa, crop, rng if augment else None)
     rgb = rgb[top : top + ch, left : left + cw]
+    seeded = pair.noise_key is not None and not fresh_cameras
+    z = None
+    if seeded:  # the stream runs row-major over the sample: draw the rows up to the window's end
+        z = key_normals(pair.noise_key, (top + ch, pair.rgb.shape[1]))[:, :w]  # type: ignore[arg-type]
+        z = (z[:, ::-1] if flip else z)[top:, left : left + cw]
     if fresh_cameras:
         camera = sample_camera(rng)
     factor = float(rng.uniform(low_light[0], low_light[1])) if low_light is not None else 1.0
@@ -526,8 +528,7 @@ def _at_load_example(
         "rgb": _pad(np.ascontiguousarray(rgb), crop, crop, (0, 1)),
         "black": rggb_black_level(camera.cfa, camera.black_level),
         "noise": np.int64(noise),
-        "z": _pad(z[top : top + ch, left : left + cw], crop, crop, (0, 1)) if z is not None
-        else zeros,
+        "z": _pad(z, crop, crop, (0, 1)) if z is not None else zeros,
         "low_light": np.float32(factor),
         "extent": np.array([ch, cw], np.int64),
         "seed": int(rng.integers(0, 2**63)),

@@ -234,12 +234,14 @@ def make_raw(
     black = _position_map(r["black"], h, w)
     linear = (counts - black) / (r["white"][:, None, None] - black)
     generator = torch.Generator(device).manual_seed(int(recipe["seed"]))
-    fresh = torch.randn((2, n, h, w), generator=generator, device=device)
-    noisy = add_noise(linear, r["shot"], r["read"], fresh[0])
-    linear = torch.where((r["noise"] == NOISE_FRESH)[:, None, None], noisy, linear)
-    dim = r["low_light"] > 1
+    fresh, dim = r["noise"] == NOISE_FRESH, r["low_light"] > 1
+    if bool(fresh.any()):
+        z = torch.randn((n, h, w), generator=generator, device=device)
+        noisy = add_noise(linear, r["shot"], r["read"], z)
+        linear = torch.where(fresh[:, None, None], noisy, linear)
     if bool(dim.any()):
-        dark = darken(linear, r["low_light"], r["shot"], r["read"], fresh[1])
+        z = torch.randn((n, h, w), generator=generator, device=device)
+        dark = darken(linear, r["low_light"], r["shot"], r["read"], z)
         linear = torch.where(dim[:, None, None], dark, linear)
     rows_in = torch.arange(h, device=device)[None, :, None] < r["extent"][:, 0, None, None]
     cols_in = torch.arange(w, device=device)[None, None, :] < r["extent"][:, 1, None, None]
