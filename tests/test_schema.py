@@ -138,8 +138,8 @@ def test_another_schema_version_is_one_line_naming_both() -> None:
             decode_sample(bad, "s.tar", "k0")
         assert str(err.value) == (
             f"s.tar: sample 'k0': written with schema version {version}, this rawpairs reads "
-            "schema versions 1, 2 and 3 (rebuild the shards, or use the rawpairs version that wrote "
-            "them)"
+            "schema versions 1, 2 and 3 (rebuild the shards, or use the rawpairs version that "
+            "wrote them)"
         )
 
 
