@@ -405,9 +405,7 @@ def _preview_row(sample: DecodedSample, tile: int) -> np.ndarray:
     # The ISP needs an even mosaic of at least 4×4; a thin sample (a 2×5000 crop of a 3×5000
     # photo, which verify and the loader accept) is padded at the bottom/right (CFA phase kept).
     pad_h, pad_w = max(4, h + h % 2) - h, max(4, w + w % 2) - w
-    mosaic_in = np.pad(
-        raw, ((0, pad_h), (0, pad_w)), mode="reflect" if min(h, w) > 2 else "edge"
-    )
+    mosaic_in = np.pad(raw, ((0, pad_h), (0, pad_w)), mode="reflect" if min(h, w) > 2 else "edge")
     rendered = process(  # the sample's own choices; a LibRaw sample has none: our defaults
         mosaic_in,
         camera,

@@ -149,4 +149,3 @@ def _write_bookkeeping(
             "counts": {**header.get("counts", {}), "shards": len(shards), "samples": len(rows)},
         },
     )
-
