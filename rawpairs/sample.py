@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -58,6 +58,9 @@ from rawpairs.schema import (
 from rawpairs.shards import sha256_file
 from rawpairs.storage import is_url
 from rawpairs.tone import DEFAULT_TONE
+
+if TYPE_CHECKING:  # rawpy loads only where files are read
+    from rawpairs.sources import Photo
 
 __all__ = [
     "BuildConfig",
@@ -187,11 +190,13 @@ class Source:
 class Sample:
     """A finished pair before encoding: aligned ``raw`` (uint16 H×W), ``rgb`` (uint8 H×W×3).
 
-    An at-load sample has no ``raw``; ``rgb_member`` is its encoded RGB (member name, bytes)."""
+    An at-load sample has no ``raw``; ``rgb_member`` is its encoded RGB (member name, bytes);
+    its ``rgb`` is ``None`` when the build stores the photo's bytes without decoding its pixels
+    (:func:`rawpairs.sources.read_stored_jpeg`)."""
 
     key: str
     raw: np.ndarray | None
-    rgb: np.ndarray
+    rgb: np.ndarray | None
     meta: SampleMeta
     label: int | None = None
     rgb_member: tuple[str, bytes] | None = None
@@ -244,19 +249,35 @@ def _source_meta(source: Source, sha256: str, height: int, width: int, **extra: 
     return SourceInfo(source.relpath, SourceKind(source.kind), sha256, height, width, **extra)
 
 
+def _whole_jpeg(source: Source, config: BuildConfig) -> Photo | None:
+    """The photo of an at-load build whose only sample is the whole JPEG stored as it came,
+    checked without decoding its pixels; ``None`` for any other source (then read it)."""
+    from rawpairs.sources import read_stored_jpeg
+
+    if config.unprocess is not Unprocess.AT_LOAD or config.crop is not None:
+        return None
+    photo = read_stored_jpeg(source.path, config.max_pixels)
+    if photo is None or max(photo.height, photo.width) > (config.max_side or math.inf):
+        return None
+    return photo
+
+
 def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
     from rawpairs.sources import read_photo
     from rawpairs.unprocess import simulate_raw
 
-    photo = read_photo(source.path, config.max_pixels)
-    rgb = _resize_to_max_side(photo.rgb, config.max_side)
-    h, w = rgb.shape[:2]
+    photo = _whole_jpeg(source, config) or read_photo(source.path, config.max_pixels)
+    rgb = None if photo.rgb is None else _resize_to_max_side(photo.rgb, config.max_side)
+    h, w = (photo.height, photo.width) if rgb is None else rgb.shape[:2]
     boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))
     for index, (top, left, ch, cw) in enumerate(boxes):
         key = sample_key(source.relpath, index)
         rng = sample_rng(config.seed, key)
         if config.unprocess is Unprocess.AT_LOAD:
             meta = _at_load_meta(source, config, sha256, key, rng, (h, w), (top, left, ch, cw))
+            if rgb is None:  # the whole JPEG, checked, stored as it came
+                yield Sample(key, None, None, meta, source.label, ("rgb.jpg", photo.data))
+                continue
             view = rgb[top : top + ch, left : left + cw]
             whole = rgb is photo.rgb and photo.as_stored and (ch, cw) == (h - h % 2, w - w % 2)
             member = ("rgb.jpg", photo.data) if whole else _encoded_crop(view, photo.lossy, config)

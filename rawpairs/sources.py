@@ -53,6 +53,7 @@ __all__ = [
     "read_photo",
     "read_raw",
     "read_rgb",
+    "read_stored_jpeg",
     "render_libraw",
     "source_kind",
 ]
@@ -1000,16 +1001,19 @@ def _to_srgb(path: Path, image: np.ndarray, icc: bytes) -> np.ndarray:
     return encoded[..., ::-1].astype(image.dtype)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class Photo:
-    """A photo as :func:`read_photo` read it: ``rgb`` (uint8 H×W×3, upright sRGB), the file's
-    bytes, and whether those bytes are a JPEG that OpenCV's ``IMREAD_COLOR`` decodes to exactly
-    ``rgb`` (no ICC conversion, no quarter-turn orientation): then they can be stored as they
-    came (``rawpairs build --unprocess at_load``)."""
+    """A photo as :func:`read_photo` read it: ``rgb`` (uint8 H×W×3, upright sRGB; ``None`` from
+    :func:`read_stored_jpeg`), its upright ``height`` and ``width``, the file's bytes, and whether
+    those bytes are a JPEG that OpenCV's ``IMREAD_COLOR`` decodes to exactly ``rgb`` (no ICC
+    conversion, no quarter-turn orientation): then they can be stored as they came
+    (``rawpairs build --unprocess at_load``)."""
 
-    rgb: np.ndarray
+    rgb: np.ndarray | None
     data: bytes
     as_stored: bool
+    height: int
+    width: int
 
     @property
     def lossy(self) -> bool:
@@ -1075,4 +1079,43 @@ def read_photo(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
         and image.ndim == 3
         and _jpeg_size(data) == image.shape[:2]
     )
-    return Photo(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), data, as_stored)
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return Photo(rgb, data, as_stored, rgb.shape[0], rgb.shape[1])
+
+
+def read_stored_jpeg(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo | None:
+    """A JPEG whose bytes can be stored as they came, checked as :func:`read_photo` checks it but
+    decoded at 1/8 scale (libjpeg still entropy-decodes every coefficient, so damaged data fails
+    as in a full decode; the inverse DCT, upsampling and colour conversion are skipped). Returns
+    a :class:`Photo` without ``rgb``, or ``None`` when the file is not such a JPEG (another
+    format, an ICC profile to convert, a quarter-turn orientation, or a size whose 1/8 scale
+    is square, where a quarter turn would not show): then use :func:`read_photo`."""
+    path = Path(path)
+    _require_kind(path, "rgb")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(path, f"cannot open: {e.strerror or e}") from None
+    size = _jpeg_size(data) if data.startswith(_JPEG_SOI) else None
+    if size is None:
+        return None
+    _check_photo_content(path, data, max_pixels)
+    icc = _icc_profile(path, data)
+    try:
+        if icc is not None and _icc_to_srgb(icc, 256) is not None:
+            return None
+    except _ICCError:
+        return None  # read_photo names the problem
+    small = (-(-size[0] // 8), -(-size[1] // 8))
+    if small[0] == small[1]:
+        return None
+    with _captured_stderr() as lines:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_REDUCED_COLOR_8)
+    warnings = _decoder_warnings(lines)
+    if warnings:
+        raise CorruptInputError(path, f"damaged JPEG data (libjpeg: {warnings[0]})")
+    if image is None:
+        raise CorruptInputError(path, "OpenCV cannot decode it as an image")
+    if image.dtype != np.uint8 or image.shape[:2] != small:
+        return None
+    return Photo(None, data, True, *size)

@@ -131,6 +131,36 @@ def test_the_implied_raw_is_the_in_build_raw(builds, noise):
         assert sample.meta.camera == stored[key].meta.camera  # type: ignore[attr-defined]
 
 
+def test_jpegs_that_decode_otherwise_are_re_encoded(tmp_path):
+    """A JPEG turned a quarter by its EXIF orientation (declared 80×160, upright 160×80) or
+    whose 1/8 scale is square is not stored as it came unless a full decode shows it is the
+    image: the at-load sample's RGB is the upright photo either way."""
+    from PIL import Image
+
+    from rawpairs.sources import read_rgb, read_stored_jpeg
+
+    src = tmp_path / "src"
+    src.mkdir()
+    pixels = cv2.resize(data.astronaut(), (160, 80), interpolation=cv2.INTER_AREA)
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    image.save(src / "turned.jpg", exif=exif.tobytes(), quality=90)
+    square = cv2.cvtColor(pixels[:, :78], cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(src / "square.jpg"), square, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert read_stored_jpeg(src / "turned.jpg") is None
+    assert read_stored_jpeg(src / "square.jpg") is None
+    build(src, tmp_path / "out", BuildConfig(unprocess="at_load"), workers=1)
+    assert verify_shards(tmp_path / "out") == []
+    got = {s.meta.source.path: s for s in samples(tmp_path / "out").values()}  # type: ignore
+    turned = got["turned.jpg"]
+    assert turned.rgb.shape == (160, 80, 3)
+    error = np.abs(turned.rgb.astype(int) - read_rgb(src / "turned.jpg"))
+    assert error.mean() < 1.5  # re-encoded at quality 95
+    assert got["square.jpg"].meta.crop.to_list() == [0, 0, 80, 78]
+    np.testing.assert_array_equal(got["square.jpg"].rgb, read_rgb(src / "square.jpg"))
+
+
 def test_verify_and_preview_read_at_load_samples(builds, tmp_path):
     assert verify_shards(builds["at_load-in_raw"]) == []
     sheet = write_preview(builds["at_load-in_raw"], tmp_path / "p.png", n=3)
