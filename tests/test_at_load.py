@@ -373,3 +373,25 @@ def test_ray_writes_the_local_at_load_bytes(photos, builds, tmp_path):
     finally:
         ray.shutdown()
     assert _tree(str(out)) == _tree(str(builds["at_load-in_raw"]))
+
+
+def test_camera_raw_files_are_stored_as_today_in_an_at_load_build(photos, tmp_path):
+    """A DNG beside the photos: its sample in an at-load build is the in_build build's, byte for
+    byte (raw.npy, schema version 2)."""
+    from rawpairs.dng import write_dng
+    from rawpairs.unprocess import simulate_raw
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rgb = cv2.resize(data.coffee(), (96, 64), interpolation=cv2.INTER_AREA)
+    mosaic, camera = simulate_raw(rgb, np.random.default_rng(4))
+    write_dng(src / "coffee.dng", mosaic, camera)
+    (src / "chelsea.jpg").write_bytes((photos / "chelsea.jpg").read_bytes())
+    trees = {}
+    for unprocess in ("in_build", "at_load"):
+        build(src, tmp_path / unprocess, BuildConfig(unprocess=unprocess), workers=1)
+        with tarfile.open(sorted((tmp_path / unprocess).glob("*.tar"))[-1]) as tar:
+            trees[unprocess] = {i.name: tar.extractfile(i).read() for i in tar}  # type: ignore
+    dng = {k: v for k, v in trees["in_build"].items() if k.startswith("coffee")}
+    assert dng and any(k.endswith(".raw.npy") for k in dng)
+    assert {k: trees["at_load"][k] for k in dng} == dng
