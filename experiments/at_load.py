@@ -52,14 +52,19 @@ def _build(src: Path, out: Path, unprocess: str, crops: int) -> int:
 
 
 def run(steps: int, seeds: list[int], out: Path) -> dict[str, Any]:
+    """Build, train and score (module docstring); temporary files are removed."""
     import torch
 
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory(prefix="at_load_experiment-") as tmp:
+        return _run(Path(tmp), steps, seeds, out)
+
+
+def _run(work: Path, steps: int, seeds: list[int], out: Path) -> dict[str, Any]:
     from distill.checkpoint import load_checkpoint
     from distill.evaluate import BASELINES, evaluate
     from distill.train import TrainConfig, train
 
-    torch.set_num_threads(2)
-    work = Path(tempfile.mkdtemp(prefix="at_load_experiment-"))
     _sources(work)
     sizes = {}
     for unprocess in ("in_build", "at_load"):
