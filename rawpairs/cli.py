@@ -398,7 +398,8 @@ def inspect(
 @click.argument("src", type=click.Path(path_type=Path))
 @click.argument("out")
 def materialize(src: Path, out: str) -> None:
-    """Write the at-load build SRC as stored-RAW shards into the new folder OUT (path or URL):
+    """Write the at-load build SRC (a local folder) as stored-RAW shards into the new folder OUT
+    (path or URL):
     each at-load sample gets the RAW its recipe implies; other samples are copied."""
     from rawpairs.materialize import MaterializeError
     from rawpairs.materialize import materialize as run_materialize

@@ -1,7 +1,7 @@
 """At-load shards → stored-RAW shards: pin exactly the RAW a training run reads.
 
-``rawpairs materialize IN OUT`` reads every shard of the build folder ``IN`` and writes the same
-samples into ``OUT`` (a new local folder or fsspec URL), shard for shard: an at-load sample
+``rawpairs materialize IN OUT`` reads every shard of the local build folder ``IN`` and writes
+the same samples into ``OUT`` (a new local folder or fsspec URL), shard for shard: an at-load sample
 (``render.unprocess == "at_load"``) becomes a stored sample whose ``raw.npy`` is the RAW its
 recipe implies (:func:`rawpairs.sample.sample_raw`: the seeded noise of an ``in_raw`` sample
 included, none for ``at_load`` noise, which readers keep adding) and whose RGB is the decoded
