@@ -9,7 +9,8 @@ Randomness comes only from a per-sample ``numpy.random.Generator``:
 A photo (``kind="rgb"``) is resized (``max_side``), cropped at even offsets, and its RAW is
 simulated by the inverse ISP with capture parameters drawn from ``config.priors``. A camera RAW
 (``kind="raw"``) is Bayer-binned (``max_side``), rendered to sRGB by our forward ISP from the file's
-own metadata (or by LibRaw), and cropped at even offsets so the CFA phase is kept.
+own metadata (or by LibRaw; both at the gain of ``config.exposure``), and cropped at even offsets
+so the CFA phase is kept.
 """
 
 from __future__ import annotations
@@ -286,15 +287,15 @@ def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[S
     capture = read_raw(source.path, config.max_pixels)
     camera = capture.camera
     mosaic, factor = _square_and_bin(capture.mosaic, capture.pixel_aspect, config.max_side)
+    if config.exposure is Exposure.AUTO:  # one exposure policy for both renders
+        camera = camera.replace(
+            digital_gain=auto_exposure(mosaic, camera),
+            provenance={**camera.provenance, "digital_gain": "auto:p99"},
+        )
     if config.render is Render.LIBRAW:
-        rgb = render_libraw(source.path)
+        rgb = render_libraw(source.path, digital_gain=camera.digital_gain)
         render = RenderInfo(RenderMethod.LIBRAW, NoisePlacement.IN_RAW)
     else:
-        if config.exposure is Exposure.AUTO:
-            camera = camera.replace(
-                digital_gain=auto_exposure(mosaic, camera),
-                provenance={**camera.provenance, "digital_gain": "auto:p99"},
-            )
         rgb = process(
             mosaic, camera, demosaic=config.demosaic, tone=config.tone, gamma=config.gamma
         )

@@ -385,10 +385,10 @@ def test_real_camera_files(tmp_path, render):
             )
             assert decoded.rgb.shape == (128, 128, 3)
             camera = capture.camera
-            if render == "rawpairs":  # the default exposure rule sets the digital gain
-                gain = auto_exposure(capture.mosaic, camera)
-                prov = {**camera.provenance, "digital_gain": "auto:p99"}
-                camera = camera.replace(digital_gain=gain, provenance=prov)
+            # the default exposure rule sets the digital gain, for both renders
+            gain = auto_exposure(capture.mosaic, camera)
+            prov = {**camera.provenance, "digital_gain": "auto:p99"}
+            camera = camera.replace(digital_gain=gain, provenance=prov)
             recorded = {k: v for k, v in meta["camera"]["provenance"].items() if v is not None}
             assert {**meta["camera"], "provenance": recorded} == camera.to_dict()
             assert meta["render"]["method"] == render
