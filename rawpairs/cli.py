@@ -1,4 +1,4 @@
-"""Command line: ``rawpairs build`` and ``rawpairs inspect``."""
+"""Command line: ``rawpairs build``, ``rawpairs inspect`` and ``rawpairs calibrate``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,9 @@ from rawpairs.choices import (
     RGBFormat,
     Tone,
 )
+
+if TYPE_CHECKING:
+    from rawpairs.priors import CapturePriors
 
 __all__ = ["main"]
 
@@ -57,6 +61,19 @@ def _read_camera(path: Path) -> str:
     if size > CAMERA_JSON_LIMIT:
         raise ValueError(f"{size} bytes; a capture-priors file is at most {CAMERA_JSON_LIMIT}")
     return path.read_text(encoding="utf-8")
+
+
+def _read_priors(path: Path) -> CapturePriors:
+    """The capture priors of a ``--camera`` file; a camera profile (one with a ``profile`` name,
+    from ``rawpairs calibrate``) is recorded under this file's name (``profile:<file>``)."""
+    from dataclasses import replace
+
+    from rawpairs.priors import CapturePriors, profile_name
+
+    priors = CapturePriors.from_json(_read_camera(path))
+    if priors.profile is not None:
+        priors = replace(priors, profile=profile_name(path.name))
+    return priors
 
 
 def _read_class_map(path: Path) -> dict[str, int]:
@@ -260,7 +277,7 @@ def build(
     from rawpairs.sample import BuildConfig
 
     try:
-        priors = CapturePriors.from_json(_read_camera(camera_json)) if camera_json else None
+        priors = _read_priors(camera_json) if camera_json else None
         config = BuildConfig(
             seed=seed,
             crop=crop,
@@ -381,6 +398,41 @@ def inspect(
         for p in problems if not as_json else []:
             click.echo(f"problem: {p}", err=True)
         raise click.exceptions.Exit(1)
+
+
+@main.command()
+@click.option(
+    "--src",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder (or file) of one camera's RAW files (not recursive).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Camera profile to write (JSON, the form --camera takes).",
+)
+def calibrate(src: Path, out: Path) -> None:
+    """Measure one camera from its RAW files and write a profile for `build --camera`."""
+    from rawpairs.calibrate import CalibrationError
+    from rawpairs.calibrate import calibrate as run_calibrate
+
+    try:
+        profile, warnings = run_calibrate(src, out)
+    except CalibrationError as err:
+        raise click.UsageError(one_line(str(err))) from err
+    except OSError as err:
+        raise click.UsageError(one_line(f"{out}: cannot write ({err.strerror})")) from err
+    for line in warnings:
+        click.echo(f"warning: {one_line(line)}", err=True)
+    report = profile.calibration or {}
+    noise = ", ".join(f"{k} {v}" for k, v in sorted(report["noise"]["sources"].items()))
+    click.echo(
+        f"{out}: {len(profile.captures or ())} file(s), CFA {profile.cfa[0]}, black "
+        f"{profile.black_level[0]:g}, white {profile.white_level:g}, matrix "
+        f"{report['xyz_to_cam']}, noise from {noise}"
+    )
 
 
 if __name__ == "__main__":
