@@ -200,7 +200,9 @@ def neighbour_noise(mosaic: np.ndarray, camera: Camera) -> NoiseEstimate | None:
     levels, variances = np.concatenate(all_levels), np.concatenate(all_variances)
     if levels.size < 2 * MIN_BLOCKS:
         return None
-    edges = np.linspace(max(levels.min(), 0.0), levels.max(), LEVEL_BINS + 1)
+    # Equal ratios of level: the variance changes by a bounded factor across a bin.
+    low = max(float(levels.min()), 1e-4)
+    edges = np.geomspace(low, max(float(levels.max()), 2 * low), LEVEL_BINS + 1)
     which = np.clip(np.searchsorted(edges, levels, side="right") - 1, 0, LEVEL_BINS - 1)
     points = []
     for b in range(LEVEL_BINS):
@@ -212,7 +214,8 @@ def neighbour_noise(mosaic: np.ndarray, camera: Camera) -> NoiseEstimate | None:
     if len(points) < 2:
         return None
     lv, var, n = (np.array(c) for c in zip(*points, strict=True))
-    shot, read = fit_noise_line(lv, var, n)
+    # Each point's relative error is about the same (a quantile of ~n blocks): weigh by n / v².
+    shot, read = fit_noise_line(lv, var, n / np.maximum(var, 1e-12) ** 2)
     shot, read = min(shot, MAX_NOISE_VARIANCE), min(read, MAX_NOISE_VARIANCE)
     return NoiseEstimate(shot, read, tuple(lv.tolist()), tuple(var.tolist()), tuple(n.tolist()))
 
