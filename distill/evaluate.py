@@ -25,7 +25,6 @@ difference to every baseline with its own paired interval. Results go to ``metri
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -345,11 +344,38 @@ def write_report(metrics: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
     return json_path, png_path
 
 
+def _trained_on(config: dict[str, Any]) -> list[Any]:
+    """The checkpoint's ``--shards`` and ``--val-shards`` that still resolve here."""
+    from distill.data import resolve_shards
+
+    found = []
+    for spec in (config.get("shards"), config.get("val_shards")):
+        if spec is None:
+            continue
+        try:
+            resolve_shards(spec)
+        except (FileNotFoundError, ValueError):
+            continue
+        found.append(spec)
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from distill.config import require_extra
+    """The command line; returns 0, or 2 with a one-line error on stderr (bad settings are
+    refused before anything is loaded)."""
+    from distill.config import (
+        OneLineParser,
+        check_crop,
+        check_memory,
+        check_output_folder,
+        loader_bytes,
+        require_extra,
+    )
+    from distill.data import check_class_maps
+    from distill.trainer import resolve_device
     from rawpairs.errors import InputError
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m distill.evaluate",
         description="Agreement of a RAW student with its RGB teacher on held-out pair shards.",
     )
@@ -357,32 +383,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True, help="a distill.train checkpoint (last.pt)")
     p.add_argument("--out", default=None, help="report folder (default: next to the checkpoint)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--crop", type=int, default=None, help="default: the training crop")
+    p.add_argument(
+        "--crop", type=int, default=None, help="RAW crop side, even (default: the training crop)"
+    )
     p.add_argument("--max-batches", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     add_trust_argument(p)
     args = p.parse_args(argv)
     require_extra("matplotlib")  # the report's chart: fail before evaluating, in one line
+    shards = args.shards[0] if len(args.shards) == 1 else args.shards
+    crop = args.crop
     try:
-        student, teacher, config = load_checkpoint(args.checkpoint, args.device, trusted=args.trust)
+        out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
+        check_output_folder(out)
+        for flag, value, low in (
+            ("--batch-size", args.batch_size, 1),
+            ("--max-batches", args.max_batches, 1),
+            ("--num-workers", args.num_workers, 0),
+        ):
+            if value is not None and value < low:
+                raise ValueError(f"{flag} must be >= {low}, got {value}")
+        if args.crop == 0:
+            raise ValueError("--crop 0 is no crop side: give an even size, or leave --crop out "
+                             "to use the training crop")  # fmt: skip
+        if args.crop is not None:
+            check_crop(args.crop)
+        device = resolve_device(args.device)
+        student, teacher, config = load_checkpoint(args.checkpoint, device, trusted=args.trust)
         crop = args.crop or config["crop"]
+        teacher_size = (config["teacher_size"] or crop) if args.crop is None else crop
+        check_memory(
+            loader_bytes(
+                args.batch_size, crop, teacher_size, workers=args.num_workers, isp_reference=True
+            ),
+            0,
+            what=f"--batch-size {args.batch_size} with --crop {crop}",
+        )
+        check_class_maps(shards, *_trained_on(config))
         metrics = evaluate(
             student,
             teacher,
-            args.shards[0] if len(args.shards) == 1 else args.shards,
+            shards,
             batch_size=args.batch_size,
             crop=crop,
-            teacher_size=config["teacher_size"] if args.crop is None else None,
+            teacher_size=teacher_size,
             student_input=config["student_input"],
             max_batches=args.max_batches,
             num_workers=args.num_workers,
-            device=args.device,
+            device=device,
         )
-        out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
         json_path, png_path = write_report(metrics, out)
     except (ValueError, FileNotFoundError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            f"error: the held-out batches at --crop {crop} do not fit in memory: lower --crop "
+            "or --max-batches",
+            file=sys.stderr,
+        )
         return 2
     print(json.dumps(metrics, indent=2))
     print(f"wrote {json_path} and {png_path}")

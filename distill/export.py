@@ -12,7 +12,6 @@ a random input.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 import warnings
@@ -30,7 +29,7 @@ except ModuleNotFoundError as err:  # `python -m distill.export` without rawpair
 from distill.checkpoint import add_trust_argument, load_checkpoint
 from distill.models import RawStudent
 
-__all__ = ["export_onnx", "export_torchscript", "main"]
+__all__ = ["export_onnx", "export_torchscript", "main", "smallest_crop"]
 
 ONNX_MISSING = "ONNX export skipped: the `onnx` package is not installed (pip install onnx)"
 
@@ -78,22 +77,60 @@ def export_onnx(student: RawStudent, crop: int, path: str | Path) -> Path:
     return path
 
 
+def smallest_crop(student: RawStudent, probe: int = 256) -> int:
+    """The smallest RAW crop side (pixels, even) whose every feature map of the student is at
+    least one pixel without padding: the network's total stride, measured on a ``probe``-pixel
+    input (32 for EfficientNet-Lite0; 2 for a network without strides)."""
+    sides: list[int] = []
+
+    def record(module: torch.nn.Module, inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.ndim == 4:
+            sides.append(min(output.shape[-2:]))
+
+    hooks = [
+        m.register_forward_hook(record)
+        for m in student.net.modules()
+        if isinstance(m, torch.nn.Conv2d | torch.nn.MaxPool2d | torch.nn.AvgPool2d)
+    ]
+    try:
+        with torch.no_grad():
+            student.eval()(*_example(student, probe))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    stride = probe // max(1, min(sides, default=probe))
+    return max(2, stride + stride % 2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m distill.export", description=__doc__.splitlines()[0]
-    )
+    """The command line; returns 0, or 2 with a one-line error on stderr (a bad ``--out`` or
+    ``--crop`` before anything is exported)."""
+    from distill.config import OneLineParser, check_crop, check_output_folder
+
+    p = OneLineParser(prog="python -m distill.export", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", default=None, help="folder (default: <checkpoint folder>/export)")
-    p.add_argument("--crop", type=int, default=None, help="RAW crop side (default: training crop)")
+    p.add_argument(
+        "--crop", type=int, default=None, help="RAW crop side, even (default: training crop)"
+    )
     add_trust_argument(p)
     args = p.parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "export"
     try:
+        check_output_folder(out)
+        if args.crop is not None:
+            check_crop(args.crop)
         student, _, config = load_checkpoint(args.checkpoint, trusted=args.trust)
+        crop = args.crop or config["crop"]
+        minimum = smallest_crop(student)
+        if crop < minimum:
+            raise ValueError(
+                f"--crop {crop} is smaller than the student's stride: its last feature map "
+                f"would be padding; use --crop >= {minimum}"
+            )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    crop = args.crop or config["crop"]
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "export"
     out.mkdir(parents=True, exist_ok=True)
     print(f"wrote {export_torchscript(student, crop, out / 'student.torchscript.pt')}")
     try:

@@ -48,8 +48,14 @@ def _missing(err: ModuleNotFoundError) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit status (0, or 2 with a one-line error on stderr)."""
+    """The command line; returns the exit status (0; 2 with a one-line error on stderr; 130
+    after Ctrl-C, with one line saying which step ``last.pt`` keeps)."""
     config = config_from_args(argv)
+    try:
+        config.validate()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         import torch.distributed as dist
 
@@ -58,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _missing(err)
     try:
         summary = train(config)
+    except KeyboardInterrupt as err:  # Ctrl-C: last.pt is whole (written atomically)
+        print(f"error: {err or 'interrupted'}", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, InputError, RuntimeError) as err:
         # A DataLoader worker's error arrives wrapped with its traceback: keep the cause line.
         lines = [line for line in str(err).splitlines() if line.strip()] or [type(err).__name__]

@@ -367,12 +367,18 @@ def inspect(
     """Summarise (and optionally verify or preview) a shard folder."""
     from rawpairs.inspect import (
         InspectError,
+        check_preview_path,
         format_summary,
         summarize,
         verify_shards,
         write_preview,
     )
 
+    try:
+        if preview is not None:
+            check_preview_path(preview)  # a name it cannot write: before anything is read
+    except InspectError as err:
+        raise click.UsageError(str(err)) from err
     try:
         summary = summarize(shards)
     except InspectError as err:

@@ -38,7 +38,14 @@ from rawpairs.schema import (
 )
 from rawpairs.shards import sha256_file
 
-__all__ = ["InspectError", "format_summary", "summarize", "verify_shards", "write_preview"]
+__all__ = [
+    "InspectError",
+    "check_preview_path",
+    "format_summary",
+    "summarize",
+    "verify_shards",
+    "write_preview",
+]
 
 _REQUIRED = ("index.json", "manifest.parquet", "build.json")
 _ERROR_FIELDS = ("error", "message", "path")
@@ -407,14 +414,30 @@ def _preview_row(sample: DecodedSample, tile: int) -> np.ndarray:
     )
 
 
+def check_preview_path(out: str | Path) -> None:
+    """:class:`InspectError` (one line) unless ``out`` can be written as an image: a name with
+    an extension OpenCV writes (``.png``, ``.jpg``, …), not a folder, under no file."""
+    out = Path(out)
+    if out.is_dir():
+        raise InspectError(f"--preview {out}: a folder, not an image file name")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InspectError(f"--preview {out}: {parent} is a file, not a folder")
+    if not out.suffix:
+        raise InspectError(f"--preview {out}: no extension; name a .png or .jpg file")
+    if not cv2.haveImageWriter(str(out)):
+        raise InspectError(f"--preview {out}: cannot write {out.suffix} images; use .png or .jpg")
+
+
 def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 256) -> Path:
-    """A contact sheet PNG: per sample, the stored RGB, the mosaic rendered by the forward ISP
+    """A contact sheet image (``out``: .png, .jpg, …): per sample, the stored RGB, the mosaic rendered by the forward ISP
     from the sample's own metadata, and the raw mosaic (linearly scaled), side by side.
 
     Raises :class:`InspectError` (one line) for a folder that is not a readable build, a damaged
     shard or sample, or an image that cannot be written.
     """
     folder, out = Path(folder), Path(out)
+    check_preview_path(out)
     b = _load(folder)
     if not b.rows:
         raise InspectError(f"{folder}: no samples to preview")
@@ -440,7 +463,11 @@ def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 2
     if not rows_img:
         raise InspectError(f"{folder}: no samples to preview")
     sheet = np.vstack(rows_img)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        written = cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    except (OSError, cv2.error) as err:
+        raise InspectError(one_line(f"{out}: cannot write the preview image: {err}")) from err
+    if not written:
         raise InspectError(f"{out}: cannot write the preview image")
     return out

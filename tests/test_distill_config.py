@@ -156,7 +156,7 @@ def test_loader_config_is_make_loaders_keywords() -> None:
 def test_data_order_fields() -> None:
     # The settings a resume must keep to replay the same samples in the same order (docs/data.md).
     assert set(data_order_fields()) == {
-        "shards", "seed", "batch_size", "num_workers", "shuffle_buffer", "crop",
+        "shards", "seed", "batch_size", "num_workers", "shuffle_buffer", "shuffle_memory", "crop",
         "teacher_size", "student_input", "hflip", "low_light",
     }  # fmt: skip
 
