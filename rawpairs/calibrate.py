@@ -31,9 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rawpy
+import tifffile
 
 from rawpairs.camera import Camera
+from rawpairs.errors import InputError
+from rawpairs.isp import auto_exposure
 from rawpairs.priors import MAX_NOISE_VARIANCE, Capture, CapturePriors, profile_name
+from rawpairs.sources import RAW_EXTENSIONS, bit_depth_for, read_raw
 
 __all__ = [
     "CalibrationError",
@@ -176,9 +181,11 @@ def neighbour_noise(mosaic: np.ndarray, camera: Camera) -> NoiseEstimate | None:
     Each colour plane is normalised (black removed, divided by white − black); each site is
     compared with the mean of its four same-colour neighbours, in BLOCK×BLOCK blocks that hold
     neither clipped sites (at 0 counts or at white) nor their neighbours. Blocks are binned by
-    mean level (LEVEL_BINS equal bins over the levels seen); in each bin with at least MIN_BLOCKS
-    blocks the QUANTILE of the block variances (the flattest blocks: texture only adds variance),
-    scaled by what that quantile is for pure Gaussian noise, estimates the noise variance there.
+    mean level (LEVEL_BINS bins of equal level ratio from the lowest positive level to the
+    highest, so the variance changes by a bounded factor across a bin); in each bin with at
+    least MIN_BLOCKS blocks the QUANTILE of the block variances (the flattest blocks: texture only
+    adds variance), scaled by what that quantile is for pure Gaussian noise, estimates the noise
+    variance there.
     Quantisation (1/12 count²) is taken out, since simulated mosaics are quantised again. Then
     :func:`fit_noise_line`. ``None`` when fewer than two bins qualify (a too small, too flat or
     too clipped image). Cross-talk, demosaicing in camera or lossy compression (as in some Kodak
@@ -200,13 +207,12 @@ def neighbour_noise(mosaic: np.ndarray, camera: Camera) -> NoiseEstimate | None:
     levels, variances = np.concatenate(all_levels), np.concatenate(all_variances)
     if levels.size < 2 * MIN_BLOCKS:
         return None
-    # Equal ratios of level: the variance changes by a bounded factor across a bin.
     low = max(float(levels.min()), 1e-4)
     edges = np.geomspace(low, max(float(levels.max()), 2 * low), LEVEL_BINS + 1)
     which = np.clip(np.searchsorted(edges, levels, side="right") - 1, 0, LEVEL_BINS - 1)
     points = []
     for b in range(LEVEL_BINS):
-        in_bin = which == b
+        in_bin = (which == b) & (levels >= low)
         n = int(in_bin.sum())
         if n >= MIN_BLOCKS:
             v = float(np.quantile(variances[in_bin], QUANTILE)) / factor - quantisation
@@ -344,8 +350,6 @@ def make_profile(measurements: list[FileMeasurement], name: str) -> tuple[Captur
             "those captures draw noise from the default priors"
         )
     white = fixed["white_level"]
-    from rawpairs.sources import bit_depth_for
-
     ident = measurements[0].identity
     calibration = {
         "camera": {"make": ident.make, "model": ident.model, "size": list(ident.size)},
@@ -419,8 +423,6 @@ def _noise_summary(measurements: list[FileMeasurement], files: list[dict[str, An
 
 
 def _noise_tag(path: Path) -> tuple[float, float] | None:
-    import tifffile
-
     try:
         with tifffile.TiffFile(path) as tif:
             tag = tif.pages[0].tags.get(NOISE_PROFILE_TAG)
@@ -431,8 +433,6 @@ def _noise_tag(path: Path) -> tuple[float, float] | None:
 
 def _exposure_info(path: Path) -> tuple[float | None, float | None, float | None]:
     """(ISO, shutter in seconds, f-number) as LibRaw reports them; None where it reports 0."""
-    import rawpy
-
     try:
         with rawpy.imread(str(path)) as raw:
             other = raw.other
@@ -445,9 +445,6 @@ def _exposure_info(path: Path) -> tuple[float | None, float | None, float | None
 def measure_file(path: str | Path) -> FileMeasurement:
     """Read one RAW file and measure it; raises :class:`rawpairs.errors.InputError` for bad input
     (unreadable, not Bayer: :func:`rawpairs.sources.read_raw`)."""
-    from rawpairs.isp import auto_exposure
-    from rawpairs.sources import read_raw
-
     path = Path(path)
     capture = read_raw(path)  # non-square pixels are measured as stored: sites are what count
     camera = capture.camera
@@ -467,8 +464,6 @@ def measure_file(path: str | Path) -> FileMeasurement:
 
 def raw_files(src: Path) -> list[Path]:
     """The RAW files (by extension) of a folder, not recursing, sorted by name; or the file."""
-    from rawpairs.sources import RAW_EXTENSIONS
-
     if src.is_file():
         return [src]
     return sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in RAW_EXTENSIONS)
@@ -482,8 +477,6 @@ def calibrate(src: str | Path, out: str | Path) -> tuple[CapturePriors, list[str
     or files of two cameras; ``out`` is then untouched. The JSON is written to a temporary file
     beside ``out`` and renamed, so ``out`` never holds a partial profile.
     """
-    from rawpairs.errors import InputError
-
     src, out = Path(src), Path(out)
     if not src.exists():
         raise CalibrationError(f"{src}: no such file or folder")
