@@ -177,6 +177,10 @@ class CapturePriors:
     ``log read`` against ``log shot``; ``read_noise``, when set, replaces that line with a
     log-uniform range. ``shot_noise = (0, 0)`` gives a noise-free camera (then read noise is 0
     unless ``read_noise`` is set). ``xyz_to_cam``, when set, replaces the matrix pool.
+    ``captures``, when set, replaces the white-balance, digital-gain and (for captures that carry
+    it) noise fields: each camera takes one :class:`Capture`, drawn uniformly. ``profile`` names
+    the camera profile these priors are (provenance ``profile:<profile>``); ``calibration`` is the
+    profile's report (a JSON object, not drawn from).
     """
 
     matrix_pool: str = "brooks"
