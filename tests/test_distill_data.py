@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
 import lzma
@@ -467,6 +469,8 @@ def test_empty_and_broken_shards(tmp_path: Path) -> None:
             garbled(lzma.compress(noisy)),
             "unreadable tar: Corrupt input data",
         ),
+        "garbled.tar.gz": (garbled(gzip.compress(noisy)), "unreadable tar: "),
+        "garbled.tar.bz2": (garbled(bz2.compress(noisy)), "unreadable tar: "),
     }
     for name, (content, message) in broken.items():
         path = tmp_path / name
