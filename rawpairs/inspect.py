@@ -430,8 +430,9 @@ def check_preview_path(out: str | Path) -> None:
 
 
 def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 256) -> Path:
-    """A contact sheet image (``out``: .png, .jpg, …): per sample, the stored RGB, the mosaic rendered by the forward ISP
-    from the sample's own metadata, and the raw mosaic (linearly scaled), side by side.
+    """A contact sheet image (``out``: .png, .jpg, …): per sample, the stored RGB, the mosaic
+    rendered by the forward ISP from the sample's own metadata, and the raw mosaic (linearly
+    scaled), side by side.
 
     Raises :class:`InspectError` (one line) for a folder that is not a readable build, a damaged
     shard or sample, or an image that cannot be written.

@@ -336,8 +336,9 @@ def test_the_shuffle_buffer_is_bounded_in_records_and_bytes(
     assert sorted(emitted) == list(range(len(sizes)))
     # A budget that never binds leaves the record-bounded order unchanged.
     unbounded = data.buffer_shuffle(iter(range(len(sizes))), size, random.Random(seed))
+    size_of = sizes.__getitem__
     roomy = data.buffer_shuffle(
-        iter(range(len(sizes))), size, random.Random(seed), max_bytes=10**9, nbytes=sizes.__getitem__
+        iter(range(len(sizes))), size, random.Random(seed), max_bytes=2**40, nbytes=size_of
     )
     assert list(unbounded) == list(roomy)
 
