@@ -106,6 +106,25 @@ def main() -> None:
     help="Resize photos (Bayer-bin RAW) so the longer side is at most N.",
 )
 @click.option(
+    "--min-side",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Skip sources whose shorter side (as read) is below N pixels [default: no minimum; "
+    "sources that cannot hold --crop are skipped unless --upscale].",
+)
+@click.option(
+    "--upscale",
+    is_flag=True,
+    help="Resize photos smaller than --crop up to it (Lanczos) instead of skipping them.",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=None,
+    help="Split the sources by a hash of their path into OUT/train and OUT/val (this fraction), "
+    "each a complete build [default: no split].",
+)
+@click.option(
     "--render",
     type=click.Choice(Render.values()),
     default=Render.RAWPAIRS.value,
@@ -229,6 +248,9 @@ def build(
     crop_mode: str,
     crops: int,
     max_side: int | None,
+    min_side: int | None,
+    upscale: bool,
+    val_fraction: float | None,
     render: str,
     demosaic: str,
     tone: str,
@@ -254,7 +276,7 @@ def build(
     """Turn RAW files and photos under --src into pair shards in --out."""
     from tqdm import tqdm
 
-    from rawpairs.build import BuildError, BuildOutputError
+    from rawpairs.build import BuildError, BuildOutputError, build_splits
     from rawpairs.build import build as run_build
     from rawpairs.priors import CapturePriors
     from rawpairs.sample import BuildConfig
@@ -277,6 +299,8 @@ def build(
             priors=priors or CapturePriors(),
             noise=noise,
             labels=labels == "folder",
+            min_side=min_side,
+            upscale=upscale,
         )
     except (ValueError, TypeError, RecursionError, OSError) as err:  # JSONDecodeError: ValueError
         cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err
@@ -290,44 +314,54 @@ def build(
             cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err
             raise click.UsageError(one_line(f"--class-map {class_map_file}: {cause}")) from err
 
-    bar = None if quiet else tqdm(unit="src", dynamic_ncols=True, file=sys.stderr)
+    bars: list = []  # one progress bar per build (two with --val-fraction), none with --quiet
+
+    def new_bar(name: str = "") -> None:
+        if bars:
+            bars[-1].close()
+        if not quiet:
+            bars.append(tqdm(desc=name or None, unit="src", dynamic_ncols=True, file=sys.stderr))
 
     def progress(done: int, total: int, written: int, errors: int) -> None:
-        if bar is not None:
-            bar.total, bar.n = total, done
-            bar.set_postfix(samples=written, errors=errors)
+        if bars:
+            bars[-1].total, bars[-1].n = total, done
+            bars[-1].set_postfix(samples=written, errors=errors)
 
-    def warn(line: str) -> None:
-        (bar.write if bar is not None else click.echo)(f"warning: {line}", file=sys.stderr)
+    def warn(line: str) -> None:  # above the bar, never into its line
+        (bars[-1].write if bars else click.echo)(f"warning: {line}", file=sys.stderr)
 
+    options: dict = dict(
+        workers=workers,
+        samples_per_shard=samples_per_shard,
+        shard_size=shard_size,
+        sources_per_shard=sources_per_shard,
+        overwrite=overwrite,
+        engine=engine,
+        address=address,
+        progress=progress,
+        warn=warn,
+        class_map=class_map,
+    )
     try:
-        result = run_build(
-            src,
-            out,
-            config,
-            workers=workers,
-            samples_per_shard=samples_per_shard,
-            shard_size=shard_size,
-            sources_per_shard=sources_per_shard,
-            overwrite=overwrite,
-            engine=engine,
-            address=address,
-            progress=progress,
-            warn=warn,
-            class_map=class_map,
-        )
+        if val_fraction is None:
+            new_bar()
+            results = {"": run_build(src, out, config, **options)}
+        else:
+            results = build_splits(src, out, config, val_fraction, on_split=new_bar, **options)
     except BuildError as err:
         raise click.UsageError(one_line(str(err))) from err
     except BuildOutputError as err:
         raise click.ClickException(one_line(str(err))) from err
     finally:
-        if bar is not None:
-            bar.close()
-    click.echo(result.summary)
-    if result.samples == 0:
+        if bars:
+            bars[-1].close()
+    for name, result in results.items():
+        click.echo(f"{name}: {result.summary}" if name else result.summary)
+    if any(result.samples == 0 for result in results.values()):
         raise click.exceptions.Exit(1)
-    if strict and result.errors:
-        click.echo(f"--strict: {result.errors} inputs failed (see errors.jsonl in {out})", err=True)
+    failed = sum(result.errors for result in results.values())
+    if strict and failed:
+        click.echo(f"--strict: {failed} inputs failed (see errors.jsonl in {out})", err=True)
         raise click.exceptions.Exit(1)
 
 

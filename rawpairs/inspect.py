@@ -34,6 +34,7 @@ from rawpairs.schema import (
     one_line,
     parse_index,
     read_class_map,
+    read_manifest,
     read_shard,
 )
 from rawpairs.shards import sha256_file
@@ -41,7 +42,8 @@ from rawpairs.shards import sha256_file
 __all__ = ["InspectError", "format_summary", "summarize", "verify_shards", "write_preview"]
 
 _REQUIRED = ("index.json", "manifest.parquet", "build.json")
-_ERROR_FIELDS = ("error", "message", "path")
+_ERROR_FIELDS = ("path", "error", "message")
+_SKIP_FIELDS = ("path", "reason")
 
 
 class InspectError(ValueError):
@@ -56,6 +58,7 @@ class _Build:
     rows: list[dict[str, Any]]
     header: dict[str, Any]
     errors: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
 
 
 def _regular_file(path: Path) -> bool:
@@ -75,10 +78,9 @@ def _read_json(path: Path) -> Any:
 
 def _read_manifest(path: Path) -> list[dict[str, Any]]:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        table = read_manifest(path)
     except (OSError, ValueError, pa.ArrowException) as err:
         raise InspectError(f"{path}: not a readable Parquet file ({one_line(err)[:200]})") from err
     expected = manifest_schema()
@@ -94,8 +96,9 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
-def _read_errors(path: Path) -> list[dict[str, Any]]:
-    """The failed-input records of ``errors.jsonl`` (absent: none)."""
+def _read_errors(path: Path, fields: tuple[str, ...] = _ERROR_FIELDS) -> list[dict[str, Any]]:
+    """The records of ``errors.jsonl`` (failed inputs) or ``skipped.jsonl`` (inputs left out
+    on purpose); an absent file: none."""
     if not path.exists():
         return []
     if not _regular_file(path):
@@ -112,10 +115,8 @@ def _read_errors(path: Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except (ValueError, RecursionError) as err:
             raise InspectError(f"{path}: line {number} is not JSON ({one_line(err)})") from err
-        if not isinstance(record, dict) or not all(
-            isinstance(record.get(f), str) for f in _ERROR_FIELDS
-        ):
-            raise InspectError(f"{path}: line {number} is not a {{path, error, message}} record")
+        if not isinstance(record, dict) or not all(isinstance(record.get(f), str) for f in fields):
+            raise InspectError(f"{path}: line {number} is not a {{{', '.join(fields)}}} record")
         errors.append(record)
     return errors
 
@@ -142,7 +143,8 @@ def _load(folder: Path) -> _Build:
     if not isinstance(header, dict):
         raise InspectError(f"{folder / 'build.json'}: not a JSON object")
     rows = _read_manifest(folder / "manifest.parquet")
-    return _Build(index, rows, header, _read_errors(folder / "errors.jsonl"))
+    errors = _read_errors(folder / "errors.jsonl")
+    return _Build(index, rows, header, errors, _read_errors(folder / "skipped.jsonl", _SKIP_FIELDS))
 
 
 def _range(rows: list[dict[str, Any]], column: str) -> list[float] | None:
@@ -190,6 +192,7 @@ def summarize(folder: str | Path) -> dict[str, Any]:
         },
         "matrix_provenance": dict(Counter(r["matrix_provenance"] for r in rows)),
         "failed": b.errors,
+        "skipped": b.skipped,
         "status": b.header.get("status"),
         "config": config if isinstance(config, dict) else {},
     }
@@ -211,6 +214,11 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(f"  {name:<12} {span[0]:.6g} … {span[1]:.6g}")
     lines.append(f"  failed inputs: {len(summary['failed'])}")
     lines += [f"    {e['path']}: {e['error']}: {e['message']}" for e in summary["failed"]]
+    skipped = summary.get("skipped", [])
+    lines.append(f"  skipped inputs: {len(skipped)}")
+    lines += [f"    {e['path']}: {e['reason']}" for e in skipped[:20]]
+    if len(skipped) > 20:
+        lines.append(f"    … {len(skipped) - 20} more in skipped.jsonl")
     if "verify" in summary:
         v = summary["verify"]
         lines.append("  verify: OK" if v["ok"] else f"  verify: {len(v['problems'])} problems")
@@ -229,13 +237,23 @@ def _build_problems(folder: Path, b: _Build) -> list[str]:
             "(re-run the same `rawpairs build` command to complete it)"
         )
     counts = b.header.get("counts")
-    actual = {"samples": len(b.rows), "shards": len(b.index), "errors": len(b.errors)}
-    where = {"samples": "manifest.parquet rows", "shards": "index.json", "errors": "errors.jsonl"}
+    actual = {
+        "samples": len(b.rows),
+        "shards": len(b.index),
+        "errors": len(b.errors),
+        "skipped": len(b.skipped),
+    }
+    where = {
+        "samples": "manifest.parquet rows",
+        "shards": "index.json",
+        "errors": "errors.jsonl",
+        "skipped": "skipped.jsonl",
+    }
     if not isinstance(counts, dict):
         problems.append("build.json: no counts")
     else:
         for name, n in actual.items():
-            if counts.get(name) != n:
+            if counts.get(name, 0 if name == "skipped" else None) != n:  # older: no skipping
                 problems.append(
                     f"build.json counts {counts.get(name)!r} {name}, {where[name]}: {n}"
                 )

@@ -45,6 +45,7 @@ __all__ = [
     "POSITION_COLUMNS",
     "RAW_MEMBER",
     "READABLE_VERSIONS",
+    "RENAMED_COLUMNS",
     "RGB_MEMBERS",
     "SCHEMA_VERSION",
     "Crop",
@@ -67,6 +68,7 @@ __all__ = [
     "parse_class_map",
     "parse_index",
     "read_class_map",
+    "read_manifest",
     "read_shard",
     "rgb_member",
     "split_member_name",
@@ -765,7 +767,7 @@ MANIFEST_COLUMNS = (
     ("key", "string"),
     ("shard", "string"),  # the shard's file name
     ("index", "int64"),  # sample's position in its shard
-    ("offset", "int64"),  # byte offset of its first tar header
+    ("byte_offset", "int64"),  # byte offset of its first tar header (was `offset`, see below)
     ("size", "int64"),  # bytes of its tar entries
     ("source", "string"),
     ("kind", "string"),
@@ -788,7 +790,21 @@ MANIFEST_COLUMNS = (
     ("render", "string"),
     ("label", "int64"),
 )
-POSITION_COLUMNS = ("shard", "index", "offset", "size")
+POSITION_COLUMNS = ("shard", "index", "byte_offset", "size")
+# Columns renamed since the first manifests: {old name: new name}. ``offset`` is a keyword of
+# DuckDB and SQL, so a plain ``SELECT offset`` failed; older manifests are still read.
+RENAMED_COLUMNS = {"offset": "byte_offset"}
+
+
+def read_manifest(path: str | Path) -> Any:
+    """``manifest.parquet`` as a ``pyarrow.Table`` with today's column names (an older manifest's
+    ``offset`` is read as ``byte_offset``). Raises what ``pyarrow`` raises for an unreadable
+    file."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    names = [RENAMED_COLUMNS.get(n, n) for n in table.column_names]
+    return table.rename_columns(names) if names != table.column_names else table
 
 
 def manifest_schema() -> Any:
