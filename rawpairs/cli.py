@@ -366,32 +366,93 @@ def build(
 
 
 @main.command()
-@click.argument("shards", type=click.Path(path_type=Path))
+@click.argument("shards", nargs=-1, required=True)
 @click.option(
-    "--verify", is_flag=True, help="Read every sample and check it; exit 1 on any problem."
+    "--verify",
+    is_flag=True,
+    help="Read every sample and check it against the build's index and manifest; exit 1 on any "
+    "problem (needs a rawpairs build folder).",
 )
 @click.option(
     "--preview",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write a contact sheet PNG.",
+    help="Write a contact sheet PNG (one rawpairs build folder).",
 )
 @click.option("--preview-samples", type=click.IntRange(min=1), default=6, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(
-    shards: Path, verify: bool, preview: Path | None, preview_samples: int, as_json: bool
+    shards: tuple[str, ...], verify: bool, preview: Path | None, preview_samples: int, as_json: bool
 ) -> None:
-    """Summarise (and optionally verify or preview) a shard folder."""
+    """Summarise (and optionally verify or preview) SHARDS: a rawpairs build folder, the folder
+    of a --val-fraction build (its train and val), several build folders, or any tar shards (a
+    .tar, a folder of them, a glob, a brace range, a list), including other tools' shards."""
     from rawpairs.inspect import (
         InspectError,
-        format_summary,
-        summarize,
-        verify_shards,
-        write_preview,
+        format_tar_summary,
+        is_build_folder,
+        resolve_tars,
+        split_folders,
+        summarize_tars,
     )
 
+    folders = split_folders(shards[0]) if len(shards) == 1 else []
+    folders = folders or [Path(s) for s in shards if is_build_folder(s)]
+    if folders and len(folders) < len(shards) and not split_folders(shards[0]):
+        raise click.UsageError("give rawpairs build folders or tar shards, not both")
+    if folders:
+        if preview is not None and len(folders) > 1:
+            raise click.UsageError("--preview takes one build folder")
+        results = [_inspect_build(f, verify, preview, preview_samples) for f in folders]
+        summaries = [summary for summary, _ in results]
+        if as_json:
+            click.echo(json.dumps(summaries[0] if len(shards) == 1 and len(folders) == 1
+                                  else summaries, indent=2, sort_keys=True))  # fmt: skip
+        else:
+            click.echo("\n\n".join(map(_format_build, summaries)))
+        problems = [p for _, found in results for p in found]
+        for p in problems if not as_json else []:
+            click.echo(f"problem: {p}", err=True)
+        if problems:
+            raise click.exceptions.Exit(1)
+        return
     try:
-        summary = summarize(shards)
+        tar_summary = summarize_tars(resolve_tars(list(shards)))
+    except InspectError as err:
+        raise click.UsageError(str(err)) from err
+    click.echo(
+        json.dumps(tar_summary, indent=2, sort_keys=True)
+        if as_json
+        else format_tar_summary(tar_summary)
+    )
+    if verify or preview is not None:
+        option = "--verify" if verify else "--preview"
+        click.echo(
+            f"{option} needs a rawpairs build folder (index.json, manifest.parquet, build.json): "
+            f"{' '.join(shards)} holds tar shards only, so the summary above is all that can be "
+            "checked",
+            err=True,
+        )
+        raise click.exceptions.Exit(2)
+    if tar_summary["problems"]:
+        raise click.exceptions.Exit(1)
+
+
+def _format_build(summary: dict) -> str:
+    from rawpairs.inspect import format_summary
+
+    return format_summary(summary)
+
+
+def _inspect_build(
+    folder: Path, verify: bool, preview: Path | None, preview_samples: int
+) -> tuple[dict, list[str]]:
+    """The summary of one build folder and its problems (``--verify``); a malformed build is a
+    usage error without ``--verify`` and a problem with it."""
+    from rawpairs.inspect import InspectError, summarize, verify_shards, write_preview
+
+    try:
+        summary = summarize(folder)
     except InspectError as err:
         if not verify:
             raise click.UsageError(str(err)) from err
@@ -399,22 +460,15 @@ def inspect(
         raise click.exceptions.Exit(1) from err
     problems: list[str] = []
     if verify:
-        problems = verify_shards(shards)
+        problems = verify_shards(folder)
         summary["verify"] = {"ok": not problems, "problems": problems}
     if preview is not None:
         try:
-            write_preview(shards, preview, n=preview_samples)
+            write_preview(folder, preview, n=preview_samples)
         except InspectError as err:
             raise click.ClickException(str(err)) from err
         summary["preview"] = str(preview)
-    if as_json:
-        click.echo(json.dumps(summary, indent=2, sort_keys=True))
-    else:
-        click.echo(format_summary(summary))
-    if problems:
-        for p in problems if not as_json else []:
-            click.echo(f"problem: {p}", err=True)
-        raise click.exceptions.Exit(1)
+    return summary, problems
 
 
 if __name__ == "__main__":
