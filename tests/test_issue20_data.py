@@ -398,3 +398,19 @@ def test_schema_doc_plain_python_reader_and_the_opencv_bayer_names(split_build, 
         for i, channel in enumerate(cfa):
             mosaic[i // 2 :: 2, i % 2 :: 2] = colour[channel]
         assert tuple(cv2.cvtColor(mosaic, code)[4, 4]) == (1000, 500, 100), cfa
+
+
+def test_the_demo_trains_on_train_and_evaluates_on_held_out_val(tmp_path):
+    """``make demo`` builds a split; val holds photos that train does not (its evaluation is
+    on images the student never saw), and each card names the licence file."""
+    from examples import demo
+
+    result = CliRunner().invoke(demo.main, ["--out", str(tmp_path), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    shards = tmp_path / "shards"
+    train, val = _all_inputs(shards / "train"), _all_inputs(shards / "val")
+    assert _sources(shards / "val") == {"photos/retina.jpg", "photos/immunohistochemistry.png"}
+    assert not train & val and "LICENSE.txt" in train | val
+    holder = "train" if "LICENSE.txt" in train else "val"
+    assert "- `LICENSE.txt`" in (shards / holder / "README.md").read_text()
+    assert (tmp_path / "preview.png").exists()
