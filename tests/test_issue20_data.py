@@ -414,3 +414,18 @@ def test_the_demo_trains_on_train_and_evaluates_on_held_out_val(tmp_path):
     holder = "train" if "LICENSE.txt" in train else "val"
     assert "- `LICENSE.txt`" in (shards / holder / "README.md").read_text()
     assert (tmp_path / "preview.png").exists()
+
+
+def test_a_build_made_before_the_new_options_resumes_as_complete(src, tmp_path):
+    one = tmp_path / "src"
+    one.mkdir()
+    shutil.copy(src / "cats" / "p01.png", one / "p01.png")
+    out = tmp_path / "out"
+    build(one, out, BuildConfig(), workers=1)
+    header = json.loads((out / "build.json").read_text())
+    for name in ("min_side", "upscale"):  # what an older rawpairs wrote
+        del header["config"][name]
+    (out / "build.json").write_text(json.dumps(header))
+    assert build(one, out, BuildConfig(), workers=1).already_complete
+    with pytest.raises(BuildError, match="different config"):
+        build(one, out, BuildConfig(crop=32, upscale=True), workers=1)
