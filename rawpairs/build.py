@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from rawpairs.card import CARD_FILE, dataset_card
 from rawpairs.engines import EngineError, GroupFailedError, require_engine, run_groups
-from rawpairs.sample import BuildConfig, Source
+from rawpairs.sample import BuildConfig, Source, is_documentation
 from rawpairs.schema import (
     RENAMED_COLUMNS,
     ShardEntry,
@@ -379,6 +379,12 @@ def split_of(relpath: str, val_fraction: float) -> str:
     return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
 
+def _in_split(relpath: str, split: Split) -> bool:
+    """Whether a source belongs to ``split``: by :func:`split_of`, except licence and README
+    files, which go to both (skipped there, and named in both cards)."""
+    return is_documentation(relpath) or split_of(relpath, split.val_fraction) == split.name
+
+
 def split_folder(out: str | Path, name: str) -> str:
     """The folder of split ``name`` inside ``out`` (a path or URL): ``out/name``."""
     return f"{str(out).rstrip('/')}/{name}"
@@ -709,8 +715,8 @@ def build(
     )
     if split is not None:
         _check_val_fraction(split.val_fraction)
-        sources = [s for s in sources if split_of(s.relpath, split.val_fraction) == split.name]
-        if not sources:
+        sources = [s for s in sources if _in_split(s.relpath, split)]
+        if all(is_documentation(s.relpath) for s in sources):
             raise BuildError(
                 f"--val-fraction {split.val_fraction} puts no input under --src {src} into "
                 f"{split.name}: change the fraction or add inputs"
@@ -773,11 +779,12 @@ def build_splits(
     sources, _ = discover_sources(
         src, labels=config.labels, out=out, class_map=options.get("class_map")
     )
-    counts = Counter(split_of(s.relpath, val_fraction) for s in sources)
+    images = [s for s in sources if not is_documentation(s.relpath)]
+    counts = Counter(split_of(s.relpath, val_fraction) for s in images)
     for name in SPLITS:
         if not counts[name]:
             raise BuildError(
-                f"--val-fraction {val_fraction} puts none of the {len(sources)} inputs under "
+                f"--val-fraction {val_fraction} puts none of the {len(images)} inputs under "
                 f"--src {src} into {name}: change the fraction or add inputs"
             )
     results = {}

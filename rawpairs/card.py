@@ -65,11 +65,10 @@ def _shard_pattern(index: Sequence[ShardEntry]) -> str:
 
 def _settings(config: dict[str, Any]) -> list[str]:
     rows = [
-        (f"`{name}`", f"`{config[name]!r}`" if config[name] is not None else "`None`")
+        (f"`{name}`", f"`{config[name]!r}` — {_OPTION_HELP[name]}")
         for name in sorted(_OPTION_HELP)
         if name in config
     ]
-    rows = [(name, f"{value} — {_OPTION_HELP[name.strip('`')]}") for name, value in rows]
     priors = config.get("priors")
     default = priors == CapturePriors().to_dict()
     rows.append(
@@ -193,11 +192,16 @@ def dataset_card(
         '    raw, rgb, meta = s["raw.npy"], s["' + rgb + '"], s["json"]  # uint16, uint8, dict',
         "```",
         "",
-        "Hugging Face `datasets` (its `webdataset` loader; not a rawpairs dependency):",
+        "Hugging Face `datasets` (its `webdataset` loader). Give it the json's types: it infers "
+        "them from the first samples, and a photo's null `source.make` then fails a later camera "
+        "RAW sample:",
         "",
         "```python",
-        "from datasets import load_dataset",
-        'ds = load_dataset("webdataset", data_files="rawpairs-*.tar", split="train")',
+        "from datasets import load_dataset  # pip install datasets",
+        "from rawpairs.schema import hf_features",
+        'ds = load_dataset("webdataset", data_files="rawpairs-*.tar", split="train",',
+        f"                  features=hf_features(labels={bool(config.get('labels'))}, "
+        f'rgb_format="{config.get("rgb_format", "png")}"))',
         "```",
         "",
         "DuckDB on the manifest (one row per sample; `byte_offset` and `size` locate the "
@@ -205,7 +209,7 @@ def dataset_card(
         "",
         "```sql",
         "SELECT kind, cfa, count(*) FROM 'manifest.parquet' GROUP BY ALL;",
-        "SELECT shard, byte_offset, size FROM 'manifest.parquet' WHERE source LIKE '%.dng';",
+        "SELECT shard, byte_offset, size FROM 'manifest.parquet' WHERE source ILIKE '%.dng';",
         "```",
         "",
         "Training: `python -m distill.train --shards .` (the rawpairs loader checks every sample).",

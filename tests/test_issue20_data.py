@@ -71,9 +71,10 @@ def test_splits_partition_the_sources_by_path_hash_and_each_is_a_complete_build(
     train, val = split_build / "train", split_build / "val"
     everything = {p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()}
     assert _all_inputs(train) | _all_inputs(val) == everything
-    assert not _all_inputs(train) & _all_inputs(val)
+    assert _all_inputs(train) & _all_inputs(val) == {"LICENSE.txt"}  # named in both cards
     for name, folder in (("train", train), ("val", val)):
-        assert {split_of(path, 0.3) for path in _all_inputs(folder)} == {name}
+        images = _all_inputs(folder) - {"LICENSE.txt"}
+        assert {split_of(path, 0.3) for path in images} == {name}
         assert verify_shards(folder) == []
         assert json.loads((folder / "build.json").read_text())["split"] == {
             "name": name,
@@ -111,7 +112,7 @@ def test_a_moved_source_folder_keeps_its_split_and_a_split_resumes_alone(
 
 def test_a_fraction_that_leaves_a_split_empty_is_refused_before_anything_is_written(src, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(BuildError, match=r"puts none of the 15 inputs .* into val"):
+    with pytest.raises(BuildError, match=r"puts none of the 14 inputs .* into val"):
         build_splits(src, out, BuildConfig(crop=48), 1e-9, workers=1)
     assert not out.exists()
     result = CliRunner().invoke(
@@ -267,8 +268,8 @@ def test_every_build_writes_a_deterministic_card(src, split_build, tmp_path):
     assert 'wds.WebDataset("' in card and "FROM 'manifest.parquet'" in card
     assert 'load_dataset("webdataset"' in card
     assert not re.search(r"\b20\d\d-\d\d-\d\d|\d\d:\d\d:\d\d", card)  # no timestamps
-    train_card = (split_build / "train" / "README.md").read_text()
-    assert "- `LICENSE.txt`" in card + train_card
+    assert "- `LICENSE.txt`" in card
+    assert "- `LICENSE.txt`" in (split_build / "train" / "README.md").read_text()
     again = tmp_path / "again"
     build_splits(src, again, BuildConfig(crop=48, labels=True), 0.3, workers=1)
     for name in ("train", "val"):
@@ -410,9 +411,9 @@ def test_the_demo_trains_on_train_and_evaluates_on_held_out_val(tmp_path):
     shards = tmp_path / "shards"
     train, val = _all_inputs(shards / "train"), _all_inputs(shards / "val")
     assert _sources(shards / "val") == {"photos/retina.jpg", "photos/immunohistochemistry.png"}
-    assert not train & val and "LICENSE.txt" in train | val
-    holder = "train" if "LICENSE.txt" in train else "val"
-    assert "- `LICENSE.txt`" in (shards / holder / "README.md").read_text()
+    assert train & val == {"LICENSE.txt"}
+    for name in ("train", "val"):
+        assert "- `LICENSE.txt`" in (shards / name / "README.md").read_text()
     assert (tmp_path / "preview.png").exists()
 
 
@@ -429,3 +430,69 @@ def test_a_build_made_before_the_new_options_resumes_as_complete(src, tmp_path):
     assert build(one, out, BuildConfig(), workers=1).already_complete
     with pytest.raises(BuildError, match="different config"):
         build(one, out, BuildConfig(crop=32, upscale=True), workers=1)
+
+
+def _fits(value, kind, where: str) -> None:
+    """``value`` (a sample's json) has exactly the keys and types of ``kind`` (JSON_TYPES)."""
+    if value is None:
+        return  # null where a field does not apply: every reader's type admits it
+    if isinstance(kind, dict):
+        assert isinstance(value, dict) and set(value) == set(kind), where
+        for name, sub in kind.items():
+            _fits(value[name], sub, f"{where}.{name}")
+    elif isinstance(kind, list):
+        assert isinstance(value, list), where
+        for item in value:
+            _fits(item, kind[0], f"{where}[]")
+    else:
+        types = {"float64": (float, int), "int64": (int,), "string": (str,)}[kind]
+        assert isinstance(value, types) and not isinstance(value, bool), (where, value)
+
+
+def test_json_types_describe_every_sample_of_photos_and_camera_raw(tmp_path):
+    """``hf_features`` is built from JSON_TYPES: it must match what the builder writes for both
+    kinds (a photo's nulls included), or Hugging Face datasets refuses the shards."""
+    from rawpairs.schema import JSON_TYPES
+
+    src = tmp_path / "src"
+    _photo(src / "a.png", 32, 40, 0)
+    shutil.copy(ROOT / "tests" / "data" / "raw" / "Kodak-DC50-DC50IMG-DC0010S.KDC", src)
+    build(src, tmp_path / "out", BuildConfig(crop=32), workers=1)
+    kinds = set()
+    for shard in sorted((tmp_path / "out").glob("*.tar")):
+        for sample in read_shard(shard):
+            meta = json.loads(sample.members["json"])
+            _fits(meta, JSON_TYPES, "json")
+            kinds.add(meta["source"]["kind"])
+    assert kinds == {"rgb", "raw"}
+
+
+def _card_block(folder: Path, language: str, index: int = 0) -> str:
+    blocks = re.findall(r"```(\w+)\n(.*?)```", (folder / "README.md").read_text(), re.S)
+    return [body for lang, body in blocks if lang == language][index]
+
+
+def test_the_cards_webdataset_snippet_runs_silently(split_build):
+    code = _card_block(split_build / "train", "python") + "\nassert raw.dtype.name == 'uint16'\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=split_build / "train", capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_the_cards_duckdb_queries_run(split_build):
+    duckdb = pytest.importorskip("duckdb")  # not a dependency: checked where it is installed
+    queries = _card_block(split_build / "train", "sql").strip().rstrip(";").split(";")
+    with duckdb.connect() as db:
+        db.execute(f"SET file_search_path = '{split_build / 'train'}'")
+        assert db.sql(queries[0]).fetchall()
+        db.sql(queries[1]).fetchall()
+
+
+def test_the_cards_hugging_face_snippet_loads_photos_and_raw(split_build, monkeypatch):
+    pytest.importorskip("datasets")  # not a dependency: checked where it is installed
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.chdir(split_build / "train")
+    namespace: dict = {}
+    exec(_card_block(split_build / "train", "python", 1), namespace)
+    assert namespace["ds"].num_rows == pq.read_metadata("manifest.parquet").num_rows
