@@ -776,6 +776,18 @@ def build_splits(
     written for a fraction that leaves one empty.
     """
     _check_val_fraction(val_fraction)
+    try:
+        parent = OutputFolder(out)
+    except (ValueError, ImportError) as err:
+        raise BuildError(f"--out {out}: {err}") from err
+    try:
+        if MARKER in parent.names():
+            raise BuildError(
+                f"--out {out} holds a build without a split: a split build writes {out}/train "
+                f"and {out}/val; use another --out (or remove that build)"
+            )
+    finally:
+        parent.close()
     sources, _ = discover_sources(
         src, labels=config.labels, out=out, class_map=options.get("class_map")
     )

@@ -115,6 +115,11 @@ def test_a_fraction_that_leaves_a_split_empty_is_refused_before_anything_is_writ
     with pytest.raises(BuildError, match=r"puts none of the 14 inputs .* into val"):
         build_splits(src, out, BuildConfig(crop=48), 1e-9, workers=1)
     assert not out.exists()
+    plain = tmp_path / "plain"
+    build(src / "cats", plain, BuildConfig(crop=48), workers=1)
+    with pytest.raises(BuildError, match="holds a build without a split"):
+        build_splits(src, plain, BuildConfig(crop=48), 0.3, workers=1)
+    assert not (plain / "train").exists()
     result = CliRunner().invoke(
         cli, ["build", "--src", str(src), "--out", str(out), "--val-fraction", "1.5"]
     )
