@@ -212,7 +212,14 @@ def dataset_card(
         "SELECT shard, byte_offset, size FROM 'manifest.parquet' WHERE source ILIKE '%.dng';",
         "```",
         "",
-        "Training: `python -m distill.train --shards .` (the rawpairs loader checks every sample).",
+        (
+            "Training, from the folder holding both splits (the rawpairs loader checks every "
+            "sample): `python -m distill.train --shards train --val-shards val`, then "
+            "`python -m distill.evaluate --shards val --checkpoint RUN/last.pt`."
+            if split
+            else "Training (the rawpairs loader checks every sample): "
+            "`python -m distill.train --shards .`."
+        ),
         "",
         f"## Sample format (schema version {SCHEMA_VERSION})",
         "",

@@ -417,7 +417,8 @@ def inspect(
             raise click.exceptions.Exit(1)
         return
     try:
-        tar_summary = summarize_tars(resolve_tars(list(shards)))
+        tars = resolve_tars(list(shards))
+        tar_summary = summarize_tars(tars)
     except InspectError as err:
         raise click.UsageError(str(err)) from err
     click.echo(
@@ -427,10 +428,17 @@ def inspect(
     )
     if verify or preview is not None:
         option = "--verify" if verify else "--preview"
+        homes = {path.parent for path in tars}
+        home = homes.pop() if len(homes) == 1 else None
+        where = (
+            f"these shards are in the build folder {home}: run `rawpairs inspect {home} {option}`"
+            if home is not None and is_build_folder(home)
+            else f"{' '.join(shards)} holds tar shards only, so the summary above is all that can "
+            "be checked"
+        )
         click.echo(
             f"{option} needs a rawpairs build folder (index.json, manifest.parquet, build.json): "
-            f"{' '.join(shards)} holds tar shards only, so the summary above is all that can be "
-            "checked",
+            f"{where}",
             err=True,
         )
         raise click.exceptions.Exit(2)

@@ -241,7 +241,16 @@ def test_inspect_verify_on_bare_tars_says_it_needs_the_index(foreign, split_buil
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("--verify needs a rawpairs build folder (index.json")
+    assert last.endswith(
+        f"in the build folder {shard.parent}: run `rawpairs inspect {shard.parent} --verify`"
+    )
+    bare = CliRunner().invoke(cli, ["inspect", str(foreign / "other-000.tar"), "--verify"])
+    assert bare.exit_code == 2 and bare.output.strip().splitlines()[-1].endswith(
+        "holds tar shards only, so the summary above is all that can be checked"
+    )
     assert "schema:       every sample has raw.npy, json and rgb.png" in result.output
+    mixed = CliRunner().invoke(cli, ["inspect", str(shard.parent), str(foreign / "other-000.tar")])
+    assert mixed.exit_code == 2 and "build folders or tar shards, not both" in mixed.output
     missing = CliRunner().invoke(cli, ["inspect", str(foreign / "nothing-*.tar")])
     assert missing.exit_code == 2 and "no such folder, file or matching shard" in missing.output
 
