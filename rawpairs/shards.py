@@ -182,10 +182,12 @@ def write_group(
     record's ``name`` is ``None``).
 
     A source that fails becomes an error record (in source order, like its samples), one left
-    out on purpose (:class:`~rawpairs.errors.SkippedInputError`) a skip record;
-    ``excluded`` maps relative paths of sources not to run (they killed their worker) to their
-    error records. Raises ``OSError`` when the output cannot be written (disk full, …), after
-    removing the partial shard.
+    out on purpose (:class:`~rawpairs.errors.SkippedInputError`) a skip record; warnings raised
+    while a source is made (a decoder's message, a library's warning) are collected in the
+    record (``warnings``) for the driver's ``warn``, never printed here. ``excluded`` maps
+    relative paths of sources not to run (they killed their worker) to their error records.
+    Raises ``OSError`` when the output cannot be written (disk full, …), after removing the
+    partial shard.
     """
     from rawpairs.errors import SkippedInputError
     from rawpairs.sample import error_record, sample_stream, skip_record
