@@ -855,6 +855,7 @@ def _build(
     written = resumed = sum(len(r["rows"]) for r in records.values())
     n_errors = sum(len(r["errors"]) for r in records.values())
     n_skipped = sum(len(r.get("skipped", [])) for r in records.values())
+    n_upscaled = sum(len(r.get("upscaled", [])) for r in records.values())
     n_workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
     if not out.shared:
         n_workers = 1  # its files exist only in this process
@@ -871,6 +872,7 @@ def _build(
             written += len(record["rows"])
             n_errors += len(record["errors"])
             n_skipped += len(record.get("skipped", []))
+            n_upscaled += len(record.get("upscaled", []))
             arrivals.append((round(time.monotonic() - started, 4), len(record["rows"])))
             for e in record["errors"]:
                 if warn:
@@ -907,6 +909,7 @@ def _build(
             "shards": len(shards),
             "errors": n_errors,
             "skipped": n_skipped,
+            "upscaled": n_upscaled,
         },
     )
     samples, n_errors = _write_outputs(out, ordered, header)

@@ -163,7 +163,8 @@ def dataset_card(
                 (
                     "sources",
                     f"{counts['sources']} files: {len({r['source'] for r in rows})} gave samples, "
-                    f"{counts.get('skipped', 0)} skipped (`skipped.jsonl`), "
+                    f"{counts.get('upscaled', 0)} of them resized up to the crop "
+                    f"(`--upscale`), {counts.get('skipped', 0)} skipped (`skipped.jsonl`), "
                     f"{counts['errors']} failed (`errors.jsonl`)",
                 ),
                 ("CFA layouts", _counter(Counter(r["cfa"] for r in rows))),

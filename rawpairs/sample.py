@@ -18,6 +18,7 @@ import hashlib
 import math
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -57,6 +58,7 @@ __all__ = [
     "BuildConfig",
     "Sample",
     "Source",
+    "UpscaledPhoto",
     "error_record",
     "is_documentation",
     "make_samples",
@@ -268,7 +270,13 @@ def _fit_crop(source: Source, rgb: np.ndarray, config: BuildConfig) -> np.ndarra
             f"image {h}×{w} resized up to the {config.crop}×{config.crop} crop would exceed "
             f"--max-side {config.max_side}",
         )
+    warnings.warn(f"resized up from {h}×{w} to {size[1]}×{size[0]}", UpscaledPhoto, stacklevel=2)
     return cv2.resize(rgb, size, interpolation=cv2.INTER_LANCZOS4)
+
+
+class UpscaledPhoto(UserWarning):
+    """A photo smaller than ``--crop`` was resized up to it (``--upscale``): counted by the
+    build (``counts.upscaled``), not printed."""
 
 
 def _resize_to_max_side(rgb: np.ndarray, max_side: int | None) -> np.ndarray:

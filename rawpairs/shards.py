@@ -190,7 +190,7 @@ def write_group(
     partial shard.
     """
     from rawpairs.errors import SkippedInputError
-    from rawpairs.sample import error_record, sample_stream, skip_record
+    from rawpairs.sample import UpscaledPhoto, error_record, sample_stream, skip_record
 
     excluded = excluded or {}
     writer = ShardWriter(folder, index)
@@ -198,6 +198,7 @@ def write_group(
     errors: list[dict[str, str]] = []
     skipped: list[dict[str, str]] = []
     notes: list[dict[str, str]] = []
+    upscaled: list[str] = []  # photos resized up to the crop (--upscale)
     try:
         for source in sources:
             if source.relpath in excluded:
@@ -213,7 +214,11 @@ def write_group(
                             writer.add(members)
                             source_rows.append(row)
                     finally:
-                        notes += [_note(source.relpath, w.message) for w in caught]
+                        for w in caught:
+                            if issubclass(w.category, UpscaledPhoto):
+                                upscaled.append(source.relpath)
+                            else:
+                                notes.append(_note(source.relpath, w.message))
             except SkippedInputError as err:  # left out on purpose: not a failure
                 skipped.append(skip_record(source, err))
                 writer.drop()
@@ -244,6 +249,7 @@ def write_group(
         "errors": errors,
         "skipped": skipped,
         "warnings": notes,
+        "upscaled": upscaled,
     }
     folder.write_bytes(record_name(index), json.dumps(record, sort_keys=True).encode("utf-8"))
     return record

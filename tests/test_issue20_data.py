@@ -156,6 +156,12 @@ def test_upscale_resizes_small_photos_up_to_the_crop_and_min_side_skips(src, tmp
         shutil.copy(src / name, small / name)
     result = build(small, tmp_path / "up", BuildConfig(crop=48, upscale=True), workers=1)
     assert (result.samples, result.skipped, result.errors) == (3, 0, 0)
+    counts = json.loads((tmp_path / "up" / "build.json").read_text())["counts"]
+    assert counts["upscaled"] == 2  # tiny and thin; p01 held the crop as it was
+    assert (
+        "3 gave samples, 2 of them resized up to the crop"
+        in (tmp_path / "up" / "README.md").read_text()
+    )
     rows = {r["source"]: r for r in pq.read_table(tmp_path / "up" / "manifest.parquet").to_pylist()}
     assert (rows["cats/tiny.png"]["height"], rows["cats/tiny.png"]["width"]) == (48, 48)
     metas = [
