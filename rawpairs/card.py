@@ -70,15 +70,13 @@ def _settings(config: dict[str, Any]) -> list[str]:
         if name in config
     ]
     priors = config.get("priors")
-    default = priors == CapturePriors().to_dict()
-    rows.append(
-        (
-            "`priors`",
-            "Brooks et al. 2019 capture priors (default)"
-            if default
-            else "fixed or narrowed with `--camera` (the values: `build.json` → `config.priors`)",
-        )
-    )
+    if priors == CapturePriors().to_dict():
+        text = "Brooks et al. 2019 capture priors (default)"
+    elif isinstance(priors, dict) and priors.get("profile"):
+        text = f"the camera profile `{priors['profile']}` (`rawpairs calibrate`, via `--camera`)"
+    else:
+        text = "fixed or narrowed with `--camera` (the values: `build.json` → `config.priors`)"
+    rows.append(("`priors`", text))
     return _table(rows, ("option", "value"))
 
 
