@@ -241,7 +241,7 @@ def test_inspect_summarises_shards_of_other_tools(foreign, monkeypatch, spec, sa
     assert f"{samples} samples ({2 * samples} members)" in text
 
 
-def test_inspect_verify_on_bare_tars_says_it_needs_the_index(foreign, split_build):
+def test_inspect_verify_on_bare_tars_says_it_needs_the_index(foreign, split_build, tmp_path):
     shard = split_build / "train" / "rawpairs-000000.tar"
     result = CliRunner().invoke(cli, ["inspect", str(shard), "--verify"])
     assert result.exit_code == 2
@@ -257,6 +257,11 @@ def test_inspect_verify_on_bare_tars_says_it_needs_the_index(foreign, split_buil
     assert "schema:       every sample has raw.npy, json and rgb.png" in result.output
     mixed = CliRunner().invoke(cli, ["inspect", str(shard.parent), str(foreign / "other-000.tar")])
     assert mixed.exit_code == 2 and "build folders or tar shards, not both" in mixed.output
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(bytes(range(256)) * 12)
+    damaged = CliRunner().invoke(cli, ["inspect", str(garbage), str(foreign / "other-000.tar")])
+    assert damaged.exit_code == 1
+    assert f"problem: {garbage}: unreadable tar: not a tar archive" in damaged.output
     missing = CliRunner().invoke(cli, ["inspect", str(foreign / "nothing-*.tar")])
     assert missing.exit_code == 2 and "no such folder, file or matching shard" in missing.output
 
