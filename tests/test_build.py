@@ -202,6 +202,8 @@ def test_output_does_not_depend_on_worker_count(good_src, tmp_path, eager_worker
     two = json.loads((tmp_path / "two" / "index.json").read_text())
     assert one == two and [s["samples"] for s in one["shards"]] == [4, 4, 4]
     assert _manifest(tmp_path / "one") == _manifest(tmp_path / "two")
+    card = (tmp_path / "one" / "README.md").read_bytes()
+    assert card == (tmp_path / "two" / "README.md").read_bytes()
     for shard in one["shards"]:
         assert (tmp_path / "one" / shard["name"]).read_bytes() == (
             tmp_path / "two" / shard["name"]

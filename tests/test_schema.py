@@ -122,7 +122,7 @@ def test_manifest_row_index_and_schema() -> None:
     meta = sample_meta("k", CAMERA, 12, 16)
     row = manifest_row(meta, 3)
     names = [f.name for f in manifest_schema()]
-    assert set(row) | {"shard", "index", "offset", "size"} == set(names)
+    assert set(row) | {"shard", "index", "byte_offset", "size"} == set(names)
     assert row["black_level"] == 63.0 and row["cfa"] == "GBRG" and row["label"] == 3
     assert row["make"] == "" and row["render"] == "unprocess"
     entries = [ShardEntry("rawpairs-000000.tar", 2, 4096, "ab" * 32)]
@@ -331,7 +331,7 @@ def write_build(
             meta = sample_meta(key, CAMERA, 12, 16)
         label = int(members["cls"]) if members.get("cls", b"").isdigit() else None
         offset, size = spans[index] if index < len(spans) else (0, 0)
-        position = {"shard": shard.name, "index": index, "offset": offset, "size": size}
+        position = {"shard": shard.name, "index": index, "byte_offset": offset, "size": size}
         rows.append({**manifest_row(meta, label), **position})
     pq.write_table(
         pa.Table.from_pylist(rows, schema=manifest_schema()), folder / "manifest.parquet"
