@@ -20,11 +20,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from distill.config import TrainConfig, config_from_args, missing_extra
+from distill.options import CONFIG_NAME, write_config
 
-__all__ = ["TrainConfig", "config_from_args", "main", "train"]
+__all__ = ["TrainConfig", "config_from_args", "main", "train", "write_run_config"]
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -35,7 +37,22 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """
     from distill.trainer import train as run
 
+    config.validate()
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_run_config(config)
     return run(config)
+
+
+def write_run_config(config: TrainConfig) -> Path:
+    """Write the resolved ``config`` to ``<out>/config.yaml`` (atomically): the run again is
+    ``distill train --config <out>/config.yaml`` (with ``--out`` elsewhere for a second copy)."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = (
+        "distill train: this run's resolved configuration (every option).\n"
+        f"Repeat it: distill train --config {out / CONFIG_NAME} [--out OTHER_FOLDER]"
+    )
+    return write_config(config.to_dict(), out / CONFIG_NAME, header)
 
 
 def _missing(err: ModuleNotFoundError) -> int:
@@ -47,9 +64,9 @@ def _missing(err: ModuleNotFoundError) -> int:
     return 2
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m distill.train") -> int:
     """The command line; returns the exit status (0, or 2 with a one-line error on stderr)."""
-    config = config_from_args(argv)
+    config = config_from_args(argv, prog)
     try:
         import torch.distributed as dist
 
