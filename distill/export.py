@@ -135,6 +135,8 @@ def input_spec(
     with torch.no_grad():
         probe = student.eval()(*_example(student, crop))
     task = task_of(probe)
+    if classes is not None and len(classes) != probe.shape[1]:
+        classes = None  # a student of its own classes: the teacher's names do not apply
     wb = student.frontend.wb
     inputs = [
         {
@@ -185,8 +187,7 @@ def input_spec(
         },
         "output": {
             "name": "logits",
-            "shape": ["batch", len(classes) if classes else probe.shape[1]]
-            + (["h", "w"] if task == "segment" else []),
+            "shape": ["batch", probe.shape[1]] + (["h", "w"] if task == "segment" else []),
             "classes": list(classes) if classes is not None else None,
             "meaning": "class logits (softmax for probabilities)"
             if task == "classify"
