@@ -420,6 +420,7 @@ class Trainer:
         self.ema = EmaWeights(self.student, config.ema) if config.ema > 0 else None
         self.best: dict[str, Any] | None = None  # {"step", "kl", ...} of best.pt
         self.held: Any = None  # the --val-shards batches (distill.evaluate.HeldOut), rank 0
+        self.naive_baseline: dict[str, Any] | None = None  # the teacher on their naive render
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """The optimiser over every trainable parameter of the step module, in two groups:
@@ -506,6 +507,7 @@ class Trainer:
                 max_batches=config.val_batches,
                 device=self.proc.device,
             )
+            self.naive_baseline = score(self.held.baselines["naive_teacher"], self.held)
         with self.ema.applied(self.student) if self.ema else contextlib.nullcontext():
             metrics = score(student_logits(self.student, self.held), self.held)
             best = self.best is None or metrics["kl"] < self.best["kl"]
@@ -771,6 +773,7 @@ class Trainer:
             "log": str(self.out / "log.jsonl"),
             "world_size": proc.world_size,
             "validations": validations,
+            "naive_baseline": self.naive_baseline,
             "best": self.best,
         }
 

@@ -7,6 +7,7 @@ Training runs are 2 steps at 32 px, batch 2, so the repeat-a-run test stays a fe
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from distill import cli, evaluate, export, predict
 from distill.config import TrainConfig, build_parser, config_from_args
 from distill.options import CONFIG_NAME, parse_args, read_config, write_config
 from distill.train import main as train_main
+from distill.train import smoothed_losses
 
 REPO = Path(__file__).resolve().parents[1]
 PARSERS = {
@@ -180,3 +182,34 @@ def test_run_folder_config_repeats_the_run(pair_shards: Path, tmp_path: Path) ->
     ]
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
+
+
+def test_end_summary_smooths_the_loss_and_scores_held_out_pairs(
+    pair_shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert smoothed_losses([4.0, 2.0, 1.0, 3.0, 0.0] * 4) == {
+        "loss_start": 3.0, "loss_end": 1.5, "loss_window": 2,
+    }  # fmt: skip
+    assert smoothed_losses([5.0, 1.0])["loss_start"] == 5.0  # at least one step
+    assert smoothed_losses([])["loss_end"] is None
+    argv = [
+        "--shards", str(pair_shards / "rawpairs-00000{0..1}.tar"), "--out", str(tmp_path),
+        "--steps", "3", "--crop", "32", "--batch-size", "2", "--num-workers", "0",
+        "--device", "cpu", "--no-progress",
+        "--val-shards", str(pair_shards / "rawpairs-000002.tar"),
+    ]  # fmt: skip
+    assert train_main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "losses" not in summary and summary["loss_window"] == 1
+    assert out[1].startswith(f"loss {summary['loss_start']:.4f} → {summary['loss_end']:.4f}")
+    baseline = summary["naive_baseline"]
+    start, end = summary["validations"]  # at the start and the end (--val-every 0)
+    assert (start["step"], end["step"]) == (0, 3)
+    assert out[2] == (
+        f"held-out (--val-shards), step 0 → 3: KL {start['kl']:.3f} → {end['kl']:.3f} nats, "
+        f"top-1 agreement {start['top1_agreement']:.3f} → {end['top1_agreement']:.3f}; teacher "
+        f"on the naive render: KL {baseline['kl']:.3f}, top-1 agreement "
+        f"{baseline['top1_agreement']:.3f}"
+    )
+    assert len(out) == 4 and out[3].endswith("summary.json")
