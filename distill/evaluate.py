@@ -55,7 +55,13 @@ from distill.metrics import (
     paired_intervals,
     segment_values,
 )
-from distill.models import RawStudent, Teacher, task_of
+from distill.models import (
+    RawStudent,
+    Teacher,
+    imagenet_class_names,
+    imagenet_synsets,
+    task_of,
+)
 
 __all__ = [
     "BASELINES",
@@ -65,6 +71,7 @@ __all__ = [
     "build_parser",
     "evaluate",
     "format_table",
+    "label_report",
     "load_checkpoint",
     "load_heldout",
     "main",
@@ -279,7 +286,8 @@ def evaluate(
     (``{"accuracy"}``); each model entry has the task's metrics (classification:
     ``top1_agreement``, ``top5_agreement``, ``kl``; segmentation: ``pixel_agreement``, ``miou``,
     ``person_iou``, ``kl``; KL in nats), ``accuracy`` (``None`` without labels) and bootstrap
-    intervals. The student is put in eval mode.
+    intervals; ``labels`` says how the shards' labels were matched to the teacher's classes
+    (:func:`label_report`) or why accuracy is not defined. The student is put in eval mode.
     """
     held = load_heldout(
         shards,
@@ -292,7 +300,23 @@ def evaluate(
         num_workers=num_workers,
         device=device,
     )
-    return summarize(student_logits(student.to(device), held), held)
+    labels = label_report(held, shards)
+    return {**summarize(student_logits(student.to(device), held), held), "labels": labels}
+
+
+def label_report(held: HeldOut, shards: str | Sequence[str]) -> dict[str, Any]:
+    """Rewrite ``held``'s labels to the teacher's classes by name (:mod:`distill.labels`, with
+    the ``classes.json`` of the build holding ``shards``) and return what was matched."""
+    from distill.labels import find_class_map, relabel
+
+    if held.task != "classify":
+        return {"reason": "segmentation: the shards carry image labels, not masks"}
+    classes = held.classes
+    synsets = None
+    if classes is not None and len(classes) == 1000 and list(classes) == imagenet_class_names():
+        synsets = imagenet_synsets()
+    held.labels, report = relabel(held.labels, find_class_map(shards), classes, synsets)
+    return report
 
 
 # Report rows: model entry of :func:`summarize` → its label in the table and the chart.
