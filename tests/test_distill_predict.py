@@ -202,3 +202,21 @@ def test_predict_on_real_raw_files(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"{path}: RAW ") and f"centre crop {CROP}×{CROP}" in lines[0]
     assert len(lines) == 3
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")),
+    reason="the onnx extra is not installed",
+)
+def test_onnx_export_predicts_as_torchscript(teacher, tmp_path: Path) -> None:
+    spec, _ = export(build_student(teacher).eval(), teacher, CROP, tmp_path / "export")
+    assert spec["files"]["onnx"] == "student.onnx"
+    write_test_dng(tmp_path / "cat.dng", CFA.RGGB)
+    results = [
+        predict.predict(predict.load_export(tmp_path / "export" / name), tmp_path / "cat.dng")
+        for name in ("student.torchscript.pt", "student.onnx")
+    ]
+    assert [n for n, _ in results[0]["top_k"]] == [n for n, _ in results[1]["top_k"]]
+    np.testing.assert_allclose(
+        [p for _, p in results[0]["top_k"]], [p for _, p in results[1]["top_k"]], atol=1e-4
+    )
