@@ -112,9 +112,12 @@ def load_export(model: str | Path) -> Export:
         )
     try:
         spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        missing = [key for key in ("task", "files", "inputs", "size", "output") if key not in spec]
+        missing += [f"size.{key}" for key in ("height", "width") if key not in spec["size"]]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
         files = spec["files"]
         takes_wb = any(item["name"] == "wb" for item in spec["inputs"])
-        spec["size"]["height"], spec["size"]["width"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{spec_path}: not a distill export specification ({err})") from None
     if model.is_dir():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -175,9 +176,13 @@ def test_missing_spec_and_missing_onnxruntime_are_one_line(tmp_path: Path) -> No
     (tmp_path / "model.pt").write_bytes(b"x")
     with pytest.raises(ValueError, match=f"no {SPEC_NAME} beside it"):
         predict.load_export(tmp_path / "model.pt")
+    (tmp_path / SPEC_NAME).write_text('{"task": "classify", "size": {"height": 64}}')
+    expected = "not a distill export specification (missing files, inputs, output, size.width)"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        predict.load_export(tmp_path / "model.pt")
     if importlib.util.find_spec("onnxruntime") is None:
-        spec = {"files": {"onnx": "m.onnx"}, "inputs": [{"name": "raw"}], "size": {}}
-        spec["size"] = {"height": 64, "width": 64}
+        spec = {"task": "classify", "files": {"onnx": "m.onnx"}, "inputs": [{"name": "raw"}]}
+        spec |= {"size": {"height": 64, "width": 64}, "output": {}}
         (tmp_path / SPEC_NAME).write_text(json.dumps(spec))
         (tmp_path / "m.onnx").write_bytes(b"x")
         with pytest.raises(ValueError, match=r"install the extra: pip install 'rawpairs\[onnx\]'"):
