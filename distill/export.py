@@ -6,10 +6,12 @@ The exported graph takes packed RGGB planes float32 [B, 4, crop/2, crop/2] (blac
 per CFA site, divided by ``white − black``, not clipped; see ``distill.data``) and returns logits
 [B, K] (or [B, K, h, w] for a dense student); the RAW front-end (``distill.frontend``) is part of
 the graph. A student whose front-end white balance is ``metadata`` takes the camera's
-white-balance gains float32 [B, 3] (R, G, B, G = 1) as a second input. The graph is traced at one
-input size (``--crop``): the spec says whether other sizes give the same logits as the PyTorch
-student (checked at two other sizes, :func:`size_is_dynamic`); the ONNX graph has a dynamic batch
-axis. Both exports are checked against the PyTorch student on a random input.
+white-balance gains float32 [B, 3] (R, G, B, G = 1) as a second input. The graph is traced at
+``--crop`` from :func:`traceable` (EfficientNet's TF-"SAME" padding as integer arithmetic the
+tracer records), checked against the PyTorch student at batch 3 and at a second size
+(:func:`size_is_dynamic`): the spec says whether it takes other sizes (multiples of 32). The ONNX
+graph has dynamic batch (and, when the TorchScript one takes other sizes, height and width) axes
+and is checked through onnxruntime when installed.
 ``distill predict`` (:mod:`distill.predict`) runs an export on RAW files as the spec says.
 """
 
@@ -22,11 +24,16 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 try:
     import torch
+    import torch.nn.functional as F
+    from torch import nn
 except ModuleNotFoundError as err:  # `python -m distill.export` without rawpairs[distill]
     from distill.config import exit_if_command
 
@@ -46,6 +53,7 @@ __all__ = [
     "input_spec",
     "main",
     "size_is_dynamic",
+    "traceable",
 ]
 
 SPEC_NAME = "student.json"
@@ -56,58 +64,137 @@ ONNX_MISSING = f"ONNX export skipped: onnx is not installed; install the extra: 
 SPEC_FORMAT = "distill-export/1"
 
 
+def _inputs(
+    student: RawStudent, batch: int, height: int, width: int, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """Random inputs: the planes [batch, 4, height/2, width/2], and the white-balance gains
+    [batch, 3] when the student's front-end uses the recorded ones (``metadata``: the graph then
+    takes them as a 2nd input)."""
+    generator = torch.Generator().manual_seed(seed)
+    raw = torch.rand(batch, 4, height // 2, width // 2, generator=generator)
+    if student.frontend.wb != "metadata":
+        return (raw,)
+    return raw, 0.5 + 1.5 * torch.rand(batch, 3, generator=generator)
+
+
 def _example(student: RawStudent, crop: int) -> tuple[torch.Tensor, ...]:
-    """Example inputs: the planes, and the white-balance gains [B, 3] when the student's
-    front-end uses the recorded ones (``metadata``: the graph then takes them as a 2nd input)."""
-    raw = torch.rand(1, 4, crop // 2, crop // 2, generator=torch.Generator().manual_seed(0))
-    return (raw, torch.ones(1, 3)) if student.frontend.wb == "metadata" else (raw,)
+    return _inputs(student, 1, crop, crop)
+
+
+def _other_size(crop: int) -> tuple[int, int]:
+    """A second input size (RAW pixels, multiples of 32, not square) to check a graph at."""
+    side = crop // 32 * 32 or 32
+    return side + 32, 2 * side
+
+
+class _SamePadConv2d(nn.Conv2d):
+    """TensorFlow-"SAME" convolution whose padding is integer arithmetic on the input size.
+
+    Same result as EfficientNet's ``Conv2dDynamicSamePadding``, whose ``math.ceil`` makes
+    tracing freeze part of the padding for the traced size (a graph that is wrong at any other
+    size); integer arithmetic on ``x.shape`` is recorded by the tracer, so the traced graph takes
+    any size. Only for kernels > 1 or stride 1, whose padding is never negative.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        pad_h = (-(-ih // sh) - 1) * sh + (kh - 1) * dh + 1 - ih
+        pad_w = (-(-iw // sw) - 1) * sw + (kw - 1) * dw + 1 - iw
+        if kh > 1 or kw > 1:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def traceable(student: RawStudent) -> RawStudent:
+    """A copy of ``student`` (eval mode) with every ``Conv2dDynamicSamePadding`` (EfficientNet's
+    TF-"SAME" convolution) replaced by the equivalent :class:`_SamePadConv2d`, so that a trace
+    is valid at every input size; other modules are shared as they are."""
+    copy = deepcopy(student).eval()
+    for module in list(copy.modules()):
+        for name, child in list(module.named_children()):
+            if type(child).__name__ != "Conv2dDynamicSamePadding" or child.padding_mode != "zeros":
+                continue
+            kernel, stride = tuple(child.kernel_size), tuple(child.stride)
+            if max(kernel) == 1 and max(stride) > 1:
+                continue  # its padding can be negative (a crop): keep it
+            conv = _SamePadConv2d(
+                child.in_channels, child.out_channels, kernel, stride, 0, child.dilation,
+                child.groups, child.bias is not None,
+            )  # fmt: skip
+            conv.load_state_dict(child.state_dict())
+            setattr(module, name, conv)
+    return copy
 
 
 def export_torchscript(student: RawStudent, crop: int, path: str | Path) -> Path:
-    """Trace the student at ``crop`` (RAW side, pixels) to TorchScript, verify, return ``path``."""
+    """Trace the student (:func:`traceable`) at ``crop`` (RAW side, pixels) to TorchScript,
+    check the saved graph against the student at batch 3, return ``path``."""
     path = Path(path)
-    example = _example(student, crop)
     student = student.eval()
     with torch.no_grad(), warnings.catch_warnings():
-        # The TF-"SAME" padding is computed from the input size: tracing bakes in the padding
-        # for this size, which is why the export is tied to ``crop`` (the warning says so).
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(student, example)
-        expected = student(*example)
+        traced = torch.jit.trace(traceable(student), _example(student, crop))
     traced.save(str(path))
     reloaded = torch.jit.load(str(path))
+    check = _inputs(student, 3, crop, crop, seed=1)
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(*example), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(reloaded(*check), student(*check), rtol=1e-4, atol=1e-4)
     return path
 
 
-def export_onnx(student: RawStudent, crop: int, path: str | Path) -> Path:
-    """Export to ONNX with a dynamic batch axis; ``RuntimeError`` if ``onnx`` is not installed."""
+def export_onnx(student: RawStudent, crop: int, path: str | Path, *, dynamic: bool) -> bool:
+    """Export to ONNX with a dynamic batch axis (and dynamic height and width when ``dynamic``);
+    ``RuntimeError`` if the ``onnx`` extra is not installed. With onnxruntime the file is checked
+    against the student (batch 1 and 3, and another size when ``dynamic``) and removed, with a
+    ``RuntimeError``, if it differs. Returns whether it was checked."""
     if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxscript")):
         raise RuntimeError(ONNX_MISSING)
     path = Path(path)
-    example = _example(student, crop)
+    student = student.eval()
+    example = _inputs(student, 2, crop, crop)  # batch 2: a batch of 1 would be specialised
     names = ["raw", "wb"][: len(example)]
-    torch.onnx.export(
-        student.eval(),
-        example,
-        str(path),
-        input_names=names,
-        output_names=["logits"],
-        dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
-    )
-    return path
+    axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in names}
+    if dynamic:
+        axes["raw"] = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            traceable(student),
+            example,
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={**axes, "logits": {0: "batch"}},
+        )
+    try:
+        import onnxruntime
+    except ModuleNotFoundError:
+        return False
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sizes = [(1, crop, crop), (3, crop, crop)]
+    if dynamic:
+        sizes.append((1, *_other_size(crop)))
+    for batch, height, width in sizes:
+        inputs = _inputs(student, batch, height, width, seed=2)
+        with torch.no_grad():
+            want = student(*inputs).numpy()
+        got = session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})[0]
+        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-3):
+            path.unlink()
+            raise RuntimeError(
+                f"ONNX export skipped: onnxruntime's logits differ from the student's at batch "
+                f"{batch}, {height}×{width}"
+            )
+    return True
 
 
 def size_is_dynamic(student: RawStudent, traced: torch.jit.ScriptModule, crop: int) -> bool:
-    """Whether the graph traced at ``crop`` gives the PyTorch student's logits at other sizes too
-    (checked at (crop + 32) × 2·crop RAW pixels, within 1e-4): then it takes any size that is a
-    multiple of 32 (the stride of the usual networks)."""
-    side = crop // 32 * 32 or 32
-    h, w = side + 32, 2 * side
-    generator = torch.Generator().manual_seed(1)
-    raw = torch.rand(1, 4, h // 2, w // 2, generator=generator)
-    inputs = (raw, torch.ones(1, 3)) if student.frontend.wb == "metadata" else (raw,)
+    """Whether the graph traced at ``crop`` gives the PyTorch student's logits at another size
+    too (:func:`_other_size`, within 1e-4): then it takes sizes that are multiples of 32 (the
+    stride of the usual networks)."""
+    inputs = _inputs(student, 2, *_other_size(crop), seed=3)
     with torch.no_grad():
         try:
             got = traced(*inputs)
@@ -227,8 +314,10 @@ def export(
     files: dict[str, str | None] = {"torchscript": TORCHSCRIPT_NAME, "onnx": None}
     messages = [f"wrote {ts_path}"]
     try:
-        files["onnx"] = export_onnx(student, crop, out / ONNX_NAME).name
-        messages.append(f"wrote {out / ONNX_NAME}")
+        checked = export_onnx(student, crop, out / ONNX_NAME, dynamic=dynamic)
+        files["onnx"] = ONNX_NAME
+        note = "" if checked else " (not checked: onnxruntime is not installed)"
+        messages.append(f"wrote {out / ONNX_NAME}{note}")
     except RuntimeError as err:
         messages.append(str(err))
     spec = input_spec(student, teacher.classes, crop, dynamic=dynamic, files=files, source=source)

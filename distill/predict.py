@@ -168,15 +168,24 @@ class RawInput:
     binning: int
 
 
-def prepare(capture: RawCapture, spec: dict[str, Any], max_side: int | None = None) -> RawInput:
-    """The graph's input from a RAW file read by ``rawpairs.sources.read_raw`` (see module)."""
+def prepare(
+    capture: RawCapture,
+    spec: dict[str, Any],
+    max_side: int | None = None,
+    side: int | None = None,
+) -> RawInput:
+    """The graph's input from a RAW file read by ``rawpairs.sources.read_raw`` (see module);
+    ``side``: a centred ``side``×``side`` window instead of the largest (exports that take any
+    size only)."""
     from distill.data import rggb_black_level
 
     camera = capture.camera
     mosaic, factor = _square_and_bin(capture.mosaic, capture.pixel_aspect, max_side)
     h, w = mosaic.shape
     size = spec["size"]
-    if size.get("dynamic"):
+    if side is not None:
+        window = (side, side)
+    elif size.get("dynamic"):
         ry, rx = camera.cfa.red_position
         multiple = size.get("multiple_of") or SIZE_MULTIPLE
         window = ((h - ry) // multiple * multiple, (w - rx) // multiple * multiple)
@@ -193,11 +202,12 @@ def prepare(capture: RawCapture, spec: dict[str, Any], max_side: int | None = No
     return RawInput(planes[None], wb, (top, left, *window), (h, w), factor)
 
 
-def _describe(path: Path, prepared: RawInput, dynamic: bool) -> str:
+def _describe(path: Path, prepared: RawInput, dynamic: bool, side: int | None) -> str:
     top, left, ch, cw = prepared.window
     h, w = prepared.shape
     binned = f", binned {prepared.binning}×" if prepared.binning > 1 else ""
     why = "largest centred window, multiple of 32" if dynamic else "the export's fixed input size"
+    why = "--size" if side is not None else why
     return f"{path}: RAW {h}×{w}{binned}; centre crop {ch}×{cw} at row {top}, column {left} ({why})"
 
 
@@ -208,20 +218,23 @@ def predict(
     top_k: int = 5,
     out: Path | None = None,
     max_side: int | None = None,
+    side: int | None = None,
 ) -> dict[str, Any]:
-    """Run ``export`` on RAW file ``path``: ``{"file", "window", "top_k": [(class, p), …]}`` for a
-    classifier, ``{"file", "window", "mask": PNG path, "fractions"}`` for a segmenter (the mask is
-    written to ``out``). Raises ``InputError``/``ValueError`` naming the file."""
+    """Run ``export`` on RAW file ``path`` (``max_side``, ``side``: see :func:`prepare`).
+
+    Returns ``{"file", "window", "description", "top_k": [(class, p), …]}`` for a classifier,
+    ``{"file", "window", "description", "mask": PNG path, "fractions"}`` for a segmenter (the
+    mask is written to ``out``). Raises ``InputError``/``ValueError`` naming the file."""
     import cv2
 
     spec = export.spec
-    prepared = prepare(read_raw(path), spec, max_side)
+    prepared = prepare(read_raw(path), spec, max_side, side)
     logits = export.run(prepared.raw, prepared.wb)
     classes = spec["output"].get("classes")
     result: dict[str, Any] = {
         "file": str(path),
         "window": list(prepared.window),
-        "description": _describe(path, prepared, bool(spec["size"].get("dynamic"))),
+        "description": _describe(path, prepared, bool(spec["size"].get("dynamic")), side),
     }
     if spec["task"] == "classify":
         probs = torch.softmax(torch.from_numpy(logits[0]).double(), 0).numpy()
@@ -275,8 +288,16 @@ def build_parser(prog: str = "python -m distill.predict") -> argparse.ArgumentPa
     p.add_argument(
         "--src", required=True, nargs="+", help="RAW files (DNG, CRW, NEF …) or folders of them"
     )
-    p.add_argument("--top-k", type=int, default=5, help="classes printed per file (classifier)")
+    p.add_argument(
+        "--top-k", type=int, default=5, help="classes printed per file (a segmenter's largest)"
+    )
     p.add_argument("--out", default="predictions", help="folder of the masks (segmenter)")
+    p.add_argument(
+        "--size",
+        type=int,
+        help="a centred SIZE×SIZE window, even, for an export that takes any size (default: "
+        "the export's fixed size, else the largest window of multiples of 32)",
+    )
     p.add_argument(
         "--max-side",
         type=int,
@@ -295,10 +316,21 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m distill.predi
     if args.top_k < 1:
         print("error: --top-k must be at least 1", file=sys.stderr)
         return 2
+    if args.size is not None and (args.size <= 0 or args.size % 2):
+        print(f"error: --size must be a positive even number, got {args.size}", file=sys.stderr)
+        return 2
     try:
         export = load_export(args.model)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    size = export.spec["size"]
+    if args.size is not None and not size.get("dynamic") and args.size != size["height"]:
+        print(
+            f"error: {export.path}: this export takes {size['height']}×{size['width']} inputs "
+            f"only, not --size {args.size}",
+            file=sys.stderr,
+        )
         return 2
     status = 0
     paths = _expand(args.src)
@@ -308,7 +340,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m distill.predi
     for path in paths:
         try:
             result = predict(
-                export, path, top_k=args.top_k, out=Path(args.out), max_side=args.max_side
+                export,
+                path,
+                top_k=args.top_k,
+                out=Path(args.out),
+                max_side=args.max_side,
+                side=args.size,
             )
         except (InputError, ValueError, OSError) as err:
             message = str(err) if str(path) in str(err) else f"{path}: {err}"
@@ -320,7 +357,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m distill.predi
             for rank, (name, p) in enumerate(result["top_k"], 1):
                 print(f"  {rank}. {p:6.1%}  {name}")
         else:
-            shares = ", ".join(f"{name} {f:.1%}" for name, f in result["fractions"].items())
+            present = sorted(result["fractions"].items(), key=lambda item: -item[1])
+            shares = ", ".join(f"{f:.1%} {name}" for name, f in present[: args.top_k] if f > 0)
             print(f"  mask {result['mask']} (class index per pixel of the crop): {shares}")
     return status
 

@@ -65,7 +65,7 @@ def write_test_dng(path: Path, cfa: CFA, size: tuple[int, int] = (120, 160)) -> 
 
 
 def test_spec_describes_the_input(exported: tuple[Path, RawStudent]) -> None:
-    out, _ = exported
+    out, student = exported
     spec = json.loads((out / SPEC_NAME).read_text())
     assert spec["task"] == "classify"
     assert spec["files"]["torchscript"] == "student.torchscript.pt"
@@ -75,9 +75,13 @@ def test_spec_describes_the_input(exported: tuple[Path, RawStudent]) -> None:
     assert "packed RGGB" in raw["layout"] and "black_level" in raw["normalisation"]
     assert wb["name"] == "wb" and wb["shape"] == ["batch", 3]
     assert spec["white_balance"] == {**spec["white_balance"], "mode": "metadata", "input": "wb"}
-    # EfficientNet's TF-"SAME" padding is baked in by the trace: fixed size, said so.
+    # EfficientNet's TF-"SAME" padding, traced as integer arithmetic, follows the input size.
     assert spec["size"]["height"] == spec["size"]["width"] == CROP
-    assert spec["size"]["dynamic"] is False
+    assert spec["size"]["dynamic"] is True and spec["size"]["multiple_of"] == 32
+    graph = torch.jit.load(str(out / spec["files"]["torchscript"]))
+    raw, gains = torch.rand(2, 4, 48, 80), torch.rand(2, 3) + 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(graph(raw, gains), student(raw, gains), rtol=1e-4, atol=1e-4)
     assert spec["output"]["shape"] == ["batch", 1000]
     assert spec["output"]["classes"][285] == "Egyptian cat"
 
@@ -110,18 +114,33 @@ def test_predict_on_a_dng_matches_the_student_on_its_centre_crop(
         probs = torch.softmax(student(planes, torch.tensor([camera.wb_gains])).double(), 1)[0]
     expected = torch.topk(probs, 3)
 
-    result = predict.predict(predict.load_export(out), tmp_path / "cat.dng", top_k=3)
+    result = predict.predict(predict.load_export(out), tmp_path / "cat.dng", top_k=3, side=CROP)
     assert result["window"] == [top, left, CROP, CROP]
     names = [name for name, _ in result["top_k"]]
     assert names == [student_class(i) for i in expected.indices.tolist()]
     np.testing.assert_allclose([p for _, p in result["top_k"]], expected.values, atol=1e-4)
 
-    assert predict.main(["--model", str(out), "--src", str(tmp_path / "cat.dng")]) == 0
+    # An export of one size only gets that centre crop, and says so.
+    fixed = fixed_size_copy(out, tmp_path / "fixed")
+    assert predict.main(["--model", str(fixed), "--src", str(tmp_path / "cat.dng")]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].endswith(
         f"centre crop {CROP}×{CROP} at row {top}, column {left} (the export's fixed input size)"
     )
     assert len(printed) == 6 and printed[1].strip().startswith("1.")
+    assert predict.main(["--model", str(fixed), "--src", "x.dng", "--size", "96"]) == 2
+    assert capsys.readouterr().err.strip().endswith("takes 64×64 inputs only, not --size 96")
+
+
+def fixed_size_copy(export_folder: Path, folder: Path) -> Path:
+    """The export with its spec saying it takes its traced size only."""
+    folder.mkdir()
+    for item in export_folder.iterdir():
+        (folder / item.name).write_bytes(item.read_bytes())
+    spec = json.loads((folder / SPEC_NAME).read_text())
+    spec["size"] |= {"dynamic": False, "multiple_of": None}
+    (folder / SPEC_NAME).write_text(json.dumps(spec))
+    return folder
 
 
 def student_class(index: int) -> str:
@@ -138,7 +157,8 @@ def test_a_file_too_small_or_unreadable_is_one_line_and_the_rest_still_runs(
     write_test_dng(tmp_path / "fine.dng", CFA.RGGB)
     (tmp_path / "empty.dng").write_bytes(b"")
     files = [str(tmp_path / n) for n in ("small.dng", "empty.dng", "fine.dng")]
-    assert predict.main(["--model", str(out / "student.torchscript.pt"), "--src", *files]) == 2
+    model = ["--model", str(out / "student.torchscript.pt"), "--size", str(CROP)]
+    assert predict.main([*model, "--src", *files]) == 2
     captured = capsys.readouterr()
     errors = captured.err.strip().splitlines()
     assert len(errors) == 2
@@ -160,16 +180,27 @@ def test_a_size_agnostic_student_gets_the_largest_window(teacher, tmp_path: Path
     assert "largest centred window" in result["description"]
 
 
-def test_segmentation_export_writes_masks(tmp_path: Path) -> None:
+def test_segmentation_export_writes_masks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     teacher = load_teacher("efficientnet-lite0-dense")
     spec, _ = export(build_student(teacher).eval(), teacher, CROP, tmp_path / "export")
     assert spec["task"] == "segment"
     write_test_dng(tmp_path / "cat.dng", CFA.BGGR)
     masks = tmp_path / "masks"
     args = ["--model", str(tmp_path / "export"), "--src", str(tmp_path), "--out", str(masks)]
-    assert predict.main(args) == 0
+    assert predict.main([*args, "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # BGGR: red sites on odd rows and columns, so the window starts on one.
+    assert lines[0].endswith("centre crop 96×128 at row 11, column 15 (largest centred window, "
+                             "multiple of 32)")  # fmt: skip
     mask = cv2.imread(str(masks / "cat.mask.png"), cv2.IMREAD_UNCHANGED)
-    assert mask.shape == (CROP, CROP) and mask.dtype == np.uint8
+    assert mask.shape == (96, 128) and mask.dtype == np.uint8
+    names = spec["output"]["classes"]
+    counts = np.bincount(mask.ravel(), minlength=len(names)) / mask.size
+    largest = np.argsort(-counts, kind="stable")[:2]
+    shares = ", ".join(f"{counts[i]:.1%} {names[i]}" for i in largest if counts[i] > 0)
+    assert (
+        lines[1] == f"  mask {masks / 'cat.mask.png'} (class index per pixel of the crop): {shares}"
+    )
 
 
 def test_missing_spec_and_missing_onnxruntime_are_one_line(tmp_path: Path) -> None:
@@ -203,9 +234,12 @@ def test_predict_on_real_raw_files(
     if not path.is_file():
         pytest.skip(f"{path} not available (../shared is absent)")
     out, _ = exported
-    assert predict.main(["--model", str(out), "--src", str(path), "--top-k", "2"]) == 0
+    args = ["--model", str(out), "--src", str(path), "--top-k", "2", "--max-side", "256"]
+    assert predict.main(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"{path}: RAW ") and f"centre crop {CROP}×{CROP}" in lines[0]
+    # Binned (as rawpairs build --max-side) to at most 256 px, then the largest window.
+    assert lines[0].startswith(f"{path}: RAW ") and ", binned " in lines[0]
+    assert lines[0].endswith("(largest centred window, multiple of 32)")
     assert len(lines) == 3
 
 
