@@ -50,17 +50,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
     ``log`` (path), ``world_size``, ``validations`` (``--val-shards``: the held-out scores at
     the start, every ``--val-every`` steps and at the end), ``naive_baseline`` (the teacher on
     the naive render of the same held-out RAW), ``best``. Rank 0 writes ``<out>/config.yaml``
-    first and ``<out>/summary.json`` (all but ``losses``, which ``log.jsonl`` holds) last.
+    once the settings are checked and ``<out>/summary.json`` (all but ``losses``, which
+    ``log.jsonl`` holds) at the end.
     """
-    from distill.trainer import train as run
+    from distill.trainer import Trainer
 
-    config.validate()
-    main_rank = int(os.environ.get("RANK", "0")) == 0
-    if main_rank:
+    trainer = Trainer(config)  # checks every setting (and reads a resume) before writing
+    trainer.resume()
+    if trainer.proc.main:
         write_run_config(config)
-    summary = run(config)
+    summary = trainer.run()
     summary.update(smoothed_losses(summary["losses"]))
-    if main_rank:
+    if trainer.proc.main:
         _write_json({k: v for k, v in summary.items() if k != "losses"}, config.out)
     return summary
 
