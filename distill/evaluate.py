@@ -345,8 +345,8 @@ def format_table(metrics: dict[str, Any]) -> str:
     width = 34
     lines = [
         f"{metrics['samples']} held-out samples from {metrics['sources']} sources, task "
-        f"{metrics['task']}: agreement with the teacher on the RGB, KL(teacher ‖ model) in nats "
-        "(lower is better), [95 % source-bootstrap interval]",
+        f"{metrics['task']}: agreement with the teacher on the RGB",
+        "(KL(teacher ‖ model) in nats, lower is better; [95 % source-bootstrap interval])",
         f"{'model':<{width}}" + "".join(f"{n:<24}" for n in names),
     ]
     for key, label in MODEL_LABELS.items():

@@ -163,12 +163,12 @@ def test_cli_prints_a_short_table_and_writes_the_json(
     metrics = json.loads(json_path.read_text())
     assert len(lines) <= 30 and not (tmp_path / "metrics.json").exists()
     assert lines[0].startswith(f"{metrics['samples']} held-out samples from")
-    assert lines[1].split() == ["model", "top1_agreement", "top5_agreement", "kl"]
+    assert lines[2].split() == ["model", "top1_agreement", "top5_agreement", "kl"]
     student = metrics["student"]
     lo, hi = student["ci"]["kl"]
     assert (
-        lines[2].startswith("student (RAW)")
-        and f"{student['kl']:.3f} [{lo:.2f}, {hi:.2f}]" in lines[2]
+        lines[3].startswith("student (RAW)")
+        and f"{student['kl']:.3f} [{lo:.2f}, {hi:.2f}]" in lines[3]
     )
     diff = student["vs"]["naive_teacher"]["top1_agreement"]
     row = next(line for line in lines if line.startswith("student − naive render"))
