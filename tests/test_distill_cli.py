@@ -213,3 +213,16 @@ def test_end_summary_smooths_the_loss_and_scores_held_out_pairs(
         f"{baseline['top1_agreement']:.3f}"
     )
     assert len(out) == 4 and out[3].endswith("summary.json")
+
+
+def test_console_script_and_onnx_extra_are_declared() -> None:
+    import importlib
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    module, _, name = project["scripts"]["distill"].partition(":")
+    assert getattr(importlib.import_module(module), name) is cli.main
+    assert {r.split(">")[0] for r in project["optional-dependencies"]["onnx"]} == {
+        "onnx", "onnxscript", "onnxruntime",
+    }  # fmt: skip
+    assert any(r.startswith("pyyaml") for r in project["dependencies"])
