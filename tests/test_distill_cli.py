@@ -7,6 +7,7 @@ Training runs are 2 steps at 32 px, batch 2, so the repeat-a-run test stays a fe
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -216,9 +217,7 @@ def test_end_summary_smooths_the_loss_and_scores_held_out_pairs(
 
 
 def test_console_script_and_onnx_extra_are_declared() -> None:
-    import importlib
-    import tomllib
-
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     module, _, name = project["scripts"]["distill"].partition(":")
     assert getattr(importlib.import_module(module), name) is cli.main
