@@ -493,7 +493,7 @@ class Trainer:
         ``<out>/val.jsonl`` and writes ``<out>/best.pt`` (weights and config, loadable by
         ``distill.checkpoint.load_checkpoint``) when the KL is the lowest so far.
         """
-        from distill.evaluate import load_heldout, score, student_logits
+        from distill.evaluate import label_report, load_heldout, score, student_logits
 
         config = self.config
         if self.held is None:
@@ -507,6 +507,7 @@ class Trainer:
                 max_batches=config.val_batches,
                 device=self.proc.device,
             )
+            label_report(self.held, config.val_shards)  # labels → the teacher's classes
             self.naive_baseline = score(self.held.baselines["naive_teacher"], self.held)
         with self.ema.applied(self.student) if self.ema else contextlib.nullcontext():
             metrics = score(student_logits(self.student, self.held), self.held)

@@ -86,3 +86,18 @@ def test_evaluate_says_why_accuracy_is_undefined(models: tuple, tmp_path: Path) 
     last = format_table(metrics).splitlines()[-1]
     assert last.startswith("accuracy: not defined: the labels' classes (mine, from ")
     assert "name none of the teacher's 1000 classes, which the student predicts" in last
+
+
+def test_validation_during_training_scores_matched_labels_only(tmp_path: Path) -> None:
+    from distill.train import TrainConfig, train
+
+    shards = build_labelled(tmp_path / "src", tmp_path / "shards", {"mine": "chelsea"})
+    out = tmp_path / "run"
+    config = TrainConfig(
+        shards=str(shards), val_shards=str(shards), out=str(out), steps=1, crop=64, batch_size=2,
+        num_workers=0, progress=False, device="cpu",
+    )  # fmt: skip
+    summary = train(config)
+    # 'mine' is no ImageNet class: accuracy is undefined (null), not 0.0 against ImageNet ids.
+    assert [v["accuracy"] for v in summary["validations"]] == [None, None]
+    assert summary["naive_baseline"]["accuracy"] is None
