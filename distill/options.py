@@ -181,7 +181,8 @@ def parse_args(
     A bad configuration file ends the process with status 2 and one line on stderr.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    first = argparse.ArgumentParser(add_help=False)
+    first = argparse.ArgumentParser(prog=parser.prog, add_help=False)
+    first.error = parser.error  # type: ignore[method-assign] # report as the parser does
     first.add_argument("--config")
     known, _ = first.parse_known_args(argv)
     if known.config:
