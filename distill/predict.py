@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,6 @@ except ModuleNotFoundError as err:  # `python -m distill.predict` without rawpai
 from rawpairs import cfa as cfa_ops
 from rawpairs.cfa import CFA
 from rawpairs.errors import InputError
-from rawpairs.sample import _square_and_bin  # the build's own squaring and binning
 from rawpairs.sources import RawCapture, read_raw, source_kind
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "normalised_planes",
     "predict",
     "prepare",
+    "square_and_bin",
 ]
 
 ONNX_EXTRA = "pip install 'rawpairs[onnx]'"
@@ -155,6 +156,28 @@ def normalised_planes(rggb: np.ndarray, black: np.ndarray, white: float) -> np.n
     return (planes - black) / (np.float32(white) - black)
 
 
+def square_and_bin(
+    mosaic: np.ndarray, pixel_aspect: float, max_side: int | None
+) -> tuple[np.ndarray, int]:
+    """A sensor mosaic resampled to square pixels, then Bayer-binned so that its longer side is
+    at most ``max_side``: the rule ``rawpairs build`` applies to RAW files (a site
+    ``pixel_aspect`` times as wide as tall loses rows, nothing is invented; the binning factor is
+    the least integer that fits), through :func:`rawpairs.cfa.resample` / ``bin_mosaic``, which
+    keep the CFA. Returns (mosaic, binning factor). (distill does not import the build's writer
+    modules; a test checks this equals ``rawpairs.sample``'s own.)"""
+    h, w = mosaic.shape
+    square = abs(pixel_aspect - 1.0) <= 1e-3
+    scale_y = 1.0 if square else max(pixel_aspect, 1.0)
+    scale_x = 1.0 if square else max(1.0 / pixel_aspect, 1.0)
+    longest = max(h / scale_y, w / scale_x)
+    factor = 1
+    if max_side is not None and longest > max_side:
+        factor = math.ceil(longest / max_side)
+    if square:
+        return cfa_ops.bin_mosaic(mosaic, factor), factor
+    return cfa_ops.resample(mosaic, scale_y * factor, scale_x * factor), factor
+
+
 @dataclass
 class RawInput:
     """One file made ready for the graph: ``raw`` 1×4×h×w float32, ``wb`` 1×3 float32 (R, G, B),
@@ -180,7 +203,7 @@ def prepare(
     from distill.data import rggb_black_level
 
     camera = capture.camera
-    mosaic, factor = _square_and_bin(capture.mosaic, capture.pixel_aspect, max_side)
+    mosaic, factor = square_and_bin(capture.mosaic, capture.pixel_aspect, max_side)
     h, w = mosaic.shape
     size = spec["size"]
     if side is not None:

@@ -259,3 +259,14 @@ def test_onnx_export_predicts_as_torchscript(teacher, tmp_path: Path) -> None:
     np.testing.assert_allclose(
         [p for _, p in results[0]["top_k"]], [p for _, p in results[1]["top_k"]], atol=1e-4
     )
+
+
+@pytest.mark.parametrize(("aspect", "max_side"), [(1.0, None), (1.0, 50), (1.535, None), (0.7, 64)])
+def test_squaring_and_binning_is_the_builds(aspect: float, max_side: int | None) -> None:
+    from rawpairs.sample import _square_and_bin
+
+    mosaic = np.random.default_rng(5).integers(0, 4096, (96, 130), dtype=np.uint16)
+    ours, factor = predict.square_and_bin(mosaic, aspect, max_side)
+    theirs, their_factor = _square_and_bin(mosaic, aspect, max_side)
+    assert factor == their_factor and ours.dtype == theirs.dtype
+    np.testing.assert_array_equal(ours, theirs)
