@@ -224,9 +224,11 @@ def test_missing_spec_and_missing_onnxruntime_are_one_line(tmp_path: Path) -> No
     "path",
     [
         TESTS / "data" / "raw" / "Kodak-DC50-DC50IMG-DC0010S.KDC",
+        TESTS / "data" / "raw" / "Kodak-DC120-DC120IMG-P003912.KDC",  # non-square pixels
+        TESTS / "data" / "raw" / "Canon-PowerShot_S40-CRW_0104.CRW",
         SHARED_RAW / "Canon-EOS550D-colorchart.dng",
     ],
-    ids=["kdc", "shared-dng"],
+    ids=["kdc", "kdc-dc120", "crw", "shared-dng"],
 )
 def test_predict_on_real_raw_files(
     exported: tuple[Path, RawStudent], path: Path, capsys: pytest.CaptureFixture
