@@ -232,7 +232,9 @@ class TrainConfig:
     val_every: int = option(
         0, "steps between validations (0: only at the start and the end)", low=0
     )
-    val_batches: int | None = option(None, "validate on at most this many batches", low=1)
+    val_batches: int | None = option(
+        None, "validate on at most this many batches (default: all)", low=1
+    )
     objective: str = option(
         "distill",
         "distill: KD (+ MSE, features) from the teacher; baselines: supervised (cross-entropy on "
@@ -294,7 +296,9 @@ class TrainConfig:
         "(last.pt, best.pt, log.jsonl, log.csv, val.jsonl, keys-rank*.txt, TensorBoard events), "
         "never other files",
     )
-    stop_after: int | None = option(None, "end this invocation at this step (checkpointed)", low=1)
+    stop_after: int | None = option(
+        None, "end this invocation at this step, checkpointed (default: --steps)", low=1
+    )
     log_keys: bool = option(False, "every rank writes its sample keys to <out>/keys-rank<r>.txt")
     progress: bool = option(True, "progress bar")
 
@@ -546,13 +550,17 @@ def _scalar_type(hint: Any) -> Any:
     return args[0] if len(args) == 1 and args[0] in (int, float, str, bool) else None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m distill.train`` parser: one flag per :class:`TrainConfig` field."""
+def build_parser(prog: str = "python -m distill.train") -> argparse.ArgumentParser:
+    """The ``distill train`` parser: one flag per :class:`TrainConfig` field, and ``--config``
+    (:mod:`distill.options`)."""
+    from distill.options import HelpFormatter, add_config_option
+
     parser = OneLineParser(
-        prog="python -m distill.train",
+        prog=prog,
         description="Distil a frozen RGB teacher into a RAW student (no labels needed).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
+    add_config_option(parser)
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         meta = f.metadata
@@ -575,9 +583,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    """Parse command-line arguments into a :class:`TrainConfig` (not yet validated)."""
-    args = vars(build_parser().parse_args(argv))
+def config_from_args(
+    argv: Sequence[str] | None = None, prog: str = "python -m distill.train"
+) -> TrainConfig:
+    """Parse command-line arguments (and ``--config FILE.yaml``, which they override) into a
+    :class:`TrainConfig` (not yet validated)."""
+    from distill.options import parse_args
+
+    args = vars(parse_args(build_parser(prog), argv))
+    args.pop("config")
     for f in fields(TrainConfig):
         convert = f.metadata["convert"]
         if convert is not None and args[f.name] is not None:

@@ -503,6 +503,7 @@ class Trainer:
         self.ema = EmaWeights(self.student, config.ema) if config.ema > 0 else None
         self.best: dict[str, Any] | None = None  # {"step", "kl", ...} of best.pt
         self.held: Any = None  # the --val-shards batches (distill.evaluate.HeldOut), rank 0
+        self.naive_baseline: dict[str, Any] | None = None  # the teacher on their naive render
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """The optimiser over every trainable parameter of the step module, in two groups:
@@ -575,7 +576,7 @@ class Trainer:
         ``<out>/val.jsonl`` and writes ``<out>/best.pt`` (weights and config, loadable by
         ``distill.checkpoint.load_checkpoint``) when the KL is the lowest so far.
         """
-        from distill.evaluate import load_heldout, score, student_logits
+        from distill.evaluate import label_report, load_heldout, score, student_logits
 
         config = self.config
         if self.held is None:
@@ -589,6 +590,8 @@ class Trainer:
                 max_batches=config.val_batches,
                 device=self.proc.device,
             )
+            label_report(self.held, config.val_shards)  # labels → the teacher's classes
+            self.naive_baseline = score(self.held.baselines["naive_teacher"], self.held)
         with self.ema.applied(self.student) if self.ema else contextlib.nullcontext():
             metrics = score(student_logits(self.student, self.held), self.held)
             best = self.best is None or metrics["kl"] < self.best["kl"]
@@ -864,6 +867,7 @@ class Trainer:
             "log": str(self.out / "log.jsonl"),
             "world_size": proc.world_size,
             "validations": validations,
+            "naive_baseline": self.naive_baseline,
             "best": self.best,
         }
 

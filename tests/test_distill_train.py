@@ -145,7 +145,8 @@ def test_ddp_ranks_see_disjoint_samples(pair_shards: Path, tmp_path: Path) -> No
     assert len(keys[0]) == len(keys[1]) == 4
     assert not set(keys[0]) & set(keys[1]), keys
     assert torch.load(tmp_path / "last.pt", weights_only=False)["world_size"] == 2
-    assert json.loads(result.stdout)["world_size"] == 2
+    assert json.loads((tmp_path / "summary.json").read_text())["world_size"] == 2
+    assert "2 process(es)" in result.stdout
     # Resume the 2-process checkpoint in 1 process: training continues (not an exact replay).
     config = TrainConfig(
         shards=str(pair_shards), out=str(tmp_path), steps=4, crop=32, resume="auto",
