@@ -253,7 +253,8 @@ def test_a_huge_shuffle_buffer_is_bounded_by_its_memory(pair_shards: Path, tmp_p
     args += [*TINY, "--shuffle-buffer", "1000000000", "--shuffle-memory", "4"]
     result = run_module("distill.train", args, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout)["steps"] == 2
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["steps"] == 2
 
 
 # Item 12: clear errors instead of tracebacks ---------------------------------------------------
