@@ -187,7 +187,12 @@ def plan_resume(
     """
     saved = state["config"]
     current = config.to_dict()
-    changed = [name for name in data_order_fields() if _plain(saved.get(name)) != current[name]]
+    defaults = TrainConfig(shards=[]).to_dict()  # a field newer than the checkpoint: its default
+    changed = [
+        name
+        for name in data_order_fields()
+        if _plain(saved.get(name, defaults[name])) != current[name]
+    ]
     if state["world_size"] != world_size:
         changed.insert(0, f"world size {state['world_size']} → {world_size}")
     step = int(state["step"])

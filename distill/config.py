@@ -277,6 +277,11 @@ class TrainConfig:
         data_order=True,
     )
     hflip: bool = option(True, "random horizontal flips", data_order=True)
+    fresh_cameras: bool = option(
+        False,
+        "at-load samples (rawpairs build --unprocess at_load): a new camera and noise every epoch",
+        data_order=True,
+    )
     low_light: tuple[float, float] | None = option(
         None,
         "darken the RAW by a factor drawn from [MIN, MAX] (1 <= MIN <= MAX)",
@@ -379,6 +384,8 @@ class TrainConfig:
             low_light=self.low_light,
             shuffle_buffer=self.shuffle_buffer,
             shuffle_bytes=self.shuffle_memory * 2**20,
+            fresh_cameras=self.fresh_cameras,
+            raw_on_device=True,
         )
 
 
@@ -431,6 +438,8 @@ class LoaderConfig:
     shuffle_bytes: int = DEFAULT_SHUFFLE_MIB * 2**20
     repeat: bool = True
     isp_reference: bool = False
+    fresh_cameras: bool = False
+    raw_on_device: bool = False
 
     def make(self, shards: str | Sequence[str]) -> Any:
         """The ``torch.utils.data.DataLoader`` over ``shards``."""

@@ -15,6 +15,10 @@ Data flow (one DataLoader worker; see ``docs/data.md`` for the guarantees and th
    (the same checks as ``rawpairs inspect --verify``) into a :class:`Pair`.
 6. :func:`make_example` crops, flips, re-phases to RGGB, normalises and (optionally) darkens,
    with a generator derived from ``(seed, epoch, key)`` so the result never depends on timing.
+   An at-load sample (``rawpairs build --unprocess at_load``: RGB + recipe, no stored RAW) gets
+   the same crop and flip of its RGB, and its RAW is made by :mod:`distill.unprocess`: here on
+   the CPU, or, with ``raw_on_device``, by the trainer on its device from the batch's
+   ``recipe`` (:func:`distill.unprocess.make_raw`).
 7. Examples are stacked into batches inside the worker; the DataLoader interleaves workers
    round-robin, which :class:`PairStream` accounts for when resuming.
 
@@ -47,9 +51,10 @@ from distill.config import DEFAULT_SHUFFLE_MIB
 from rawpairs import cfa as cfa_ops
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
+from rawpairs.choices import Gamma, Tone
 from rawpairs.errors import CorruptInputError
 from rawpairs.noise import add_noise, darken
-from rawpairs.rng import sample_rng
+from rawpairs.rng import key_normals, sample_rng
 from rawpairs.schema import NoisePlacement, decode_sample, one_line, read_class_map, walk_tar
 
 __all__ = [
@@ -325,27 +330,37 @@ def read_record(record: Record) -> Record:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Pair:
-    """A decoded sample: uint16 H×W mosaic (counts), uint8 H×W×3 sRGB, camera, class (−1: none)."""
+    """A decoded sample: uint16 H×W mosaic (counts), uint8 H×W×3 sRGB, camera, class (−1: none).
+
+    An at-load sample has no ``mosaic`` (``None``); its recipe is the camera, ``tone``,
+    ``gamma`` and ``noise_key`` (the seeded noise stream, ``None``: no seeded noise)."""
 
     key: str
-    mosaic: np.ndarray
+    mosaic: np.ndarray | None
     rgb: np.ndarray
     camera: Camera
     cls: int
     noise_at_load: bool = False
+    tone: Tone | None = None
+    gamma: Gamma | None = None
+    noise_key: int | None = None
 
 
 def decode_pair(members: Mapping[str, bytes], shard: str, key: str) -> Pair:
     """Check and decode one sample with :func:`rawpairs.schema.decode_sample` (docs/schema.md);
     errors (:class:`~rawpairs.errors.CorruptInputError`) name the shard and the key."""
     sample = decode_sample(members, shard, key)
+    render = sample.meta.render
     return Pair(
         key=key,
         mosaic=sample.raw,
         rgb=sample.rgb,
         camera=sample.meta.camera,
         cls=-1 if sample.label is None else sample.label,
-        noise_at_load=sample.meta.render.noise is NoisePlacement.AT_LOAD,
+        noise_at_load=render.noise is NoisePlacement.AT_LOAD,
+        tone=render.tone,
+        gamma=render.gamma,
+        noise_key=int(render.noise_key, 16) if render.noise_key is not None else None,
     )
 
 
@@ -370,6 +385,23 @@ def _origin(extent: int, phase: int, size: int, rng: np.random.Generator | None)
     slack = max(0, (extent - phase - size) // 2)
     step = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
     return phase + 2 * step
+
+
+def _rggb_window(
+    height: int, width: int, cfa: CFA, size: int, rng: np.random.Generator | None
+) -> tuple[int, int, int, int]:
+    """(top, left, rows, columns) of :func:`paired_rggb_crop`'s window in the trimmed (even),
+    possibly flipped H×W sample whose (flipped) pattern is ``cfa``; the same draws from ``rng``."""
+    ry, rx = cfa.red_position
+    ch, cw = min(size, (height - ry) // 2 * 2), min(size, (width - rx) // 2 * 2)
+    if ch <= 0 or cw <= 0:
+        raise ValueError(f"a {(height, width)} mosaic holds no whole 2×2 RGGB block")
+    return _origin(height, ry, ch, rng), _origin(width, rx, cw, rng), ch, cw
+
+
+def _flipped_cfa(cfa: CFA) -> CFA:
+    """The pattern of an even-width mosaic mirrored left-right (RGGB ↔ GRBG, BGGR ↔ GBRG)."""
+    return cfa_ops.flip(np.zeros((2, 2), np.uint8), cfa, 1)[1]
 
 
 def paired_rggb_crop(
@@ -398,11 +430,7 @@ def paired_rggb_crop(
     if hflip:
         mosaic, cfa = cfa_ops.flip(mosaic, cfa, 1)
         rgb = rgb[:, ::-1]
-    ry, rx = cfa.red_position
-    ch, cw = min(size, (h - ry) // 2 * 2), min(size, (w - rx) // 2 * 2)
-    if ch <= 0 or cw <= 0:
-        raise ValueError(f"a {mosaic.shape} mosaic holds no whole 2×2 RGGB block")
-    top, left = _origin(h, ry, ch, rng), _origin(w, rx, cw, rng)
+    top, left, ch, cw = _rggb_window(h, w, cfa, size, rng)
     out, phase = cfa_ops.crop(mosaic, cfa, top, left, ch, cw)
     assert phase is CFA.RGGB
     return out, rgb[top : top + ch, left : left + cw]
@@ -427,6 +455,8 @@ def make_example(
     hflip: bool = True,
     low_light: tuple[float, float] | None = None,
     isp_reference: bool = False,
+    fresh_cameras: bool = False,
+    raw_on_device: bool = False,
 ) -> dict[str, Any]:
     """One example: ``raw`` float32 (4, crop/2, crop/2) or (1, crop, crop), ``rgb`` float32
     (3, teacher_size, teacher_size) in [0, 1], ``wb`` float32 (3,) the sample's recorded
@@ -446,9 +476,22 @@ def make_example(
     ``--noise load`` (``render.noise == "at_load"``) gets fresh ``N(0, shot·x + read)`` noise here.
     A sample smaller than the crop is zero-padded at the bottom/right in both RAW (after
     normalisation: black) and RGB, with a :class:`SmallSampleWarning`; ``raw`` is not clipped.
+
+    An at-load pair (no ``mosaic``) gets the same flip and crop of its RGB (and of its seeded
+    noise); its RAW is made by :func:`distill.unprocess.make_raw` on the CPU here, or, with
+    ``raw_on_device``, ``raw`` is zeros and the example carries its ``recipe`` for the trainer.
+    ``fresh_cameras``: such a pair gets a camera drawn from ``rawpairs``' default capture priors
+    (after the crop draws) and fresh noise, instead of its recorded camera and noise.
     """
     if student_input not in STUDENT_INPUTS:
         raise ValueError(f"student_input must be one of {STUDENT_INPUTS}, got {student_input!r}")
+    if pair.mosaic is None:
+        return _at_load_example(
+            pair, rng, crop=crop, teacher_size=teacher_size, student_input=student_input,
+            flip=augment and hflip and bool(rng.random() < 0.5), augment=augment,
+            low_light=low_light, isp_reference=isp_reference, fresh_cameras=fresh_cameras,
+            raw_on_device=raw_on_device,
+        )  # fmt: skip
     camera = pair.camera
     flip = augment and hflip and bool(rng.random() < 0.5)
     mosaic, rgb = paired_rggb_crop(
@@ -489,6 +532,111 @@ def make_example(
     return example
 
 
+def _teacher_rgb(rgb: np.ndarray, crop: int, teacher_size: int) -> np.ndarray:
+    """uint8 crop → float32 [3, teacher_size, teacher_size] in [0, 1], zero-padded to ``crop``
+    at the bottom/right, then resized (INTER_AREA)."""
+    rgb_f = _pad(rgb.astype(np.float32) / np.float32(255), crop, crop, (0, 1))
+    if teacher_size != crop:
+        rgb_f = cv2.resize(rgb_f, (teacher_size, teacher_size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb_f.transpose(2, 0, 1))
+
+
+def _at_load_example(
+    pair: Pair,
+    rng: np.random.Generator,
+    *,
+    crop: int,
+    teacher_size: int,
+    student_input: str,
+    flip: bool,
+    augment: bool,
+    low_light: tuple[float, float] | None,
+    isp_reference: bool,
+    fresh_cameras: bool,
+    raw_on_device: bool,
+) -> dict[str, Any]:
+    """:func:`make_example` of an at-load pair (draws: flip, crop, camera, low light, seed)."""
+    from distill.unprocess import NOISE_FRESH, NOISE_NONE, NOISE_SEEDED, camera_params
+    from rawpairs.priors import sample_camera
+    from rawpairs.tone import DEFAULT_TONE
+
+    camera, cfa = pair.camera, pair.camera.cfa
+    h, w = pair.rgb.shape[0] // 2 * 2, pair.rgb.shape[1] // 2 * 2
+    rgb = pair.rgb[:h, :w]
+    if flip:
+        rgb, cfa = rgb[:, ::-1], _flipped_cfa(cfa)
+    top, left, ch, cw = _rggb_window(h, w, cfa, crop, rng if augment else None)
+    rgb = rgb[top : top + ch, left : left + cw]
+    seeded = pair.noise_key is not None and not fresh_cameras
+    z = None
+    if seeded:  # the stream runs row-major over the sample: draw the rows up to the window's end
+        z = key_normals(pair.noise_key, (top + ch, pair.rgb.shape[1]))[:, :w]  # type: ignore[arg-type]
+        z = (z[:, ::-1] if flip else z)[top:, left : left + cw]
+    if fresh_cameras:
+        camera = sample_camera(rng)
+    factor = float(rng.uniform(low_light[0], low_light[1])) if low_light is not None else 1.0
+    if (ch, cw) != (crop, crop):
+        warnings.warn(
+            f"sample {pair.key!r} ({pair.rgb.shape[0]}×{pair.rgb.shape[1]}, "
+            f"{pair.camera.cfa.value}) holds only a {ch}×{cw} RGGB window, less than the "
+            f"{crop}×{crop} crop: zero-padded at the bottom/right",
+            SmallSampleWarning,
+            stacklevel=3,
+        )
+    params = camera_params(camera, pair.tone or DEFAULT_TONE, pair.gamma or Gamma.SRGB)
+    del params["channels"]  # the crop is RGGB
+    noise = (
+        NOISE_SEEDED if seeded
+        else NOISE_FRESH if fresh_cameras or pair.noise_at_load
+        else NOISE_NONE
+    )  # fmt: skip
+    zeros = np.zeros((crop, crop), np.float32)
+    recipe = {
+        **params,
+        "rgb": _pad(np.ascontiguousarray(rgb), crop, crop, (0, 1)),
+        "black": rggb_black_level(camera.cfa, camera.black_level),
+        "noise": np.int64(noise),
+        "z": _pad(z, crop, crop, (0, 1)) if z is not None else zeros,
+        "low_light": np.float32(factor),
+        "extent": np.array([ch, cw], np.int64),
+        "seed": int(rng.integers(0, 2**63)),
+    }  # fmt: skip
+    shape = (4, crop // 2, crop // 2) if student_input == "packed" else (1, crop, crop)
+    example: dict[str, Any] = {
+        "raw": np.zeros(shape, np.float32),
+        "rgb": _teacher_rgb(rgb, crop, teacher_size),
+        "wb": np.asarray(camera.wb_gains, dtype=np.float32),
+        "cls": pair.cls,
+        "key": pair.key,
+        "recipe": recipe,
+    }
+    if raw_on_device:
+        return example
+    from distill.unprocess import make_raw
+
+    planes = make_raw(torch.zeros((1, 4, crop // 2, crop // 2)), _recipe_batch([recipe], [0]))
+    planes_np = planes[0].numpy()
+    example["raw"] = planes_np if student_input == "packed" else cfa_ops.unpack(planes_np)[None]
+    del example["recipe"]
+    if isp_reference:
+        example["isp"] = _isp_render(planes_np, replace(camera, cfa=CFA.RGGB), teacher_size)
+    return example
+
+
+def _recipe_batch(recipes: list[dict[str, Any]], rows: list[int]) -> dict[str, torch.Tensor]:
+    """The batch ``recipe`` (:data:`distill.unprocess.RECIPE_KEYS`) of at-load examples at
+    ``rows``; ``seed`` (of the fresh-noise generator) is a function of theirs."""
+    batch = {
+        name: torch.from_numpy(np.stack([np.asarray(r[name]) for r in recipes]))
+        for name in recipes[0]
+        if name != "seed"
+    }
+    state = np.random.SeedSequence([r["seed"] for r in recipes]).generate_state(2, np.uint32)
+    batch["seed"] = torch.tensor(int(state[0]) << 31 | int(state[1]) >> 1, dtype=torch.int64)
+    batch["rows"] = torch.tensor(rows, dtype=torch.int64)
+    return batch
+
+
 def _isp_render(planes: np.ndarray, camera: Camera, size: int) -> np.ndarray:
     """RGGB planes (normalised, clipped here to [0, 1]) → forward-ISP sRGB, float32 3×size×size."""
     from rawpairs.isp import process
@@ -513,6 +661,9 @@ def _collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if "isp" in examples[0]:
         batch["isp"] = torch.from_numpy(np.stack([e["isp"] for e in examples]))
+    rows = [i for i, e in enumerate(examples) if "recipe" in e]
+    if rows:
+        batch["recipe"] = _recipe_batch([examples[i]["recipe"] for i in rows], rows)
     return batch
 
 
@@ -544,9 +695,13 @@ class PairStream(IterableDataset):
         shuffle_bytes: int,
         repeat: bool,
         isp_reference: bool = False,
+        fresh_cameras: bool = False,
+        raw_on_device: bool = False,
     ) -> None:
         super().__init__()
         self.isp_reference = isp_reference
+        self.fresh_cameras = fresh_cameras
+        self.raw_on_device = raw_on_device
         self.shards = list(shards)
         self.batch_size = batch_size
         self.seed = seed
@@ -612,6 +767,8 @@ class PairStream(IterableDataset):
                     hflip=self.hflip,
                     low_light=self.low_light,
                     isp_reference=self.isp_reference,
+                    fresh_cameras=self.fresh_cameras,
+                    raw_on_device=self.raw_on_device,
                 )
             )
             if len(batch) == self.batch_size:
@@ -639,6 +796,8 @@ def make_loader(
     shuffle_bytes: int = DEFAULT_SHUFFLE_MIB * 2**20,
     repeat: bool = True,
     isp_reference: bool = False,
+    fresh_cameras: bool = False,
+    raw_on_device: bool = False,
 ) -> DataLoader:
     """Batches of aligned RAW (student) / RGB (teacher) examples from RAW–RGB pair shards.
 
@@ -649,6 +808,13 @@ def make_loader(
     ``cls`` int64 [B] (−1: no label); ``key`` list[str]; with ``isp_reference`` also ``isp``
     float32 [B, 3, teacher_size, teacher_size], the RAW through the forward ISP
     (:func:`make_example`).
+
+    At-load samples (``rawpairs build --unprocess at_load``) mix freely with stored ones: their
+    RAW is made in the worker on the CPU, or with ``raw_on_device`` left to the consumer: their
+    ``raw`` rows are zeros and the batch has a ``recipe`` (tensors, one row per at-load example,
+    :data:`distill.unprocess.RECIPE_KEYS`) that :func:`distill.unprocess.make_raw` turns into
+    those rows on any device (the trainer does). ``fresh_cameras``: at-load samples get a new
+    camera and noise each epoch (:func:`make_example`).
 
     ``repeat=True``: an endless, shuffled, augmented stream (random crop, flips); the trainer stops
     it after its number of steps. ``repeat=False``: one pass, in shard order, centre crops, no flip;
@@ -681,6 +847,8 @@ def make_loader(
         lo, hi = low_light
         if not 1 <= lo <= hi:
             raise ValueError(f"low_light factors must satisfy 1 <= min <= max, got {low_light}")
+    if raw_on_device and isp_reference:
+        raise ValueError("isp_reference needs the RAW in the loader: pass raw_on_device=False")
     if start_batch and not repeat and num_workers > 1:
         raise ValueError(
             "start_batch needs repeat=True or num_workers <= 1: a single pass ends unevenly "
@@ -703,5 +871,7 @@ def make_loader(
         shuffle_bytes=shuffle_bytes,
         repeat=repeat,
         isp_reference=isp_reference,
+        fresh_cameras=fresh_cameras,
+        raw_on_device=raw_on_device,
     )
     return DataLoader(dataset, batch_size=None, num_workers=num_workers)

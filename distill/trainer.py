@@ -46,6 +46,7 @@ from distill.models import (
     load_teacher,
     task_of,
 )
+from distill.unprocess import make_raw
 
 __all__ = [
     "DistillStep",
@@ -701,9 +702,14 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """The batch on the training device; the RAW of at-load samples is made there
+        (:func:`distill.unprocess.make_raw` from the batch's ``recipe``)."""
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         device = self.proc.device
-        raw = batch["raw"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+        raw = batch["raw"].to(device, non_blocking=True)
+        if "recipe" in batch:
+            raw = make_raw(raw, batch["recipe"], self.config.student_input)
+        raw = raw.contiguous(memory_format=fmt)
         rgb = batch["rgb"].to(device, non_blocking=True).contiguous(memory_format=fmt)
         wb = batch["wb"].to(device, non_blocking=True)
         return raw, rgb, wb, batch["cls"].to(device, non_blocking=True)

@@ -405,7 +405,10 @@ _ASSUMED_FILE_BYTES = 2**20  # for a source of unknown size
 
 
 def estimated_bytes(source: Source, config: BuildConfig) -> float:
-    """An estimate of the shard bytes of one source's samples, from its file size and kind."""
+    """An estimate of the shard bytes of one source's samples, from its file size and kind (an
+    at-load photo: about its file)."""
+    if source.kind == "rgb" and config.unprocess == "at_load":
+        return float(source.size or _ASSUMED_FILE_BYTES)
     ext = source.relpath.rsplit(".", 1)[-1].lower()
     family = (
         "raw" if source.kind == "raw" else "jpeg" if ext in ("jpg", "jpeg", "webp") else "lossless"

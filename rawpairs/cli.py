@@ -1,4 +1,5 @@
-"""Command line: ``rawpairs build``, ``rawpairs inspect`` and ``rawpairs calibrate``."""
+"""Command line: ``rawpairs build``, ``rawpairs inspect``, ``rawpairs calibrate`` and
+``rawpairs materialize``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from rawpairs.choices import (
     Render,
     RGBFormat,
     Tone,
+    Unprocess,
 )
 
 if TYPE_CHECKING:
@@ -203,6 +205,14 @@ def main() -> None:
     "parameters so the loader draws fresh noise every epoch.",
 )
 @click.option(
+    "--unprocess",
+    type=click.Choice(Unprocess.values()),
+    default=Unprocess.IN_BUILD.value,
+    show_default=True,
+    help="Photos: simulate the RAW now and store it (raw.npy), or store the photo's RGB and the "
+    "recipe so the loader makes the RAW (about the JPEG's bytes, several times faster to build).",
+)
+@click.option(
     "--labels",
     type=click.Choice(["folder"]),
     default=None,
@@ -277,6 +287,7 @@ def build(
     rgb_format: str,
     camera_json: Path | None,
     noise: str,
+    unprocess: str,
     labels: str | None,
     class_map_file: Path | None,
     seed: int,
@@ -318,6 +329,7 @@ def build(
             labels=labels == "folder",
             min_side=min_side,
             upscale=upscale,
+            unprocess=unprocess,
         )
     except (ValueError, TypeError, RecursionError, OSError) as err:  # JSONDecodeError: ValueError
         cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err
@@ -535,6 +547,22 @@ def calibrate(src: Path, out: Path) -> None:
         f"{profile.black_level[0]:g}, white {profile.white_level:g}, matrix "
         f"{report['xyz_to_cam']}, noise from {noise}"
     )
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("out")
+def materialize(src: Path, out: str) -> None:
+    """Write the at-load build SRC as stored-RAW shards into the new folder OUT (path or URL):
+    each at-load sample gets the RAW its recipe implies; other samples are copied."""
+    from rawpairs.materialize import MaterializeError
+    from rawpairs.materialize import materialize as run_materialize
+
+    try:
+        made = run_materialize(src, out)
+    except MaterializeError as err:
+        raise click.UsageError(one_line(str(err))) from err
+    click.echo(f"{made} samples made from their recipes → {out}")
 
 
 if __name__ == "__main__":

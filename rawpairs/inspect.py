@@ -23,6 +23,7 @@ import numpy as np
 
 from rawpairs.choices import Demosaic, Gamma
 from rawpairs.errors import CorruptInputError
+from rawpairs.sample import sample_raw
 from rawpairs.schema import (
     CLASSES_FILE,
     POSITION_COLUMNS,
@@ -319,6 +320,23 @@ def _check_sample(
     ]
 
 
+def _implied_raw_problem(sample: DecodedSample) -> str | None:
+    """Why the RAW an at-load sample's recipe implies is not a valid mosaic of its metadata (it
+    is made here, as every reader makes it), or ``None``; stored mosaics were checked on decode."""
+    if sample.raw is not None:
+        return None
+    c = sample.meta.crop
+    try:
+        raw = sample_raw(sample)
+    except ValueError as err:
+        return f"the recipe implies no RAW ({one_line(err)})"
+    if raw.dtype != np.uint16 or raw.shape != (c.height, c.width):
+        return f"the recipe implies a {raw.dtype} {raw.shape} RAW, not uint16 {c.height}×{c.width}"
+    if int(raw.max()) > 2**sample.meta.camera.bit_depth - 1:
+        return f"the implied RAW exceeds the {sample.meta.camera.bit_depth}-bit range"
+    return None
+
+
 def _check_shard(
     folder: Path, entry: ShardEntry, by_key: dict[str, dict[str, Any]], seen: set[str]
 ) -> list[str]:
@@ -347,6 +365,9 @@ def _check_shard(
             except CorruptInputError as err:
                 problems.append(str(err))
                 continue
+            problem = _implied_raw_problem(sample)
+            if problem is not None:
+                problems.append(f"{entry.name}/{key}: {problem}")
             position = dict(
                 zip(
                     POSITION_COLUMNS,
@@ -411,13 +432,12 @@ def _preview_row(sample: DecodedSample, tile: int) -> np.ndarray:
     from rawpairs.tone import DEFAULT_TONE
 
     camera, render = sample.meta.camera, sample.meta.render
-    h, w = sample.raw.shape
+    raw = sample_raw(sample)
+    h, w = raw.shape
     # The ISP needs an even mosaic of at least 4×4; a thin sample (a 2×5000 crop of a 3×5000
     # photo, which verify and the loader accept) is padded at the bottom/right (CFA phase kept).
     pad_h, pad_w = max(4, h + h % 2) - h, max(4, w + w % 2) - w
-    mosaic_in = np.pad(
-        sample.raw, ((0, pad_h), (0, pad_w)), mode="reflect" if min(h, w) > 2 else "edge"
-    )
+    mosaic_in = np.pad(raw, ((0, pad_h), (0, pad_w)), mode="reflect" if min(h, w) > 2 else "edge")
     rendered = process(  # the sample's own choices; a LibRaw sample has none: our defaults
         mosaic_in,
         camera,
@@ -426,15 +446,16 @@ def _preview_row(sample: DecodedSample, tile: int) -> np.ndarray:
         gamma=render.gamma or Gamma.SRGB,
     )[:h, :w]
     black = min(camera.black_level)
-    scaled = np.clip((sample.raw.astype(np.float32) - black) / (camera.white_level - black), 0, 1)
+    scaled = np.clip((raw.astype(np.float32) - black) / (camera.white_level - black), 0, 1)
     mosaic = np.repeat((np.sqrt(scaled) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
     key = sample.key
     short = key if len(key) <= 40 else "…" + key[-39:]
+    kind = sample.meta.source.kind.value + (", at load" if sample.raw is None else "")
     return np.hstack(
         [
             _label(_fit(sample.rgb, tile), f"RGB {short}"),
             _label(_fit(rendered, tile), f"ISP({camera.cfa.value}) of RAW"),
-            _label(_fit(mosaic, tile), f"RAW mosaic (sqrt) {sample.meta.source.kind.value}"),
+            _label(_fit(mosaic, tile), f"RAW mosaic (sqrt) {kind}"),
         ]
     )
 

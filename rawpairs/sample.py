@@ -7,7 +7,10 @@ Randomness comes only from a per-sample ``numpy.random.Generator``:
 :func:`rawpairs.rng.sample_rng` of (``config.seed``, sample key).
 
 A photo (``kind="rgb"``) is resized (``max_side``), cropped at even offsets, and its RAW is
-simulated by the inverse ISP with capture parameters drawn from ``config.priors``. A camera RAW
+simulated by the inverse ISP with capture parameters drawn from ``config.priors``. With
+``config.unprocess == "at_load"`` the sample keeps the photo's RGB (the source JPEG's bytes when
+the sample is the whole photo) and the recipe instead; :func:`sample_raw` makes the RAW any reader
+would, bit for bit. A camera RAW
 (``kind="raw"``) is Bayer-binned (``max_side``), rendered to sRGB by our forward ISP from the file's
 own metadata (or by LibRaw; both at the gain of ``config.exposure``), and cropped at even offsets
 so the CFA phase is kept.
@@ -23,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -38,22 +41,28 @@ from rawpairs.choices import (
     Render,
     RGBFormat,
     Tone,
+    Unprocess,
 )
 from rawpairs.priors import CapturePriors
 from rawpairs.rng import sample_rng
 from rawpairs.schema import (
     Crop,
+    DecodedSample,
     RenderInfo,
     RenderMethod,
     SampleMeta,
     SourceInfo,
     SourceKind,
+    encode_at_load_sample,
     encode_sample,
     manifest_row,
 )
 from rawpairs.shards import sha256_file
 from rawpairs.storage import is_url
 from rawpairs.tone import DEFAULT_TONE
+
+if TYPE_CHECKING:  # rawpy loads only where files are read
+    from rawpairs.sources import Photo
 
 __all__ = [
     "BuildConfig",
@@ -64,6 +73,7 @@ __all__ = [
     "is_documentation",
     "make_samples",
     "sample_key",
+    "sample_raw",
     "sample_stream",
     "skip_record",
 ]
@@ -84,6 +94,7 @@ _CHOICES = {
     "exposure": Exposure,
     "rgb_format": RGBFormat,
     "noise": NoisePlacement,
+    "unprocess": Unprocess,
 }
 
 
@@ -115,6 +126,7 @@ class BuildConfig:
     labels: bool = False
     min_side: int | None = None
     upscale: bool = False
+    unprocess: Unprocess = Unprocess.IN_BUILD
 
     def __post_init__(self) -> None:
         for name, kind in _CHOICES.items():
@@ -159,10 +171,14 @@ class BuildConfig:
             raise ValueError(f"--max-pixels must be a positive integer, got {self.max_pixels!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields; ``unprocess`` only when ``at_load`` (an ``in_build`` build's
+        ``build.json`` reads as before the option existed, so such builds resume across it)."""
         d = asdict(self)
         d["priors"] = self.priors.to_dict()
         for name in _CHOICES:
             d[name] = d[name].value
+        if self.unprocess is Unprocess.IN_BUILD:
+            del d["unprocess"]
         return d
 
     @classmethod
@@ -187,13 +203,18 @@ class Source:
 
 @dataclass
 class Sample:
-    """A finished pair before encoding: aligned ``raw`` (uint16 H×W), ``rgb`` (uint8 H×W×3)."""
+    """A finished pair before encoding: aligned ``raw`` (uint16 H×W), ``rgb`` (uint8 H×W×3).
+
+    An at-load sample has no ``raw``; ``rgb_member`` is its encoded RGB (member name, bytes);
+    its ``rgb`` is ``None`` when the build stores the photo's bytes without decoding its pixels
+    (:func:`rawpairs.sources.read_stored_jpeg`)."""
 
     key: str
-    raw: np.ndarray
-    rgb: np.ndarray
+    raw: np.ndarray | None
+    rgb: np.ndarray | None
     meta: SampleMeta
     label: int | None = None
+    rgb_member: tuple[str, bytes] | None = None
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -293,18 +314,43 @@ def _source_meta(source: Source, sha256: str, height: int, width: int, **extra: 
     return SourceInfo(source.relpath, SourceKind(source.kind), sha256, height, width, **extra)
 
 
+def _whole_jpeg(source: Source, config: BuildConfig) -> Photo | None:
+    """The photo of an at-load build whose only sample is the whole JPEG stored as it came,
+    checked without decoding its pixels; ``None`` for any other source (then read it)."""
+    from rawpairs.sources import read_stored_jpeg
+
+    if config.unprocess is not Unprocess.AT_LOAD or config.crop is not None:
+        return None
+    photo = read_stored_jpeg(source.path, config.max_pixels)
+    if photo is None or max(photo.height, photo.width) > (config.max_side or math.inf):
+        return None
+    return photo
+
+
 def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
-    from rawpairs.sources import read_rgb
+    from rawpairs.sources import read_photo
     from rawpairs.unprocess import simulate_raw
 
-    rgb = read_rgb(source.path, config.max_pixels)
-    _check_min_side(source, *rgb.shape[:2], config)
-    rgb = _fit_crop(source, _resize_to_max_side(rgb, config.max_side), config)
-    h, w = rgb.shape[:2]
+    photo = _whole_jpeg(source, config) or read_photo(source.path, config.max_pixels)
+    _check_min_side(source, photo.height, photo.width, config)
+    rgb = None
+    if photo.rgb is not None:
+        rgb = _fit_crop(source, _resize_to_max_side(photo.rgb, config.max_side), config)
+    h, w = (photo.height, photo.width) if rgb is None else rgb.shape[:2]
     boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))
     for index, (top, left, ch, cw) in enumerate(boxes):
         key = sample_key(source.relpath, index)
         rng = sample_rng(config.seed, key)
+        if config.unprocess is Unprocess.AT_LOAD:
+            meta = _at_load_meta(source, config, sha256, key, rng, (h, w), (top, left, ch, cw))
+            if rgb is None:  # the whole JPEG, checked, stored as it came
+                yield Sample(key, None, None, meta, source.label, ("rgb.jpg", photo.data))
+                continue
+            view = rgb[top : top + ch, left : left + cw]
+            whole = rgb is photo.rgb and photo.as_stored and (ch, cw) == (h - h % 2, w - w % 2)
+            member = ("rgb.jpg", photo.data) if whole else _encoded_crop(view, photo.lossy, config)
+            yield Sample(key, None, view, meta, source.label, member)
+            continue
         crop = np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
         mosaic, camera = simulate_raw(
             crop,
@@ -320,6 +366,74 @@ def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[S
         src_meta = _source_meta(source, sha256, h, w)
         meta = SampleMeta(key, camera, render, src_meta, Crop(top, left, ch, cw), config.seed)
         yield Sample(key, mosaic, crop, meta, source.label)
+
+
+def _at_load_meta(
+    source: Source,
+    config: BuildConfig,
+    sha256: str,
+    key: str,
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    box: tuple[int, int, int, int],
+) -> SampleMeta:
+    """The recipe of an at-load sample: the camera and the noise stream's key drawn from ``rng``
+    in the order :func:`rawpairs.unprocess.simulate_raw` draws them, so the RAW it implies is the
+    one an ``in_build`` sample of the same RGB stores."""
+    from rawpairs.priors import sample_camera
+    from rawpairs.rng import stream_key
+
+    camera = sample_camera(rng, config.priors)
+    noise_key = None
+    if config.noise is NoisePlacement.IN_RAW:
+        noise_key = f"{int(stream_key(rng)):016x}"
+    render = RenderInfo(
+        RenderMethod.UNPROCESS,
+        config.noise,
+        tone=config.tone,
+        gamma=config.gamma,
+        unprocess=Unprocess.AT_LOAD,
+        noise_key=noise_key,
+    )
+    src_meta = _source_meta(source, sha256, *size)
+    return SampleMeta(key, camera, render, src_meta, Crop(*box), config.seed)
+
+
+def _encoded_crop(crop: np.ndarray, lossy: bool, config: BuildConfig) -> tuple[str, bytes]:
+    """An at-load crop's RGB member: JPEG at ``config.jpeg_quality`` (≥ 95) when the source was
+    lossy, else PNG (lossless). Measured in docs/benchmarks.md against storing the source's
+    bytes with the crop box."""
+    from rawpairs.png import encode_png
+
+    crop = np.ascontiguousarray(crop)
+    if not lossy:
+        return "rgb.png", encode_png(crop, config.png_compression)
+    bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
+    ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
+    if not ok:
+        raise ValueError("OpenCV could not encode the RGB crop as JPEG")
+    return "rgb.jpg", jpeg.tobytes()
+
+
+def sample_raw(sample: DecodedSample) -> np.ndarray:
+    """A decoded sample's uint16 H×W mosaic: the stored one, or for an at-load sample the one its
+    recipe implies (:func:`rawpairs.unprocess.unprocess` of its RGB with its camera, tone and
+    gamma; noise from its ``noise_key`` when ``in_raw``, none when ``at_load``). The same bits
+    on every call and machine (given the same decoded RGB)."""
+    if sample.raw is not None:
+        return sample.raw
+    from rawpairs.unprocess import unprocess
+
+    render = sample.meta.render
+    key = int(render.noise_key, 16) if render.noise_key is not None else None
+    return unprocess(
+        sample.rgb,
+        sample.meta.camera,
+        tone=render.tone or DEFAULT_TONE,
+        gamma=render.gamma or Gamma.SRGB,
+        noise=key is not None,
+        noise_key=key,
+    )
 
 
 def _square_and_bin(
@@ -495,6 +609,9 @@ def sample_stream(
 
 
 def _encode(sample: Sample, config: BuildConfig) -> dict[str, bytes | str]:
+    if sample.raw is None:
+        assert sample.rgb_member is not None
+        return encode_at_load_sample(sample.meta, *sample.rgb_member, sample.label)
     return encode_sample(
         sample.meta,
         sample.raw,

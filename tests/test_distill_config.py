@@ -157,7 +157,7 @@ def test_data_order_fields() -> None:
     # The settings a resume must keep to replay the same samples in the same order (docs/data.md).
     assert set(data_order_fields()) == {
         "shards", "seed", "batch_size", "num_workers", "shuffle_buffer", "shuffle_memory", "crop",
-        "teacher_size", "student_input", "hflip", "low_light",
+        "teacher_size", "student_input", "hflip", "low_light", "fresh_cameras",
     }  # fmt: skip
 
 

@@ -427,7 +427,7 @@ def with_json(**changes: object) -> dict[str, bytes]:
         ({**one_sample(), "rgb.png": b"not a png"}, "rgb.png is not a PNG"),
         ({**one_sample(), "cls": b"cat"}, "cls is not an ASCII integer"),
         ({**one_sample(), "json": b'{"schema_version": 1}'}, "json is not valid metadata"),
-        (with_json(schema_version=3), "schema version 3, this rawpairs reads schema versions"),
+        (with_json(schema_version=4), "schema version 4, this rawpairs reads schema versions"),
     ],
 )
 def test_bad_samples_name_shard_and_key(tmp_path: Path, members: dict, message: str) -> None:

@@ -140,8 +140,8 @@ def test_another_schema_version_is_one_line_naming_both() -> None:
             decode_sample(bad, "s.tar", "k0")
         assert str(err.value) == (
             f"s.tar: sample 'k0': written with schema version {version}, this rawpairs reads "
-            "schema versions 1 and 2 (rebuild the shards, or use the rawpairs version that wrote "
-            "them)"
+            "schema versions 1, 2 and 3 (rebuild the shards, or use the rawpairs version that "
+            "wrote them)"
         )
 
 
@@ -271,7 +271,7 @@ VALID = {
     "smallest GBRG sample (4×2)": lambda: members_of(K, shape=(4, 2)),
 }
 INVALID = {
-    "schema 3": lambda: edit_json(members_of(K), _set("schema_version", 3)),
+    "schema 4": lambda: edit_json(members_of(K), _set("schema_version", 4)),
     "cls 2**40": lambda: {**members_of(K), "cls": str(2**40).encode()},
     "wb_gains 1e300": lambda: edit_json(members_of(K), _set("camera.wb_gains", [1e300, 1.0, 1.0])),
     "digital gain 1e300": lambda: edit_json(members_of(K), _set("camera.digital_gain", 1e300)),
