@@ -472,8 +472,9 @@ def make_example(
     sensor noise) becomes the same capture with a factor drawn uniformly in that range less light:
     :func:`rawpairs.noise.darken` divides it and adds the shot/read noise the camera's
     ``noise_shot``/``noise_read`` lack at that exposure; the RGB target is unchanged. All draws
-    come from ``rng`` in a fixed order (flip, crop, load-time noise, low light). A sample built with
-    ``--noise load`` (``render.noise == "at_load"``) gets fresh ``N(0, shot·x + read)`` noise here.
+    come from ``rng`` in a fixed order (flip, crop, load-time noise, low light). A sample built
+    with ``--noise at_load`` (``render.noise == "at_load"``) gets fresh ``N(0, shot·x + read)``
+    noise here.
     A sample smaller than the crop is zero-padded at the bottom/right in both RAW (after
     normalisation: black) and RGB, with a :class:`SmallSampleWarning`; ``raw`` is not clipped.
 

@@ -46,12 +46,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     Summary keys: ``steps`` (completed), ``first_loss`` and ``last_loss`` (this invocation's
     first and last step), ``loss_start``/``loss_end`` (means over the first/last ``loss_window``
-    steps, :func:`smoothed_losses`), ``losses``, ``samples_per_s``, ``checkpoint`` (path),
-    ``log`` (path), ``world_size``, ``validations`` (``--val-shards``: the held-out scores at
-    the start, every ``--val-every`` steps and at the end), ``naive_baseline`` (the teacher on
-    the naive render of the same held-out RAW), ``best``. Rank 0 writes ``<out>/config.yaml``
-    once the settings are checked and ``<out>/summary.json`` (all but ``losses``, which
-    ``log.jsonl`` holds) at the end.
+    steps, :func:`smoothed_losses`; ``loss_window``, that count), ``losses``, ``samples_per_s``,
+    ``checkpoint`` (path), ``log`` (path), ``world_size``, ``validations`` (``--val-shards``:
+    the held-out scores at the start, every ``--val-every`` steps and at the end),
+    ``naive_baseline`` (the teacher on the naive render of the same held-out RAW), ``best``.
+    Rank 0 writes ``<out>/config.yaml`` once the settings are checked and
+    ``<out>/summary.json`` (all but ``losses``, which ``log.jsonl`` holds) at the end.
     """
     from distill.trainer import Trainer
 

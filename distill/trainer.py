@@ -882,7 +882,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a distillation and return a summary.
 
     Summary keys: ``steps`` (completed), ``first_loss`` and ``last_loss`` (this invocation),
-    ``losses``, ``samples_per_s``, ``checkpoint`` (path), ``log`` (path), ``world_size``.
+    ``losses``, ``samples_per_s``, ``checkpoint`` (path), ``log`` (path), ``world_size``,
+    ``validations`` (the ``--val-shards`` scores; empty without), ``naive_baseline`` (the teacher
+    on the naive render of the held-out RAW, or ``None``), ``best`` (``best.pt``'s step and
+    scores, or ``None``).
     """
     trainer = Trainer(config)
     trainer.resume()

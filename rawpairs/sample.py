@@ -194,7 +194,7 @@ class Source:
 
     path: str
     relpath: str
-    kind: str  # "raw" | "rgb"
+    kind: str  # "raw" | "rgb" | "unknown" (an extension neither reads: skipped or refused)
     label: int | None = None
     size: int | None = None  # bytes, when known from the listing
     problem: str | None = None  # why this entry cannot be an input (not a regular file, …)

@@ -19,6 +19,7 @@ in memory at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -261,7 +262,7 @@ def _note(relpath: str, message: Warning | str) -> dict[str, str]:
     return {"path": relpath, "message": text[:300]}
 
 
-_OUTPUT_ERRNOS = frozenset({28, 122})  # ENOSPC, EDQUOT: the spool or the shard cannot grow
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # the spool or the shard cannot grow
 
 
 def _is_output_error(err: OSError) -> bool:

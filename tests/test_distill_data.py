@@ -528,7 +528,7 @@ def test_low_light_noise_statistics() -> None:
 
 
 def test_noise_at_load_draws_fresh_noise_with_the_stored_parameters():
-    """A ``--noise load`` sample gets N(0, shot·x + read) noise per draw, different per rng."""
+    """A ``--noise at_load`` sample gets N(0, shot·x + read) noise per draw, different per rng."""
     camera = make_camera(CFA.GRBG, (64.0, 64.0, 64.0, 64.0), 4095.0, 12)
     x = 0.25
     mosaic = np.full((128, 128), round(64 + x * (4095 - 64)), np.uint16)
