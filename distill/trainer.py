@@ -201,8 +201,9 @@ class Process:
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     """The device ``--device`` names: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``
-    (GPU ``local_rank``), ``cuda:N``, or another device type torch knows. ``ValueError`` (one
-    line) for a name torch does not know or CUDA that is not available."""
+    (GPU ``local_rank``), ``cuda:N`` (GPU ``N + local_rank``: under torchrun a node's processes
+    take GPUs N, N+1, …, one each), or another device type torch knows. ``ValueError`` (one
+    line) for a name torch does not know, CUDA that is not available or a GPU past the last."""
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -214,11 +215,12 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {requested}: CUDA is not available here; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", (device.index or 0) + local_rank)
         if device.index >= torch.cuda.device_count():
+            rank = f" + local rank {local_rank}" if local_rank else ""
             raise ValueError(
-                f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA devices"
+                f"--device {requested}{rank}: this machine has {torch.cuda.device_count()} CUDA "
+                "devices"
             )
     return device
 
