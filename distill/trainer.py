@@ -400,7 +400,8 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
-def _first_batch(iterator: Iterator[dict[str, Any]], shards: Any) -> dict[str, Any]:
+def _next_batch(iterator: Iterator[dict[str, Any]], shards: Any) -> dict[str, Any]:
+    """The loader's next batch (one micro-batch); ``ValueError`` when the shards yield none."""
     try:
         return next(iterator)
     except StopIteration:
@@ -729,7 +730,7 @@ class Trainer:
         totals: dict[str, float] = {}
         agree = torch.zeros((), device=proc.device)
         for micro in range(config.accum):
-            batch = _first_batch(iterator, config.shards)
+            batch = _next_batch(iterator, config.shards)
             self.batches_consumed += 1
             if self.keys_file is not None:
                 self.keys_file.write("".join(f"{self.step_count}\t{k}\n" for k in batch["key"]))
