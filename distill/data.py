@@ -6,9 +6,11 @@ Data flow (one DataLoader worker; see ``docs/data.md`` for the guarantees and th
 2. :func:`dealt_shards` deals shards to this (rank, worker) "slot" from the endless sequence of
    per-epoch shard permutations (one pass over the sorted list when ``repeat=False``).
 3. :func:`iter_records` walks each tar with :func:`rawpairs.schema.walk_tar` (members grouped by
-   key). Samples that an earlier run already consumed (exact resume) are passed on as
-   placeholders whose members are never read.
-4. :func:`buffer_shuffle` shuffles the *undecoded* records with a seeded buffer.
+   key). Samples that arrive while a resumed run replays the batches an earlier run consumed
+   are passed on as placeholders whose members are not read (unless still buffered after the
+   replay: :func:`read_record`).
+4. :func:`buffer_shuffle` shuffles the *undecoded* records with a seeded buffer bounded in
+   records (``shuffle_buffer``) and in bytes (``shuffle_bytes`` per process, from the tar headers).
 5. :func:`decode_pair` checks and decodes a sample with :func:`rawpairs.schema.decode_sample`
    (the same checks as ``rawpairs inspect --verify``) into a :class:`Pair`.
 6. :func:`make_example` crops, flips, re-phases to RGGB, normalises and (optionally) darkens,
@@ -45,6 +47,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 
+from distill.config import DEFAULT_SHUFFLE_MIB
 from rawpairs import cfa as cfa_ops
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
@@ -52,7 +55,7 @@ from rawpairs.choices import Gamma, Tone
 from rawpairs.errors import CorruptInputError
 from rawpairs.noise import add_noise, darken
 from rawpairs.rng import key_normals, sample_rng
-from rawpairs.schema import NoisePlacement, decode_sample, one_line, walk_tar
+from rawpairs.schema import NoisePlacement, decode_sample, one_line, read_class_map, walk_tar
 
 __all__ = [
     "STUDENT_INPUTS",
@@ -61,14 +64,15 @@ __all__ = [
     "Record",
     "SmallSampleWarning",
     "buffer_shuffle",
+    "check_class_maps",
     "dealt_shards",
     "decode_pair",
     "iter_records",
     "make_example",
     "make_loader",
     "paired_rggb_crop",
+    "read_record",
     "resolve_shards",
-    "resume_plan",
     "rggb_black_level",
 ]
 
@@ -127,6 +131,47 @@ def resolve_shards(spec: str | Sequence[str]) -> list[str]:
     return shards
 
 
+def _class_map_difference(a: Mapping[str, int], b: Mapping[str, int]) -> str:
+    """The first class two maps number differently, in words (``a`` first); a class both
+    number is named before one only a single map has."""
+    renumbered = sorted(n for n in set(a) & set(b) if a[n] != b[n])
+    name = (renumbered or sorted(set(a) ^ set(b)))[0]
+    return (
+        f"{name!r} is {a.get(name, 'absent')} in the first, {b.get(name, 'absent')} in the second"
+    )
+
+
+def check_class_maps(*specs: str | Sequence[str] | None) -> dict[str, int] | None:
+    """The class map shared by every local shard folder of ``specs`` (``None`` entries are
+    skipped), as :func:`rawpairs.schema.read_class_map` reads it from ``classes.json`` beside
+    the shards; ``None`` when no folder has labels.
+
+    Folders without labels mix with any map (their ``cls`` is −1). Raises ``ValueError`` (one
+    line) naming two folders whose maps give a class different ids (or a malformed map) and
+    ``FileNotFoundError`` when a spec finds no shard. URLs are not checked.
+    """
+    maps: dict[str, dict[str, int]] = {}
+    for spec in specs:
+        if spec is None:
+            continue
+        folders = {os.path.dirname(s) or "." for s in resolve_shards(spec) if not _is_url(s)}
+        for folder in sorted(folders - set(maps)):
+            found = read_class_map(folder)
+            if found is not None:
+                maps[folder] = found
+    if not maps:
+        return None
+    (first, reference), *others = maps.items()
+    for folder, found in others:
+        if found != reference:
+            raise ValueError(
+                f"{first} and {folder} number their classes differently (classes.json: "
+                f"{_class_map_difference(reference, found)}); rebuild one with "
+                f"--class-map {first}"
+            )
+    return reference
+
+
 # ---------------------------------------------------------------------------------------------
 # Determinism: seeds, shard dealing, shuffle and resume
 # ---------------------------------------------------------------------------------------------
@@ -165,44 +210,47 @@ def dealt_shards(
         i += slots
 
 
-def buffer_shuffle(items: Iterable[Any], size: int, rng: random.Random) -> Iterator[Any]:
-    """Shuffle a stream with a buffer of ``size`` items (``size=1``: the input order).
+def buffer_shuffle(
+    items: Iterable[Any],
+    size: int,
+    rng: random.Random,
+    *,
+    max_bytes: int | None = None,
+    nbytes: Callable[[Any], int] = lambda item: 0,
+) -> Iterator[Any]:
+    """Shuffle a stream with a buffer of at most ``size`` items and ``max_bytes`` bytes
+    (``nbytes(item)``: an item's size; ``size=1``: the input order).
 
-    Once the buffer is full, each new item replaces a uniformly drawn buffered item, which is
-    emitted; at the end the rest is emitted in random order. The output order depends only on
-    ``rng`` and the number of items, never on their contents (what :func:`resume_plan` uses).
+    While the buffer is within both bounds, each new item replaces a uniformly drawn buffered
+    item, which is emitted (the buffer holds ``size`` items); when the new item would take the
+    buffer over ``max_bytes``, uniformly drawn items are emitted until it fits (or the buffer is
+    empty: at least one item is always held). At the end the rest is emitted in random order.
+    The output order depends only on ``rng`` and the sequence of ``nbytes``, never on the items'
+    contents or on timing.
     """
     if size < 1:
         raise ValueError(f"shuffle buffer size must be >= 1, got {size}")
     buf: list[Any] = []
+    held = 0
     for item in items:
+        n = nbytes(item)
+        while buf and max_bytes is not None and held + n > max_bytes:
+            i = rng.randrange(len(buf))
+            out = buf[i]
+            buf[i] = buf[-1]
+            buf.pop()
+            held -= nbytes(out)
+            yield out
         if len(buf) < size:
             buf.append(item)
+            held += n
             continue
         i = rng.randrange(size)
         out, buf[i] = buf[i], item
+        held += n - nbytes(out)
         yield out
     rng.shuffle(buf)
     yield from buf
-
-
-def resume_plan(n_skip: int, size: int, rng: random.Random) -> tuple[int, frozenset[int]]:
-    """Which stream positions :func:`buffer_shuffle` has consumed after ``n_skip`` outputs.
-
-    Simulates the shuffle on positions 0, 1, 2, … as if the stream were endless (exact for an
-    endless stream, and for ``size=1`` at any length: see ``docs/data.md``) and returns
-    ``(read, buffered)``: after ``n_skip`` outputs, positions ``< read`` were read and of those
-    only ``buffered`` are still waiting; every other position ``< read`` has been emitted, so a
-    resumed run never needs its bytes. ``rng`` must be in the state the real shuffle starts from.
-    """
-    if n_skip <= 0:
-        return 0, frozenset()
-    buf = list(range(size))
-    read = size
-    for _ in range(n_skip):
-        buf[rng.randrange(size)] = read
-        read += 1
-    return read, frozenset(buf)
 
 
 def _shuffle_rng(seed: int, slot: int, slots: int) -> random.Random:
@@ -215,10 +263,12 @@ def _shuffle_rng(seed: int, slot: int, slots: int) -> random.Random:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Record:
-    """One undecoded sample: its stream position, epoch, shard, key and members.
+    """One undecoded sample: its stream position, epoch, shard, key and members; ``index``: its
+    place in the shard (0-based); ``nbytes``: its bytes in the tar (headers included), known
+    without reading the members.
 
-    ``members`` is ``None`` for a sample an earlier run already consumed: its bytes were never
-    read (the tar reader seeks past them in local shards).
+    ``members`` is ``None`` for a sample a resumed run passed on unread (the tar reader seeks
+    past them in local shards); :func:`read_record` reads them when they are needed after all.
     """
 
     position: int
@@ -226,6 +276,8 @@ class Record:
     shard: str
     key: str
     members: Mapping[str, bytes] | None
+    index: int = 0
+    nbytes: int = 0
 
 
 @contextmanager
@@ -252,9 +304,25 @@ def iter_records(
     try:
         with _open_tar(shard) as tar:
             for i, sample in enumerate(walk_tar(tar, shard, local_skip)):
-                yield Record(first_position + i, epoch, shard, sample.key, sample.members)
+                yield Record(
+                    first_position + i, epoch, shard, sample.key, sample.members, i, sample.size
+                )
     except (tarfile.TarError, OSError, EOFError) as err:
         raise CorruptInputError(shard, f"unreadable tar: {one_line(err)}") from err
+
+
+def read_record(record: Record) -> Record:
+    """``record`` with its members, read again from its shard (a resume passed it on unread but
+    it is emitted after the resumed batch). ``CorruptInputError`` if the shard changed."""
+    first = record.position - record.index
+    for found in iter_records(record.shard, record.epoch, first, lambda p: p != record.position):
+        if found.position == record.position:
+            if found.key != record.key or found.members is None:
+                break
+            return found
+    raise CorruptInputError(
+        record.shard, f"sample {record.key!r} is no longer sample {record.index} of the shard"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,8 +472,9 @@ def make_example(
     sensor noise) becomes the same capture with a factor drawn uniformly in that range less light:
     :func:`rawpairs.noise.darken` divides it and adds the shot/read noise the camera's
     ``noise_shot``/``noise_read`` lack at that exposure; the RGB target is unchanged. All draws
-    come from ``rng`` in a fixed order (flip, crop, load-time noise, low light). A sample built with
-    ``--noise load`` (``render.noise == "at_load"``) gets fresh ``N(0, shot·x + read)`` noise here.
+    come from ``rng`` in a fixed order (flip, crop, load-time noise, low light). A sample built
+    with ``--noise at_load`` (``render.noise == "at_load"``) gets fresh ``N(0, shot·x + read)``
+    noise here.
     A sample smaller than the crop is zero-padded at the bottom/right in both RAW (after
     normalisation: black) and RGB, with a :class:`SmallSampleWarning`; ``raw`` is not clipped.
 
@@ -624,6 +693,7 @@ class PairStream(IterableDataset):
         hflip: bool,
         low_light: tuple[float, float] | None,
         shuffle_buffer: int,
+        shuffle_bytes: int,
         repeat: bool,
         isp_reference: bool = False,
         fresh_cameras: bool = False,
@@ -646,6 +716,7 @@ class PairStream(IterableDataset):
         self.hflip = hflip
         self.low_light = low_light
         self.shuffle_buffer = shuffle_buffer if repeat else 1
+        self.shuffle_bytes = max(1, shuffle_bytes // workers)  # per worker
         self.repeat = repeat
 
     def _records(self, slot: int, slots: int, skip: Callable[[int], bool]) -> Iterator[Record]:
@@ -653,7 +724,8 @@ class PairStream(IterableDataset):
         for epoch, shard in dealt_shards(
             self.shards, seed=self.seed, slot=slot, slots=slots, repeat=self.repeat
         ):
-            for record in iter_records(shard, epoch, position, skip):
+            # A stream reads past a skipped sample anyway, and could not read it again.
+            for record in iter_records(shard, epoch, position, None if _is_url(shard) else skip):
                 yield record
             position = record.position + 1
 
@@ -665,19 +737,24 @@ class PairStream(IterableDataset):
         role = (worker + self.start_batch) % workers
         n_skip = len(range(role, self.start_batch, workers)) * self.batch_size
         slot, slots = self.rank + self.world_size * role, self.world_size * workers
-        read, buffered = resume_plan(
-            n_skip, self.shuffle_buffer, _shuffle_rng(self.seed, slot, slots)
-        )
+        # A record that arrives while the first n_skip outputs (the batches made before
+        # start_batch) are being replayed is passed on unread; the few of them still buffered
+        # when the replay ends are read when they are emitted (docs/data.md).
+        emitted = 0
         records = buffer_shuffle(
-            self._records(slot, slots, lambda p: p < read and p not in buffered),
+            self._records(slot, slots, lambda position: emitted < n_skip),
             self.shuffle_buffer,
             _shuffle_rng(self.seed, slot, slots),
+            max_bytes=self.shuffle_bytes,
+            nbytes=lambda record: record.nbytes,
         )
         batch: list[dict[str, Any]] = []
         for index, record in enumerate(records):
+            emitted = index + 1
             if index < n_skip:
-                assert record.members is None, "resume plan and shuffle disagree"
                 continue
+            if record.members is None:
+                record = read_record(record)
             assert record.members is not None
             pair = decode_pair(record.members, record.shard, record.key)
             batch.append(
@@ -717,6 +794,7 @@ def make_loader(
     hflip: bool = True,
     low_light: tuple[float, float] | None = None,
     shuffle_buffer: int = 256,
+    shuffle_bytes: int = DEFAULT_SHUFFLE_MIB * 2**20,
     repeat: bool = True,
     isp_reference: bool = False,
     fresh_cameras: bool = False,
@@ -744,6 +822,9 @@ def make_loader(
     the last batch of each worker may be short. Deterministic for given (shards, seed, rank,
     world_size, num_workers); the batches from ``start_batch`` on equal those of a run started at 0
     from that batch on. Shards are split by rank, then by worker, without duplicates.
+
+    The shuffle buffer of each worker holds at most ``shuffle_buffer`` undecoded records and
+    ``shuffle_bytes / max(1, num_workers)`` bytes (always at least one record).
     """
     for name, value, low in (
         ("batch_size", batch_size, 1),
@@ -753,6 +834,7 @@ def make_loader(
         ("start_batch", start_batch, 0),
         ("teacher_size", teacher_size, 1),
         ("shuffle_buffer", shuffle_buffer, 1),
+        ("shuffle_bytes", shuffle_bytes, 1),
     ):
         if int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -787,6 +869,7 @@ def make_loader(
         hflip=hflip,
         low_light=None if low_light is None else (float(low_light[0]), float(low_light[1])),
         shuffle_buffer=shuffle_buffer,
+        shuffle_bytes=shuffle_bytes,
         repeat=repeat,
         isp_reference=isp_reference,
         fresh_cameras=fresh_cameras,

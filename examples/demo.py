@@ -4,12 +4,15 @@
    and turns two more into camera-like DNG files (simulated RAW, written with
    :func:`rawpairs.dng.write_dng`) in ``<out>/src/raw``, so both source kinds run. A zero-byte
    ``broken.dng`` shows how a bad input is reported without stopping the build.
-2. Builds shards (``rawpairs build``), then inspects and verifies them and writes a preview
-   contact sheet (``rawpairs inspect --verify --preview``).
+   A ``LICENSE.txt`` beside them quotes scikit-image's licence statement for each image; the
+   build names it in each split's dataset card (``README.md``).
+2. Builds shards split by a hash of each file's path (``rawpairs build --val-fraction 0.25``:
+   ``shards/train`` and ``shards/val``, each a complete build), then inspects and verifies
+   both and writes a preview contact sheet of ``train`` (``rawpairs inspect``).
 3. With ``--train-steps N`` (and the ``distill`` extra installed) runs a short CPU distillation
-   on the shards and evaluates the student's agreement with the teacher (a smoke run of the
-   training path: the same images train and evaluate; see docs/results.md for the real
-   comparison on held-out images).
+   on ``shards/train`` and evaluates the student's agreement with the teacher on
+   ``shards/val``: photos the student never saw (a smoke run of the training path; see
+   docs/results.md for the real comparison).
 """
 
 from __future__ import annotations
@@ -23,6 +26,19 @@ import numpy as np
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry")
 RAW_FROM = ("hubble_deep_field", "stereo_motorcycle")
+VAL_FRACTION = 0.25  # puts retina and immunohistochemistry (by their paths' hashes) into val
+# What scikit-image's documentation of each function says of the image's licence.
+LICENCES = {
+    "astronaut": "NASA Great Images; no known copyright restrictions, public domain",
+    "chelsea": "no copyright restrictions, CC0 by the photographer (Stefan van der Walt)",
+    "coffee": "no copyright restrictions, CC0 by the photographer (Rachel Michetti)",
+    "rocket": "SpaceX photos, released in the public domain",
+    "retina": "Wikimedia Commons, CC0 1.0 Universal Public Domain Dedication (M. Häggström)",
+    "immunohistochemistry": "CMMI; no known copyright restrictions",
+    "hubble_deep_field": "NASA HubbleSite, may be freely used in the public domain",
+    "stereo_motorcycle": "Middlebury stereo datasets (Scharstein et al. 2014); scikit-image "
+    "states no licence",
+}
 
 
 def _skimage_photo(name: str) -> np.ndarray:
@@ -56,6 +72,15 @@ def write_sources(src: Path, seed: int = 0) -> list[Path]:
         path = src / "raw" / f"{name}.dng"
         write_dng(path, mosaic, camera, make="rawpairs", model="demo")
         written.append(path)
+    lines = [f"{name}: {text}" for name, text in LICENCES.items()]
+    licence = src / "LICENSE.txt"
+    licence.write_text(
+        "Images from scikit-image's skimage.data; licence as its documentation states:\n"
+        + "\n".join(lines)
+        + "\n",
+        encoding="utf-8",
+    )
+    written.append(licence)
     broken = src / "raw" / "broken.dng"
     broken.write_bytes(b"")
     written.append(broken)
@@ -76,10 +101,12 @@ def main(out: Path, workers: int, train_steps: int) -> None:
     click.echo(f"demo sources written to {src}")
     build_args = ["build", "--src", str(src), "--out", str(shards), "--crop", "256"]
     build_args += ["--crops", "2", "--workers", str(workers), "--samples-per-shard", "8"]
-    build_args += ["--overwrite", "--seed", "0"]
+    build_args += ["--overwrite", "--seed", "0", "--val-fraction", str(VAL_FRACTION)]
+    train_shards, val_shards = shards / "train", shards / "val"
     for args in (
         build_args,
-        ["inspect", str(shards), "--verify", "--preview", str(out / "preview.png")],
+        ["inspect", str(shards), "--verify"],
+        ["inspect", str(train_shards), "--preview", str(out / "preview.png")],
     ):
         click.echo(f"$ rawpairs {' '.join(args)}")
         code = cli.main(args=args, standalone_mode=False)
@@ -90,13 +117,14 @@ def main(out: Path, workers: int, train_steps: int) -> None:
         from distill.train import main as train
 
         run = out / "run"
-        args = ["--shards", str(shards), "--out", str(run), "--steps", str(train_steps)]
+        args = ["--shards", str(train_shards), "--out", str(run), "--steps", str(train_steps)]
         args += ["--crop", "128", "--batch-size", "8", "--warmup-steps", "5", "--device", "cpu"]
-        args += ["--num-workers", "0", "--no-progress"]
+        args += ["--num-workers", "0", "--no-progress", "--overwrite"]  # a re-run starts again
         click.echo(f"$ python -m distill.train {' '.join(args)}")
         if train(args):
             sys.exit(1)
-        args = ["--shards", str(shards), "--checkpoint", str(run / "last.pt"), "--device", "cpu"]
+        args = ["--shards", str(val_shards), "--checkpoint", str(run / "last.pt")]
+        args += ["--device", "cpu"]
         click.echo(f"$ python -m distill.evaluate {' '.join(args)}")
         if evaluate(args):
             sys.exit(1)

@@ -25,6 +25,7 @@ import re
 import stat
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,28 +35,48 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rawpairs.card import CARD_FILE, dataset_card
 from rawpairs.engines import EngineError, GroupFailedError, require_engine, run_groups
-from rawpairs.sample import BuildConfig, Source
-from rawpairs.schema import ShardEntry, index_document, manifest_schema, parse_class_map
+from rawpairs.sample import BuildConfig, Source, is_documentation
+from rawpairs.schema import (
+    RENAMED_COLUMNS,
+    ShardEntry,
+    index_document,
+    manifest_schema,
+    parse_class_map,
+)
 from rawpairs.shards import STATE_DIR, shard_name
 from rawpairs.storage import MARKER, FolderLockedError, OutputFolder, is_url
 
 __all__ = [
     "MIN_SHARDS",
+    "SPLITS",
     "BuildError",
     "BuildOutputError",
     "BuildResult",
+    "Split",
     "build",
+    "build_splits",
     "discover_sources",
     "estimated_bytes",
     "plan_groups",
+    "split_folder",
+    "split_of",
 ]
 
-OUTPUT_FILES = ("manifest.parquet", "index.json", "errors.jsonl", "classes.json", "build.json")
+OUTPUT_FILES = (
+    "manifest.parquet",
+    "index.json",
+    "errors.jsonl",
+    "skipped.jsonl",
+    "classes.json",
+    "README.md",
+    "build.json",
+)
 MIN_SHARDS = 16  # a build of >= 16 sources has >= 16 shards: 16 writers, 16 loader streams
 _OURS = re.compile(
     r"^(rawpairs-\d{6}\.tar|\.(rawpairs-\d{6}\.tar|manifest\.parquet|index\.json|errors\.jsonl"
-    r"|classes\.json|build\.json)\.\d+-[0-9a-f]{8}\.partial)$"
+    r"|skipped\.jsonl|classes\.json|README\.md|build\.json)\.\d+-[0-9a-f]{8}\.partial)$"
 )
 _PARTIAL = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.partial$")
 _RECORD = re.compile(r"^shard-(\d{6})\.json$")
@@ -80,6 +101,7 @@ class BuildResult:
     errors: int
     seconds: float
     already_complete: bool = False
+    skipped: int = 0  # sources left out on purpose (too small, licence files): not failures
     stats: dict[str, Any] = field(default_factory=dict)
     resumed_samples: int = 0  # samples of shards a previous run had finished (kept, not redone)
 
@@ -94,9 +116,10 @@ class BuildResult:
             if self.resumed_samples and not self.already_complete
             else ""
         )
+        skipped = f"{self.skipped} skipped (skipped.jsonl), " if self.skipped else ""
         return (
             f"{state}{self.samples} samples in {self.shards} shards from {self.sources} sources, "
-            f"{self.errors} failed{kept}, {self.seconds:.1f} s ({rate:.1f} samples/s) → "
+            f"{skipped}{self.errors} failed{kept}, {self.seconds:.1f} s ({rate:.1f} samples/s) → "
             f"{self.out}"
         )
 
@@ -330,6 +353,48 @@ def _content_fingerprint(sources: list[Source], threads: int) -> str:
     return h.hexdigest()
 
 
+# Splits ------------------------------------------------------------------------------------
+
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One part of a split build: ``name`` (``train`` or ``val``) and the fraction of sources
+    that go to ``val``."""
+
+    name: str
+    val_fraction: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "val_fraction": self.val_fraction}
+
+
+def split_of(relpath: str, val_fraction: float) -> str:
+    """``"val"`` or ``"train"`` for a source, from its path relative to ``--src`` only: the
+    first 8 bytes of SHA-256(path) as a fraction of 2⁶⁴ below ``val_fraction`` → ``val``. So a
+    source keeps its split when files are added or removed, the folder moves, or the build runs
+    elsewhere; and every crop of one source stays in one split (no leak from train into val)."""
+    digest = hashlib.sha256(relpath.encode("utf-8", "surrogateescape")).digest()
+    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
+
+
+def _in_split(relpath: str, split: Split) -> bool:
+    """Whether a source belongs to ``split``: by :func:`split_of`, except licence and README
+    files, which go to both (skipped there, and named in both cards)."""
+    return is_documentation(relpath) or split_of(relpath, split.val_fraction) == split.name
+
+
+def split_folder(out: str | Path, name: str) -> str:
+    """The folder of split ``name`` inside ``out`` (a path or URL): ``out/name``."""
+    return f"{str(out).rstrip('/')}/{name}"
+
+
+def _check_val_fraction(val_fraction: float) -> None:
+    if not 0 < val_fraction < 1:
+        raise BuildError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+
+
 # Groups ------------------------------------------------------------------------------------
 
 # Rough image pixels per byte of input file, and shard bytes per sample pixel: enough to size
@@ -451,6 +516,8 @@ def _prepare_out(
             raise ValueError("not a JSON object")
     except (ValueError, UnicodeDecodeError) as err:
         previous = {"unreadable": str(err)}
+    if isinstance(previous.get("config"), dict):  # options added since take their defaults
+        previous["config"] = {**BuildConfig().to_dict(), **previous["config"]}
     for name, value in identity.items():
         if previous.get(name) != value:
             if not overwrite:
@@ -548,15 +615,22 @@ def _resume_renumbering(out: OutputFolder) -> dict[int, int]:
     return dict(moves)
 
 
+def _renamed(position: dict[str, Any]) -> dict[str, Any]:
+    """A record's position entry with today's column names (a record written by an older
+    rawpairs, resumed, says ``offset``)."""
+    return {RENAMED_COLUMNS.get(k, k): v for k, v in position.items()}
+
+
 def _write_outputs(
     out: OutputFolder, records: list[dict[str, Any]], header: dict[str, Any]
 ) -> tuple[int, int]:
     rows = [
-        {**row, "shard": r["name"], **pos}
+        {**row, "shard": r["name"], **_renamed(pos)}
         for r in records
         for row, pos in zip(r["rows"], r["positions"], strict=True)
     ]
     errors = [e for r in records for e in r["errors"]]
+    skipped = [e for r in records for e in r.get("skipped", [])]
     if header.get("config", {}).get("labels"):
         _write_json(out, "classes.json", header["class_map"])
     schema = manifest_schema()
@@ -564,17 +638,16 @@ def _write_outputs(
     parquet = pa.BufferOutputStream()
     pq.write_table(table, parquet)
     out.write_bytes("manifest.parquet", parquet.getvalue().to_pybytes())
-    index = index_document(
-        [
-            ShardEntry(r["name"], len(r["rows"]), r["size"], r["sha256"])
-            for r in records
-            if r["name"] is not None
-        ]
-    )
-    _write_json(out, "index.json", index)
-    out.write_bytes(
-        "errors.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors).encode()
-    )
+    entries = [
+        ShardEntry(r["name"], len(r["rows"]), r["size"], r["sha256"])
+        for r in records
+        if r["name"] is not None
+    ]
+    _write_json(out, "index.json", index_document(entries))
+    for name, lines in (("errors.jsonl", errors), ("skipped.jsonl", skipped)):
+        out.write_bytes(name, "".join(json.dumps(e, sort_keys=True) + "\n" for e in lines).encode())
+    card = dataset_card(header, entries, rows, skipped, errors)
+    out.write_bytes(CARD_FILE, card.encode("utf-8"))  # atomic, like every output file
     _write_json(out, "build.json", header)
     out.delete(STATE_DIR)
     return len(rows), len(errors)
@@ -598,6 +671,8 @@ def build(
     progress: Callable[[int, int, int, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
     class_map: Mapping[str, int] | None = None,
+    split: Split | None = None,
+    exclude: str | Path | None = None,
 ) -> BuildResult:
     """Build (or resume building) the shards of ``src`` into ``out``.
 
@@ -611,6 +686,11 @@ def build(
     missing from ``class_map``), or ``out`` cannot be used (another build's folder, a different
     build without ``overwrite``, a folder not made by rawpairs, locked by a running build);
     :class:`BuildOutputError` when writing fails (disk full), leaving no partial shard.
+
+    ``split``: build only the sources of that split (:func:`split_of`; the class map still
+    numbers every class folder of ``src``, so both splits write the same ``classes.json``), and
+    record it in ``build.json``. ``exclude``: a folder not to read as input (default ``out``;
+    :func:`build_splits` passes the folder holding both splits).
     """
     try:
         require_engine(engine)
@@ -633,7 +713,17 @@ def build(
             class_map = parse_class_map(class_map, "--class-map")
         except ValueError as err:
             raise BuildError(str(err)) from err
-    sources, class_map = discover_sources(src, labels=config.labels, out=out, class_map=class_map)
+    sources, class_map = discover_sources(
+        src, labels=config.labels, out=exclude or out, class_map=class_map
+    )
+    if split is not None:
+        _check_val_fraction(split.val_fraction)
+        sources = [s for s in sources if _in_split(s.relpath, split)]
+        if all(is_documentation(s.relpath) for s in sources):
+            raise BuildError(
+                f"--val-fraction {split.val_fraction} puts no input under --src {src} into "
+                f"{split.name}: change the fraction or add inputs"
+            )
     try:
         folder = OutputFolder(out)
     except (ValueError, ImportError) as err:  # unknown protocol, or its package missing
@@ -652,6 +742,7 @@ def build(
         "sources_fingerprint": _plan_fingerprint(sources),
         "sources_per_shard": per_shard,
         "class_map": class_map,
+        **({"split": split.to_dict()} if split is not None else {}),
         # last: a differing configuration or file list is named before the contents
         "sources_content": _content_fingerprint(sources, min(8, os.cpu_count() or 1)),
     }
@@ -669,6 +760,57 @@ def build(
         raise BuildOutputError(_os_message(folder, err)) from err
     finally:
         folder.close()
+
+
+def build_splits(
+    src: str | Path,
+    out: str | Path,
+    config: BuildConfig,
+    val_fraction: float,
+    *,
+    on_split: Callable[[str], None] | None = None,
+    **options: Any,
+) -> dict[str, BuildResult]:
+    """Build (or resume) ``out/train`` and ``out/val``: each a complete build of its sources
+    (:func:`split_of`), with its own shards, manifest, index and card, and the same class map.
+
+    ``options`` are :func:`build`'s; ``on_split(name)`` is called before each split starts.
+    Checks up front that both splits get sources (:class:`BuildError` otherwise), so nothing is
+    written for a fraction that leaves one empty.
+    """
+    _check_val_fraction(val_fraction)
+    try:
+        parent = OutputFolder(out)
+    except (ValueError, ImportError) as err:
+        raise BuildError(f"--out {out}: {err}") from err
+    try:
+        if MARKER in parent.names():
+            raise BuildError(
+                f"--out {out} holds a build without a split: a split build writes {out}/train "
+                f"and {out}/val; use another --out (or remove that build)"
+            )
+    finally:
+        parent.close()
+    sources, _ = discover_sources(
+        src, labels=config.labels, out=out, class_map=options.get("class_map")
+    )
+    images = [s for s in sources if not is_documentation(s.relpath)]
+    counts = Counter(split_of(s.relpath, val_fraction) for s in images)
+    for name in SPLITS:
+        if not counts[name]:
+            raise BuildError(
+                f"--val-fraction {val_fraction} puts none of the {len(images)} inputs under "
+                f"--src {src} into {name}: change the fraction or add inputs"
+            )
+    results = {}
+    for name in SPLITS:
+        if on_split:
+            on_split(name)
+        results[name] = build(
+            src, split_folder(out, name), config, split=Split(name, val_fraction), exclude=out,
+            **options,
+        )  # fmt: skip
+    return results
 
 
 def _os_message(out: OutputFolder, err: OSError) -> str:
@@ -700,7 +842,7 @@ def _build(
         counts = previous["counts"]
         return BuildResult(
             out.location, counts["sources"], counts["samples"], counts["shards"],
-            counts["errors"], 0.0, already_complete=True,
+            counts["errors"], 0.0, already_complete=True, skipped=counts.get("skipped", 0),
         )  # fmt: skip
     header = {
         **identity,
@@ -715,6 +857,8 @@ def _build(
     done_sources = sum(len(groups[i]) for i in records)
     written = resumed = sum(len(r["rows"]) for r in records.values())
     n_errors = sum(len(r["errors"]) for r in records.values())
+    n_skipped = sum(len(r.get("skipped", [])) for r in records.values())
+    n_upscaled = sum(len(r.get("upscaled", [])) for r in records.values())
     n_workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
     if not out.shared:
         n_workers = 1  # its files exist only in this process
@@ -730,10 +874,15 @@ def _build(
             done_sources += len(groups[index])
             written += len(record["rows"])
             n_errors += len(record["errors"])
+            n_skipped += len(record.get("skipped", []))
+            n_upscaled += len(record.get("upscaled", []))
             arrivals.append((round(time.monotonic() - started, 4), len(record["rows"])))
             for e in record["errors"]:
                 if warn:
                     warn(f"{e['path']}: {e['error']}: {e['message']}")
+            for note in record.get("warnings", []):
+                if warn:
+                    warn(f"{note['path']}: {note['message']}")
             if progress:
                 progress(done_sources, len(sources), written, n_errors)
     except GroupFailedError as err:
@@ -762,10 +911,12 @@ def _build(
             "samples": written,
             "shards": len(shards),
             "errors": n_errors,
+            "skipped": n_skipped,
+            "upscaled": n_upscaled,
         },
     )
     samples, n_errors = _write_outputs(out, ordered, header)
     return BuildResult(
         out.location, len(sources), samples, len(shards), n_errors, seconds, stats=stats,
-        resumed_samples=resumed,
+        resumed_samples=resumed, skipped=n_skipped,
     )  # fmt: skip

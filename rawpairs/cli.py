@@ -1,4 +1,5 @@
-"""Command line: ``rawpairs build``, ``rawpairs inspect`` and ``rawpairs materialize``."""
+"""Command line: ``rawpairs build``, ``rawpairs inspect``, ``rawpairs calibrate`` and
+``rawpairs materialize``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,6 +23,9 @@ from rawpairs.choices import (
     Tone,
     Unprocess,
 )
+
+if TYPE_CHECKING:
+    from rawpairs.priors import CapturePriors
 
 __all__ = ["main"]
 
@@ -58,6 +63,19 @@ def _read_camera(path: Path) -> str:
     if size > CAMERA_JSON_LIMIT:
         raise ValueError(f"{size} bytes; a capture-priors file is at most {CAMERA_JSON_LIMIT}")
     return path.read_text(encoding="utf-8")
+
+
+def _read_priors(path: Path) -> CapturePriors:
+    """The capture priors of a ``--camera`` file; a camera profile (one with a ``profile`` name,
+    from ``rawpairs calibrate``) is recorded under this file's name (``profile:<file>``)."""
+    from dataclasses import replace
+
+    from rawpairs.priors import CapturePriors, profile_name
+
+    priors = CapturePriors.from_json(_read_camera(path))
+    if priors.profile is not None:
+        priors = replace(priors, profile=profile_name(path.name))
+    return priors
 
 
 def _read_class_map(path: Path) -> dict[str, int]:
@@ -105,6 +123,25 @@ def main() -> None:
     type=int,
     default=None,
     help="Resize photos (Bayer-bin RAW) so the longer side is at most N.",
+)
+@click.option(
+    "--min-side",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Skip sources whose shorter side (as read) is below N pixels [default: no minimum; "
+    "sources that cannot hold --crop are skipped unless --upscale].",
+)
+@click.option(
+    "--upscale",
+    is_flag=True,
+    help="Resize photos smaller than --crop up to it (Lanczos) instead of skipping them.",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=None,
+    help="Split the sources by a hash of their path into OUT/train and OUT/val (this fraction), "
+    "each a complete build [default: no split].",
 )
 @click.option(
     "--render",
@@ -238,6 +275,9 @@ def build(
     crop_mode: str,
     crops: int,
     max_side: int | None,
+    min_side: int | None,
+    upscale: bool,
+    val_fraction: float | None,
     render: str,
     demosaic: str,
     tone: str,
@@ -264,13 +304,13 @@ def build(
     """Turn RAW files and photos under --src into pair shards in --out."""
     from tqdm import tqdm
 
-    from rawpairs.build import BuildError, BuildOutputError
+    from rawpairs.build import BuildError, BuildOutputError, build_splits
     from rawpairs.build import build as run_build
     from rawpairs.priors import CapturePriors
     from rawpairs.sample import BuildConfig
 
     try:
-        priors = CapturePriors.from_json(_read_camera(camera_json)) if camera_json else None
+        priors = _read_priors(camera_json) if camera_json else None
         config = BuildConfig(
             seed=seed,
             crop=crop,
@@ -287,6 +327,8 @@ def build(
             priors=priors or CapturePriors(),
             noise=noise,
             labels=labels == "folder",
+            min_side=min_side,
+            upscale=upscale,
             unprocess=unprocess,
         )
     except (ValueError, TypeError, RecursionError, OSError) as err:  # JSONDecodeError: ValueError
@@ -301,74 +343,159 @@ def build(
             cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err
             raise click.UsageError(one_line(f"--class-map {class_map_file}: {cause}")) from err
 
-    bar = None if quiet else tqdm(unit="src", dynamic_ncols=True, file=sys.stderr)
+    bars: list = []  # one progress bar per build (two with --val-fraction), none with --quiet
+
+    def new_bar(name: str = "") -> None:
+        if bars:
+            bars[-1].close()
+        if not quiet:
+            bars.append(tqdm(desc=name or None, unit="src", dynamic_ncols=True, file=sys.stderr))
 
     def progress(done: int, total: int, written: int, errors: int) -> None:
-        if bar is not None:
-            bar.total, bar.n = total, done
-            bar.set_postfix(samples=written, errors=errors)
+        if bars:
+            bars[-1].total, bars[-1].n = total, done
+            bars[-1].set_postfix(samples=written, errors=errors)
 
-    def warn(line: str) -> None:
-        (bar.write if bar is not None else click.echo)(f"warning: {line}", file=sys.stderr)
+    def warn(line: str) -> None:  # above the bar, never into its line
+        (bars[-1].write if bars else click.echo)(f"warning: {line}", file=sys.stderr)
 
+    options: dict = dict(
+        workers=workers,
+        samples_per_shard=samples_per_shard,
+        shard_size=shard_size,
+        sources_per_shard=sources_per_shard,
+        overwrite=overwrite,
+        engine=engine,
+        address=address,
+        progress=progress,
+        warn=warn,
+        class_map=class_map,
+    )
     try:
-        result = run_build(
-            src,
-            out,
-            config,
-            workers=workers,
-            samples_per_shard=samples_per_shard,
-            shard_size=shard_size,
-            sources_per_shard=sources_per_shard,
-            overwrite=overwrite,
-            engine=engine,
-            address=address,
-            progress=progress,
-            warn=warn,
-            class_map=class_map,
-        )
+        if val_fraction is None:
+            new_bar()
+            results = {"": run_build(src, out, config, **options)}
+        else:
+            results = build_splits(src, out, config, val_fraction, on_split=new_bar, **options)
     except BuildError as err:
         raise click.UsageError(one_line(str(err))) from err
     except BuildOutputError as err:
         raise click.ClickException(one_line(str(err))) from err
     finally:
-        if bar is not None:
-            bar.close()
-    click.echo(result.summary)
-    if result.samples == 0:
+        if bars:
+            bars[-1].close()
+    for name, result in results.items():
+        click.echo(f"{name}: {result.summary}" if name else result.summary)
+    if any(result.samples == 0 for result in results.values()):
         raise click.exceptions.Exit(1)
-    if strict and result.errors:
-        click.echo(f"--strict: {result.errors} inputs failed (see errors.jsonl in {out})", err=True)
+    failed = sum(result.errors for result in results.values())
+    if strict and failed:
+        click.echo(f"--strict: {failed} inputs failed (see errors.jsonl in {out})", err=True)
         raise click.exceptions.Exit(1)
 
 
 @main.command()
-@click.argument("shards", type=click.Path(path_type=Path))
+@click.argument("shards", nargs=-1, required=True)
 @click.option(
-    "--verify", is_flag=True, help="Read every sample and check it; exit 1 on any problem."
+    "--verify",
+    is_flag=True,
+    help="Read every sample and check it against the build's index and manifest; exit 1 on any "
+    "problem (needs a rawpairs build folder).",
 )
 @click.option(
     "--preview",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write a contact sheet PNG.",
+    help="Write a contact sheet PNG (one rawpairs build folder).",
 )
 @click.option("--preview-samples", type=click.IntRange(min=1), default=6, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(
-    shards: Path, verify: bool, preview: Path | None, preview_samples: int, as_json: bool
+    shards: tuple[str, ...], verify: bool, preview: Path | None, preview_samples: int, as_json: bool
 ) -> None:
-    """Summarise (and optionally verify or preview) a shard folder."""
+    """Summarise (and optionally verify or preview) SHARDS: a rawpairs build folder, the folder
+    of a --val-fraction build (its train and val), several build folders, or any tar shards (a
+    .tar, a folder of them, a glob, a brace range, a list), including other tools' shards."""
     from rawpairs.inspect import (
         InspectError,
-        format_summary,
-        summarize,
-        verify_shards,
-        write_preview,
+        check_preview_path,
+        format_tar_summary,
+        is_build_folder,
+        resolve_tars,
+        split_folders,
+        summarize_tars,
     )
 
+    if preview is not None:
+        try:
+            check_preview_path(preview)  # a name it cannot write: before anything is read
+        except InspectError as err:
+            raise click.UsageError(str(err)) from err
+    folders = split_folders(shards[0]) if len(shards) == 1 else []
+    folders = folders or [Path(s) for s in shards if is_build_folder(s)]
+    if folders and len(folders) < len(shards) and not split_folders(shards[0]):
+        raise click.UsageError("give rawpairs build folders or tar shards, not both")
+    if folders:
+        if preview is not None and len(folders) > 1:
+            raise click.UsageError("--preview takes one build folder")
+        results = [_inspect_build(f, verify, preview, preview_samples) for f in folders]
+        summaries = [summary for summary, _ in results]
+        if as_json:
+            click.echo(json.dumps(summaries[0] if len(shards) == 1 and len(folders) == 1
+                                  else summaries, indent=2, sort_keys=True))  # fmt: skip
+        else:
+            click.echo("\n\n".join(map(_format_build, summaries)))
+        problems = [p for _, found in results for p in found]
+        for p in problems if not as_json else []:
+            click.echo(f"problem: {p}", err=True)
+        if problems:
+            raise click.exceptions.Exit(1)
+        return
     try:
-        summary = summarize(shards)
+        tars = resolve_tars(list(shards))
+        tar_summary = summarize_tars(tars)
+    except InspectError as err:
+        raise click.UsageError(str(err)) from err
+    click.echo(
+        json.dumps(tar_summary, indent=2, sort_keys=True)
+        if as_json
+        else format_tar_summary(tar_summary)
+    )
+    if verify or preview is not None:
+        option = "--verify" if verify else "--preview"
+        homes = {path.parent for path in tars}
+        home = homes.pop() if len(homes) == 1 else None
+        where = (
+            f"these shards are in the build folder {home}: run `rawpairs inspect {home} {option}`"
+            if home is not None and is_build_folder(home)
+            else f"{' '.join(shards)} holds tar shards only, so the summary above is all that can "
+            "be checked"
+        )
+        click.echo(
+            f"{option} needs a rawpairs build folder (index.json, manifest.parquet, build.json): "
+            f"{where}",
+            err=True,
+        )
+        raise click.exceptions.Exit(2)
+    if tar_summary["problems"]:
+        raise click.exceptions.Exit(1)
+
+
+def _format_build(summary: dict) -> str:
+    from rawpairs.inspect import format_summary
+
+    return format_summary(summary)
+
+
+def _inspect_build(
+    folder: Path, verify: bool, preview: Path | None, preview_samples: int
+) -> tuple[dict, list[str]]:
+    """The summary of one build folder and its problems (``--verify``); a malformed build is a
+    usage error without ``--verify`` and a problem with it."""
+    from rawpairs.inspect import InspectError, summarize, verify_shards, write_preview
+
+    try:
+        summary = summarize(folder)
     except InspectError as err:
         if not verify:
             raise click.UsageError(str(err)) from err
@@ -376,22 +503,50 @@ def inspect(
         raise click.exceptions.Exit(1) from err
     problems: list[str] = []
     if verify:
-        problems = verify_shards(shards)
+        problems = verify_shards(folder)
         summary["verify"] = {"ok": not problems, "problems": problems}
     if preview is not None:
         try:
-            write_preview(shards, preview, n=preview_samples)
+            write_preview(folder, preview, n=preview_samples)
         except InspectError as err:
             raise click.ClickException(str(err)) from err
         summary["preview"] = str(preview)
-    if as_json:
-        click.echo(json.dumps(summary, indent=2, sort_keys=True))
-    else:
-        click.echo(format_summary(summary))
-    if problems:
-        for p in problems if not as_json else []:
-            click.echo(f"problem: {p}", err=True)
-        raise click.exceptions.Exit(1)
+    return summary, problems
+
+
+@main.command()
+@click.option(
+    "--src",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder (or file) of one camera's RAW files (not recursive).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Camera profile to write (JSON, the form --camera takes).",
+)
+def calibrate(src: Path, out: Path) -> None:
+    """Measure one camera from its RAW files and write a profile for `build --camera`."""
+    from rawpairs.calibrate import CalibrationError
+    from rawpairs.calibrate import calibrate as run_calibrate
+
+    try:
+        profile, warnings = run_calibrate(src, out)
+    except CalibrationError as err:
+        raise click.UsageError(one_line(str(err))) from err
+    except OSError as err:
+        raise click.UsageError(one_line(f"{out}: cannot write ({err.strerror})")) from err
+    for line in warnings:
+        click.echo(f"warning: {one_line(line)}", err=True)
+    report = profile.calibration or {}
+    noise = ", ".join(f"{k} {v}" for k, v in sorted(report["noise"]["sources"].items()))
+    click.echo(
+        f"{out}: {len(profile.captures or ())} file(s), CFA {profile.cfa[0]}, black "
+        f"{profile.black_level[0]:g}, white {profile.white_level:g}, matrix "
+        f"{report['xyz_to_cam']}, noise from {noise}"
+    )
 
 
 @main.command()

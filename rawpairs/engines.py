@@ -336,7 +336,7 @@ class _LocalPool:
         self.ctx.set_forkserver_preload(["rawpairs._forkserver"])
         self.config, self.location = config, location
         self.startup_s: list[float] = []  # seconds from the start request to ready, per worker
-        self.failed_starts = 0
+        self.failed_starts = 0  # workers that died before ready (their work is done here)
         self.ipc_bytes = 0  # pickled tasks and records through the pipes
         self.size = n
         self.workers: list[_Worker] = []
@@ -520,6 +520,7 @@ def _local(
         pool.close()
         cv2.setNumThreads(threads)
         stats["worker_startup_s"] = pool.startup_s
+        stats["worker_failed_starts"] = pool.failed_starts
         stats["ipc_bytes"] = pool.ipc_bytes
 
 

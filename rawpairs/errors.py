@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CorruptInputError", "InputError", "UnsupportedInputError"]
+__all__ = ["CorruptInputError", "InputError", "SkippedInputError", "UnsupportedInputError"]
 
 
 class InputError(ValueError):
@@ -23,3 +23,9 @@ class UnsupportedInputError(InputError):
 
 class CorruptInputError(InputError):
     """An unreadable file: empty, truncated, wrong contents for its extension, bad checksum."""
+
+
+class SkippedInputError(InputError):
+    """A good input the build leaves out on purpose: a photo smaller than ``--min-side`` or the
+    crop (without ``--upscale``), a licence or README file. Counted as skipped, listed in
+    ``skipped.jsonl``, never a failure."""

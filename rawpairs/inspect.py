@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import stat
+import tarfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +36,29 @@ from rawpairs.schema import (
     one_line,
     parse_index,
     read_class_map,
+    read_manifest,
     read_shard,
+    split_member_name,
 )
 from rawpairs.shards import sha256_file
 
-__all__ = ["InspectError", "format_summary", "summarize", "verify_shards", "write_preview"]
+__all__ = [
+    "InspectError",
+    "check_preview_path",
+    "format_summary",
+    "format_tar_summary",
+    "is_build_folder",
+    "resolve_tars",
+    "split_folders",
+    "summarize",
+    "summarize_tars",
+    "verify_shards",
+    "write_preview",
+]
 
 _REQUIRED = ("index.json", "manifest.parquet", "build.json")
-_ERROR_FIELDS = ("error", "message", "path")
+_ERROR_FIELDS = ("path", "error", "message")
+_SKIP_FIELDS = ("path", "reason")
 
 
 class InspectError(ValueError):
@@ -57,6 +73,7 @@ class _Build:
     rows: list[dict[str, Any]]
     header: dict[str, Any]
     errors: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
 
 
 def _regular_file(path: Path) -> bool:
@@ -76,10 +93,9 @@ def _read_json(path: Path) -> Any:
 
 def _read_manifest(path: Path) -> list[dict[str, Any]]:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        table = read_manifest(path)
     except (OSError, ValueError, pa.ArrowException) as err:
         raise InspectError(f"{path}: not a readable Parquet file ({one_line(err)[:200]})") from err
     expected = manifest_schema()
@@ -95,8 +111,9 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
-def _read_errors(path: Path) -> list[dict[str, Any]]:
-    """The failed-input records of ``errors.jsonl`` (absent: none)."""
+def _read_errors(path: Path, fields: tuple[str, ...] = _ERROR_FIELDS) -> list[dict[str, Any]]:
+    """The records of ``errors.jsonl`` (failed inputs) or ``skipped.jsonl`` (inputs left out
+    on purpose); an absent file: none."""
     if not path.exists():
         return []
     if not _regular_file(path):
@@ -113,10 +130,8 @@ def _read_errors(path: Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except (ValueError, RecursionError) as err:
             raise InspectError(f"{path}: line {number} is not JSON ({one_line(err)})") from err
-        if not isinstance(record, dict) or not all(
-            isinstance(record.get(f), str) for f in _ERROR_FIELDS
-        ):
-            raise InspectError(f"{path}: line {number} is not a {{path, error, message}} record")
+        if not isinstance(record, dict) or not all(isinstance(record.get(f), str) for f in fields):
+            raise InspectError(f"{path}: line {number} is not a {{{', '.join(fields)}}} record")
         errors.append(record)
     return errors
 
@@ -143,7 +158,8 @@ def _load(folder: Path) -> _Build:
     if not isinstance(header, dict):
         raise InspectError(f"{folder / 'build.json'}: not a JSON object")
     rows = _read_manifest(folder / "manifest.parquet")
-    return _Build(index, rows, header, _read_errors(folder / "errors.jsonl"))
+    errors = _read_errors(folder / "errors.jsonl")
+    return _Build(index, rows, header, errors, _read_errors(folder / "skipped.jsonl", _SKIP_FIELDS))
 
 
 def _range(rows: list[dict[str, Any]], column: str) -> list[float] | None:
@@ -191,6 +207,7 @@ def summarize(folder: str | Path) -> dict[str, Any]:
         },
         "matrix_provenance": dict(Counter(r["matrix_provenance"] for r in rows)),
         "failed": b.errors,
+        "skipped": b.skipped,
         "status": b.header.get("status"),
         "config": config if isinstance(config, dict) else {},
     }
@@ -212,6 +229,11 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(f"  {name:<12} {span[0]:.6g} … {span[1]:.6g}")
     lines.append(f"  failed inputs: {len(summary['failed'])}")
     lines += [f"    {e['path']}: {e['error']}: {e['message']}" for e in summary["failed"]]
+    skipped = summary.get("skipped", [])
+    lines.append(f"  skipped inputs: {len(skipped)}")
+    lines += [f"    {e['path']}: {e['reason']}" for e in skipped[:20]]
+    if len(skipped) > 20:
+        lines.append(f"    … {len(skipped) - 20} more in skipped.jsonl")
     if "verify" in summary:
         v = summary["verify"]
         lines.append("  verify: OK" if v["ok"] else f"  verify: {len(v['problems'])} problems")
@@ -230,13 +252,23 @@ def _build_problems(folder: Path, b: _Build) -> list[str]:
             "(re-run the same `rawpairs build` command to complete it)"
         )
     counts = b.header.get("counts")
-    actual = {"samples": len(b.rows), "shards": len(b.index), "errors": len(b.errors)}
-    where = {"samples": "manifest.parquet rows", "shards": "index.json", "errors": "errors.jsonl"}
+    actual = {
+        "samples": len(b.rows),
+        "shards": len(b.index),
+        "errors": len(b.errors),
+        "skipped": len(b.skipped),
+    }
+    where = {
+        "samples": "manifest.parquet rows",
+        "shards": "index.json",
+        "errors": "errors.jsonl",
+        "skipped": "skipped.jsonl",
+    }
     if not isinstance(counts, dict):
         problems.append("build.json: no counts")
     else:
         for name, n in actual.items():
-            if counts.get(name) != n:
+            if counts.get(name, 0 if name == "skipped" else None) != n:  # older: no skipping
                 problems.append(
                     f"build.json counts {counts.get(name)!r} {name}, {where[name]}: {n}"
                 )
@@ -428,14 +460,31 @@ def _preview_row(sample: DecodedSample, tile: int) -> np.ndarray:
     )
 
 
+def check_preview_path(out: str | Path) -> None:
+    """:class:`InspectError` (one line) unless ``out`` can be written as an image: a name with
+    an extension OpenCV writes (``.png``, ``.jpg``, …), not a folder, under no file."""
+    out = Path(out)
+    if out.is_dir():
+        raise InspectError(f"--preview {out}: a folder, not an image file name")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InspectError(f"--preview {out}: {parent} is a file, not a folder")
+    if not out.suffix:
+        raise InspectError(f"--preview {out}: no extension; name a .png or .jpg file")
+    if not cv2.haveImageWriter(str(out)):
+        raise InspectError(f"--preview {out}: cannot write {out.suffix} images; use .png or .jpg")
+
+
 def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 256) -> Path:
-    """A contact sheet PNG: per sample, the stored RGB, the mosaic rendered by the forward ISP
-    from the sample's own metadata, and the raw mosaic (linearly scaled), side by side.
+    """A contact sheet image (``out``: .png, .jpg, …): per sample, the stored RGB, the mosaic
+    rendered by the forward ISP from the sample's own metadata, and the raw mosaic (linearly
+    scaled), side by side.
 
     Raises :class:`InspectError` (one line) for a folder that is not a readable build, a damaged
     shard or sample, or an image that cannot be written.
     """
     folder, out = Path(folder), Path(out)
+    check_preview_path(out)
     b = _load(folder)
     if not b.rows:
         raise InspectError(f"{folder}: no samples to preview")
@@ -461,7 +510,148 @@ def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 2
     if not rows_img:
         raise InspectError(f"{folder}: no samples to preview")
     sheet = np.vstack(rows_img)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        written = cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    except (OSError, cv2.error) as err:
+        raise InspectError(one_line(f"{out}: cannot write the preview image: {err}")) from err
+    if not written:
         raise InspectError(f"{out}: cannot write the preview image")
     return out
+
+
+# Shards rawpairs did not make (or a single shard, a glob, a list) ----------------------------
+
+BUILD_FILES = (*_REQUIRED, ".rawpairs")  # any of them: a rawpairs build folder (finished or not)
+
+
+def is_build_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a rawpairs build folder, finished or not."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).exists() for name in BUILD_FILES)
+
+
+def split_folders(path: str | Path) -> list[Path]:
+    """The split builds (``train``, ``val``) of a ``--val-fraction`` output folder; empty when
+    ``path`` is not one."""
+    from rawpairs.build import SPLITS
+
+    path = Path(path)
+    if not path.is_dir() or is_build_folder(path):
+        return []
+    return [path / name for name in SPLITS if is_build_folder(path / name)]
+
+
+def resolve_tars(specs: list[str]) -> list[Path]:
+    """Tar files named by ``specs``: files, folders (their ``*.tar``, ``*.tar.gz``, sorted), glob
+    patterns and brace ranges (``shards-{000..009}.tar``), in the order given. Raises
+    :class:`InspectError` (one line) for a spec that names nothing."""
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            names = sorted(
+                p for p in path.iterdir() if p.name.endswith((".tar", ".tar.gz", ".tgz"))
+            )
+            if not names:
+                raise InspectError(f"{spec}: a folder with no .tar files and no rawpairs build")
+            found += names
+        elif path.exists() or path.is_symlink():
+            found.append(path)
+        else:
+            matches: list[str] = []
+            for name in _braces(spec):  # in the range's order; each glob sorted
+                matches += [name] if Path(name).exists() else sorted(glob.glob(name))
+            if not matches:
+                raise InspectError(f"{spec}: no such folder, file or matching shard")
+            found += [Path(m) for m in matches]
+    return found
+
+
+def _braces(spec: str) -> list[str]:
+    """``a-{000..002}.tar`` → the three names (webdataset's brace rule); others unchanged."""
+    try:
+        from braceexpand import braceexpand
+    except ImportError:  # a webdataset dependency; without it braces are literal
+        return [spec]
+    return list(braceexpand(spec))
+
+
+def summarize_tars(paths: list[Path]) -> dict[str, Any]:
+    """What can be said of tar shards without a rawpairs index: per shard and in total, members,
+    samples (webdataset's rule: consecutive members sharing a key), member extensions (how many
+    samples have each), bytes and sample sizes; whether every sample has the members of
+    rawpairs' schema. Reads tar headers only (a local tar is not read past them); a shard that
+    cannot be read is one line in ``problems``."""
+    shards, problems = [], []
+    extensions: Counter[str] = Counter()
+    sample_bytes: list[int] = []
+    ours = True
+    for path in paths:
+        if not _regular_file(path):
+            problems.append(f"{path}: not a regular file")
+            continue
+        members = samples = 0
+        try:
+            with tarfile.open(path, "r:*") as tar:
+                key, have, start, end = None, set(), 0, 0
+                for info in tar:
+                    split = split_member_name(info.name) if info.isreg() else None
+                    if split is None:
+                        continue
+                    members += 1
+                    if split[0] != key:
+                        if key is not None:
+                            samples, ours = samples + 1, ours and _schema_members(have)
+                            extensions.update(have)
+                            sample_bytes.append(end - start)
+                        key, have, start = split[0], set(), info.offset
+                    have.add(split[1])
+                    end = info.offset_data + info.size
+                if key is not None:
+                    samples, ours = samples + 1, ours and _schema_members(have)
+                    extensions.update(have)
+                    sample_bytes.append(end - start)
+        except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+            problems.append(f"{path}: unreadable tar: {one_line(err)}")
+        shards.append({"shard": str(path), "members": members, "samples": samples,
+                       "bytes": path.stat().st_size})  # fmt: skip
+    sizes = sorted(sample_bytes)
+    return {
+        "shards": len(shards),
+        "samples": sum(s["samples"] for s in shards),
+        "members": sum(s["members"] for s in shards),
+        "bytes": sum(s["bytes"] for s in shards),
+        "extensions": dict(sorted(extensions.items())),
+        "sample_bytes": [sizes[0], sizes[len(sizes) // 2], sizes[-1]] if sizes else None,
+        "rawpairs_members": bool(sizes) and ours,
+        "per_shard": shards,
+        "problems": problems,
+    }
+
+
+def _schema_members(have: set[str]) -> bool:
+    return {"raw.npy", "json"} <= have and bool(have & {"rgb.png", "rgb.jpg"})
+
+
+def format_tar_summary(summary: dict[str, Any]) -> str:
+    """Human-readable text of :func:`summarize_tars`'s result."""
+    lines = [
+        f"{summary['samples']} samples ({summary['members']} members) in {summary['shards']} "
+        f"tar shards, {summary['bytes'] / 2**20:.1f} MiB (no rawpairs index: tar contents only)",
+        f"  members:      {summary['extensions']} (samples having each)",
+    ]
+    if summary["sample_bytes"]:
+        lo, mid, hi = summary["sample_bytes"]
+        lines.append(f"  sample bytes: {lo} … {hi} (median {mid})")
+    lines.append(
+        "  schema:       every sample has raw.npy, json and rgb.png/rgb.jpg (rawpairs' members)"
+        if summary["rawpairs_members"]
+        else "  schema:       not rawpairs' members (raw.npy, json, rgb.png/rgb.jpg)"
+    )
+    for shard in summary["per_shard"][:20]:
+        lines.append(f"    {shard['shard']}: {shard['samples']} samples, {shard['bytes']} bytes")
+    if len(summary["per_shard"]) > 20:
+        lines.append(f"    … {len(summary['per_shard']) - 20} more shards")
+    lines += [f"  problem: {p}" for p in summary["problems"]]
+    return "\n".join(lines)

@@ -12,7 +12,8 @@ simulated by the inverse ISP with capture parameters drawn from ``config.priors`
 the sample is the whole photo) and the recipe instead; :func:`sample_raw` makes the RAW any reader
 would, bit for bit. A camera RAW
 (``kind="raw"``) is Bayer-binned (``max_side``), rendered to sRGB by our forward ISP from the file's
-own metadata (or by LibRaw), and cropped at even offsets so the CFA phase is kept.
+own metadata (or by LibRaw; both at the gain of ``config.exposure``), and cropped at even offsets
+so the CFA phase is kept.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import math
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -66,11 +68,14 @@ __all__ = [
     "BuildConfig",
     "Sample",
     "Source",
+    "UpscaledPhoto",
     "error_record",
+    "is_documentation",
     "make_samples",
     "sample_key",
     "sample_raw",
     "sample_stream",
+    "skip_record",
 ]
 
 MESSAGE_LIMIT = 300  # characters of an error record's message
@@ -119,6 +124,8 @@ class BuildConfig:
     priors: CapturePriors = field(default_factory=CapturePriors)
     noise: NoisePlacement = NoisePlacement.IN_RAW
     labels: bool = False
+    min_side: int | None = None
+    upscale: bool = False
     unprocess: Unprocess = Unprocess.IN_BUILD
 
     def __post_init__(self) -> None:
@@ -140,6 +147,14 @@ class BuildConfig:
                 f"--crop {self.crop} is larger than --max-side {self.max_side}: no resized image "
                 "can hold the crop"
             )
+        if self.min_side is not None and (
+            isinstance(self.min_side, bool)
+            or not isinstance(self.min_side, int)
+            or self.min_side < 1
+        ):
+            raise ValueError(f"--min-side must be a positive integer, got {self.min_side!r}")
+        if self.upscale and self.crop is None:
+            raise ValueError("--upscale needs --crop (photos are resized up to the crop)")
         if self.crop_mode is CropMode.TILE and self.crops != 1:
             raise ValueError("--crops applies to --crop-mode random (tile takes every tile)")
         if self.render is Render.LIBRAW and self.max_side is not None:
@@ -179,7 +194,7 @@ class Source:
 
     path: str
     relpath: str
-    kind: str  # "raw" | "rgb"
+    kind: str  # "raw" | "rgb" | "unknown" (an extension neither reads: skipped or refused)
     label: int | None = None
     size: int | None = None  # bytes, when known from the listing
     problem: str | None = None  # why this entry cannot be an input (not a regular file, …)
@@ -236,6 +251,56 @@ def _crop_boxes(
     return [(int(t), int(left), size, size) for t, left in zip(tops, lefts, strict=True)]
 
 
+def _check_min_side(source: Source, height: int, width: int, config: BuildConfig) -> None:
+    """Skip (:class:`~rawpairs.errors.SkippedInputError`) a source whose shorter side, as read,
+    is below ``--min-side``."""
+    from rawpairs.errors import SkippedInputError
+
+    if config.min_side is not None and min(height, width) < config.min_side:
+        raise SkippedInputError(
+            source.path,
+            f"image {height}×{width} is smaller than --min-side {config.min_side}",
+        )
+
+
+def _too_small(height: int, width: int, config: BuildConfig) -> bool:
+    """Whether an H×W image cannot hold one ``--crop`` (after trimming to even sides)."""
+    crop = config.crop
+    return crop is not None and (height - height % 2 < crop or width - width % 2 < crop)
+
+
+def _fit_crop(source: Source, rgb: np.ndarray, config: BuildConfig) -> np.ndarray:
+    """A photo too small for ``--crop``: resized up (Lanczos, the shorter side to the crop) with
+    ``--upscale``, else skipped (:class:`~rawpairs.errors.SkippedInputError`)."""
+    from rawpairs.errors import SkippedInputError
+
+    h, w = rgb.shape[:2]
+    if not _too_small(h, w, config):
+        return rgb
+    assert config.crop is not None
+    if not config.upscale:
+        raise SkippedInputError(
+            source.path,
+            f"image {h}×{w} is smaller than the {config.crop}×{config.crop} crop "
+            "(--upscale resizes such photos up)",
+        )
+    scale = config.crop / min(h, w)
+    size = (max(config.crop, round(w * scale)), max(config.crop, round(h * scale)))
+    if config.max_side is not None and max(size) > config.max_side:
+        raise SkippedInputError(
+            source.path,
+            f"image {h}×{w} resized up to the {config.crop}×{config.crop} crop would exceed "
+            f"--max-side {config.max_side}",
+        )
+    warnings.warn(f"resized up from {h}×{w} to {size[1]}×{size[0]}", UpscaledPhoto, stacklevel=2)
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_LANCZOS4)
+
+
+class UpscaledPhoto(UserWarning):
+    """A photo smaller than ``--crop`` was resized up to it (``--upscale``): counted by the
+    build (``counts.upscaled``), not printed."""
+
+
 def _resize_to_max_side(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
     h, w = rgb.shape[:2]
     if max_side is None or max(h, w) <= max_side:
@@ -267,7 +332,10 @@ def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[S
     from rawpairs.unprocess import simulate_raw
 
     photo = _whole_jpeg(source, config) or read_photo(source.path, config.max_pixels)
-    rgb = None if photo.rgb is None else _resize_to_max_side(photo.rgb, config.max_side)
+    _check_min_side(source, photo.height, photo.width, config)
+    rgb = None
+    if photo.rgb is not None:
+        rgb = _fit_crop(source, _resize_to_max_side(photo.rgb, config.max_side), config)
     h, w = (photo.height, photo.width) if rgb is None else rgb.shape[:2]
     boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))
     for index, (top, left, ch, cw) in enumerate(boxes):
@@ -393,21 +461,29 @@ def _square_and_bin(
 
 
 def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
+    from rawpairs.errors import SkippedInputError
     from rawpairs.isp import auto_exposure, process
     from rawpairs.sources import read_raw, render_libraw
 
     capture = read_raw(source.path, config.max_pixels)
     camera = capture.camera
+    _check_min_side(source, *capture.mosaic.shape, config)
     mosaic, factor = _square_and_bin(capture.mosaic, capture.pixel_aspect, config.max_side)
+    if _too_small(*mosaic.shape, config):
+        raise SkippedInputError(
+            source.path,
+            f"mosaic {mosaic.shape[0]}×{mosaic.shape[1]} is smaller than the {config.crop}×"
+            f"{config.crop} crop (a mosaic is never resized up: that would invent sensor data)",
+        )
+    if config.exposure is Exposure.AUTO:  # one exposure policy for both renders
+        camera = camera.replace(
+            digital_gain=auto_exposure(mosaic, camera),
+            provenance={**camera.provenance, "digital_gain": "auto:p99"},
+        )
     if config.render is Render.LIBRAW:
-        rgb = render_libraw(source.path)
+        rgb = render_libraw(source.path, digital_gain=camera.digital_gain)
         render = RenderInfo(RenderMethod.LIBRAW, NoisePlacement.IN_RAW)
     else:
-        if config.exposure is Exposure.AUTO:
-            camera = camera.replace(
-                digital_gain=auto_exposure(mosaic, camera),
-                provenance={**camera.provenance, "digital_gain": "auto:p99"},
-            )
         rgb = process(
             mosaic, camera, demosaic=config.demosaic, tone=config.tone, gamma=config.gamma
         )
@@ -496,14 +572,35 @@ def error_record(source: Source, err: BaseException) -> dict[str, str]:
     return {"path": source.relpath, "error": type(err).__name__, "message": message}
 
 
+_DOCUMENTATION = re.compile(r"^(licen[cs]e|copying|copyright|readme|notice)", re.IGNORECASE)
+
+
+def is_documentation(relpath: str) -> bool:
+    """Whether a file is a licence or README (``LICENSE``, ``COPYING.txt``, ``README.md``,
+    ``licence-CC0.txt``, or any file in a ``licenses``/``licences`` folder): skipped, not failed,
+    and named in the dataset card."""
+    parts = relpath.split("/")
+    return _DOCUMENTATION.match(parts[-1]) is not None or any(
+        p.lower() in ("licenses", "licences") for p in parts[:-1]
+    )
+
+
+def skip_record(source: Source, err: BaseException) -> dict[str, str]:
+    """The ``skipped.jsonl`` line of a source left out on purpose: path and reason (one line)."""
+    record = error_record(source, err)
+    return {"path": record["path"], "reason": record["message"]}
+
+
 def sample_stream(
     source: Source, config: BuildConfig
 ) -> Iterator[tuple[dict[str, bytes | str], dict[str, Any]]]:
     """The samples of one source as ``(tar members, manifest row)``, one at a time, in crop
     order. Raises (while iterating) for a bad input: :func:`error_record` describes it."""
-    from rawpairs.errors import UnsupportedInputError
+    from rawpairs.errors import SkippedInputError, UnsupportedInputError
 
     if source.kind == "unknown" and source.problem is None:
+        if is_documentation(source.relpath):
+            raise SkippedInputError(source.path, "a licence or README file, not an image")
         raise UnsupportedInputError(source.path, "not a RAW or photo file (unknown extension)")
     if config.labels and source.label is None and source.problem is None:
         raise UnsupportedInputError(source.path, "--labels folder: file is not in a class folder")

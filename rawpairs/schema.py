@@ -45,10 +45,12 @@ __all__ = [
     "CLS_MEMBER",
     "INDEX_VERSION",
     "JSON_MEMBER",
+    "JSON_TYPES",
     "MANIFEST_COLUMNS",
     "POSITION_COLUMNS",
     "RAW_MEMBER",
     "READABLE_VERSIONS",
+    "RENAMED_COLUMNS",
     "RGB_MEMBERS",
     "SCHEMA_VERSION",
     "Crop",
@@ -65,6 +67,7 @@ __all__ = [
     "decode_sample",
     "encode_at_load_sample",
     "encode_sample",
+    "hf_features",
     "index_document",
     "manifest_row",
     "manifest_schema",
@@ -72,6 +75,7 @@ __all__ = [
     "parse_class_map",
     "parse_index",
     "read_class_map",
+    "read_manifest",
     "read_shard",
     "rgb_member",
     "split_member_name",
@@ -696,6 +700,10 @@ def _damaged_end(tar: tarfile.TarFile) -> str | None:
     fileobj.seek(tar.offset)
     block = fileobj.read(tarfile.BLOCKSIZE)
     if block == tarfile.NUL * tarfile.BLOCKSIZE:
+        # A gzip stream's CRC-32 is checked only when the stream is read to its end: without
+        # this, bytes garbled inside a gzip-compressed shard would be read as good samples.
+        while fileobj.read(1 << 20):
+            pass
         return None
     if not block:
         return f"truncated: ends at byte {tar.offset} without the end-of-archive marker"
@@ -905,13 +913,84 @@ def decode_sample(members: Mapping[str, bytes], shard: str, key: str) -> Decoded
 
 
 # ---------------------------------------------------------------------------------------------
+# The json's types, for readers that infer a schema (Hugging Face datasets)
+# ---------------------------------------------------------------------------------------------
+_F64, _I64, _STR = "float64", "int64", "string"
+JSON_TYPES: dict[str, Any] = {  # the ``json`` member: a type name, [type] a list, {…} an object
+    "camera": {
+        "bit_depth": _I64,
+        "black_level": [_F64],
+        "cam_to_srgb": [[_F64]],
+        "cfa": _STR,
+        "digital_gain": _F64,
+        "noise_read": _F64,
+        "noise_shot": _F64,
+        "provenance": dict.fromkeys(PROVENANCE_FIELDS, _STR),
+        "wb_gains": [_F64],
+        "white_level": _F64,
+        "xyz_to_cam": [[_F64]],
+    },
+    "crop": [_I64],
+    "key": _STR,
+    "render": dict.fromkeys(("demosaic", "gamma", "method", "noise", "tone"), _STR),
+    "schema_version": _I64,
+    "seed": _I64,
+    "source": {
+        "bin_factor": _I64,
+        "height": _I64,
+        "kind": _STR,
+        "make": _STR,
+        "model": _STR,
+        "path": _STR,
+        "pixel_aspect": _F64,
+        "sha256": _STR,
+        "width": _I64,
+    },
+}
+
+
+def hf_features(labels: bool = False, rgb_format: RGBFormat | str = RGBFormat.PNG) -> Any:
+    """The Hugging Face ``datasets.Features`` of a sample (:data:`JSON_TYPES` for ``json``), for
+    ``load_dataset("webdataset", data_files=…, features=hf_features(…))``.
+
+    ``datasets`` infers the json's types from the first samples it reads: in a build whose first
+    sample is a photo (``source.make`` null) a later camera RAW sample fails ("Couldn't cast
+    array of type string to null"). ``labels``: the build has ``cls`` (``--labels folder``).
+    Raises ``ImportError`` (one line) without ``datasets``.
+    """
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError("hf_features needs Hugging Face datasets: pip install datasets") from err
+    as_list = getattr(datasets, "List", None) or datasets.Sequence  # List: datasets >= 4
+
+    def feature(kind: Any) -> Any:
+        if isinstance(kind, dict):
+            return {name: feature(value) for name, value in kind.items()}
+        if isinstance(kind, list):
+            return as_list(feature(kind[0]))
+        return datasets.Value(kind)
+
+    members = {
+        "__key__": datasets.Value(_STR),
+        "__url__": datasets.Value(_STR),
+        JSON_MEMBER: feature(JSON_TYPES),
+        RAW_MEMBER: as_list(as_list(datasets.Value("uint16"))),
+        rgb_member(rgb_format): datasets.Image(),
+    }
+    if labels:
+        members[CLS_MEMBER] = datasets.Value(_I64)
+    return datasets.Features(members)
+
+
+# ---------------------------------------------------------------------------------------------
 # manifest.parquet and index.json
 # ---------------------------------------------------------------------------------------------
 MANIFEST_COLUMNS = (
     ("key", "string"),
     ("shard", "string"),  # the shard's file name
     ("index", "int64"),  # sample's position in its shard
-    ("offset", "int64"),  # byte offset of its first tar header
+    ("byte_offset", "int64"),  # byte offset of its first tar header (was `offset`, see below)
     ("size", "int64"),  # bytes of its tar entries
     ("source", "string"),
     ("kind", "string"),
@@ -934,7 +1013,21 @@ MANIFEST_COLUMNS = (
     ("render", "string"),
     ("label", "int64"),
 )
-POSITION_COLUMNS = ("shard", "index", "offset", "size")
+POSITION_COLUMNS = ("shard", "index", "byte_offset", "size")
+# Columns renamed since the first manifests: {old name: new name}. ``offset`` is a keyword of
+# DuckDB and SQL, so a plain ``SELECT offset`` failed; older manifests are still read.
+RENAMED_COLUMNS = {"offset": "byte_offset"}
+
+
+def read_manifest(path: str | Path) -> Any:
+    """``manifest.parquet`` as a ``pyarrow.Table`` with today's column names (an older manifest's
+    ``offset`` is read as ``byte_offset``). Raises what ``pyarrow`` raises for an unreadable
+    file."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    names = [RENAMED_COLUMNS.get(n, n) for n in table.column_names]
+    return table.rename_columns(names) if names != table.column_names else table
 
 
 def manifest_schema() -> Any:

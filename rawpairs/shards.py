@@ -19,12 +19,14 @@ in memory at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import secrets
 import tarfile
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,7 +141,7 @@ class ShardWriter:
         for block in iter(lambda: self._spool.read(1 << 20), b""):
             self._write(block)
         entries = [
-            {"index": len(self.samples) + i, "offset": base + start, "size": size}
+            {"index": len(self.samples) + i, "byte_offset": base + start, "size": size}
             for i, (start, size) in enumerate(self._spooled)
         ]
         self.samples.extend(entries)
@@ -180,17 +182,24 @@ def write_group(
     its resume record; return the record. A group without any sample writes no shard (the
     record's ``name`` is ``None``).
 
-    A source that fails becomes an error record (in source order, like its samples);
-    ``excluded`` maps relative paths of sources not to run (they killed their worker) to their
-    error records. Raises ``OSError`` when the output cannot be written (disk full, …), after
-    removing the partial shard.
+    A source that fails becomes an error record (in source order, like its samples), one left
+    out on purpose (:class:`~rawpairs.errors.SkippedInputError`) a skip record; warnings raised
+    while a source is made (a decoder's message, a library's warning) are collected in the
+    record (``warnings``) for the driver's ``warn``, never printed here. ``excluded`` maps
+    relative paths of sources not to run (they killed their worker) to their error records.
+    Raises ``OSError`` when the output cannot be written (disk full, …), after removing the
+    partial shard.
     """
-    from rawpairs.sample import error_record, sample_stream
+    from rawpairs.errors import SkippedInputError
+    from rawpairs.sample import UpscaledPhoto, error_record, sample_stream, skip_record
 
     excluded = excluded or {}
     writer = ShardWriter(folder, index)
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = []
+    notes: list[dict[str, str]] = []
+    upscaled: list[str] = []  # photos resized up to the crop (--upscale)
     try:
         for source in sources:
             if source.relpath in excluded:
@@ -199,9 +208,21 @@ def write_group(
             writer.begin()
             source_rows = []
             try:
-                for members, row in sample_stream(source, config):
-                    writer.add(members)
-                    source_rows.append(row)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    try:
+                        for members, row in sample_stream(source, config):
+                            writer.add(members)
+                            source_rows.append(row)
+                    finally:
+                        for w in caught:
+                            if issubclass(w.category, UpscaledPhoto):
+                                upscaled.append(source.relpath)
+                            else:
+                                notes.append(_note(source.relpath, w.message))
+            except SkippedInputError as err:  # left out on purpose: not a failure
+                skipped.append(skip_record(source, err))
+                writer.drop()
             except OSError as err:
                 if _is_output_error(err):
                     raise
@@ -227,12 +248,21 @@ def write_group(
         "rows": rows,
         "positions": info.samples if info else [],
         "errors": errors,
+        "skipped": skipped,
+        "warnings": notes,
+        "upscaled": upscaled,
     }
     folder.write_bytes(record_name(index), json.dumps(record, sort_keys=True).encode("utf-8"))
     return record
 
 
-_OUTPUT_ERRNOS = frozenset({28, 122})  # ENOSPC, EDQUOT: the spool or the shard cannot grow
+def _note(relpath: str, message: Warning | str) -> dict[str, str]:
+    """A warning raised while a source was made, for the driver to report (one line)."""
+    text = " ".join(str(message).split()) or type(message).__name__
+    return {"path": relpath, "message": text[:300]}
+
+
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # the spool or the shard cannot grow
 
 
 def _is_output_error(err: OSError) -> bool:

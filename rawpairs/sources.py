@@ -29,6 +29,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from warnings import warn
 
 import cv2
 import numpy as np
@@ -229,7 +230,8 @@ _DAMAGE_WORDS = ("jpeg", "corrupt", "unexpected end", "premature end", "overflow
 
 def _decoder_warnings(lines: list[str], path: Path | None = None) -> list[str]:
     """The damage warnings among captured stderr ``lines`` (the file name LibRaw prefixes is
-    dropped); every other line is passed on to this process's stderr."""
+    dropped); every other line is passed on as a :class:`DecoderMessage` warning, which the
+    build reports through its ``warn`` callback (never straight into a progress bar's line)."""
     found, others = [], []
     for line in (line.strip() for line in lines):
         if not line:
@@ -240,9 +242,13 @@ def _decoder_warnings(lines: list[str], path: Path | None = None) -> list[str]:
             found.append(line)
         else:
             others.append(line)
-    if others:  # not ours: pass it on
-        print("\n".join(others), file=sys.stderr)
+    for line in others:  # not ours: pass it on
+        warn(line, DecoderMessage, stacklevel=2)
     return found
+
+
+class DecoderMessage(UserWarning):
+    """A line a decoder (LibRaw, libpng, libjpeg) printed that is not a sign of damage."""
 
 
 # RAW metadata rules (pure) -------------------------------------------------------------------

@@ -206,7 +206,7 @@ def test_source_that_kills_every_worker_becomes_an_error_record(cluster, src, re
     ]
 
     def content(row: dict) -> dict:
-        return {k: v for k, v in row.items() if k not in ("shard", "index", "offset")}
+        return {k: v for k, v in row.items() if k not in ("shard", "index", "byte_offset")}
 
     expected = [content(r) for r in _manifest(reference) if r["source"] != BIG]
     assert [content(r) for r in _manifest(tmp_path / "out")] == expected

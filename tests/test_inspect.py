@@ -130,7 +130,7 @@ def test_verify_reports_a_stray_shard(copy):
 
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("wb_r", 9.5), ("black_level", 3.0), ("source", "other.png"), ("offset", 1), ("size", 7)],
+    [("wb_r", 9.5), ("black_level", 3.0), ("source", "other.png"), ("byte_offset", 1), ("size", 7)],
 )
 def test_verify_compares_manifest_columns_with_the_samples(copy, column, value):
     def change(rows):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
 import struct
 import tarfile
+import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -120,7 +122,7 @@ def test_manifest_row_index_and_schema() -> None:
     meta = sample_meta("k", CAMERA, 12, 16)
     row = manifest_row(meta, 3)
     names = [f.name for f in manifest_schema()]
-    assert set(row) | {"shard", "index", "offset", "size"} == set(names)
+    assert set(row) | {"shard", "index", "byte_offset", "size"} == set(names)
     assert row["black_level"] == 63.0 and row["cfa"] == "GBRG" and row["label"] == 3
     assert row["make"] == "" and row["render"] == "unprocess"
     entries = [ShardEntry("rawpairs-000000.tar", 2, 4096, "ab" * 32)]
@@ -184,6 +186,21 @@ def npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array)
     return buf.getvalue()
+
+
+PICKLE_MARKER = Path(tempfile.gettempdir()) / f"rawpairs-unpickled-{os.getpid()}"
+
+
+class Payload:
+    """Unpickling this creates :data:`PICKLE_MARKER` (what an attacker's command would do)."""
+
+    def __reduce__(self) -> tuple:
+        return (exec, (f"open({str(PICKLE_MARKER)!r}, 'w').close()",))
+
+
+def pickled_raw() -> bytes:
+    """A ``raw.npy`` holding a pickled object that runs code when loaded with ``allow_pickle``."""
+    return npy(np.array([Payload()], dtype=object))
 
 
 def png(image: np.ndarray) -> bytes:
@@ -278,7 +295,7 @@ INVALID = {
     "raw not crop size": lambda: {**members_of(K), "raw.npy": npy(np.zeros((12, 14), "u2"))},
     "raw big-endian": lambda: big_endian(members_of(K)),
     "raw trailing bytes": lambda: {**members_of(K), "raw.npy": members_of(K)["raw.npy"] + b"x"},
-    "raw pickled": lambda: {**members_of(K), "raw.npy": npy(np.array([{}], dtype=object))},
+    "raw pickled": lambda: {**members_of(K), "raw.npy": pickled_raw()},
     "rgb gray": lambda: {**members_of(K), "rgb.png": png(np.zeros((12, 16), np.uint8))},
     "rgb alpha": lambda: {**members_of(K), "rgb.png": png(np.zeros((12, 16, 4), np.uint8))},
     "rgb 16-bit": lambda: {**members_of(K), "rgb.png": png(np.zeros((12, 16, 3), np.uint16))},
@@ -314,7 +331,7 @@ def write_build(
             meta = sample_meta(key, CAMERA, 12, 16)
         label = int(members["cls"]) if members.get("cls", b"").isdigit() else None
         offset, size = spans[index] if index < len(spans) else (0, 0)
-        position = {"shard": shard.name, "index": index, "offset": offset, "size": size}
+        position = {"shard": shard.name, "index": index, "byte_offset": offset, "size": size}
         rows.append({**manifest_row(meta, label), **position})
     pq.write_table(
         pa.Table.from_pylist(rows, schema=manifest_schema()), folder / "manifest.parquet"
@@ -328,6 +345,15 @@ def write_build(
 
 def gzip_shard(shard: Path) -> None:
     shard.write_bytes(gzip.compress(shard.read_bytes(), mtime=0))
+
+
+def gzip_shard_with_bad_crc(shard: Path) -> None:
+    """Stored (uncompressed) gzip blocks with bytes flipped mid-stream: only the CRC-32 at the
+    end of the stream tells."""
+    packed = bytearray(gzip.compress(shard.read_bytes(), compresslevel=0, mtime=0))
+    middle = len(packed) // 2
+    packed[middle : middle + 16] = bytes(b ^ 0xFF for b in packed[middle : middle + 16])
+    shard.write_bytes(bytes(packed))
 
 
 def add_folder_entry(shard: Path) -> None:
@@ -361,13 +387,20 @@ def test_verify_and_the_loader_agree_on_each_sample(tmp_path: Path, name: str) -
     members = {**VALID, **INVALID}[name]()
     folder = tmp_path / "build"
     write_build(folder, [("k1", members_of("k1")), (K, members)])
+    PICKLE_MARKER.unlink(missing_ok=True)
     problems = verify_shards(folder)
     assert (not problems) == loads(folder) == (name in VALID), problems
+    if name == "raw pickled":  # refused without being unpickled; unpickled, it would run
+        assert not PICKLE_MARKER.exists()
+        np.load(io.BytesIO(members["raw.npy"]), allow_pickle=True)
+        assert PICKLE_MARKER.exists()
+        PICKLE_MARKER.unlink()
 
 
 GOOD = [(f"k{i}", members_of(f"k{i}")) for i in range(3)]
 SHARDS = {
     "gzip-compressed": (GOOD, gzip_shard, True),
+    "gzip with a bad CRC": (GOOD, gzip_shard_with_bad_crc, False),
     "with a folder entry": (GOOD, add_folder_entry, True),
     "one sample": (GOOD[:1], None, True),
     "repeated member": ([*GOOD, ("k2", {"json": GOOD[2][1]["json"]})], None, False),

@@ -1,0 +1,45 @@
+"""Issue 21 (one concept per file, each constant once), the ``distill`` side."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distill import trainer
+
+
+@pytest.fixture
+def four_gpus(monkeypatch):
+    """CUDA that reports four devices; ``set_device`` records what it was given."""
+    chosen: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    return chosen
+
+
+@pytest.mark.parametrize(
+    ("requested", "local_rank", "index"),
+    [("cuda", 0, 0), ("cuda", 3, 3), ("cuda:0", 2, 2), ("cuda:1", 0, 1), ("cuda:1", 2, 3)],
+)
+def test_each_torchrun_process_takes_its_own_gpu(four_gpus, requested, local_rank, index):
+    """``cuda:N`` is the first GPU of a node's processes: local rank r runs on GPU N + r
+    (it used to put every rank on GPU N)."""
+    assert trainer.resolve_device(requested, local_rank) == torch.device("cuda", index)
+
+
+def test_a_gpu_past_the_last_is_a_one_line_error(four_gpus):
+    with pytest.raises(ValueError, match=r"^--device cuda:2 \+ local rank 2: this machine has 4"):
+        trainer.resolve_device("cuda:2", 2)
+    with pytest.raises(ValueError, match=r"^--device cuda:4: this machine has 4 CUDA devices$"):
+        trainer.resolve_device("cuda:4")
+
+
+def test_setup_process_reads_the_local_rank(four_gpus, monkeypatch):
+    """torchrun's LOCAL_RANK picks the GPU (one process here, so no process group is made)."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    proc = trainer.setup_process("cuda:2")
+    assert proc.device == torch.device("cuda", 3)
+    assert four_gpus == [torch.device("cuda", 3)]
