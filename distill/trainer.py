@@ -510,19 +510,23 @@ class Trainer:
         self.naive_baseline: dict[str, Any] | None = None  # the teacher on their naive render
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """The optimiser over every trainable parameter of the step module, in two groups:
+        """The optimiser over every trainable parameter of the step module, in three groups:
         the RAW front-end (``frontend_lr``, no weight decay: its identity/sRGB initialisation is
-        not a small-weight prior) and everything else (``lr``, ``weight_decay``)."""
+        not a small-weight prior), the network's weights (``lr``, ``weight_decay``) and its 1-D
+        parameters — norm scales and shifts, biases — (``lr``, no weight decay: shrinking them
+        is no regulariser; timm's ``param_groups_weight_decay``)."""
         config = self.config
         front = {id(p) for p in self.student.frontend.parameters()}
         params = [p for p in self.step_module.parameters() if p.requires_grad]
+        network = [p for p in params if id(p) not in front]
         groups = [
             {
                 "params": [p for p in params if id(p) in front],
                 "lr": config.frontend_lr,
                 "weight_decay": 0.0,
             },
-            {"params": [p for p in params if id(p) not in front]},
+            {"params": [p for p in network if p.ndim > 1]},
+            {"params": [p for p in network if p.ndim <= 1], "weight_decay": 0.0},
         ]
         if config.optimizer == "adamw":
             return torch.optim.AdamW(
@@ -537,8 +541,8 @@ class Trainer:
         )
 
     def lr_factors(self) -> list[Callable[[int], float]]:
-        """Learning-rate multipliers of the two groups: warm-up + cosine (:func:`lr_factor`);
-        the backbone's is 0 for the first ``freeze_backbone_steps`` steps."""
+        """Learning-rate multipliers of the three groups: warm-up + cosine (:func:`lr_factor`);
+        the network's two are 0 for the first ``freeze_backbone_steps`` steps."""
         config = self.config
 
         def front(step: int) -> float:
@@ -547,7 +551,7 @@ class Trainer:
         def backbone(step: int) -> float:
             return 0.0 if step < config.freeze_backbone_steps else front(step)
 
-        return [front, backbone]
+        return [front, backbone, backbone]
 
     def prepare(self) -> None:
         """Train/eval modes, DDP and compile wrappers: after :meth:`resume`, before the loop."""
@@ -636,6 +640,13 @@ class Trainer:
         """Weights, optimiser and schedule from a checkpoint (the step is set by :meth:`resume`)."""
         self.student.load_state_dict(state["student"])
         self.criterion.load_state_dict(state["criterion"])
+        groups = len(state["optimizer"]["param_groups"])
+        if groups != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"the checkpoint's optimiser has {groups} parameter groups, this version's "
+                f"{len(self.optimizer.param_groups)} (1-D parameters are now exempt from weight "
+                "decay): it cannot be resumed; start a new --out"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:

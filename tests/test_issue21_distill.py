@@ -43,3 +43,28 @@ def test_setup_process_reads_the_local_rank(four_gpus, monkeypatch):
     proc = trainer.setup_process("cuda:2")
     assert proc.device == torch.device("cuda", 3)
     assert four_gpus == [torch.device("cuda", 3)]
+
+
+def test_norms_and_biases_are_not_decayed(pair_shards, tmp_path):
+    """Weight decay shrinks the network's weights (≥ 2-D) only: a step with zero gradients
+    (AdamW: the decoupled decay alone) leaves the 1-D parameters — norm scales and shifts,
+    biases — and the front-end as they were, and scales every weight by 1 − lr·weight_decay."""
+    from distill.config import TrainConfig
+
+    config = TrainConfig(
+        shards=str(pair_shards), out=str(tmp_path / "run"), steps=2, batch_size=2, crop=32,
+        num_workers=0, progress=False, device="cpu", warmup_steps=0, lr=1e-2, weight_decay=0.5,
+    )  # fmt: skip
+    t = trainer.Trainer(config)
+    front = {id(p) for p in t.student.frontend.parameters()}
+    params = [p for p in t.step_module.parameters() if p.requires_grad]
+    assert any(p.ndim == 1 and id(p) not in front for p in params)  # BatchNorm, biases
+    before = {id(p): p.detach().clone() for p in params}
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    t.optimizer.step()
+    for p in params:
+        if p.ndim <= 1 or id(p) in front:
+            assert torch.equal(p.detach(), before[id(p)])
+        else:
+            torch.testing.assert_close(p.detach(), before[id(p)] * (1 - 1e-2 * 0.5))
