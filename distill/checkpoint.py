@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from distill.config import BUILTIN_TEACHERS, TrainConfig, data_order_fields, missing_extra
+from rawpairs.messages import one_line
 
 __all__ = [
     "BEST_NAME",
@@ -127,8 +128,7 @@ def read_checkpoint(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # every failure to unpickle means "not a checkpoint"
-        cause = next((line for line in str(err).splitlines() if line.strip()), "")
-        cause = cause.strip()[:200] or type(err).__name__
+        cause = one_line(err, 200)
         raise ValueError(f"{path}: not a readable distill.train checkpoint ({cause})") from None
     missing = [key for key in required if not isinstance(state, dict) or key not in state]
     if missing:
@@ -265,8 +265,8 @@ def load_checkpoint(
     try:
         student.load_state_dict(state["student"])
     except (RuntimeError, TypeError, AttributeError) as err:
-        cause = " ".join(line.strip() for line in str(err).splitlines()) or type(err).__name__
-        raise ValueError(f"{path}: the student weights do not fit ({cause[:200]})") from None
+        cause = one_line(err, 200)
+        raise ValueError(f"{path}: the student weights do not fit ({cause})") from None
     return student.to(device).eval(), teacher.to(device), config
 
 

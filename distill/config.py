@@ -56,8 +56,8 @@ TASKS = ("classify", "segment")  # distill.models.TASKS
 DEFAULT_TEACHERS = {"classify": DEFAULT_TEACHER, "segment": "selfie-segmentation"}
 # The names distill.models.TEACHERS loads without running user code.
 BUILTIN_TEACHERS = ("efficientnet-lite0", "efficientnet-lite0-dense", "selfie-segmentation")
-WB_MODES = ("none", "grayworld", "metadata")  # as distill.frontend.WB_MODES
-DEFAULT_WB = "metadata"  # distill.models.DEFAULT_WB (docs/results.md: why)
+WB_MODES = ("none", "grayworld", "metadata")  # the RAW front-end's white balance (distill.frontend)
+DEFAULT_WB = "metadata"  # docs/results.md: why
 SEED_MAX = 2**32 - 1
 # Shuffle buffer memory per process (MiB), split over its loader workers. A fixed number, not a
 # share of the free memory: the buffer decides the data order, so a budget read from the machine

@@ -55,7 +55,7 @@ from rawpairs.choices import Gamma, Tone
 from rawpairs.errors import CorruptInputError
 from rawpairs.noise import add_noise, darken
 from rawpairs.rng import key_normals, sample_rng
-from rawpairs.schema import NoisePlacement, decode_sample, one_line, read_class_map, walk_tar
+from rawpairs.schema import NoisePlacement, decode_sample, read_class_map, tar_cause, walk_tar
 
 __all__ = [
     "STUDENT_INPUTS",
@@ -308,7 +308,7 @@ def iter_records(
                     first_position + i, epoch, shard, sample.key, sample.members, i, sample.size
                 )
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise CorruptInputError(shard, f"unreadable tar: {one_line(err)}") from err
+        raise CorruptInputError(shard, f"unreadable tar: {tar_cause(err)}") from err
 
 
 def read_record(record: Record) -> Record:

@@ -47,6 +47,7 @@ from distill.models import (
     task_of,
 )
 from distill.unprocess import make_raw
+from rawpairs.messages import one_line
 
 __all__ = [
     "DistillStep",
@@ -666,7 +667,7 @@ class Trainer:
             self.load_state_dict(state)
             plan = plan_resume(state, self.config, self.proc.world_size, self.proc.rank)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
-            cause = (str(err).splitlines() or [""])[0][:200] or type(err).__name__
+            cause = one_line(err, 200)
             raise ValueError(f"{path}: cannot resume from this checkpoint ({cause})") from None
         self.step_count, self.batches_consumed = plan.step, plan.batches_consumed
         self.data_seed, self.rng = plan.data_seed, plan.rng

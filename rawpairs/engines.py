@@ -45,10 +45,10 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
 from typing import Any
 
+from rawpairs.choices import Engine
 from rawpairs.sample import BuildConfig, Source
 
 __all__ = [
-    "ENGINES",
     "RAY_MAX_RETRIES",
     "RAY_OBJECT_STORE_BYTES",
     "EngineError",
@@ -59,7 +59,6 @@ __all__ = [
     "run_task",
 ]
 
-ENGINES = ("local", "ray")
 RAY_MAX_RETRIES = 3
 RAY_OBJECT_STORE_BYTES = 100 * 2**20  # of a Ray instance started here: only records travel
 LOCAL_RETRIES = 2  # a local task whose worker died is re-run this many times, then isolated
@@ -79,9 +78,11 @@ class GroupFailedError(RuntimeError):
 
 def require_engine(engine: str) -> None:
     """Raise :class:`EngineError` with a one-line reason unless ``engine`` can run here."""
-    if engine not in ENGINES:
-        raise EngineError(f"--engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "ray":
+    try:
+        engine = Engine.parse(engine, "--engine")
+    except ValueError as err:
+        raise EngineError(str(err)) from None
+    if engine is Engine.RAY:
         _import_ray()
 
 

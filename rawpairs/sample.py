@@ -43,6 +43,8 @@ from rawpairs.choices import (
     Tone,
     Unprocess,
 )
+from rawpairs.headers import MAX_PIXELS
+from rawpairs.messages import MESSAGE_LIMIT, one_line
 from rawpairs.priors import CapturePriors
 from rawpairs.rng import sample_rng
 from rawpairs.schema import (
@@ -78,10 +80,7 @@ __all__ = [
     "skip_record",
 ]
 
-MESSAGE_LIMIT = 300  # characters of an error record's message
 SEED_LIMIT = 2**63  # seeds are integers in [0, SEED_LIMIT)
-# = rawpairs.sources.DEFAULT_MAX_PIXELS (not imported: rawpy loads only where files are read)
-MAX_PIXELS = 300_000_000
 
 
 # The fields of BuildConfig that are choices, and their enums.
@@ -565,10 +564,7 @@ def error_record(source: Source, err: BaseException) -> dict[str, str]:
     """The ``errors.jsonl`` line of a source that failed with ``err``: path, error type and a
     one-line message (at most :data:`MESSAGE_LIMIT` characters; undecodable bytes escaped)."""
     message = getattr(err, "cause", None) or str(err) or type(err).__name__
-    message = " ".join(message.replace(f"{source.path}: ", "").split())
-    if len(message) > MESSAGE_LIMIT:
-        message = message[: MESSAGE_LIMIT - 1] + "…"
-    message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    message = one_line(message.replace(f"{source.path}: ", ""), MESSAGE_LIMIT)
     return {"path": source.relpath, "error": type(err).__name__, "message": message}
 
 

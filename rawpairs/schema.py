@@ -39,6 +39,8 @@ import numpy as np
 from rawpairs.camera import PROVENANCE_FIELDS, Camera
 from rawpairs.choices import Demosaic, Gamma, NoisePlacement, Render, RGBFormat, Tone, Unprocess
 from rawpairs.errors import CorruptInputError
+from rawpairs.headers import jpeg_size
+from rawpairs.messages import one_line
 
 __all__ = [
     "CLASSES_FILE",
@@ -79,6 +81,7 @@ __all__ = [
     "read_shard",
     "rgb_member",
     "split_member_name",
+    "tar_cause",
     "walk_tar",
 ]
 
@@ -669,7 +672,7 @@ def walk_tar(
             members[ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
         damage = _damaged_end(tar)
     except _TAR_ERRORS as err:
-        raise CorruptInputError(shard, f"unreadable tar: {one_line(err)}") from err
+        raise CorruptInputError(shard, f"unreadable tar: {tar_cause(err)}") from err
     if damage:
         raise CorruptInputError(shard, damage)
     if key is None:
@@ -677,14 +680,12 @@ def walk_tar(
     yield TarSample(key, members, start, end - start)
 
 
-def one_line(err: BaseException) -> str:
-    """An exception's message on one line (tarfile's "could not be opened" lists every method)."""
-    lines = str(err).splitlines()
-    if not lines:
-        return type(err).__name__
-    if len(lines) > 1 and lines[0].endswith(":"):
+def tar_cause(err: BaseException) -> str:
+    """Why a tar could not be read, on one line: ``tarfile.open`` answers a file that is no tar
+    (in any compression) with a list of every method it tried."""
+    if isinstance(err, tarfile.ReadError) and str(err).startswith("file could not be opened"):
         return "not a tar archive"
-    return lines[0]
+    return one_line(err)
 
 
 def _damaged_end(tar: tarfile.TarFile) -> str | None:
@@ -717,7 +718,7 @@ def read_shard(path: str | Path) -> Iterator[TarSample]:
         with tarfile.open(path, "r:*") as tar:
             yield from walk_tar(tar, str(path))
     except _TAR_ERRORS as err:
-        raise CorruptInputError(path, f"unreadable tar: {one_line(err)}") from err
+        raise CorruptInputError(path, f"unreadable tar: {tar_cause(err)}") from err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -783,22 +784,10 @@ def _image_size(data: bytes, name: str) -> tuple[int, int]:
         return height, width
     if data[:2] != b"\xff\xd8":
         raise ValueError(f"{name} is not a JPEG")
-    at = 2
-    while at + 4 <= len(data):
-        if data[at] != 0xFF:
-            break
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte
-            at += 1
-            continue
-        length = struct.unpack(">H", data[at + 2 : at + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if at + 9 > len(data):
-                break
-            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
-            return height, width
-        at += 2 + length
-    raise ValueError(f"{name} has no JPEG frame header")
+    size = jpeg_size(data)
+    if size is None:
+        raise ValueError(f"{name} has no JPEG frame header")
+    return size
 
 
 def _decode_rgb(data: bytes, name: str, height: int, width: int) -> np.ndarray:
@@ -882,8 +871,7 @@ def decode_sample(members: Mapping[str, bytes], shard: str, key: str) -> Decoded
     except _VersionMismatch as err:
         raise SchemaVersionError(shard, f"sample {key!r}: {err}") from err
     except (ValueError, TypeError, RecursionError) as err:
-        cause = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise fail(f"json is not valid metadata ({cause})") from err
+        raise fail(f"json is not valid metadata ({one_line(err, 200)})") from err
     if meta.key != key:
         raise fail(f"json key {meta.key!r:.80} differs from the tar key")
     raw: np.ndarray | None = None

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rawpairs.messages import one_line
+
 if TYPE_CHECKING:
     from rawpairs.sample import BuildConfig, Source
     from rawpairs.storage import OutputFolder
@@ -258,8 +260,7 @@ def write_group(
 
 def _note(relpath: str, message: Warning | str) -> dict[str, str]:
     """A warning raised while a source was made, for the driver to report (one line)."""
-    text = " ".join(str(message).split()) or type(message).__name__
-    return {"path": relpath, "message": text[:300]}
+    return {"path": relpath, "message": one_line(message)}
 
 
 _OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # the spool or the shard cannot grow

@@ -68,3 +68,13 @@ def test_norms_and_biases_are_not_decayed(pair_shards, tmp_path):
             assert torch.equal(p.detach(), before[id(p)])
         else:
             torch.testing.assert_close(p.detach(), before[id(p)] * (1 - 1e-2 * 0.5))
+
+
+def test_the_white_balance_modes_are_written_once():
+    """``distill.config`` (no torch) holds the modes and the default; the front-end and the
+    model factory use them."""
+    from distill import config, frontend, models
+
+    assert frontend.WB_MODES is config.WB_MODES
+    assert models.DEFAULT_WB is config.DEFAULT_WB in config.WB_MODES
+    assert config.TrainConfig.__dataclass_fields__["raw_wb"].metadata["choices"] == config.WB_MODES

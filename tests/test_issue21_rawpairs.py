@@ -6,9 +6,17 @@ import errno
 import os
 import threading
 
+import cv2
+import numpy as np
 import pytest
 
-from rawpairs import shards
+from rawpairs import engines, shards
+from rawpairs.build import build
+from rawpairs.cli import main
+from rawpairs.headers import MAX_PIXELS, jpeg_size
+from rawpairs.sample import BuildConfig
+from rawpairs.schema import _image_size
+from rawpairs.sources import read_photo
 
 
 @pytest.mark.parametrize(
@@ -24,13 +32,6 @@ def test_a_full_disk_or_quota_is_the_machines_error_not_the_sources(code, machin
 def test_workers_that_die_before_ready_are_counted(tmp_path, monkeypatch):
     """A worker that dies while starting is not replaced (this process builds its groups): the
     build still finishes and its stats report how many did (``worker_failed_starts``)."""
-    import cv2
-    import numpy as np
-
-    from rawpairs import engines
-    from rawpairs.build import build
-    from rawpairs.sample import BuildConfig
-
     src = tmp_path / "src"
     src.mkdir()
     rng = np.random.default_rng(0)
@@ -59,3 +60,89 @@ def test_workers_that_die_before_ready_are_counted(tmp_path, monkeypatch):
     assert result.samples == 6 and result.errors == 0
     assert result.stats["groups_here"] == 6
     assert result.stats["worker_failed_starts"] >= 1
+
+
+def _jpeg(height: int, width: int, *params: int) -> bytes:
+    image = np.random.default_rng(height * width).integers(0, 256, (height, width, 3), np.uint8)
+    ok, encoded = cv2.imencode(".jpg", image, list(params))
+    assert ok
+    return encoded.tobytes()
+
+
+@pytest.mark.parametrize("size", [(37, 53), (1, 1), (480, 17)])
+def test_one_jpeg_header_parser_reads_files_with_restart_markers(size):
+    """The builder's check and the shard reader share :func:`rawpairs.headers.jpeg_size`: a
+    JPEG with a restart interval (RST0–RST7 in its scan) declares the size it decodes to."""
+    data = _jpeg(*size, cv2.IMWRITE_JPEG_RST_INTERVAL, 1)
+    assert any(bytes([0xFF, m]) in data for m in range(0xD0, 0xD8)) or size == (1, 1)
+    assert jpeg_size(data) == _image_size(data, "rgb.jpg") == size
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), 1).shape[:2] == size
+
+
+def test_standalone_markers_and_fill_bytes_before_the_frame_header_are_stepped_over():
+    """RSTn and TEM have no length (ITU T.81 B.1.1.3): the shard reader's parser used to read
+    the next marker's bytes as a length and miss the frame header."""
+    data = _jpeg(24, 40)
+    padded = data[:2] + b"\xff\xd0\xff\x01\xff\xff" + data[2:]
+    assert jpeg_size(padded) == _image_size(padded, "rgb.jpg") == (24, 40)
+
+
+@pytest.mark.parametrize("cut", [2, 3, 5, 12])
+def test_a_jpeg_cut_before_its_frame_header_has_no_size(cut):
+    data = _jpeg(24, 40)[:cut]
+    assert jpeg_size(data) is None
+    with pytest.raises(ValueError, match=r"^rgb\.jpg has no JPEG frame header$"):
+        _image_size(data, "rgb.jpg")
+
+
+def test_the_pixel_limit_is_one_constant():
+    option = next(p for p in main.commands["build"].params if p.name == "max_pixels")
+    assert option.default == BuildConfig().max_pixels == MAX_PIXELS
+    assert read_photo.__defaults__ == (MAX_PIXELS,)
+
+
+@pytest.mark.parametrize("engine", ["spark", "", "Local"])
+def test_the_engines_are_the_choice_enum(engine):
+    """``--engine``'s values are :class:`rawpairs.choices.Engine`'s, checked in one place."""
+    from rawpairs.choices import Engine
+
+    assert not hasattr(engines, "ENGINES")
+    with pytest.raises(
+        engines.EngineError, match=rf"^--engine must be one of \('local', 'ray'\), got '{engine}'$"
+    ):
+        engines.require_engine(engine)
+    engines.require_engine(Engine.LOCAL)
+    engines.require_engine("local")
+
+
+def test_one_line_collapses_cuts_and_escapes():
+    from rawpairs.messages import MESSAGE_LIMIT, one_line
+
+    assert one_line("a\n  b\tc ") == "a b c"
+    assert one_line(ValueError("bad value:\nthe second line")) == "bad value: the second line"
+    assert one_line(KeyError()) == "KeyError"
+    long = one_line("x" * 1000)
+    assert len(long) == MESSAGE_LIMIT and long.endswith("…")
+    assert one_line("y" * 50, 20) == "y" * 19 + "…"
+    assert one_line(b"caf\xe9.jpg".decode("utf-8", "surrogateescape")) == "caf\\xe9.jpg"
+    assert one_line("lone \ud800") == "lone \\ud800"
+
+
+def test_only_a_file_that_is_no_tar_is_called_not_a_tar_archive(tmp_path):
+    """``schema.one_line`` used to answer "not a tar archive" for any message of several lines
+    whose first ends with ':' (JSON and Parquet errors too); only tarfile's own answer is."""
+    import tarfile
+
+    from rawpairs.errors import CorruptInputError
+    from rawpairs.messages import one_line
+    from rawpairs.schema import read_shard, tar_cause
+
+    error = ValueError("cannot parse the footer:\ncolumn 3 is cut short")
+    assert tar_cause(error) == one_line(error) == "cannot parse the footer: column 3 is cut short"
+    not_a_tar = tmp_path / "notes.tar"
+    not_a_tar.write_bytes(b"just some text, not a tar archive\n" * 40)
+    with pytest.raises(CorruptInputError, match=r"unreadable tar: not a tar archive$"):
+        list(read_shard(not_a_tar))
+    with pytest.raises(tarfile.ReadError) as info, tarfile.open(not_a_tar, "r:*"):
+        pass
+    assert len(str(info.value).splitlines()) > 1 and tar_cause(info.value) == "not a tar archive"
