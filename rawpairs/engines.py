@@ -1,4 +1,4 @@
-"""Engines run the build's unit of work, :func:`rawpairs.shards.write_group` (a group of sources →
+"""Engines run the build's unit of work, :func:`rawpairs.group.write_group` (a group of sources →
 one shard written straight into the output folder), and hand its small record back.
 
 No sample's bytes cross a process boundary: a worker makes the samples of its group and writes
@@ -46,7 +46,10 @@ from multiprocessing.connection import wait as wait_ready
 from typing import Any
 
 from rawpairs.choices import Engine
-from rawpairs.sample import BuildConfig, Source
+from rawpairs.group import write_group
+from rawpairs.sample import BuildConfig, Source, sample_stream
+from rawpairs.shards import shard_name
+from rawpairs.storage import OutputFolder
 
 __all__ = [
     "RAY_MAX_RETRIES",
@@ -111,18 +114,12 @@ class Task:
         """The task's name (a Ray worker's process title while it runs the task)."""
         if self.kind == "probe":
             return f"probe {self.sources[0].relpath}"
-        from rawpairs.shards import shard_name
-
         rest = f" (excluding {len(self.excluded)})" if self.excluded else ""
         return f"write_group {shard_name(self.index)}{rest}"
 
 
 def run_task(task: Task, config: BuildConfig, location: str) -> dict[str, Any] | None:
     """Run ``task`` here: the group's record, or ``None`` for a probe that survived."""
-    from rawpairs.sample import sample_stream
-    from rawpairs.shards import write_group
-    from rawpairs.storage import OutputFolder
-
     if task.kind == "probe":
         try:
             for _ in sample_stream(task.sources[0], config):

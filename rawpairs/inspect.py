@@ -41,7 +41,7 @@ from rawpairs.schema import (
     split_member_name,
     tar_cause,
 )
-from rawpairs.shards import sha256_file
+from rawpairs.storage import sha256_file
 
 __all__ = [
     "InspectError",

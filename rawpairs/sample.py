@@ -2,7 +2,7 @@
 
 :func:`make_samples` is a pure function of (source, configuration), made one crop at a time:
 the same file and configuration give byte-identical samples in any process, on any engine, in
-any order (the build's unit of work, :func:`rawpairs.shards.write_group`, runs it per source).
+any order (the build's unit of work, :func:`rawpairs.group.write_group`, runs it per source).
 Randomness comes only from a per-sample ``numpy.random.Generator``:
 :func:`rawpairs.rng.sample_rng` of (``config.seed``, sample key).
 
@@ -59,8 +59,7 @@ from rawpairs.schema import (
     encode_sample,
     manifest_row,
 )
-from rawpairs.shards import sha256_file
-from rawpairs.storage import is_url
+from rawpairs.storage import is_url, sha256_file
 from rawpairs.tone import DEFAULT_TONE
 
 if TYPE_CHECKING:  # rawpy loads only where files are read
