@@ -6,8 +6,9 @@ same name (``batch_size`` → ``--batch-size``; a ``bool`` becomes ``--flag/--no
 range checks of :meth:`TrainConfig.validate`. Adding a field adds its flag and its check.
 
 :class:`LoaderConfig` is the one description of how the trainer's loader is built
-(``distill.data.make_loader``'s keyword arguments). This module imports neither torch nor the
-models, so the command line can report a missing ``rawpairs[distill]`` extra in one line.
+(``distill.data.make_loader``'s keyword arguments; ``distill.data.make_loader_from`` takes it).
+This module imports neither torch nor the models, so the command line can report a missing
+``rawpairs[distill]`` extra in one line.
 """
 
 from __future__ import annotations
@@ -440,12 +441,6 @@ class LoaderConfig:
     isp_reference: bool = False
     fresh_cameras: bool = False
     raw_on_device: bool = False
-
-    def make(self, shards: str | Sequence[str]) -> Any:
-        """The ``torch.utils.data.DataLoader`` over ``shards``."""
-        from distill.data import make_loader
-
-        return make_loader(shards, **asdict(self))
 
 
 # ---------------------------------------------------------------------------------------------

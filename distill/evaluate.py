@@ -492,7 +492,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m distill.evalu
     )
     from distill.data import check_class_maps
     from distill.options import parse_args
-    from distill.trainer import resolve_device
+    from distill.runtime import resolve_device
     from rawpairs.errors import InputError
 
     args = parse_args(build_parser(prog), argv)

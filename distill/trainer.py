@@ -15,7 +15,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from distill.checkpoint import (
     warn_inexact,
 )
 from distill.config import TrainConfig, check_output_folder
-from distill.data import check_class_maps
+from distill.data import check_class_maps, make_loader_from
 from distill.losses import CombinedLoss, Outputs, match_teacher
 from distill.models import (
     FeatureTap,
@@ -46,6 +45,7 @@ from distill.models import (
     load_teacher,
     task_of,
 )
+from distill.runtime import resolve_device, rng_state, set_rng_state, setup_process
 from distill.unprocess import make_raw
 from rawpairs.messages import one_line
 
@@ -178,82 +178,6 @@ def check_task(config: TrainConfig, teacher: torch.Tensor, student: torch.Tensor
             "the same classes the same way (both B×K, or both B×K×h×w)"
         )
     return task
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes, devices, RNG
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Process:
-    """This process's place in the run: rank, world size, device."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """The device ``--device`` names: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``
-    (GPU ``local_rank``), ``cuda:N`` (GPU ``N + local_rank``: under torchrun a node's processes
-    take GPUs N, N+1, …, one each), or another device type torch knows. ``ValueError`` (one
-    line) for a name torch does not know, CUDA that is not available or a GPU past the last."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(requested)
-    except (RuntimeError, ValueError):
-        raise ValueError(
-            f"--device {requested!r}: not a device name (auto, cpu, cuda, cuda:N)"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {requested}: CUDA is not available here; use --device cpu")
-        device = torch.device("cuda", (device.index or 0) + local_rank)
-        if device.index >= torch.cuda.device_count():
-            rank = f" + local rank {local_rank}" if local_rank else ""
-            raise ValueError(
-                f"--device {requested}{rank}: this machine has {torch.cuda.device_count()} CUDA "
-                "devices"
-            )
-    return device
-
-
-def setup_process(requested: str) -> Process:
-    """Rank and world size from torchrun's environment, the device, the process group."""
-    rank = int(os.environ.get("RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(requested, int(os.environ.get("LOCAL_RANK", "0")))
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Process(rank, world_size, device)
-
-
-def rng_state() -> dict[str, Any]:
-    """Torch's global generators: the only randomness in a step (dropout, drop-connect).
-
-    Data randomness comes from ``distill.data``'s own seeded generators.
-    """
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned (CPU tensors)."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -812,12 +736,15 @@ class Trainer:
         """Train to ``stop_after`` or ``steps``; return the summary (see :func:`train`)."""
         config, proc = self.config, self.proc
         self.prepare()
-        loader = config.loader(
-            seed=self.data_seed,
-            rank=proc.rank,
-            world_size=proc.world_size,
-            start_batch=self.batches_consumed,
-        ).make(config.shards)
+        loader = make_loader_from(
+            config.shards,
+            config.loader(
+                seed=self.data_seed,
+                rank=proc.rank,
+                world_size=proc.world_size,
+                start_batch=self.batches_consumed,
+            ),
+        )
         end = config.stop_after or config.steps
         self.run_log = RunLog(self.out, self.resumed_step) if proc.main else None
         self.keys_file = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill import trainer
+from distill import runtime, trainer
 
 
 @pytest.fixture
@@ -27,20 +27,20 @@ def four_gpus(monkeypatch):
 def test_each_torchrun_process_takes_its_own_gpu(four_gpus, requested, local_rank, index):
     """``cuda:N`` is the first GPU of a node's processes: local rank r runs on GPU N + r
     (it used to put every rank on GPU N)."""
-    assert trainer.resolve_device(requested, local_rank) == torch.device("cuda", index)
+    assert runtime.resolve_device(requested, local_rank) == torch.device("cuda", index)
 
 
 def test_a_gpu_past_the_last_is_a_one_line_error(four_gpus):
     with pytest.raises(ValueError, match=r"^--device cuda:2 \+ local rank 2: this machine has 4"):
-        trainer.resolve_device("cuda:2", 2)
+        runtime.resolve_device("cuda:2", 2)
     with pytest.raises(ValueError, match=r"^--device cuda:4: this machine has 4 CUDA devices$"):
-        trainer.resolve_device("cuda:4")
+        runtime.resolve_device("cuda:4")
 
 
 def test_setup_process_reads_the_local_rank(four_gpus, monkeypatch):
     """torchrun's LOCAL_RANK picks the GPU (one process here, so no process group is made)."""
     monkeypatch.setenv("LOCAL_RANK", "1")
-    proc = trainer.setup_process("cuda:2")
+    proc = runtime.setup_process("cuda:2")
     assert proc.device == torch.device("cuda", 3)
     assert four_gpus == [torch.device("cuda", 3)]
 
