@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from distill.config import BUILTIN_TEACHERS, TrainConfig, data_order_fields, missing_extra
+from distill.models import build_student, load_teacher
 from rawpairs.messages import one_line
 
 __all__ = [
@@ -235,8 +236,6 @@ def load_checkpoint(
     the checkpoint is imported only if it is in ``trusted`` (the user named it); otherwise
     ``ValueError``.
     """
-    from distill.models import build_student, load_teacher
-
     path = Path(path)
     state = read_checkpoint(path)
     config = state["config"]

@@ -25,6 +25,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from distill.options import HelpFormatter, add_config_option, parse_args
+
 __all__ = [
     "DEFAULT_SHUFFLE_MIB",
     "EXTRA_INSTALL",
@@ -486,7 +488,7 @@ def available_memory() -> int | None:
     if cgroup_max is not None and cgroup_used is not None:
         limits.append(max(0, cgroup_max - cgroup_used))
     try:
-        import resource
+        import resource  # POSIX only
 
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
         if soft != resource.RLIM_INFINITY:
@@ -557,8 +559,6 @@ def _scalar_type(hint: Any) -> Any:
 def build_parser(prog: str = "python -m distill.train") -> argparse.ArgumentParser:
     """The ``distill train`` parser: one flag per :class:`TrainConfig` field, and ``--config``
     (:mod:`distill.options`)."""
-    from distill.options import HelpFormatter, add_config_option
-
     parser = OneLineParser(
         prog=prog,
         description="Distil a frozen RGB teacher into a RAW student (no labels needed).",
@@ -592,8 +592,6 @@ def config_from_args(
 ) -> TrainConfig:
     """Parse command-line arguments (and ``--config FILE.yaml``, which they override) into a
     :class:`TrainConfig` (not yet validated)."""
-    from distill.options import parse_args
-
     args = vars(parse_args(build_parser(prog), argv))
     args.pop("config")
     for f in fields(TrainConfig):
