@@ -142,6 +142,7 @@ def step_table(folders: dict[str, Path], batch: int, crop: int, device: str) -> 
     """One distillation step (EfficientNet-Lite0 student and teacher) with stored RAW and with
     the RAW made from the recipe on ``device`` inside the step (Trainer._to_device)."""
     from distill.config import TrainConfig
+    from distill.data import make_loader_from
     from distill.trainer import Trainer
 
     def trainer(folder: Path) -> tuple[Trainer, object]:
@@ -152,7 +153,8 @@ def step_table(folders: dict[str, Path], batch: int, crop: int, device: str) -> 
         )  # fmt: skip
         t = Trainer(config)
         t.prepare()
-        loader = config.loader(seed=0, rank=0, world_size=1, start_batch=0).make(shards)
+        settings = config.loader(seed=0, rank=0, world_size=1, start_batch=0)
+        loader = make_loader_from(shards, settings)
         return t, iter(loader)
 
     times: dict[str, list[float]] = {"in_build": [], "at_load": []}

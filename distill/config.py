@@ -6,8 +6,9 @@ same name (``batch_size`` → ``--batch-size``; a ``bool`` becomes ``--flag/--no
 range checks of :meth:`TrainConfig.validate`. Adding a field adds its flag and its check.
 
 :class:`LoaderConfig` is the one description of how the trainer's loader is built
-(``distill.data.make_loader``'s keyword arguments). This module imports neither torch nor the
-models, so the command line can report a missing ``rawpairs[distill]`` extra in one line.
+(``distill.data.make_loader``'s keyword arguments; ``distill.data.make_loader_from`` takes it).
+This module imports neither torch nor the models, so the command line can report a missing
+``rawpairs[distill]`` extra in one line.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from distill.options import HelpFormatter, add_config_option, parse_args
 
 __all__ = [
     "DEFAULT_SHUFFLE_MIB",
@@ -56,8 +59,8 @@ TASKS = ("classify", "segment")  # distill.models.TASKS
 DEFAULT_TEACHERS = {"classify": DEFAULT_TEACHER, "segment": "selfie-segmentation"}
 # The names distill.models.TEACHERS loads without running user code.
 BUILTIN_TEACHERS = ("efficientnet-lite0", "efficientnet-lite0-dense", "selfie-segmentation")
-WB_MODES = ("none", "grayworld", "metadata")  # as distill.frontend.WB_MODES
-DEFAULT_WB = "metadata"  # distill.models.DEFAULT_WB (docs/results.md: why)
+WB_MODES = ("none", "grayworld", "metadata")  # the RAW front-end's white balance (distill.frontend)
+DEFAULT_WB = "metadata"  # docs/results.md: why
 SEED_MAX = 2**32 - 1
 # Shuffle buffer memory per process (MiB), split over its loader workers. A fixed number, not a
 # share of the free memory: the buffer decides the data order, so a budget read from the machine
@@ -441,12 +444,6 @@ class LoaderConfig:
     fresh_cameras: bool = False
     raw_on_device: bool = False
 
-    def make(self, shards: str | Sequence[str]) -> Any:
-        """The ``torch.utils.data.DataLoader`` over ``shards``."""
-        from distill.data import make_loader
-
-        return make_loader(shards, **asdict(self))
-
 
 # ---------------------------------------------------------------------------------------------
 # What the environment must allow: an output folder, memory
@@ -491,7 +488,7 @@ def available_memory() -> int | None:
     if cgroup_max is not None and cgroup_used is not None:
         limits.append(max(0, cgroup_max - cgroup_used))
     try:
-        import resource
+        import resource  # POSIX only
 
         soft = resource.getrlimit(resource.RLIMIT_AS)[0]
         if soft != resource.RLIM_INFINITY:
@@ -562,8 +559,6 @@ def _scalar_type(hint: Any) -> Any:
 def build_parser(prog: str = "python -m distill.train") -> argparse.ArgumentParser:
     """The ``distill train`` parser: one flag per :class:`TrainConfig` field, and ``--config``
     (:mod:`distill.options`)."""
-    from distill.options import HelpFormatter, add_config_option
-
     parser = OneLineParser(
         prog=prog,
         description="Distil a frozen RGB teacher into a RAW student (no labels needed).",
@@ -597,8 +592,6 @@ def config_from_args(
 ) -> TrainConfig:
     """Parse command-line arguments (and ``--config FILE.yaml``, which they override) into a
     :class:`TrainConfig` (not yet validated)."""
-    from distill.options import parse_args
-
     args = vars(parse_args(build_parser(prog), argv))
     args.pop("config")
     for f in fields(TrainConfig):

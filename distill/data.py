@@ -37,7 +37,7 @@ import tarfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import cv2
@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 
-from distill.config import DEFAULT_SHUFFLE_MIB
+from distill.config import DEFAULT_SHUFFLE_MIB, LoaderConfig
 from rawpairs import cfa as cfa_ops
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
@@ -55,7 +55,7 @@ from rawpairs.choices import Gamma, Tone
 from rawpairs.errors import CorruptInputError
 from rawpairs.noise import add_noise, darken
 from rawpairs.rng import key_normals, sample_rng
-from rawpairs.schema import NoisePlacement, decode_sample, one_line, read_class_map, walk_tar
+from rawpairs.schema import NoisePlacement, decode_sample, read_class_map, tar_cause, walk_tar
 
 __all__ = [
     "STUDENT_INPUTS",
@@ -70,6 +70,7 @@ __all__ = [
     "iter_records",
     "make_example",
     "make_loader",
+    "make_loader_from",
     "paired_rggb_crop",
     "read_record",
     "resolve_shards",
@@ -308,7 +309,7 @@ def iter_records(
                     first_position + i, epoch, shard, sample.key, sample.members, i, sample.size
                 )
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise CorruptInputError(shard, f"unreadable tar: {one_line(err)}") from err
+        raise CorruptInputError(shard, f"unreadable tar: {tar_cause(err)}") from err
 
 
 def read_record(record: Record) -> Record:
@@ -777,6 +778,11 @@ class PairStream(IterableDataset):
                 batch = []
         if batch:
             yield _collate(batch)
+
+
+def make_loader_from(shards: str | Sequence[str], config: LoaderConfig) -> DataLoader:
+    """:func:`make_loader` with the settings of a :class:`distill.config.LoaderConfig`."""
+    return make_loader(shards, **asdict(config))
 
 
 def make_loader(

@@ -45,7 +45,17 @@ except ModuleNotFoundError as err:  # `python -m distill.evaluate` without rawpa
     raise
 
 from distill.checkpoint import add_trust_argument, load_checkpoint
+from distill.config import (
+    OneLineParser,
+    check_crop,
+    check_memory,
+    check_output_folder,
+    loader_bytes,
+    require_extra,
+)
+from distill.data import check_class_maps, make_loader, resolve_shards
 from distill.frontend import naive_render, srgb_encode
+from distill.labels import find_class_map, relabel
 from distill.metrics import (
     METRICS,
     SampleValues,
@@ -62,6 +72,9 @@ from distill.models import (
     imagenet_synsets,
     task_of,
 )
+from distill.options import HelpFormatter, add_config_option, parse_args
+from distill.runtime import resolve_device
+from rawpairs.errors import InputError
 
 __all__ = [
     "BASELINES",
@@ -163,8 +176,6 @@ def load_heldout(
 ) -> HeldOut:
     """One pass over ``shards`` (centre crops, no flip, optionally darkened by ``low_light``,
     deterministic per sample) with the teacher's logits on the RGB and on every baseline."""
-    from distill.data import make_loader
-
     teacher_size = teacher_size or crop
     loader = make_loader(
         str(shards) if isinstance(shards, Path) else shards,
@@ -307,8 +318,6 @@ def evaluate(
 def label_report(held: HeldOut, shards: str | Sequence[str]) -> dict[str, Any]:
     """Rewrite ``held``'s labels to the teacher's classes by name (:mod:`distill.labels`, with
     the ``classes.json`` of the build holding ``shards``) and return what was matched."""
-    from distill.labels import find_class_map, relabel
-
     if held.task != "classify":
         return {"reason": "segmentation: the shards carry image labels, not masks"}
     classes = held.classes
@@ -387,7 +396,7 @@ def write_report(
 ) -> tuple[Path, Path]:
     """Write the metrics as JSON (``json_path``, default ``out/metrics.json``) and a bar chart
     ``out/metrics.png``; return both paths."""
-    import matplotlib
+    import matplotlib  # heavy (and in the distill extra only): loaded for the chart alone
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -436,8 +445,6 @@ def write_report(
 
 def _trained_on(config: dict[str, Any]) -> list[Any]:
     """The checkpoint's ``--shards`` and ``--val-shards`` that still resolve here."""
-    from distill.data import resolve_shards
-
     found = []
     for spec in (config.get("shards"), config.get("val_shards")):
         if spec is None:
@@ -452,9 +459,6 @@ def _trained_on(config: dict[str, Any]) -> list[Any]:
 
 def build_parser(prog: str = "python -m distill.evaluate") -> argparse.ArgumentParser:
     """The ``distill evaluate`` options (and ``--config``, :mod:`distill.options`)."""
-    from distill.config import OneLineParser
-    from distill.options import HelpFormatter, add_config_option
-
     p = OneLineParser(
         prog=prog,
         description="Agreement of a RAW student with its RGB teacher on held-out pair shards.",
@@ -483,18 +487,6 @@ def build_parser(prog: str = "python -m distill.evaluate") -> argparse.ArgumentP
 def main(argv: Sequence[str] | None = None, prog: str = "python -m distill.evaluate") -> int:
     """The command line; returns 0, or 2 with a one-line error on stderr (bad settings are
     refused before anything is loaded)."""
-    from distill.config import (
-        check_crop,
-        check_memory,
-        check_output_folder,
-        loader_bytes,
-        require_extra,
-    )
-    from distill.data import check_class_maps
-    from distill.options import parse_args
-    from distill.trainer import resolve_device
-    from rawpairs.errors import InputError
-
     args = parse_args(build_parser(prog), argv)
     require_extra("matplotlib")  # the report's chart: fail before evaluating, in one line
     shards = args.shards[0] if len(args.shards) == 1 else args.shards

@@ -41,7 +41,9 @@ except ModuleNotFoundError as err:  # `python -m distill.export` without rawpair
     raise
 
 from distill.checkpoint import add_trust_argument, load_checkpoint
+from distill.config import OneLineParser, check_crop, check_output_folder
 from distill.models import RawStudent, Teacher, task_of
+from distill.options import HelpFormatter, add_config_option, parse_args
 
 __all__ = [
     "ONNX_NAME",
@@ -328,9 +330,6 @@ def export(
 
 def build_parser(prog: str = "python -m distill.export") -> argparse.ArgumentParser:
     """The ``distill export`` options (and ``--config``, :mod:`distill.options`)."""
-    from distill.config import OneLineParser
-    from distill.options import HelpFormatter, add_config_option
-
     p = OneLineParser(
         prog=prog,
         description="Export a trained student: TorchScript, ONNX (with the onnx extra) and "
@@ -377,9 +376,6 @@ def smallest_crop(student: RawStudent, probe: int = 256) -> int:
 def main(argv: Sequence[str] | None = None, prog: str = "python -m distill.export") -> int:
     """The command line; returns 0, or 2 with a one-line error on stderr (a bad ``--out`` or
     ``--crop`` before anything is exported)."""
-    from distill.config import check_crop, check_output_folder
-    from distill.options import parse_args
-
     args = parse_args(build_parser(prog), argv)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "export"
     try:

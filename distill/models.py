@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.config import DEFAULT_WB
 from distill.frontend import RawFrontEnd
 
 __all__ = [
@@ -56,7 +57,6 @@ DEFAULT_TEACHER = "efficientnet-lite0"
 SEGMENT_TEACHER = "selfie-segmentation"
 TASKS = ("classify", "segment")
 DEFAULT_TEACHERS = {"classify": DEFAULT_TEACHER, "segment": SEGMENT_TEACHER}
-DEFAULT_WB = "metadata"  # the front-end's white balance; docs/results.md has the measurements
 
 # Per-channel (mean, std) applied to sRGB in [0, 1]. The EfficientNet-Lite0 weights were trained
 # with TensorFlow's (x·255 − 127) / 128: the stem's BatchNorm running statistics match that

@@ -36,6 +36,7 @@ except ModuleNotFoundError as err:  # `python -m distill.predict` without rawpai
 from rawpairs import cfa as cfa_ops
 from rawpairs.cfa import CFA
 from rawpairs.errors import InputError
+from rawpairs.messages import one_line
 from rawpairs.sources import RawCapture, read_raw, source_kind
 
 __all__ = [
@@ -132,7 +133,7 @@ def load_export(model: str | Path) -> Export:
     try:
         return Export(spec, model, _torchscript_runner(model, takes_wb))
     except RuntimeError as err:
-        cause = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        cause = one_line(err, 200)
         raise ValueError(f"{model}: not a TorchScript file ({cause})") from None
 
 

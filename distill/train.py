@@ -25,6 +25,7 @@ from typing import Any
 
 from distill.config import TrainConfig, config_from_args, missing_extra
 from distill.options import CONFIG_NAME, write_config
+from rawpairs.errors import InputError
 
 __all__ = [
     "TrainConfig",
@@ -53,7 +54,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     Rank 0 writes ``<out>/config.yaml`` once the settings are checked and
     ``<out>/summary.json`` (all but ``losses``, which ``log.jsonl`` holds) at the end.
     """
-    from distill.trainer import Trainer
+    from distill.trainer import Trainer  # torch: this module's command line must run without it
 
     trainer = Trainer(config)  # checks every setting (and reads a resume) before writing
     trainer.resume()
@@ -157,10 +158,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m distill.train
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    try:
+    try:  # torch is the rawpairs[distill] extra: without it, one line (not a traceback)
         import torch.distributed as dist
-
-        from rawpairs.errors import InputError
     except ModuleNotFoundError as err:
         return _missing(err)
     try:

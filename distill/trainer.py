@@ -15,7 +15,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from distill.checkpoint import (
     warn_inexact,
 )
 from distill.config import TrainConfig, check_output_folder
-from distill.data import check_class_maps
+from distill.data import check_class_maps, make_loader_from
 from distill.losses import CombinedLoss, Outputs, match_teacher
 from distill.models import (
     FeatureTap,
@@ -46,7 +45,9 @@ from distill.models import (
     load_teacher,
     task_of,
 )
+from distill.runtime import resolve_device, rng_state, set_rng_state, setup_process
 from distill.unprocess import make_raw
+from rawpairs.messages import one_line
 
 __all__ = [
     "DistillStep",
@@ -177,82 +178,6 @@ def check_task(config: TrainConfig, teacher: torch.Tensor, student: torch.Tensor
             "the same classes the same way (both B×K, or both B×K×h×w)"
         )
     return task
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes, devices, RNG
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Process:
-    """This process's place in the run: rank, world size, device."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """The device ``--device`` names: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``
-    (GPU ``local_rank``), ``cuda:N`` (GPU ``N + local_rank``: under torchrun a node's processes
-    take GPUs N, N+1, …, one each), or another device type torch knows. ``ValueError`` (one
-    line) for a name torch does not know, CUDA that is not available or a GPU past the last."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(requested)
-    except (RuntimeError, ValueError):
-        raise ValueError(
-            f"--device {requested!r}: not a device name (auto, cpu, cuda, cuda:N)"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {requested}: CUDA is not available here; use --device cpu")
-        device = torch.device("cuda", (device.index or 0) + local_rank)
-        if device.index >= torch.cuda.device_count():
-            rank = f" + local rank {local_rank}" if local_rank else ""
-            raise ValueError(
-                f"--device {requested}{rank}: this machine has {torch.cuda.device_count()} CUDA "
-                "devices"
-            )
-    return device
-
-
-def setup_process(requested: str) -> Process:
-    """Rank and world size from torchrun's environment, the device, the process group."""
-    rank = int(os.environ.get("RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(requested, int(os.environ.get("LOCAL_RANK", "0")))
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Process(rank, world_size, device)
-
-
-def rng_state() -> dict[str, Any]:
-    """Torch's global generators: the only randomness in a step (dropout, drop-connect).
-
-    Data randomness comes from ``distill.data``'s own seeded generators.
-    """
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned (CPU tensors)."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,19 +435,23 @@ class Trainer:
         self.naive_baseline: dict[str, Any] | None = None  # the teacher on their naive render
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """The optimiser over every trainable parameter of the step module, in two groups:
+        """The optimiser over every trainable parameter of the step module, in three groups:
         the RAW front-end (``frontend_lr``, no weight decay: its identity/sRGB initialisation is
-        not a small-weight prior) and everything else (``lr``, ``weight_decay``)."""
+        not a small-weight prior), the network's weights (``lr``, ``weight_decay``) and its 1-D
+        parameters — norm scales and shifts, biases — (``lr``, no weight decay: shrinking them
+        is no regulariser; timm's ``param_groups_weight_decay``)."""
         config = self.config
         front = {id(p) for p in self.student.frontend.parameters()}
         params = [p for p in self.step_module.parameters() if p.requires_grad]
+        network = [p for p in params if id(p) not in front]
         groups = [
             {
                 "params": [p for p in params if id(p) in front],
                 "lr": config.frontend_lr,
                 "weight_decay": 0.0,
             },
-            {"params": [p for p in params if id(p) not in front]},
+            {"params": [p for p in network if p.ndim > 1]},
+            {"params": [p for p in network if p.ndim <= 1], "weight_decay": 0.0},
         ]
         if config.optimizer == "adamw":
             return torch.optim.AdamW(
@@ -537,8 +466,8 @@ class Trainer:
         )
 
     def lr_factors(self) -> list[Callable[[int], float]]:
-        """Learning-rate multipliers of the two groups: warm-up + cosine (:func:`lr_factor`);
-        the backbone's is 0 for the first ``freeze_backbone_steps`` steps."""
+        """Learning-rate multipliers of the three groups: warm-up + cosine (:func:`lr_factor`);
+        the network's two are 0 for the first ``freeze_backbone_steps`` steps."""
         config = self.config
 
         def front(step: int) -> float:
@@ -547,7 +476,7 @@ class Trainer:
         def backbone(step: int) -> float:
             return 0.0 if step < config.freeze_backbone_steps else front(step)
 
-        return [front, backbone]
+        return [front, backbone, backbone]
 
     def prepare(self) -> None:
         """Train/eval modes, DDP and compile wrappers: after :meth:`resume`, before the loop."""
@@ -636,6 +565,13 @@ class Trainer:
         """Weights, optimiser and schedule from a checkpoint (the step is set by :meth:`resume`)."""
         self.student.load_state_dict(state["student"])
         self.criterion.load_state_dict(state["criterion"])
+        groups = len(state["optimizer"]["param_groups"])
+        if groups != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"the checkpoint's optimiser has {groups} parameter groups, this version's "
+                f"{len(self.optimizer.param_groups)} (1-D parameters are now exempt from weight "
+                "decay): it cannot be resumed; start a new --out"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
@@ -655,7 +591,7 @@ class Trainer:
             self.load_state_dict(state)
             plan = plan_resume(state, self.config, self.proc.world_size, self.proc.rank)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
-            cause = (str(err).splitlines() or [""])[0][:200] or type(err).__name__
+            cause = one_line(err, 200)
             raise ValueError(f"{path}: cannot resume from this checkpoint ({cause})") from None
         self.step_count, self.batches_consumed = plan.step, plan.batches_consumed
         self.data_seed, self.rng = plan.data_seed, plan.rng
@@ -800,12 +736,15 @@ class Trainer:
         """Train to ``stop_after`` or ``steps``; return the summary (see :func:`train`)."""
         config, proc = self.config, self.proc
         self.prepare()
-        loader = config.loader(
-            seed=self.data_seed,
-            rank=proc.rank,
-            world_size=proc.world_size,
-            start_batch=self.batches_consumed,
-        ).make(config.shards)
+        loader = make_loader_from(
+            config.shards,
+            config.loader(
+                seed=self.data_seed,
+                rank=proc.rank,
+                world_size=proc.world_size,
+                start_batch=self.batches_consumed,
+            ),
+        )
         end = config.stop_after or config.steps
         self.run_log = RunLog(self.out, self.resumed_step) if proc.main else None
         self.keys_file = (

@@ -2,7 +2,7 @@
 
 Data flow: :func:`discover_sources` walks ``--src`` (sorted) → the sources are split into
 consecutive *groups* (:func:`plan_groups`: a function of the inputs and the configuration only)
-→ an engine (:mod:`rawpairs.engines`) runs :func:`rawpairs.shards.write_group` per group: the
+→ an engine (:mod:`rawpairs.engines`) runs :func:`rawpairs.group.write_group` per group: the
 process that makes a group's samples writes its shard ``rawpairs-<group>.tar`` itself, straight
 into ``--out``, and returns a small record (offsets, sizes, checksum, manifest rows, errors).
 This process only collects records and writes ``manifest.parquet``, ``index.json``,

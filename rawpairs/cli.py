@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from rawpairs import messages
 from rawpairs.choices import (
     CropMode,
     Demosaic,
@@ -23,6 +25,7 @@ from rawpairs.choices import (
     Tone,
     Unprocess,
 )
+from rawpairs.headers import MAX_PIXELS
 
 if TYPE_CHECKING:
     from rawpairs.priors import CapturePriors
@@ -47,14 +50,9 @@ class ByteSize(click.ParamType):
         return int(number * 1024 ** " KMGT".index(unit or " "))
 
 
-MESSAGE_LIMIT = 500  # characters of a one-line error
+MESSAGE_LIMIT = 500  # characters of a one-line error on the terminal
 CAMERA_JSON_LIMIT = 2**20  # bytes of a --camera file
-
-
-def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
-    """``message`` on one line of at most ``limit`` characters (a huge value is not echoed)."""
-    text = " ".join(message.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+one_line = functools.partial(messages.one_line, limit=MESSAGE_LIMIT)
 
 
 def _read_camera(path: Path) -> str:
@@ -179,7 +177,7 @@ def main() -> None:
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
-    default=300_000_000,
+    default=MAX_PIXELS,
     show_default=True,
     help="Refuse inputs whose declared size exceeds N pixels (checked before decoding).",
 )

@@ -23,6 +23,7 @@ import numpy as np
 
 from rawpairs.choices import Demosaic, Gamma
 from rawpairs.errors import CorruptInputError
+from rawpairs.messages import one_line
 from rawpairs.sample import sample_raw
 from rawpairs.schema import (
     CLASSES_FILE,
@@ -33,14 +34,14 @@ from rawpairs.schema import (
     decode_sample,
     manifest_row,
     manifest_schema,
-    one_line,
     parse_index,
     read_class_map,
     read_manifest,
     read_shard,
     split_member_name,
+    tar_cause,
 )
-from rawpairs.shards import sha256_file
+from rawpairs.storage import sha256_file
 
 __all__ = [
     "InspectError",
@@ -88,7 +89,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError) as err:
-        raise InspectError(f"{path}: not valid JSON ({one_line(err)[:200]})") from err
+        raise InspectError(f"{path}: not valid JSON ({one_line(err, 200)})") from err
 
 
 def _read_manifest(path: Path) -> list[dict[str, Any]]:
@@ -97,7 +98,7 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
     try:
         table = read_manifest(path)
     except (OSError, ValueError, pa.ArrowException) as err:
-        raise InspectError(f"{path}: not a readable Parquet file ({one_line(err)[:200]})") from err
+        raise InspectError(f"{path}: not a readable Parquet file ({one_line(err, 200)})") from err
     expected = manifest_schema()
     if not table.schema.remove_metadata().equals(expected):
         have = {f.name: str(f.type) for f in table.schema}
@@ -613,7 +614,7 @@ def summarize_tars(paths: list[Path]) -> dict[str, Any]:
                     extensions.update(have)
                     sample_bytes.append(end - start)
         except (tarfile.TarError, OSError, EOFError, ValueError) as err:
-            problems.append(f"{path}: unreadable tar: {one_line(err)}")
+            problems.append(f"{path}: unreadable tar: {tar_cause(err)}")
         shards.append({"shard": str(path), "members": members, "samples": samples,
                        "bytes": path.stat().st_size})  # fmt: skip
     sizes = sorted(sample_bytes)

@@ -2,7 +2,7 @@
 
 :func:`make_samples` is a pure function of (source, configuration), made one crop at a time:
 the same file and configuration give byte-identical samples in any process, on any engine, in
-any order (the build's unit of work, :func:`rawpairs.shards.write_group`, runs it per source).
+any order (the build's unit of work, :func:`rawpairs.group.write_group`, runs it per source).
 Randomness comes only from a per-sample ``numpy.random.Generator``:
 :func:`rawpairs.rng.sample_rng` of (``config.seed``, sample key).
 
@@ -43,8 +43,18 @@ from rawpairs.choices import (
     Tone,
     Unprocess,
 )
-from rawpairs.priors import CapturePriors
-from rawpairs.rng import sample_rng
+from rawpairs.errors import (
+    CorruptInputError,
+    InputError,
+    SkippedInputError,
+    UnsupportedInputError,
+)
+from rawpairs.headers import MAX_PIXELS
+from rawpairs.isp import auto_exposure, process
+from rawpairs.messages import MESSAGE_LIMIT, one_line
+from rawpairs.png import encode_png
+from rawpairs.priors import CapturePriors, sample_camera
+from rawpairs.rng import sample_rng, stream_key
 from rawpairs.schema import (
     Crop,
     DecodedSample,
@@ -57,11 +67,13 @@ from rawpairs.schema import (
     encode_sample,
     manifest_row,
 )
-from rawpairs.shards import sha256_file
-from rawpairs.storage import is_url
+from rawpairs.storage import is_url, sha256_file
 from rawpairs.tone import DEFAULT_TONE
+from rawpairs.unprocess import simulate_raw, unprocess
 
-if TYPE_CHECKING:  # rawpy loads only where files are read
+# rawpairs.sources (which imports rawpy, LibRaw) is imported inside the functions that read files,
+# so that readers of samples (rawpairs inspect) do not load LibRaw.
+if TYPE_CHECKING:
     from rawpairs.sources import Photo
 
 __all__ = [
@@ -78,10 +90,7 @@ __all__ = [
     "skip_record",
 ]
 
-MESSAGE_LIMIT = 300  # characters of an error record's message
 SEED_LIMIT = 2**63  # seeds are integers in [0, SEED_LIMIT)
-# = rawpairs.sources.DEFAULT_MAX_PIXELS (not imported: rawpy loads only where files are read)
-MAX_PIXELS = 300_000_000
 
 
 # The fields of BuildConfig that are choices, and their enums.
@@ -254,8 +263,6 @@ def _crop_boxes(
 def _check_min_side(source: Source, height: int, width: int, config: BuildConfig) -> None:
     """Skip (:class:`~rawpairs.errors.SkippedInputError`) a source whose shorter side, as read,
     is below ``--min-side``."""
-    from rawpairs.errors import SkippedInputError
-
     if config.min_side is not None and min(height, width) < config.min_side:
         raise SkippedInputError(
             source.path,
@@ -272,8 +279,6 @@ def _too_small(height: int, width: int, config: BuildConfig) -> bool:
 def _fit_crop(source: Source, rgb: np.ndarray, config: BuildConfig) -> np.ndarray:
     """A photo too small for ``--crop``: resized up (Lanczos, the shorter side to the crop) with
     ``--upscale``, else skipped (:class:`~rawpairs.errors.SkippedInputError`)."""
-    from rawpairs.errors import SkippedInputError
-
     h, w = rgb.shape[:2]
     if not _too_small(h, w, config):
         return rgb
@@ -329,7 +334,6 @@ def _whole_jpeg(source: Source, config: BuildConfig) -> Photo | None:
 
 def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
     from rawpairs.sources import read_photo
-    from rawpairs.unprocess import simulate_raw
 
     photo = _whole_jpeg(source, config) or read_photo(source.path, config.max_pixels)
     _check_min_side(source, photo.height, photo.width, config)
@@ -380,9 +384,6 @@ def _at_load_meta(
     """The recipe of an at-load sample: the camera and the noise stream's key drawn from ``rng``
     in the order :func:`rawpairs.unprocess.simulate_raw` draws them, so the RAW it implies is the
     one an ``in_build`` sample of the same RGB stores."""
-    from rawpairs.priors import sample_camera
-    from rawpairs.rng import stream_key
-
     camera = sample_camera(rng, config.priors)
     noise_key = None
     if config.noise is NoisePlacement.IN_RAW:
@@ -403,8 +404,6 @@ def _encoded_crop(crop: np.ndarray, lossy: bool, config: BuildConfig) -> tuple[s
     """An at-load crop's RGB member: JPEG at ``config.jpeg_quality`` (≥ 95) when the source was
     lossy, else PNG (lossless). Measured in docs/benchmarks.md against storing the source's
     bytes with the crop box."""
-    from rawpairs.png import encode_png
-
     crop = np.ascontiguousarray(crop)
     if not lossy:
         return "rgb.png", encode_png(crop, config.png_compression)
@@ -422,8 +421,6 @@ def sample_raw(sample: DecodedSample) -> np.ndarray:
     on every call and machine (given the same decoded RGB)."""
     if sample.raw is not None:
         return sample.raw
-    from rawpairs.unprocess import unprocess
-
     render = sample.meta.render
     key = int(render.noise_key, 16) if render.noise_key is not None else None
     return unprocess(
@@ -461,8 +458,6 @@ def _square_and_bin(
 
 
 def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
-    from rawpairs.errors import SkippedInputError
-    from rawpairs.isp import auto_exposure, process
     from rawpairs.sources import read_raw, render_libraw
 
     capture = read_raw(source.path, config.max_pixels)
@@ -522,14 +517,10 @@ def make_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
     A source given by URL (any fsspec file system) is first copied to a local temporary file.
     """
     if source.problem is not None:
-        from rawpairs.errors import UnsupportedInputError
-
         raise UnsupportedInputError(source.path, source.problem)
     if is_url(source.path):
         yield from _make_remote_samples(source, config)
         return
-    from rawpairs.errors import CorruptInputError
-
     try:
         sha256 = sha256_file(source.path)
     except OSError as err:
@@ -543,9 +534,7 @@ def make_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
 
 
 def _make_remote_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
-    import fsspec
-
-    from rawpairs.errors import CorruptInputError, InputError
+    import fsspec  # remote inputs only
 
     try:
         with fsspec.open(source.path, "rb") as f:
@@ -565,10 +554,7 @@ def error_record(source: Source, err: BaseException) -> dict[str, str]:
     """The ``errors.jsonl`` line of a source that failed with ``err``: path, error type and a
     one-line message (at most :data:`MESSAGE_LIMIT` characters; undecodable bytes escaped)."""
     message = getattr(err, "cause", None) or str(err) or type(err).__name__
-    message = " ".join(message.replace(f"{source.path}: ", "").split())
-    if len(message) > MESSAGE_LIMIT:
-        message = message[: MESSAGE_LIMIT - 1] + "…"
-    message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    message = one_line(message.replace(f"{source.path}: ", ""), MESSAGE_LIMIT)
     return {"path": source.relpath, "error": type(err).__name__, "message": message}
 
 
@@ -596,8 +582,6 @@ def sample_stream(
 ) -> Iterator[tuple[dict[str, bytes | str], dict[str, Any]]]:
     """The samples of one source as ``(tar members, manifest row)``, one at a time, in crop
     order. Raises (while iterating) for a bad input: :func:`error_record` describes it."""
-    from rawpairs.errors import SkippedInputError, UnsupportedInputError
-
     if source.kind == "unknown" and source.problem is None:
         if is_documentation(source.relpath):
             raise SkippedInputError(source.path, "a licence or README file, not an image")

@@ -34,11 +34,18 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from rawpairs.camera import PROVENANCE_FIELDS, Camera
 from rawpairs.choices import Demosaic, Gamma, NoisePlacement, Render, RGBFormat, Tone, Unprocess
 from rawpairs.errors import CorruptInputError
+from rawpairs.headers import jpeg_size
+from rawpairs.messages import one_line
+from rawpairs.png import encode_png
+
+# Imported where used: pyarrow (~0.15 s, only the manifest needs it), fsspec (remote folders) and
+# Hugging Face datasets (an optional package).
 
 __all__ = [
     "CLASSES_FILE",
@@ -79,6 +86,7 @@ __all__ = [
     "read_shard",
     "rgb_member",
     "split_member_name",
+    "tar_cause",
     "walk_tar",
 ]
 
@@ -510,10 +518,6 @@ def encode_sample(
     index ≥ 0 or ``None``. PNG (``png_compression``: ISA-L level 0–3) or JPEG (``jpeg_quality``
     95–100). Raises ``ValueError`` for arrays that do not fit the schema or the metadata.
     """
-    import cv2
-
-    from rawpairs.png import encode_png
-
     if raw.dtype != np.uint16 or raw.ndim != 2:
         raise ValueError(
             f"{meta.key}: raw must be a uint16 H×W mosaic, got {raw.dtype} {raw.shape}"
@@ -669,7 +673,7 @@ def walk_tar(
             members[ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
         damage = _damaged_end(tar)
     except _TAR_ERRORS as err:
-        raise CorruptInputError(shard, f"unreadable tar: {one_line(err)}") from err
+        raise CorruptInputError(shard, f"unreadable tar: {tar_cause(err)}") from err
     if damage:
         raise CorruptInputError(shard, damage)
     if key is None:
@@ -677,14 +681,12 @@ def walk_tar(
     yield TarSample(key, members, start, end - start)
 
 
-def one_line(err: BaseException) -> str:
-    """An exception's message on one line (tarfile's "could not be opened" lists every method)."""
-    lines = str(err).splitlines()
-    if not lines:
-        return type(err).__name__
-    if len(lines) > 1 and lines[0].endswith(":"):
+def tar_cause(err: BaseException) -> str:
+    """Why a tar could not be read, on one line: ``tarfile.open`` answers a file that is no tar
+    (in any compression) with a list of every method it tried."""
+    if isinstance(err, tarfile.ReadError) and str(err).startswith("file could not be opened"):
         return "not a tar archive"
-    return lines[0]
+    return one_line(err)
 
 
 def _damaged_end(tar: tarfile.TarFile) -> str | None:
@@ -717,7 +719,7 @@ def read_shard(path: str | Path) -> Iterator[TarSample]:
         with tarfile.open(path, "r:*") as tar:
             yield from walk_tar(tar, str(path))
     except _TAR_ERRORS as err:
-        raise CorruptInputError(path, f"unreadable tar: {one_line(err)}") from err
+        raise CorruptInputError(path, f"unreadable tar: {tar_cause(err)}") from err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -783,28 +785,14 @@ def _image_size(data: bytes, name: str) -> tuple[int, int]:
         return height, width
     if data[:2] != b"\xff\xd8":
         raise ValueError(f"{name} is not a JPEG")
-    at = 2
-    while at + 4 <= len(data):
-        if data[at] != 0xFF:
-            break
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte
-            at += 1
-            continue
-        length = struct.unpack(">H", data[at + 2 : at + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if at + 9 > len(data):
-                break
-            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
-            return height, width
-        at += 2 + length
-    raise ValueError(f"{name} has no JPEG frame header")
+    size = jpeg_size(data)
+    if size is None:
+        raise ValueError(f"{name} has no JPEG frame header")
+    return size
 
 
 def _decode_rgb(data: bytes, name: str, height: int, width: int) -> np.ndarray:
     """The RGB member → uint8 H×W×3 RGB; its declared size must be the mosaic's before decoding."""
-    import cv2
-
     declared = _image_size(data, name)
     if declared != (height, width):
         raise ValueError(
@@ -824,8 +812,6 @@ def _decode_at_load_rgb(data: bytes, name: str, meta: SampleMeta) -> np.ndarray:
     """An at-load sample's RGB member → its uint8 crop×3 RGB. Decoded as the build read the
     photo (OpenCV ``IMREAD_COLOR``: EXIF orientation applied, gray repeated to three channels);
     its declared size must be the crop's or the source image's (then cropped)."""
-    import cv2
-
     whole = _at_load_rgb_size(meta, _image_size(data, name), name)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -882,8 +868,7 @@ def decode_sample(members: Mapping[str, bytes], shard: str, key: str) -> Decoded
     except _VersionMismatch as err:
         raise SchemaVersionError(shard, f"sample {key!r}: {err}") from err
     except (ValueError, TypeError, RecursionError) as err:
-        cause = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise fail(f"json is not valid metadata ({cause})") from err
+        raise fail(f"json is not valid metadata ({one_line(err, 200)})") from err
     if meta.key != key:
         raise fail(f"json key {meta.key!r:.80} differs from the tar key")
     raw: np.ndarray | None = None

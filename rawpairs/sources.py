@@ -39,6 +39,8 @@ import tifffile
 from rawpairs.camera import SRGB_TO_XYZ, XYZ_TO_SRGB, Camera
 from rawpairs.cfa import CFA, cfa_from_rawpy, pack
 from rawpairs.errors import CorruptInputError, InputError, UnsupportedInputError
+from rawpairs.headers import MAX_PIXELS as DEFAULT_MAX_PIXELS
+from rawpairs.headers import jpeg_size
 from rawpairs.tone import decode_gamma, encode_gamma
 
 __all__ = [
@@ -88,10 +90,6 @@ _RAW_SIGNATURES = (
     (0, b"FOVb"),  # Sigma X3F
     (0, b"\x00MRM"),  # Minolta MRW
 )
-# Largest image (in pixels, by its declared size) read unless the caller raises the limit: above
-# every camera sensor sold (the largest single-shot sensors are 150–200 MP), far below what
-# exhausts a worker's memory (a 400 MP photo needs ~5 GB through the inverse ISP).
-DEFAULT_MAX_PIXELS = 300_000_000
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOI = b"\xff\xd8"
 _D65 = 21
@@ -635,27 +633,6 @@ def _check_pixels(path: Path, height: int, width: int, max_pixels: int | None) -
         )
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's first start-of-frame marker, or None if there is none."""
-    pos = 2
-    while pos + 9 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            pos += 2
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return int.from_bytes(data[pos + 5 : pos + 7], "big"), int.from_bytes(
-                data[pos + 7 : pos + 9], "big"
-            )
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-    return None
-
-
 def _webp_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) from a WebP's first chunk (VP8, VP8L or VP8X), or None."""
     chunk, body = data[12:16], data[20:]
@@ -771,7 +748,7 @@ def _check_photo_content(path: Path, data: bytes, max_pixels: int | None) -> Non
             raise CorruptInputError(
                 path, "truncated JPEG: no end-of-image marker after the last scan"
             )
-        size = _jpeg_size(data)
+        size = jpeg_size(data)
     elif data[:4] in (b"II*\x00", b"MM\x00*"):
         _tiff_photo_check(path, max_pixels)
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
@@ -1083,7 +1060,7 @@ def read_photo(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
         data.startswith(_JPEG_SOI)
         and image is decoded
         and image.ndim == 3
-        and _jpeg_size(data) == image.shape[:2]
+        and jpeg_size(data) == image.shape[:2]
     )
     rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return Photo(rgb, data, as_stored, rgb.shape[0], rgb.shape[1])
@@ -1102,7 +1079,7 @@ def read_stored_jpeg(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXE
         data = path.read_bytes()
     except OSError as e:
         raise InputError(path, f"cannot open: {e.strerror or e}") from None
-    size = _jpeg_size(data) if data.startswith(_JPEG_SOI) else None
+    size = jpeg_size(data) if data.startswith(_JPEG_SOI) else None
     if size is None:
         return None
     _check_photo_content(path, data, max_pixels)

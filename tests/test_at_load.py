@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 from skimage import data
 
-from distill.data import make_loader
+from distill.data import make_loader, make_loader_from
 from distill.unprocess import make_raw
 from rawpairs.build import build
 from rawpairs.cli import main
@@ -324,7 +324,8 @@ def test_training_on_mixed_shards_makes_the_raw_in_the_trainer(builds, tmp_path)
         fresh_cameras=True,
     )  # fmt: skip
     trainer = Trainer(config)
-    batch = next(iter(config.loader(seed=0, rank=0, world_size=1, start_batch=0).make(shards)))
+    loader = make_loader_from(shards, config.loader(seed=0, rank=0, world_size=1, start_batch=0))
+    batch = next(iter(loader))
     raw = trainer._to_device(batch)[0]
     rows = batch["recipe"]["rows"]
     assert rows.numel() > 0 and bool((raw[rows].abs().sum(dim=(1, 2, 3)) > 0).all())

@@ -742,6 +742,7 @@ def test_crops_of_a_source_are_made_one_at_a_time(tmp_path, monkeypatch):
     the number of crops."""
     import tracemalloc
 
+    import rawpairs.sample
     import rawpairs.shards
     import rawpairs.unprocess
     from rawpairs.sample import Source, make_samples
@@ -758,7 +759,7 @@ def test_crops_of_a_source_are_made_one_at_a_time(tmp_path, monkeypatch):
         events.append("written")
         return add(self, members)
 
-    monkeypatch.setattr(rawpairs.unprocess, "simulate_raw", made)
+    monkeypatch.setattr(rawpairs.sample, "simulate_raw", made)  # the name the sample maker calls
     monkeypatch.setattr(rawpairs.shards.ShardWriter, "add", written)
     result = build(tmp_path / "src", tmp_path / "out", BuildConfig(crop=128, crops=40), workers=1)
     assert result.samples == 40
