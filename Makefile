@@ -33,6 +33,7 @@ bench: install
 	$(PYTHON) -m benchmarks.build
 	$(PYTHON) -m benchmarks.ray_build
 	$(PYTHON) -m benchmarks.distill
+	$(PYTHON) -m benchmarks.at_load
 
 clean:
 	rm -rf demo_out build *.egg-info .pytest_cache .ruff_cache

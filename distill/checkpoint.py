@@ -23,6 +23,8 @@ from typing import Any
 import torch
 
 from distill.config import BUILTIN_TEACHERS, TrainConfig, data_order_fields, missing_extra
+from distill.models import build_student, load_teacher
+from rawpairs.messages import one_line
 
 __all__ = [
     "BEST_NAME",
@@ -127,8 +129,7 @@ def read_checkpoint(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # every failure to unpickle means "not a checkpoint"
-        cause = next((line for line in str(err).splitlines() if line.strip()), "")
-        cause = cause.strip()[:200] or type(err).__name__
+        cause = one_line(err, 200)
         raise ValueError(f"{path}: not a readable distill.train checkpoint ({cause})") from None
     missing = [key for key in required if not isinstance(state, dict) or key not in state]
     if missing:
@@ -187,7 +188,12 @@ def plan_resume(
     """
     saved = state["config"]
     current = config.to_dict()
-    changed = [name for name in data_order_fields() if _plain(saved.get(name)) != current[name]]
+    defaults = TrainConfig(shards=[]).to_dict()  # a field newer than the checkpoint: its default
+    changed = [
+        name
+        for name in data_order_fields()
+        if _plain(saved.get(name, defaults[name])) != current[name]
+    ]
     if state["world_size"] != world_size:
         changed.insert(0, f"world size {state['world_size']} → {world_size}")
     step = int(state["step"])
@@ -230,8 +236,6 @@ def load_checkpoint(
     the checkpoint is imported only if it is in ``trusted`` (the user named it); otherwise
     ``ValueError``.
     """
-    from distill.models import build_student, load_teacher
-
     path = Path(path)
     state = read_checkpoint(path)
     config = state["config"]
@@ -260,8 +264,8 @@ def load_checkpoint(
     try:
         student.load_state_dict(state["student"])
     except (RuntimeError, TypeError, AttributeError) as err:
-        cause = " ".join(line.strip() for line in str(err).splitlines()) or type(err).__name__
-        raise ValueError(f"{path}: the student weights do not fit ({cause[:200]})") from None
+        cause = one_line(err, 200)
+        raise ValueError(f"{path}: the student weights do not fit ({cause})") from None
     return student.to(device).eval(), teacher.to(device), config
 
 

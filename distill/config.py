@@ -6,8 +6,9 @@ same name (``batch_size`` → ``--batch-size``; a ``bool`` becomes ``--flag/--no
 range checks of :meth:`TrainConfig.validate`. Adding a field adds its flag and its check.
 
 :class:`LoaderConfig` is the one description of how the trainer's loader is built
-(``distill.data.make_loader``'s keyword arguments). This module imports neither torch nor the
-models, so the command line can report a missing ``rawpairs[distill]`` extra in one line.
+(``distill.data.make_loader``'s keyword arguments; ``distill.data.make_loader_from`` takes it).
+This module imports neither torch nor the models, so the command line can report a missing
+``rawpairs[distill]`` extra in one line.
 """
 
 from __future__ import annotations
@@ -15,23 +16,34 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from distill.options import HelpFormatter, add_config_option, parse_args
+
 __all__ = [
+    "DEFAULT_SHUFFLE_MIB",
     "EXTRA_INSTALL",
     "OBJECTIVES",
     "OPTIMIZERS",
     "LoaderConfig",
+    "OneLineParser",
     "TrainConfig",
+    "available_memory",
     "build_parser",
+    "check_crop",
+    "check_memory",
+    "check_output_folder",
     "config_from_args",
     "data_order_fields",
     "exit_if_command",
+    "loader_bytes",
     "missing_extra",
     "option",
     "require_extra",
@@ -47,9 +59,15 @@ TASKS = ("classify", "segment")  # distill.models.TASKS
 DEFAULT_TEACHERS = {"classify": DEFAULT_TEACHER, "segment": "selfie-segmentation"}
 # The names distill.models.TEACHERS loads without running user code.
 BUILTIN_TEACHERS = ("efficientnet-lite0", "efficientnet-lite0-dense", "selfie-segmentation")
-WB_MODES = ("none", "grayworld", "metadata")  # as distill.frontend.WB_MODES
-DEFAULT_WB = "metadata"  # distill.models.DEFAULT_WB (docs/results.md: why)
+WB_MODES = ("none", "grayworld", "metadata")  # the RAW front-end's white balance (distill.frontend)
+DEFAULT_WB = "metadata"  # docs/results.md: why
 SEED_MAX = 2**32 - 1
+# Shuffle buffer memory per process (MiB), split over its loader workers. A fixed number, not a
+# share of the free memory: the buffer decides the data order, so a budget read from the machine
+# would make a run's samples (and an exact resume) depend on what else was running. 1 GiB keeps
+# the default 256 records for samples up to 4 MiB (a 512-px crop pair is about 0.5 MiB) and
+# about 25 whole-image 12-MP camera-RAW records (about 40 MiB each).
+DEFAULT_SHUFFLE_MIB = 1024
 
 EXTRA_INSTALL = "pip install 'rawpairs[distill]'"
 # Top-level modules that come with the ``distill`` extra (pyproject.toml).
@@ -217,7 +235,9 @@ class TrainConfig:
     val_every: int = option(
         0, "steps between validations (0: only at the start and the end)", low=0
     )
-    val_batches: int | None = option(None, "validate on at most this many batches", low=1)
+    val_batches: int | None = option(
+        None, "validate on at most this many batches (default: all)", low=1
+    )
     objective: str = option(
         "distill",
         "distill: KD (+ MSE, features) from the teacher; baselines: supervised (cross-entropy on "
@@ -249,8 +269,22 @@ class TrainConfig:
     channels_last: bool | None = option(None, "channels-last memory format (default: on CUDA)")
     compile: bool = option(False, "torch.compile the student step")
     num_workers: int = option(2, "loader worker processes", low=0, data_order=True)
-    shuffle_buffer: int = option(256, "shuffle buffer, samples", low=1, data_order=True)
+    shuffle_buffer: int = option(
+        256, "shuffle buffer, samples (at most --shuffle-memory of them)", low=1, data_order=True
+    )
+    shuffle_memory: int = option(
+        DEFAULT_SHUFFLE_MIB,
+        "shuffle buffer memory per process, MiB, split over the loader workers (undecoded "
+        "records; at least one record is always held)",
+        low=1,
+        data_order=True,
+    )
     hflip: bool = option(True, "random horizontal flips", data_order=True)
+    fresh_cameras: bool = option(
+        False,
+        "at-load samples (rawpairs build --unprocess at_load): a new camera and noise every epoch",
+        data_order=True,
+    )
     low_light: tuple[float, float] | None = option(
         None,
         "darken the RAW by a factor drawn from [MIN, MAX] (1 <= MIN <= MAX)",
@@ -264,7 +298,15 @@ class TrainConfig:
     log_every: int = option(10, "steps between log records", low=1)
     checkpoint_every: int = option(500, "steps between checkpoints (0: only at the end)", low=0)
     resume: str | None = option(None, "checkpoint path, or 'auto' for <out>/last.pt if present")
-    stop_after: int | None = option(None, "end this invocation at this step (checkpointed)", low=1)
+    overwrite: bool = option(
+        False,
+        "start a clean run in an --out that holds a run: delete what a run writes there "
+        "(last.pt, best.pt, log.jsonl, log.csv, val.jsonl, keys-rank*.txt, TensorBoard events), "
+        "never other files",
+    )
+    stop_after: int | None = option(
+        None, "end this invocation at this step, checkpointed (default: --steps)", low=1
+    )
     log_keys: bool = option(False, "every rank writes its sample keys to <out>/keys-rank<r>.txt")
     progress: bool = option(True, "progress bar")
 
@@ -291,6 +333,21 @@ class TrainConfig:
             )
         if self.stop_after is not None and self.stop_after > self.steps:
             raise ValueError(f"stop_after must lie in [1, steps={self.steps}]")
+        if self.overwrite and self.resume is not None:
+            raise ValueError("--overwrite starts a clean run and --resume continues one: pick one")
+
+    def check_memory(self, available: int | None = None, processes: int = 1) -> None:
+        """``ValueError`` (one line) when the loader's batches and shuffle buffer of ``processes``
+        processes cannot fit in ``available`` bytes (default: :func:`available_memory`)."""
+        teacher_size = self.teacher_size or self.crop
+        check_memory(
+            loader_bytes(self.batch_size, self.crop, teacher_size, workers=self.num_workers),
+            self.shuffle_memory * 2**20,
+            what=f"--batch-size {self.batch_size} with --crop {self.crop} and --teacher-size "
+            f"{teacher_size}",
+            available=available,
+            processes=processes,
+        )
 
     @property
     def loss_weights(self) -> dict[str, float]:
@@ -329,6 +386,9 @@ class TrainConfig:
             hflip=self.hflip,
             low_light=self.low_light,
             shuffle_buffer=self.shuffle_buffer,
+            shuffle_bytes=self.shuffle_memory * 2**20,
+            fresh_cameras=self.fresh_cameras,
+            raw_on_device=True,
         )
 
 
@@ -378,19 +438,117 @@ class LoaderConfig:
     hflip: bool = True
     low_light: tuple[float, float] | None = None
     shuffle_buffer: int = 256
+    shuffle_bytes: int = DEFAULT_SHUFFLE_MIB * 2**20
     repeat: bool = True
     isp_reference: bool = False
+    fresh_cameras: bool = False
+    raw_on_device: bool = False
 
-    def make(self, shards: str | Sequence[str]) -> Any:
-        """The ``torch.utils.data.DataLoader`` over ``shards``."""
-        from distill.data import make_loader
 
-        return make_loader(shards, **asdict(self))
+# ---------------------------------------------------------------------------------------------
+# What the environment must allow: an output folder, memory
+# ---------------------------------------------------------------------------------------------
+def check_output_folder(path: str | os.PathLike[str], flag: str = "--out") -> None:
+    """``ValueError`` (one line) when ``path`` cannot be a folder: it, or a folder above it, is
+    an existing file. Nothing is created."""
+    for candidate in (Path(path), *Path(path).parents):
+        if candidate.exists() and not candidate.is_dir():
+            where = "" if candidate == Path(path) else f" ({candidate} is a file)"
+            raise ValueError(f"{flag} {path}: not a folder{where}")
+
+
+def check_crop(crop: int, flag: str = "--crop", minimum: int = 2) -> None:
+    """``ValueError`` (one line) unless ``crop`` is an even number of pixels >= ``minimum``."""
+    if crop < minimum or crop % 2:
+        raise ValueError(f"{flag} must be an even number of pixels >= {minimum}, got {crop}")
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None  # absent, or "max"
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate, as far as Linux says: the least of the machine's
+    ``MemAvailable``, the room left under its cgroup's ``memory.max`` (containers) and its
+    address-space limit (``ulimit -v``); None when none is known."""
+    limits = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    cgroup_max = _read_int("/sys/fs/cgroup/memory.max")
+    cgroup_used = _read_int("/sys/fs/cgroup/memory.current")
+    if cgroup_max is not None and cgroup_used is not None:
+        limits.append(max(0, cgroup_max - cgroup_used))
+    try:
+        import resource  # POSIX only
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def loader_bytes(
+    batch_size: int, crop: int, teacher_size: int, *, workers: int = 0, isp_reference: bool = False
+) -> int:
+    """Bytes of the float32 batches a loader holds at once: the student's RAW (crop² per
+    sample) and the teacher's RGB (and the ISP reference) (3·teacher_size² each), for the batch
+    in use plus the two each worker prefetches (``DataLoader``'s ``prefetch_factor``)."""
+    per_sample = crop * crop + 3 * teacher_size * teacher_size * (2 if isp_reference else 1)
+    return 4 * batch_size * per_sample * (1 + 2 * workers)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def check_memory(
+    batches: int,
+    shuffle: int,
+    *,
+    what: str,
+    available: int | None = None,
+    processes: int = 1,
+) -> None:
+    """``ValueError`` (one line) when ``processes`` × (``batches`` + ``shuffle``) bytes exceed
+    the ``available`` memory (default: :func:`available_memory`; no check when unknown)."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    if processes * batches > available:
+        raise ValueError(
+            f"{what} needs {_gib(processes * batches)} for the batches in flight, more than the "
+            f"{_gib(available)} available: lower --batch-size or the image sizes"
+        )
+    if processes * (batches + shuffle) > available:
+        raise ValueError(
+            f"--shuffle-memory {shuffle // 2**20} MiB and the batches need "
+            f"{_gib(processes * (batches + shuffle))}, more than the {_gib(available)} "
+            "available: lower --shuffle-memory"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _scalar_type(hint: Any) -> Any:
     """``int`` for ``int`` or ``int | None`` (likewise float, str, bool); else None."""
     args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
@@ -398,13 +556,15 @@ def _scalar_type(hint: Any) -> Any:
     return args[0] if len(args) == 1 and args[0] in (int, float, str, bool) else None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m distill.train`` parser: one flag per :class:`TrainConfig` field."""
-    parser = argparse.ArgumentParser(
-        prog="python -m distill.train",
+def build_parser(prog: str = "python -m distill.train") -> argparse.ArgumentParser:
+    """The ``distill train`` parser: one flag per :class:`TrainConfig` field, and ``--config``
+    (:mod:`distill.options`)."""
+    parser = OneLineParser(
+        prog=prog,
         description="Distil a frozen RGB teacher into a RAW student (no labels needed).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
+    add_config_option(parser)
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         meta = f.metadata
@@ -427,9 +587,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    """Parse command-line arguments into a :class:`TrainConfig` (not yet validated)."""
-    args = vars(build_parser().parse_args(argv))
+def config_from_args(
+    argv: Sequence[str] | None = None, prog: str = "python -m distill.train"
+) -> TrainConfig:
+    """Parse command-line arguments (and ``--config FILE.yaml``, which they override) into a
+    :class:`TrainConfig` (not yet validated)."""
+    args = vars(parse_args(build_parser(prog), argv))
+    args.pop("config")
     for f in fields(TrainConfig):
         convert = f.metadata["convert"]
         if convert is not None and args[f.name] is not None:

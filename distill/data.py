@@ -6,13 +6,19 @@ Data flow (one DataLoader worker; see ``docs/data.md`` for the guarantees and th
 2. :func:`dealt_shards` deals shards to this (rank, worker) "slot" from the endless sequence of
    per-epoch shard permutations (one pass over the sorted list when ``repeat=False``).
 3. :func:`iter_records` walks each tar with :func:`rawpairs.schema.walk_tar` (members grouped by
-   key). Samples that an earlier run already consumed (exact resume) are passed on as
-   placeholders whose members are never read.
-4. :func:`buffer_shuffle` shuffles the *undecoded* records with a seeded buffer.
+   key). Samples that arrive while a resumed run replays the batches an earlier run consumed
+   are passed on as placeholders whose members are not read (unless still buffered after the
+   replay: :func:`read_record`).
+4. :func:`buffer_shuffle` shuffles the *undecoded* records with a seeded buffer bounded in
+   records (``shuffle_buffer``) and in bytes (``shuffle_bytes`` per process, from the tar headers).
 5. :func:`decode_pair` checks and decodes a sample with :func:`rawpairs.schema.decode_sample`
    (the same checks as ``rawpairs inspect --verify``) into a :class:`Pair`.
 6. :func:`make_example` crops, flips, re-phases to RGGB, normalises and (optionally) darkens,
    with a generator derived from ``(seed, epoch, key)`` so the result never depends on timing.
+   An at-load sample (``rawpairs build --unprocess at_load``: RGB + recipe, no stored RAW) gets
+   the same crop and flip of its RGB, and its RAW is made by :mod:`distill.unprocess`: here on
+   the CPU, or, with ``raw_on_device``, by the trainer on its device from the batch's
+   ``recipe`` (:func:`distill.unprocess.make_raw`).
 7. Examples are stacked into batches inside the worker; the DataLoader interleaves workers
    round-robin, which :class:`PairStream` accounts for when resuming.
 
@@ -31,7 +37,7 @@ import tarfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import cv2
@@ -41,13 +47,15 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 
+from distill.config import DEFAULT_SHUFFLE_MIB, LoaderConfig
 from rawpairs import cfa as cfa_ops
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
+from rawpairs.choices import Gamma, Tone
 from rawpairs.errors import CorruptInputError
 from rawpairs.noise import add_noise, darken
-from rawpairs.rng import sample_rng
-from rawpairs.schema import NoisePlacement, decode_sample, one_line, walk_tar
+from rawpairs.rng import key_normals, sample_rng
+from rawpairs.schema import NoisePlacement, decode_sample, read_class_map, tar_cause, walk_tar
 
 __all__ = [
     "STUDENT_INPUTS",
@@ -56,14 +64,16 @@ __all__ = [
     "Record",
     "SmallSampleWarning",
     "buffer_shuffle",
+    "check_class_maps",
     "dealt_shards",
     "decode_pair",
     "iter_records",
     "make_example",
     "make_loader",
+    "make_loader_from",
     "paired_rggb_crop",
+    "read_record",
     "resolve_shards",
-    "resume_plan",
     "rggb_black_level",
 ]
 
@@ -122,6 +132,47 @@ def resolve_shards(spec: str | Sequence[str]) -> list[str]:
     return shards
 
 
+def _class_map_difference(a: Mapping[str, int], b: Mapping[str, int]) -> str:
+    """The first class two maps number differently, in words (``a`` first); a class both
+    number is named before one only a single map has."""
+    renumbered = sorted(n for n in set(a) & set(b) if a[n] != b[n])
+    name = (renumbered or sorted(set(a) ^ set(b)))[0]
+    return (
+        f"{name!r} is {a.get(name, 'absent')} in the first, {b.get(name, 'absent')} in the second"
+    )
+
+
+def check_class_maps(*specs: str | Sequence[str] | None) -> dict[str, int] | None:
+    """The class map shared by every local shard folder of ``specs`` (``None`` entries are
+    skipped), as :func:`rawpairs.schema.read_class_map` reads it from ``classes.json`` beside
+    the shards; ``None`` when no folder has labels.
+
+    Folders without labels mix with any map (their ``cls`` is −1). Raises ``ValueError`` (one
+    line) naming two folders whose maps give a class different ids (or a malformed map) and
+    ``FileNotFoundError`` when a spec finds no shard. URLs are not checked.
+    """
+    maps: dict[str, dict[str, int]] = {}
+    for spec in specs:
+        if spec is None:
+            continue
+        folders = {os.path.dirname(s) or "." for s in resolve_shards(spec) if not _is_url(s)}
+        for folder in sorted(folders - set(maps)):
+            found = read_class_map(folder)
+            if found is not None:
+                maps[folder] = found
+    if not maps:
+        return None
+    (first, reference), *others = maps.items()
+    for folder, found in others:
+        if found != reference:
+            raise ValueError(
+                f"{first} and {folder} number their classes differently (classes.json: "
+                f"{_class_map_difference(reference, found)}); rebuild one with "
+                f"--class-map {first}"
+            )
+    return reference
+
+
 # ---------------------------------------------------------------------------------------------
 # Determinism: seeds, shard dealing, shuffle and resume
 # ---------------------------------------------------------------------------------------------
@@ -160,44 +211,47 @@ def dealt_shards(
         i += slots
 
 
-def buffer_shuffle(items: Iterable[Any], size: int, rng: random.Random) -> Iterator[Any]:
-    """Shuffle a stream with a buffer of ``size`` items (``size=1``: the input order).
+def buffer_shuffle(
+    items: Iterable[Any],
+    size: int,
+    rng: random.Random,
+    *,
+    max_bytes: int | None = None,
+    nbytes: Callable[[Any], int] = lambda item: 0,
+) -> Iterator[Any]:
+    """Shuffle a stream with a buffer of at most ``size`` items and ``max_bytes`` bytes
+    (``nbytes(item)``: an item's size; ``size=1``: the input order).
 
-    Once the buffer is full, each new item replaces a uniformly drawn buffered item, which is
-    emitted; at the end the rest is emitted in random order. The output order depends only on
-    ``rng`` and the number of items, never on their contents (what :func:`resume_plan` uses).
+    While the buffer is within both bounds, each new item replaces a uniformly drawn buffered
+    item, which is emitted (the buffer holds ``size`` items); when the new item would take the
+    buffer over ``max_bytes``, uniformly drawn items are emitted until it fits (or the buffer is
+    empty: at least one item is always held). At the end the rest is emitted in random order.
+    The output order depends only on ``rng`` and the sequence of ``nbytes``, never on the items'
+    contents or on timing.
     """
     if size < 1:
         raise ValueError(f"shuffle buffer size must be >= 1, got {size}")
     buf: list[Any] = []
+    held = 0
     for item in items:
+        n = nbytes(item)
+        while buf and max_bytes is not None and held + n > max_bytes:
+            i = rng.randrange(len(buf))
+            out = buf[i]
+            buf[i] = buf[-1]
+            buf.pop()
+            held -= nbytes(out)
+            yield out
         if len(buf) < size:
             buf.append(item)
+            held += n
             continue
         i = rng.randrange(size)
         out, buf[i] = buf[i], item
+        held += n - nbytes(out)
         yield out
     rng.shuffle(buf)
     yield from buf
-
-
-def resume_plan(n_skip: int, size: int, rng: random.Random) -> tuple[int, frozenset[int]]:
-    """Which stream positions :func:`buffer_shuffle` has consumed after ``n_skip`` outputs.
-
-    Simulates the shuffle on positions 0, 1, 2, … as if the stream were endless (exact for an
-    endless stream, and for ``size=1`` at any length: see ``docs/data.md``) and returns
-    ``(read, buffered)``: after ``n_skip`` outputs, positions ``< read`` were read and of those
-    only ``buffered`` are still waiting; every other position ``< read`` has been emitted, so a
-    resumed run never needs its bytes. ``rng`` must be in the state the real shuffle starts from.
-    """
-    if n_skip <= 0:
-        return 0, frozenset()
-    buf = list(range(size))
-    read = size
-    for _ in range(n_skip):
-        buf[rng.randrange(size)] = read
-        read += 1
-    return read, frozenset(buf)
 
 
 def _shuffle_rng(seed: int, slot: int, slots: int) -> random.Random:
@@ -210,10 +264,12 @@ def _shuffle_rng(seed: int, slot: int, slots: int) -> random.Random:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Record:
-    """One undecoded sample: its stream position, epoch, shard, key and members.
+    """One undecoded sample: its stream position, epoch, shard, key and members; ``index``: its
+    place in the shard (0-based); ``nbytes``: its bytes in the tar (headers included), known
+    without reading the members.
 
-    ``members`` is ``None`` for a sample an earlier run already consumed: its bytes were never
-    read (the tar reader seeks past them in local shards).
+    ``members`` is ``None`` for a sample a resumed run passed on unread (the tar reader seeks
+    past them in local shards); :func:`read_record` reads them when they are needed after all.
     """
 
     position: int
@@ -221,6 +277,8 @@ class Record:
     shard: str
     key: str
     members: Mapping[str, bytes] | None
+    index: int = 0
+    nbytes: int = 0
 
 
 @contextmanager
@@ -247,9 +305,25 @@ def iter_records(
     try:
         with _open_tar(shard) as tar:
             for i, sample in enumerate(walk_tar(tar, shard, local_skip)):
-                yield Record(first_position + i, epoch, shard, sample.key, sample.members)
+                yield Record(
+                    first_position + i, epoch, shard, sample.key, sample.members, i, sample.size
+                )
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise CorruptInputError(shard, f"unreadable tar: {one_line(err)}") from err
+        raise CorruptInputError(shard, f"unreadable tar: {tar_cause(err)}") from err
+
+
+def read_record(record: Record) -> Record:
+    """``record`` with its members, read again from its shard (a resume passed it on unread but
+    it is emitted after the resumed batch). ``CorruptInputError`` if the shard changed."""
+    first = record.position - record.index
+    for found in iter_records(record.shard, record.epoch, first, lambda p: p != record.position):
+        if found.position == record.position:
+            if found.key != record.key or found.members is None:
+                break
+            return found
+    raise CorruptInputError(
+        record.shard, f"sample {record.key!r} is no longer sample {record.index} of the shard"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,27 +331,37 @@ def iter_records(
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Pair:
-    """A decoded sample: uint16 H×W mosaic (counts), uint8 H×W×3 sRGB, camera, class (−1: none)."""
+    """A decoded sample: uint16 H×W mosaic (counts), uint8 H×W×3 sRGB, camera, class (−1: none).
+
+    An at-load sample has no ``mosaic`` (``None``); its recipe is the camera, ``tone``,
+    ``gamma`` and ``noise_key`` (the seeded noise stream, ``None``: no seeded noise)."""
 
     key: str
-    mosaic: np.ndarray
+    mosaic: np.ndarray | None
     rgb: np.ndarray
     camera: Camera
     cls: int
     noise_at_load: bool = False
+    tone: Tone | None = None
+    gamma: Gamma | None = None
+    noise_key: int | None = None
 
 
 def decode_pair(members: Mapping[str, bytes], shard: str, key: str) -> Pair:
     """Check and decode one sample with :func:`rawpairs.schema.decode_sample` (docs/schema.md);
     errors (:class:`~rawpairs.errors.CorruptInputError`) name the shard and the key."""
     sample = decode_sample(members, shard, key)
+    render = sample.meta.render
     return Pair(
         key=key,
         mosaic=sample.raw,
         rgb=sample.rgb,
         camera=sample.meta.camera,
         cls=-1 if sample.label is None else sample.label,
-        noise_at_load=sample.meta.render.noise is NoisePlacement.AT_LOAD,
+        noise_at_load=render.noise is NoisePlacement.AT_LOAD,
+        tone=render.tone,
+        gamma=render.gamma,
+        noise_key=int(render.noise_key, 16) if render.noise_key is not None else None,
     )
 
 
@@ -302,6 +386,23 @@ def _origin(extent: int, phase: int, size: int, rng: np.random.Generator | None)
     slack = max(0, (extent - phase - size) // 2)
     step = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
     return phase + 2 * step
+
+
+def _rggb_window(
+    height: int, width: int, cfa: CFA, size: int, rng: np.random.Generator | None
+) -> tuple[int, int, int, int]:
+    """(top, left, rows, columns) of :func:`paired_rggb_crop`'s window in the trimmed (even),
+    possibly flipped H×W sample whose (flipped) pattern is ``cfa``; the same draws from ``rng``."""
+    ry, rx = cfa.red_position
+    ch, cw = min(size, (height - ry) // 2 * 2), min(size, (width - rx) // 2 * 2)
+    if ch <= 0 or cw <= 0:
+        raise ValueError(f"a {(height, width)} mosaic holds no whole 2×2 RGGB block")
+    return _origin(height, ry, ch, rng), _origin(width, rx, cw, rng), ch, cw
+
+
+def _flipped_cfa(cfa: CFA) -> CFA:
+    """The pattern of an even-width mosaic mirrored left-right (RGGB ↔ GRBG, BGGR ↔ GBRG)."""
+    return cfa_ops.flip(np.zeros((2, 2), np.uint8), cfa, 1)[1]
 
 
 def paired_rggb_crop(
@@ -330,11 +431,7 @@ def paired_rggb_crop(
     if hflip:
         mosaic, cfa = cfa_ops.flip(mosaic, cfa, 1)
         rgb = rgb[:, ::-1]
-    ry, rx = cfa.red_position
-    ch, cw = min(size, (h - ry) // 2 * 2), min(size, (w - rx) // 2 * 2)
-    if ch <= 0 or cw <= 0:
-        raise ValueError(f"a {mosaic.shape} mosaic holds no whole 2×2 RGGB block")
-    top, left = _origin(h, ry, ch, rng), _origin(w, rx, cw, rng)
+    top, left, ch, cw = _rggb_window(h, w, cfa, size, rng)
     out, phase = cfa_ops.crop(mosaic, cfa, top, left, ch, cw)
     assert phase is CFA.RGGB
     return out, rgb[top : top + ch, left : left + cw]
@@ -359,6 +456,8 @@ def make_example(
     hflip: bool = True,
     low_light: tuple[float, float] | None = None,
     isp_reference: bool = False,
+    fresh_cameras: bool = False,
+    raw_on_device: bool = False,
 ) -> dict[str, Any]:
     """One example: ``raw`` float32 (4, crop/2, crop/2) or (1, crop, crop), ``rgb`` float32
     (3, teacher_size, teacher_size) in [0, 1], ``wb`` float32 (3,) the sample's recorded
@@ -374,13 +473,27 @@ def make_example(
     sensor noise) becomes the same capture with a factor drawn uniformly in that range less light:
     :func:`rawpairs.noise.darken` divides it and adds the shot/read noise the camera's
     ``noise_shot``/``noise_read`` lack at that exposure; the RGB target is unchanged. All draws
-    come from ``rng`` in a fixed order (flip, crop, load-time noise, low light). A sample built with
-    ``--noise load`` (``render.noise == "at_load"``) gets fresh ``N(0, shot·x + read)`` noise here.
+    come from ``rng`` in a fixed order (flip, crop, load-time noise, low light). A sample built
+    with ``--noise at_load`` (``render.noise == "at_load"``) gets fresh ``N(0, shot·x + read)``
+    noise here.
     A sample smaller than the crop is zero-padded at the bottom/right in both RAW (after
     normalisation: black) and RGB, with a :class:`SmallSampleWarning`; ``raw`` is not clipped.
+
+    An at-load pair (no ``mosaic``) gets the same flip and crop of its RGB (and of its seeded
+    noise); its RAW is made by :func:`distill.unprocess.make_raw` on the CPU here, or, with
+    ``raw_on_device``, ``raw`` is zeros and the example carries its ``recipe`` for the trainer.
+    ``fresh_cameras``: such a pair gets a camera drawn from ``rawpairs``' default capture priors
+    (after the crop draws) and fresh noise, instead of its recorded camera and noise.
     """
     if student_input not in STUDENT_INPUTS:
         raise ValueError(f"student_input must be one of {STUDENT_INPUTS}, got {student_input!r}")
+    if pair.mosaic is None:
+        return _at_load_example(
+            pair, rng, crop=crop, teacher_size=teacher_size, student_input=student_input,
+            flip=augment and hflip and bool(rng.random() < 0.5), augment=augment,
+            low_light=low_light, isp_reference=isp_reference, fresh_cameras=fresh_cameras,
+            raw_on_device=raw_on_device,
+        )  # fmt: skip
     camera = pair.camera
     flip = augment and hflip and bool(rng.random() < 0.5)
     mosaic, rgb = paired_rggb_crop(
@@ -421,6 +534,111 @@ def make_example(
     return example
 
 
+def _teacher_rgb(rgb: np.ndarray, crop: int, teacher_size: int) -> np.ndarray:
+    """uint8 crop → float32 [3, teacher_size, teacher_size] in [0, 1], zero-padded to ``crop``
+    at the bottom/right, then resized (INTER_AREA)."""
+    rgb_f = _pad(rgb.astype(np.float32) / np.float32(255), crop, crop, (0, 1))
+    if teacher_size != crop:
+        rgb_f = cv2.resize(rgb_f, (teacher_size, teacher_size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb_f.transpose(2, 0, 1))
+
+
+def _at_load_example(
+    pair: Pair,
+    rng: np.random.Generator,
+    *,
+    crop: int,
+    teacher_size: int,
+    student_input: str,
+    flip: bool,
+    augment: bool,
+    low_light: tuple[float, float] | None,
+    isp_reference: bool,
+    fresh_cameras: bool,
+    raw_on_device: bool,
+) -> dict[str, Any]:
+    """:func:`make_example` of an at-load pair (draws: flip, crop, camera, low light, seed)."""
+    from distill.unprocess import NOISE_FRESH, NOISE_NONE, NOISE_SEEDED, camera_params
+    from rawpairs.priors import sample_camera
+    from rawpairs.tone import DEFAULT_TONE
+
+    camera, cfa = pair.camera, pair.camera.cfa
+    h, w = pair.rgb.shape[0] // 2 * 2, pair.rgb.shape[1] // 2 * 2
+    rgb = pair.rgb[:h, :w]
+    if flip:
+        rgb, cfa = rgb[:, ::-1], _flipped_cfa(cfa)
+    top, left, ch, cw = _rggb_window(h, w, cfa, crop, rng if augment else None)
+    rgb = rgb[top : top + ch, left : left + cw]
+    seeded = pair.noise_key is not None and not fresh_cameras
+    z = None
+    if seeded:  # the stream runs row-major over the sample: draw the rows up to the window's end
+        z = key_normals(pair.noise_key, (top + ch, pair.rgb.shape[1]))[:, :w]  # type: ignore[arg-type]
+        z = (z[:, ::-1] if flip else z)[top:, left : left + cw]
+    if fresh_cameras:
+        camera = sample_camera(rng)
+    factor = float(rng.uniform(low_light[0], low_light[1])) if low_light is not None else 1.0
+    if (ch, cw) != (crop, crop):
+        warnings.warn(
+            f"sample {pair.key!r} ({pair.rgb.shape[0]}×{pair.rgb.shape[1]}, "
+            f"{pair.camera.cfa.value}) holds only a {ch}×{cw} RGGB window, less than the "
+            f"{crop}×{crop} crop: zero-padded at the bottom/right",
+            SmallSampleWarning,
+            stacklevel=3,
+        )
+    params = camera_params(camera, pair.tone or DEFAULT_TONE, pair.gamma or Gamma.SRGB)
+    del params["channels"]  # the crop is RGGB
+    noise = (
+        NOISE_SEEDED if seeded
+        else NOISE_FRESH if fresh_cameras or pair.noise_at_load
+        else NOISE_NONE
+    )  # fmt: skip
+    zeros = np.zeros((crop, crop), np.float32)
+    recipe = {
+        **params,
+        "rgb": _pad(np.ascontiguousarray(rgb), crop, crop, (0, 1)),
+        "black": rggb_black_level(camera.cfa, camera.black_level),
+        "noise": np.int64(noise),
+        "z": _pad(z, crop, crop, (0, 1)) if z is not None else zeros,
+        "low_light": np.float32(factor),
+        "extent": np.array([ch, cw], np.int64),
+        "seed": int(rng.integers(0, 2**63)),
+    }  # fmt: skip
+    shape = (4, crop // 2, crop // 2) if student_input == "packed" else (1, crop, crop)
+    example: dict[str, Any] = {
+        "raw": np.zeros(shape, np.float32),
+        "rgb": _teacher_rgb(rgb, crop, teacher_size),
+        "wb": np.asarray(camera.wb_gains, dtype=np.float32),
+        "cls": pair.cls,
+        "key": pair.key,
+        "recipe": recipe,
+    }
+    if raw_on_device:
+        return example
+    from distill.unprocess import make_raw
+
+    planes = make_raw(torch.zeros((1, 4, crop // 2, crop // 2)), _recipe_batch([recipe], [0]))
+    planes_np = planes[0].numpy()
+    example["raw"] = planes_np if student_input == "packed" else cfa_ops.unpack(planes_np)[None]
+    del example["recipe"]
+    if isp_reference:
+        example["isp"] = _isp_render(planes_np, replace(camera, cfa=CFA.RGGB), teacher_size)
+    return example
+
+
+def _recipe_batch(recipes: list[dict[str, Any]], rows: list[int]) -> dict[str, torch.Tensor]:
+    """The batch ``recipe`` (:data:`distill.unprocess.RECIPE_KEYS`) of at-load examples at
+    ``rows``; ``seed`` (of the fresh-noise generator) is a function of theirs."""
+    batch = {
+        name: torch.from_numpy(np.stack([np.asarray(r[name]) for r in recipes]))
+        for name in recipes[0]
+        if name != "seed"
+    }
+    state = np.random.SeedSequence([r["seed"] for r in recipes]).generate_state(2, np.uint32)
+    batch["seed"] = torch.tensor(int(state[0]) << 31 | int(state[1]) >> 1, dtype=torch.int64)
+    batch["rows"] = torch.tensor(rows, dtype=torch.int64)
+    return batch
+
+
 def _isp_render(planes: np.ndarray, camera: Camera, size: int) -> np.ndarray:
     """RGGB planes (normalised, clipped here to [0, 1]) → forward-ISP sRGB, float32 3×size×size."""
     from rawpairs.isp import process
@@ -445,6 +663,9 @@ def _collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if "isp" in examples[0]:
         batch["isp"] = torch.from_numpy(np.stack([e["isp"] for e in examples]))
+    rows = [i for i, e in enumerate(examples) if "recipe" in e]
+    if rows:
+        batch["recipe"] = _recipe_batch([examples[i]["recipe"] for i in rows], rows)
     return batch
 
 
@@ -473,11 +694,16 @@ class PairStream(IterableDataset):
         hflip: bool,
         low_light: tuple[float, float] | None,
         shuffle_buffer: int,
+        shuffle_bytes: int,
         repeat: bool,
         isp_reference: bool = False,
+        fresh_cameras: bool = False,
+        raw_on_device: bool = False,
     ) -> None:
         super().__init__()
         self.isp_reference = isp_reference
+        self.fresh_cameras = fresh_cameras
+        self.raw_on_device = raw_on_device
         self.shards = list(shards)
         self.batch_size = batch_size
         self.seed = seed
@@ -491,6 +717,7 @@ class PairStream(IterableDataset):
         self.hflip = hflip
         self.low_light = low_light
         self.shuffle_buffer = shuffle_buffer if repeat else 1
+        self.shuffle_bytes = max(1, shuffle_bytes // workers)  # per worker
         self.repeat = repeat
 
     def _records(self, slot: int, slots: int, skip: Callable[[int], bool]) -> Iterator[Record]:
@@ -498,7 +725,8 @@ class PairStream(IterableDataset):
         for epoch, shard in dealt_shards(
             self.shards, seed=self.seed, slot=slot, slots=slots, repeat=self.repeat
         ):
-            for record in iter_records(shard, epoch, position, skip):
+            # A stream reads past a skipped sample anyway, and could not read it again.
+            for record in iter_records(shard, epoch, position, None if _is_url(shard) else skip):
                 yield record
             position = record.position + 1
 
@@ -510,19 +738,24 @@ class PairStream(IterableDataset):
         role = (worker + self.start_batch) % workers
         n_skip = len(range(role, self.start_batch, workers)) * self.batch_size
         slot, slots = self.rank + self.world_size * role, self.world_size * workers
-        read, buffered = resume_plan(
-            n_skip, self.shuffle_buffer, _shuffle_rng(self.seed, slot, slots)
-        )
+        # A record that arrives while the first n_skip outputs (the batches made before
+        # start_batch) are being replayed is passed on unread; the few of them still buffered
+        # when the replay ends are read when they are emitted (docs/data.md).
+        emitted = 0
         records = buffer_shuffle(
-            self._records(slot, slots, lambda p: p < read and p not in buffered),
+            self._records(slot, slots, lambda position: emitted < n_skip),
             self.shuffle_buffer,
             _shuffle_rng(self.seed, slot, slots),
+            max_bytes=self.shuffle_bytes,
+            nbytes=lambda record: record.nbytes,
         )
         batch: list[dict[str, Any]] = []
         for index, record in enumerate(records):
+            emitted = index + 1
             if index < n_skip:
-                assert record.members is None, "resume plan and shuffle disagree"
                 continue
+            if record.members is None:
+                record = read_record(record)
             assert record.members is not None
             pair = decode_pair(record.members, record.shard, record.key)
             batch.append(
@@ -536,6 +769,8 @@ class PairStream(IterableDataset):
                     hflip=self.hflip,
                     low_light=self.low_light,
                     isp_reference=self.isp_reference,
+                    fresh_cameras=self.fresh_cameras,
+                    raw_on_device=self.raw_on_device,
                 )
             )
             if len(batch) == self.batch_size:
@@ -543,6 +778,11 @@ class PairStream(IterableDataset):
                 batch = []
         if batch:
             yield _collate(batch)
+
+
+def make_loader_from(shards: str | Sequence[str], config: LoaderConfig) -> DataLoader:
+    """:func:`make_loader` with the settings of a :class:`distill.config.LoaderConfig`."""
+    return make_loader(shards, **asdict(config))
 
 
 def make_loader(
@@ -560,8 +800,11 @@ def make_loader(
     hflip: bool = True,
     low_light: tuple[float, float] | None = None,
     shuffle_buffer: int = 256,
+    shuffle_bytes: int = DEFAULT_SHUFFLE_MIB * 2**20,
     repeat: bool = True,
     isp_reference: bool = False,
+    fresh_cameras: bool = False,
+    raw_on_device: bool = False,
 ) -> DataLoader:
     """Batches of aligned RAW (student) / RGB (teacher) examples from RAW–RGB pair shards.
 
@@ -573,11 +816,21 @@ def make_loader(
     float32 [B, 3, teacher_size, teacher_size], the RAW through the forward ISP
     (:func:`make_example`).
 
+    At-load samples (``rawpairs build --unprocess at_load``) mix freely with stored ones: their
+    RAW is made in the worker on the CPU, or with ``raw_on_device`` left to the consumer: their
+    ``raw`` rows are zeros and the batch has a ``recipe`` (tensors, one row per at-load example,
+    :data:`distill.unprocess.RECIPE_KEYS`) that :func:`distill.unprocess.make_raw` turns into
+    those rows on any device (the trainer does). ``fresh_cameras``: at-load samples get a new
+    camera and noise each epoch (:func:`make_example`).
+
     ``repeat=True``: an endless, shuffled, augmented stream (random crop, flips); the trainer stops
     it after its number of steps. ``repeat=False``: one pass, in shard order, centre crops, no flip;
     the last batch of each worker may be short. Deterministic for given (shards, seed, rank,
     world_size, num_workers); the batches from ``start_batch`` on equal those of a run started at 0
     from that batch on. Shards are split by rank, then by worker, without duplicates.
+
+    The shuffle buffer of each worker holds at most ``shuffle_buffer`` undecoded records and
+    ``shuffle_bytes / max(1, num_workers)`` bytes (always at least one record).
     """
     for name, value, low in (
         ("batch_size", batch_size, 1),
@@ -587,6 +840,7 @@ def make_loader(
         ("start_batch", start_batch, 0),
         ("teacher_size", teacher_size, 1),
         ("shuffle_buffer", shuffle_buffer, 1),
+        ("shuffle_bytes", shuffle_bytes, 1),
     ):
         if int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -600,6 +854,8 @@ def make_loader(
         lo, hi = low_light
         if not 1 <= lo <= hi:
             raise ValueError(f"low_light factors must satisfy 1 <= min <= max, got {low_light}")
+    if raw_on_device and isp_reference:
+        raise ValueError("isp_reference needs the RAW in the loader: pass raw_on_device=False")
     if start_batch and not repeat and num_workers > 1:
         raise ValueError(
             "start_batch needs repeat=True or num_workers <= 1: a single pass ends unevenly "
@@ -619,7 +875,10 @@ def make_loader(
         hflip=hflip,
         low_light=None if low_light is None else (float(low_light[0]), float(low_light[1])),
         shuffle_buffer=shuffle_buffer,
+        shuffle_bytes=shuffle_bytes,
         repeat=repeat,
         isp_reference=isp_reference,
+        fresh_cameras=fresh_cameras,
+        raw_on_device=raw_on_device,
     )
     return DataLoader(dataset, batch_size=None, num_workers=num_workers)

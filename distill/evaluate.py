@@ -45,7 +45,17 @@ except ModuleNotFoundError as err:  # `python -m distill.evaluate` without rawpa
     raise
 
 from distill.checkpoint import add_trust_argument, load_checkpoint
+from distill.config import (
+    OneLineParser,
+    check_crop,
+    check_memory,
+    check_output_folder,
+    loader_bytes,
+    require_extra,
+)
+from distill.data import check_class_maps, make_loader, resolve_shards
 from distill.frontend import naive_render, srgb_encode
+from distill.labels import find_class_map, relabel
 from distill.metrics import (
     METRICS,
     SampleValues,
@@ -55,14 +65,26 @@ from distill.metrics import (
     paired_intervals,
     segment_values,
 )
-from distill.models import RawStudent, Teacher, task_of
+from distill.models import (
+    RawStudent,
+    Teacher,
+    imagenet_class_names,
+    imagenet_synsets,
+    task_of,
+)
+from distill.options import HelpFormatter, add_config_option, parse_args
+from distill.runtime import resolve_device
+from rawpairs.errors import InputError
 
 __all__ = [
     "BASELINES",
     "HeldOut",
     "accuracy",
     "bootstrap_ci",
+    "build_parser",
     "evaluate",
+    "format_table",
+    "label_report",
     "load_checkpoint",
     "load_heldout",
     "main",
@@ -154,8 +176,6 @@ def load_heldout(
 ) -> HeldOut:
     """One pass over ``shards`` (centre crops, no flip, optionally darkened by ``low_light``,
     deterministic per sample) with the teacher's logits on the RGB and on every baseline."""
-    from distill.data import make_loader
-
     teacher_size = teacher_size or crop
     loader = make_loader(
         str(shards) if isinstance(shards, Path) else shards,
@@ -277,7 +297,8 @@ def evaluate(
     (``{"accuracy"}``); each model entry has the task's metrics (classification:
     ``top1_agreement``, ``top5_agreement``, ``kl``; segmentation: ``pixel_agreement``, ``miou``,
     ``person_iou``, ``kl``; KL in nats), ``accuracy`` (``None`` without labels) and bootstrap
-    intervals. The student is put in eval mode.
+    intervals; ``labels`` says how the shards' labels were matched to the teacher's classes
+    (:func:`label_report`) or why accuracy is not defined. The student is put in eval mode.
     """
     held = load_heldout(
         shards,
@@ -290,27 +311,104 @@ def evaluate(
         num_workers=num_workers,
         device=device,
     )
-    return summarize(student_logits(student.to(device), held), held)
+    labels = label_report(held, shards)
+    return {**summarize(student_logits(student.to(device), held), held), "labels": labels}
 
 
-def write_report(metrics: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
-    """Write ``metrics.json`` and a bar chart ``metrics.png`` to ``out``; return both paths."""
-    import matplotlib
+def label_report(held: HeldOut, shards: str | Sequence[str]) -> dict[str, Any]:
+    """Rewrite ``held``'s labels to the teacher's classes by name (:mod:`distill.labels`, with
+    the ``classes.json`` of the build holding ``shards``) and return what was matched."""
+    if held.task != "classify":
+        return {"reason": "segmentation: the shards carry image labels, not masks"}
+    classes = held.classes
+    synsets = None
+    if classes is not None and len(classes) == 1000 and list(classes) == imagenet_class_names():
+        synsets = imagenet_synsets()
+    held.labels, report = relabel(held.labels, find_class_map(shards), classes, synsets)
+    return report
+
+
+# Report rows: model entry of :func:`summarize` → its label in the table and the chart.
+MODEL_LABELS = {
+    "student": "student (RAW)",
+    "naive_teacher": "teacher on naive render",
+    "grayworld_teacher": "teacher on gray-world render",
+    "isp_teacher": "teacher on full ISP (upper ref.)",
+}
+
+
+def _cell(value: float | None, ci: Sequence[float] | None, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    sign = "+" if signed else ""
+    text = f"{value:{sign}.3f}"
+    if ci is not None:
+        text += f" [{ci[0]:{sign}.2f}, {ci[1]:{sign}.2f}]"
+    return text
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """A short plain-text table of :func:`summarize`'s metrics (at most 30 lines): every model's
+    metrics with 95 % intervals, the student's paired differences to the baselines, accuracy."""
+    names = list(metrics["metrics"])
+    width = 34
+    lines = [
+        f"{metrics['samples']} held-out samples from {metrics['sources']} sources, task "
+        f"{metrics['task']}: agreement with the teacher on the RGB",
+        "(KL(teacher ‖ model) in nats, lower is better; [95 % source-bootstrap interval])",
+        f"{'model':<{width}}" + "".join(f"{n:<24}" for n in names),
+    ]
+    for key, label in MODEL_LABELS.items():
+        if key in metrics:
+            entry = metrics[key]
+            row = [_cell(entry[n], entry["ci"].get(n)) for n in names]
+            lines.append(f"{label:<{width}}" + "".join(f"{c:<24}" for c in row))
+    for base, diffs in metrics.get("student", {}).get("vs", {}).items():
+        label = "student − " + MODEL_LABELS[base].removeprefix("teacher on ")
+        row = [
+            _cell(d[0], d[1:], signed=True) if d is not None else "n/a"
+            for d in (diffs[n] for n in names)
+        ]
+        lines.append(f"{label:<{width}}" + "".join(f"{c:<24}" for c in row))
+    lines.append(accuracy_line(metrics))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def accuracy_line(metrics: dict[str, Any]) -> str:
+    """One line on label accuracy: the values, or why accuracy is not defined."""
+    labels = metrics.get("labels") or {}
+    if labels.get("reason"):
+        return f"accuracy: not defined: {labels['reason']}"
+    student = metrics.get("student", {}).get("accuracy")
+    if student is None:
+        return "accuracy: not defined: no labelled samples (build with --labels folder)"
+    teacher = metrics["teacher"]["accuracy"]
+    naive = metrics.get("naive_teacher", {}).get("accuracy")
+    note = f" ({labels['note']})" if labels.get("note") else ""
+    return (
+        f"accuracy on {metrics['labelled']} labelled samples: student {student:.3f}, teacher on "
+        f"RGB {teacher:.3f}, teacher on naive render {naive:.3f}{note}"
+    )
+
+
+def write_report(
+    metrics: dict[str, Any], out: str | Path, json_path: str | Path | None = None
+) -> tuple[Path, Path]:
+    """Write the metrics as JSON (``json_path``, default ``out/metrics.json``) and a bar chart
+    ``out/metrics.png``; return both paths."""
+    import matplotlib  # heavy (and in the distill extra only): loaded for the chart alone
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out / "metrics.json", out / "metrics.png"
+    json_path = Path(json_path) if json_path is not None else out / "metrics.json"
+    png_path = out / "metrics.png"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     names = [m for m in metrics["metrics"] if m != "kl"]
-    models = {
-        "student (RAW)": metrics["student"],
-        "teacher on naive render": metrics["naive_teacher"],
-        "teacher on gray-world render": metrics["grayworld_teacher"],
-        "teacher on full ISP (upper ref.)": metrics["isp_teacher"],
-    }
+    models = {label: metrics[key] for key, label in MODEL_LABELS.items()}
     fig, (ax, ax_kl) = plt.subplots(
         1, 2, figsize=(8, 4), dpi=100, gridspec_kw={"width_ratios": [len(names), 1]}
     )
@@ -345,47 +443,106 @@ def write_report(metrics: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
     return json_path, png_path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from distill.config import require_extra
-    from rawpairs.errors import InputError
+def _trained_on(config: dict[str, Any]) -> list[Any]:
+    """The checkpoint's ``--shards`` and ``--val-shards`` that still resolve here."""
+    found = []
+    for spec in (config.get("shards"), config.get("val_shards")):
+        if spec is None:
+            continue
+        try:
+            resolve_shards(spec)
+        except (FileNotFoundError, ValueError):
+            continue
+        found.append(spec)
+    return found
 
-    p = argparse.ArgumentParser(
-        prog="python -m distill.evaluate",
+
+def build_parser(prog: str = "python -m distill.evaluate") -> argparse.ArgumentParser:
+    """The ``distill evaluate`` options (and ``--config``, :mod:`distill.options`)."""
+    p = OneLineParser(
+        prog=prog,
         description="Agreement of a RAW student with its RGB teacher on held-out pair shards.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--shards", required=True, nargs="+")
-    p.add_argument("--checkpoint", required=True, help="a distill.train checkpoint (last.pt)")
-    p.add_argument("--out", default=None, help="report folder (default: next to the checkpoint)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--crop", type=int, default=None, help="default: the training crop")
-    p.add_argument("--max-batches", type=int, default=None)
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    add_config_option(p)
+    p.add_argument(
+        "--shards", required=True, nargs="+", help="held-out pair shards: folder, glob or URL(s)"
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="a distill train checkpoint (RUN/last.pt, best.pt)"
+    )
+    p.add_argument("--out", help="report folder (default: <checkpoint folder>/eval)")
+    p.add_argument("--json", help="the full metrics as JSON (default: <out>/metrics.json)")
+    p.add_argument("--batch-size", type=int, default=32, help="held-out samples per batch")
+    p.add_argument(
+        "--crop", type=int, help="RAW centre-crop side, even (default: the training crop)"
+    )
+    p.add_argument("--max-batches", type=int, help="score at most this many batches (default: all)")
+    p.add_argument("--num-workers", type=int, default=0, help="loader worker processes")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     add_trust_argument(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m distill.evaluate") -> int:
+    """The command line; returns 0, or 2 with a one-line error on stderr (bad settings are
+    refused before anything is loaded)."""
+    args = parse_args(build_parser(prog), argv)
     require_extra("matplotlib")  # the report's chart: fail before evaluating, in one line
+    shards = args.shards[0] if len(args.shards) == 1 else args.shards
+    crop = args.crop
     try:
-        student, teacher, config = load_checkpoint(args.checkpoint, args.device, trusted=args.trust)
+        out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
+        check_output_folder(out)
+        for flag, value, low in (
+            ("--batch-size", args.batch_size, 1),
+            ("--max-batches", args.max_batches, 1),
+            ("--num-workers", args.num_workers, 0),
+        ):
+            if value is not None and value < low:
+                raise ValueError(f"{flag} must be >= {low}, got {value}")
+        if args.crop == 0:
+            raise ValueError("--crop 0 is no crop side: give an even size, or leave --crop out "
+                             "to use the training crop")  # fmt: skip
+        if args.crop is not None:
+            check_crop(args.crop)
+        device = resolve_device(args.device)
+        student, teacher, config = load_checkpoint(args.checkpoint, device, trusted=args.trust)
         crop = args.crop or config["crop"]
+        teacher_size = (config["teacher_size"] or crop) if args.crop is None else crop
+        check_memory(
+            loader_bytes(
+                args.batch_size, crop, teacher_size, workers=args.num_workers, isp_reference=True
+            ),
+            0,
+            what=f"--batch-size {args.batch_size} with --crop {crop}",
+        )
+        check_class_maps(shards, *_trained_on(config))
         metrics = evaluate(
             student,
             teacher,
-            args.shards[0] if len(args.shards) == 1 else args.shards,
+            shards,
             batch_size=args.batch_size,
             crop=crop,
-            teacher_size=config["teacher_size"] if args.crop is None else None,
+            teacher_size=teacher_size,
             student_input=config["student_input"],
             max_batches=args.max_batches,
             num_workers=args.num_workers,
-            device=args.device,
+            device=device,
         )
-        out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
-        json_path, png_path = write_report(metrics, out)
+        json_path, png_path = write_report(metrics, out, args.json)
     except (ValueError, FileNotFoundError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {json_path} and {png_path}")
+    except MemoryError:
+        print(
+            f"error: the held-out batches at --crop {crop} do not fit in memory: lower --crop "
+            "or --max-batches",
+            file=sys.stderr,
+        )
+        return 2
+    print(format_table(metrics))
+    print(f"wrote {json_path} (every number) and {png_path}")
     return 0
 
 

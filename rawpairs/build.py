@@ -2,7 +2,7 @@
 
 Data flow: :func:`discover_sources` walks ``--src`` (sorted) → the sources are split into
 consecutive *groups* (:func:`plan_groups`: a function of the inputs and the configuration only)
-→ an engine (:mod:`rawpairs.engines`) runs :func:`rawpairs.shards.write_group` per group: the
+→ an engine (:mod:`rawpairs.engines`) runs :func:`rawpairs.group.write_group` per group: the
 process that makes a group's samples writes its shard ``rawpairs-<group>.tar`` itself, straight
 into ``--out``, and returns a small record (offsets, sizes, checksum, manifest rows, errors).
 This process only collects records and writes ``manifest.parquet``, ``index.json``,
@@ -405,7 +405,10 @@ _ASSUMED_FILE_BYTES = 2**20  # for a source of unknown size
 
 
 def estimated_bytes(source: Source, config: BuildConfig) -> float:
-    """An estimate of the shard bytes of one source's samples, from its file size and kind."""
+    """An estimate of the shard bytes of one source's samples, from its file size and kind (an
+    at-load photo: about its file)."""
+    if source.kind == "rgb" and config.unprocess == "at_load":
+        return float(source.size or _ASSUMED_FILE_BYTES)
     ext = source.relpath.rsplit(".", 1)[-1].lower()
     family = (
         "raw" if source.kind == "raw" else "jpeg" if ext in ("jpg", "jpeg", "webp") else "lossless"

@@ -18,16 +18,17 @@ One immutable, validated object, :class:`Camera`, with an exact JSON round trip.
   both noise levels), where it came from: ``file`` or ``file:<where>`` (the RAW's metadata),
   ``sampled`` (drawn from priors), ``default``, ``user`` (given by the caller), ``unknown`` (the
   source does not say: e.g. the noise of a camera RAW, stored as 0 = not modelled),
-  ``auto:<rule>`` (computed from the image by the named rule, e.g. ``auto:p99`` exposure) or
-  ``fallback:<rule>`` (metadata missing or unusable; the rule is named). Other keys or forms
-  are refused.
+  ``auto:<rule>`` (computed from the image by the named rule, e.g. ``auto:p99`` exposure),
+  ``fallback:<rule>`` (metadata missing or unusable; the rule is named) or ``profile:<file>``
+  (taken or drawn from a camera profile written by ``rawpairs calibrate``; the profile's file
+  name, letters, digits, ``_``, ``.``, ``-``, at most 100). Other keys or forms are refused.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,9 @@ PROVENANCE_FIELDS = (
     "digital_gain",
     "noise",
 )
-_PROVENANCE = re.compile(r"(file|sampled|default|user|unknown)|(file|auto|fallback):\w+", re.ASCII)
+_PROVENANCE = re.compile(
+    r"(file|sampled|default|user|unknown)|(file|auto|fallback):\w+|profile:[\w.-]{1,100}", re.ASCII
+)
 _MAX_CONDITION = 1e4
 
 
@@ -88,7 +91,7 @@ def _check_provenance(provenance: Any) -> dict[str, str]:
         if not (isinstance(value, str) and _PROVENANCE.fullmatch(value)):
             raise ValueError(
                 f"provenance of {name} is {value!r:.40}: expected file, sampled, default, user, "
-                "unknown, or file:/auto:/fallback:<rule>"
+                "unknown, file:/auto:/fallback:<rule> or profile:<file>"
             )
     return dict(provenance)
 
@@ -178,7 +181,8 @@ class Camera:
     # Serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; ``cam_to_srgb`` is included for readers but ignored on load."""
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}  # asdict's deep copy is slow
+        d["provenance"] = dict(self.provenance)
         d["cfa"] = self.cfa.value
         d["black_level"] = list(self.black_level)
         d["wb_gains"] = list(self.wb_gains)

@@ -16,7 +16,7 @@ from typing import Any
 
 from rawpairs.priors import CapturePriors
 from rawpairs.sample import is_documentation
-from rawpairs.schema import SCHEMA_VERSION, ShardEntry, rgb_member
+from rawpairs.schema import SCHEMA_VERSION, STORED_RAW_VERSION, ShardEntry, rgb_member
 
 __all__ = ["CARD_FILE", "dataset_card"]
 
@@ -95,16 +95,31 @@ def _licences(skipped: Sequence[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _schema_version(config: dict[str, Any]) -> str:
+    """The schema version(s) the build's samples are written with (at-load photos: 3)."""
+    if config.get("unprocess") == "at_load":
+        return f"{STORED_RAW_VERSION} for camera RAW, {SCHEMA_VERSION} for at-load photos"
+    return str(STORED_RAW_VERSION)
+
+
 def _members(config: dict[str, Any]) -> list[str]:
     rgb = rgb_member(config.get("rgb_format", "png"))
+    at_load = config.get("unprocess") == "at_load"
     rows = [
-        ("`raw.npy`", "uint16 H×W mosaic, sensor counts (black level included), CFA as in `json`"),
-        (f"`{rgb}`", "sRGB uint8 H×W×3, aligned pixel for pixel with the mosaic"),
+        (
+            "`raw.npy`",
+            "uint16 H×W mosaic, sensor counts (black level included), CFA as in `json`"
+            + ("; camera RAW only (a photo's RAW is made at load from its recipe)" * at_load),
+        ),
+        (
+            f"`{rgb}`" + (" (at-load photos: `rgb.jpg` or `rgb.png`)" if at_load else ""),
+            "sRGB uint8 H×W×3, aligned pixel for pixel with the mosaic",
+        ),
         (
             "`json`",
-            f"schema version {SCHEMA_VERSION}: camera (CFA, black/white level, bit depth, WB "
-            "gains, digital gain, XYZ→camera and camera→sRGB matrices, noise, provenance), "
-            "render, source (path, kind, SHA-256, size), crop box, seed",
+            f"schema version {_schema_version(config)}: camera (CFA, black/white level, bit "
+            "depth, WB gains, digital gain, XYZ→camera and camera→sRGB matrices, noise, "
+            "provenance), render, source (path, kind, SHA-256, size), crop box, seed",
         ),
     ]
     if config.get("labels"):
@@ -220,7 +235,7 @@ def dataset_card(
             "`python -m distill.train --shards .`."
         ),
         "",
-        f"## Sample format (schema version {SCHEMA_VERSION})",
+        f"## Sample format (schema version {_schema_version(config)})",
         "",
         "Member names are `<key>.<member>`; the key is stable, unique and dot-free.",
         "",

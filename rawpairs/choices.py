@@ -15,6 +15,7 @@ enum                     values                                    where
 :class:`Render`          ``rawpairs``, ``libraw``                  RGB of camera RAW, ``--render``
 :class:`CropMode`        ``random``, ``tile``                      ``--crop-mode``
 :class:`NoisePlacement`  ``in_raw``, ``at_load``                   ``--noise``, ``render.noise``
+:class:`Unprocess`       ``in_build``, ``at_load``                 ``--unprocess``
 :class:`RGBFormat`       ``png``, ``jpeg``                         ``--rgb-format``
 :class:`Exposure`        ``auto``, ``none``                        camera RAW, ``--exposure``
 :class:`Engine`          ``local``, ``ray``                        ``--engine``
@@ -37,6 +38,7 @@ __all__ = [
     "RGBFormat",
     "Render",
     "Tone",
+    "Unprocess",
 ]
 
 _C = TypeVar("_C", bound="Choice")
@@ -130,6 +132,18 @@ class NoisePlacement(Choice):
         return {"shard": cls.IN_RAW, "load": cls.AT_LOAD}.get(value)
 
 
+class Unprocess(Choice):
+    """When a photo's simulated RAW is made (``--unprocess``, the sample's ``render.unprocess``).
+
+    ``in_build``: the builder unprocesses and stores ``raw.npy``. ``at_load``: the sample stores
+    the photo's RGB and the recipe (camera, crop, noise key); readers make the RAW (on the
+    training device, :mod:`distill.unprocess`; on the CPU, :func:`rawpairs.sample.sample_raw`).
+    """
+
+    IN_BUILD = "in_build"
+    AT_LOAD = "at_load"
+
+
 class RGBFormat(Choice):
     """Encoding of the RGB member: ``png`` (``rgb.png``) or ``jpeg`` (``rgb.jpg``)."""
 
@@ -159,6 +173,7 @@ _WHAT: dict[type, str] = {
     Render: "render",
     CropMode: "crop mode",
     NoisePlacement: "noise mode",
+    Unprocess: "unprocess mode",
     RGBFormat: "RGB format",
     Exposure: "exposure",
     Engine: "engine",

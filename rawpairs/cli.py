@@ -1,14 +1,18 @@
-"""Command line: ``rawpairs build`` and ``rawpairs inspect``."""
+"""Command line: ``rawpairs build``, ``rawpairs inspect``, ``rawpairs calibrate`` and
+``rawpairs materialize``."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from rawpairs import messages
 from rawpairs.choices import (
     CropMode,
     Demosaic,
@@ -19,7 +23,12 @@ from rawpairs.choices import (
     Render,
     RGBFormat,
     Tone,
+    Unprocess,
 )
+from rawpairs.headers import MAX_PIXELS
+
+if TYPE_CHECKING:
+    from rawpairs.priors import CapturePriors
 
 __all__ = ["main"]
 
@@ -41,14 +50,9 @@ class ByteSize(click.ParamType):
         return int(number * 1024 ** " KMGT".index(unit or " "))
 
 
-MESSAGE_LIMIT = 500  # characters of a one-line error
+MESSAGE_LIMIT = 500  # characters of a one-line error on the terminal
 CAMERA_JSON_LIMIT = 2**20  # bytes of a --camera file
-
-
-def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
-    """``message`` on one line of at most ``limit`` characters (a huge value is not echoed)."""
-    text = " ".join(message.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+one_line = functools.partial(messages.one_line, limit=MESSAGE_LIMIT)
 
 
 def _read_camera(path: Path) -> str:
@@ -57,6 +61,19 @@ def _read_camera(path: Path) -> str:
     if size > CAMERA_JSON_LIMIT:
         raise ValueError(f"{size} bytes; a capture-priors file is at most {CAMERA_JSON_LIMIT}")
     return path.read_text(encoding="utf-8")
+
+
+def _read_priors(path: Path) -> CapturePriors:
+    """The capture priors of a ``--camera`` file; a camera profile (one with a ``profile`` name,
+    from ``rawpairs calibrate``) is recorded under this file's name (``profile:<file>``)."""
+    from dataclasses import replace
+
+    from rawpairs.priors import CapturePriors, profile_name
+
+    priors = CapturePriors.from_json(_read_camera(path))
+    if priors.profile is not None:
+        priors = replace(priors, profile=profile_name(path.name))
+    return priors
 
 
 def _read_class_map(path: Path) -> dict[str, int]:
@@ -160,7 +177,7 @@ def main() -> None:
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
-    default=300_000_000,
+    default=MAX_PIXELS,
     show_default=True,
     help="Refuse inputs whose declared size exceeds N pixels (checked before decoding).",
 )
@@ -184,6 +201,14 @@ def main() -> None:
     show_default=True,
     help="Simulated RAW: bake shot/read noise into raw.npy, or store it clean with its noise "
     "parameters so the loader draws fresh noise every epoch.",
+)
+@click.option(
+    "--unprocess",
+    type=click.Choice(Unprocess.values()),
+    default=Unprocess.IN_BUILD.value,
+    show_default=True,
+    help="Photos: simulate the RAW now and store it (raw.npy), or store the photo's RGB and the "
+    "recipe so the loader makes the RAW (about the JPEG's bytes, several times faster to build).",
 )
 @click.option(
     "--labels",
@@ -260,6 +285,7 @@ def build(
     rgb_format: str,
     camera_json: Path | None,
     noise: str,
+    unprocess: str,
     labels: str | None,
     class_map_file: Path | None,
     seed: int,
@@ -282,7 +308,7 @@ def build(
     from rawpairs.sample import BuildConfig
 
     try:
-        priors = CapturePriors.from_json(_read_camera(camera_json)) if camera_json else None
+        priors = _read_priors(camera_json) if camera_json else None
         config = BuildConfig(
             seed=seed,
             crop=crop,
@@ -301,6 +327,7 @@ def build(
             labels=labels == "folder",
             min_side=min_side,
             upscale=upscale,
+            unprocess=unprocess,
         )
     except (ValueError, TypeError, RecursionError, OSError) as err:  # JSONDecodeError: ValueError
         cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err
@@ -389,6 +416,7 @@ def inspect(
     .tar, a folder of them, a glob, a brace range, a list), including other tools' shards."""
     from rawpairs.inspect import (
         InspectError,
+        check_preview_path,
         format_tar_summary,
         is_build_folder,
         resolve_tars,
@@ -396,6 +424,11 @@ def inspect(
         summarize_tars,
     )
 
+    if preview is not None:
+        try:
+            check_preview_path(preview)  # a name it cannot write: before anything is read
+        except InspectError as err:
+            raise click.UsageError(str(err)) from err
     folders = split_folders(shards[0]) if len(shards) == 1 else []
     folders = folders or [Path(s) for s in shards if is_build_folder(s)]
     if folders and len(folders) < len(shards) and not split_folders(shards[0]):
@@ -477,6 +510,58 @@ def _inspect_build(
             raise click.ClickException(str(err)) from err
         summary["preview"] = str(preview)
     return summary, problems
+
+
+@main.command()
+@click.option(
+    "--src",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder (or file) of one camera's RAW files (not recursive).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Camera profile to write (JSON, the form --camera takes).",
+)
+def calibrate(src: Path, out: Path) -> None:
+    """Measure one camera from its RAW files and write a profile for `build --camera`."""
+    from rawpairs.calibrate import CalibrationError
+    from rawpairs.calibrate import calibrate as run_calibrate
+
+    try:
+        profile, warnings = run_calibrate(src, out)
+    except CalibrationError as err:
+        raise click.UsageError(one_line(str(err))) from err
+    except OSError as err:
+        raise click.UsageError(one_line(f"{out}: cannot write ({err.strerror})")) from err
+    for line in warnings:
+        click.echo(f"warning: {one_line(line)}", err=True)
+    report = profile.calibration or {}
+    noise = ", ".join(f"{k} {v}" for k, v in sorted(report["noise"]["sources"].items()))
+    click.echo(
+        f"{out}: {len(profile.captures or ())} file(s), CFA {profile.cfa[0]}, black "
+        f"{profile.black_level[0]:g}, white {profile.white_level:g}, matrix "
+        f"{report['xyz_to_cam']}, noise from {noise}"
+    )
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("out")
+def materialize(src: Path, out: str) -> None:
+    """Write the at-load build SRC (a local folder) as stored-RAW shards into the new folder OUT
+    (path or URL):
+    each at-load sample gets the RAW its recipe implies; other samples are copied."""
+    from rawpairs.materialize import MaterializeError
+    from rawpairs.materialize import materialize as run_materialize
+
+    try:
+        made = run_materialize(src, out)
+    except MaterializeError as err:
+        raise click.UsageError(one_line(str(err))) from err
+    click.echo(f"{made} samples made from their recipes → {out}")
 
 
 if __name__ == "__main__":

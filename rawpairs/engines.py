@@ -1,4 +1,4 @@
-"""Engines run the build's unit of work, :func:`rawpairs.shards.write_group` (a group of sources →
+"""Engines run the build's unit of work, :func:`rawpairs.group.write_group` (a group of sources →
 one shard written straight into the output folder), and hand its small record back.
 
 No sample's bytes cross a process boundary: a worker makes the samples of its group and writes
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -45,10 +46,18 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
 from typing import Any
 
-from rawpairs.sample import BuildConfig, Source
+import cv2
+import numpy as np
+
+from rawpairs import isp
+from rawpairs.choices import Engine
+from rawpairs.group import write_group
+from rawpairs.sample import BuildConfig, Source, sample_stream
+from rawpairs.shards import shard_name
+from rawpairs.storage import OutputFolder
+from rawpairs.unprocess import simulate_raw
 
 __all__ = [
-    "ENGINES",
     "RAY_MAX_RETRIES",
     "RAY_OBJECT_STORE_BYTES",
     "EngineError",
@@ -59,7 +68,6 @@ __all__ = [
     "run_task",
 ]
 
-ENGINES = ("local", "ray")
 RAY_MAX_RETRIES = 3
 RAY_OBJECT_STORE_BYTES = 100 * 2**20  # of a Ray instance started here: only records travel
 LOCAL_RETRIES = 2  # a local task whose worker died is re-run this many times, then isolated
@@ -79,15 +87,17 @@ class GroupFailedError(RuntimeError):
 
 def require_engine(engine: str) -> None:
     """Raise :class:`EngineError` with a one-line reason unless ``engine`` can run here."""
-    if engine not in ENGINES:
-        raise EngineError(f"--engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "ray":
+    try:
+        engine = Engine.parse(engine, "--engine")
+    except ValueError as err:
+        raise EngineError(str(err)) from None
+    if engine is Engine.RAY:
         _import_ray()
 
 
 def _import_ray() -> Any:
     try:
-        import ray
+        import ray  # an optional extra (rawpairs[ray]), heavy: imported only for --engine ray
     except ImportError as err:
         raise EngineError(f"--engine ray needs Ray ({err}): pip install 'rawpairs[ray]'") from err
     return ray
@@ -110,18 +120,12 @@ class Task:
         """The task's name (a Ray worker's process title while it runs the task)."""
         if self.kind == "probe":
             return f"probe {self.sources[0].relpath}"
-        from rawpairs.shards import shard_name
-
         rest = f" (excluding {len(self.excluded)})" if self.excluded else ""
         return f"write_group {shard_name(self.index)}{rest}"
 
 
 def run_task(task: Task, config: BuildConfig, location: str) -> dict[str, Any] | None:
     """Run ``task`` here: the group's record, or ``None`` for a probe that survived."""
-    from rawpairs.sample import sample_stream
-    from rawpairs.shards import write_group
-    from rawpairs.storage import OutputFolder
-
     if task.kind == "probe":
         try:
             for _ in sample_stream(task.sources[0], config):
@@ -138,28 +142,21 @@ def single_threaded_worker() -> None:
     OpenCV's and OpenMP's own thread pools in every worker oversubscribe the cores; measured with
     2 workers on 2 cores, a build of 500×375 photos ran at 32 samples/s instead of >200.
     """
-    import cv2
-
     os.environ["OMP_NUM_THREADS"] = "1"  # LibRaw's OpenMP reads it when it first runs
     cv2.setNumThreads(1)
 
 
 def warm_up() -> None:
-    """Import the sample makers and load their compiled (numba) kernels once, on a tiny image.
+    """Load the sample makers' compiled (numba) kernels once, on a tiny image.
 
     numba's on-disk cache (``cache=True``) is next to the package when it is writable, else in
     the user's cache folder (``NUMBA_CACHE_DIR`` overrides): an installed package compiles once
     per machine, and a worker only loads the kernels.
     """
-    import numpy as np
-
-    from rawpairs.isp import process
-    from rawpairs.unprocess import simulate_raw
-
     rgb = np.full((8, 8, 3), 128, np.uint8)
     mosaic, camera = simulate_raw(rgb, np.random.default_rng(0))
     for demosaic in ("malvar", "bilinear"):
-        process(mosaic, camera, demosaic=demosaic)
+        isp.process(mosaic, camera, demosaic=demosaic)
 
 
 # The scheduler: retries and isolation, the same for every engine ---------------------------
@@ -281,8 +278,6 @@ def _drive(
 def _die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies (no orphans after ``kill -9``)."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: workers end when their pipe closes
@@ -336,7 +331,7 @@ class _LocalPool:
         self.ctx.set_forkserver_preload(["rawpairs._forkserver"])
         self.config, self.location = config, location
         self.startup_s: list[float] = []  # seconds from the start request to ready, per worker
-        self.failed_starts = 0
+        self.failed_starts = 0  # workers that died before ready (their work is done here)
         self.ipc_bytes = 0  # pickled tasks and records through the pipes
         self.size = n
         self.workers: list[_Worker] = []
@@ -501,8 +496,6 @@ def _local(
         yield index, record
     if not todo:
         return
-    import cv2
-
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # this process builds groups beside the workers during their start-up
     pool = _LocalPool(workers, config, location)
@@ -520,6 +513,7 @@ def _local(
         pool.close()
         cv2.setNumThreads(threads)
         stats["worker_startup_s"] = pool.startup_s
+        stats["worker_failed_starts"] = pool.failed_starts
         stats["ipc_bytes"] = pool.ipc_bytes
 
 

@@ -23,6 +23,8 @@ import numpy as np
 
 from rawpairs.choices import Demosaic, Gamma
 from rawpairs.errors import CorruptInputError
+from rawpairs.messages import one_line
+from rawpairs.sample import sample_raw
 from rawpairs.schema import (
     CLASSES_FILE,
     POSITION_COLUMNS,
@@ -32,17 +34,18 @@ from rawpairs.schema import (
     decode_sample,
     manifest_row,
     manifest_schema,
-    one_line,
     parse_index,
     read_class_map,
     read_manifest,
     read_shard,
     split_member_name,
+    tar_cause,
 )
-from rawpairs.shards import sha256_file
+from rawpairs.storage import sha256_file
 
 __all__ = [
     "InspectError",
+    "check_preview_path",
     "format_summary",
     "format_tar_summary",
     "is_build_folder",
@@ -86,7 +89,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError) as err:
-        raise InspectError(f"{path}: not valid JSON ({one_line(err)[:200]})") from err
+        raise InspectError(f"{path}: not valid JSON ({one_line(err, 200)})") from err
 
 
 def _read_manifest(path: Path) -> list[dict[str, Any]]:
@@ -95,7 +98,7 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
     try:
         table = read_manifest(path)
     except (OSError, ValueError, pa.ArrowException) as err:
-        raise InspectError(f"{path}: not a readable Parquet file ({one_line(err)[:200]})") from err
+        raise InspectError(f"{path}: not a readable Parquet file ({one_line(err, 200)})") from err
     expected = manifest_schema()
     if not table.schema.remove_metadata().equals(expected):
         have = {f.name: str(f.type) for f in table.schema}
@@ -318,6 +321,23 @@ def _check_sample(
     ]
 
 
+def _implied_raw_problem(sample: DecodedSample) -> str | None:
+    """Why the RAW an at-load sample's recipe implies is not a valid mosaic of its metadata (it
+    is made here, as every reader makes it), or ``None``; stored mosaics were checked on decode."""
+    if sample.raw is not None:
+        return None
+    c = sample.meta.crop
+    try:
+        raw = sample_raw(sample)
+    except ValueError as err:
+        return f"the recipe implies no RAW ({one_line(err)})"
+    if raw.dtype != np.uint16 or raw.shape != (c.height, c.width):
+        return f"the recipe implies a {raw.dtype} {raw.shape} RAW, not uint16 {c.height}×{c.width}"
+    if int(raw.max()) > 2**sample.meta.camera.bit_depth - 1:
+        return f"the implied RAW exceeds the {sample.meta.camera.bit_depth}-bit range"
+    return None
+
+
 def _check_shard(
     folder: Path, entry: ShardEntry, by_key: dict[str, dict[str, Any]], seen: set[str]
 ) -> list[str]:
@@ -346,6 +366,9 @@ def _check_shard(
             except CorruptInputError as err:
                 problems.append(str(err))
                 continue
+            problem = _implied_raw_problem(sample)
+            if problem is not None:
+                problems.append(f"{entry.name}/{key}: {problem}")
             position = dict(
                 zip(
                     POSITION_COLUMNS,
@@ -410,13 +433,12 @@ def _preview_row(sample: DecodedSample, tile: int) -> np.ndarray:
     from rawpairs.tone import DEFAULT_TONE
 
     camera, render = sample.meta.camera, sample.meta.render
-    h, w = sample.raw.shape
+    raw = sample_raw(sample)
+    h, w = raw.shape
     # The ISP needs an even mosaic of at least 4×4; a thin sample (a 2×5000 crop of a 3×5000
     # photo, which verify and the loader accept) is padded at the bottom/right (CFA phase kept).
     pad_h, pad_w = max(4, h + h % 2) - h, max(4, w + w % 2) - w
-    mosaic_in = np.pad(
-        sample.raw, ((0, pad_h), (0, pad_w)), mode="reflect" if min(h, w) > 2 else "edge"
-    )
+    mosaic_in = np.pad(raw, ((0, pad_h), (0, pad_w)), mode="reflect" if min(h, w) > 2 else "edge")
     rendered = process(  # the sample's own choices; a LibRaw sample has none: our defaults
         mosaic_in,
         camera,
@@ -425,27 +447,45 @@ def _preview_row(sample: DecodedSample, tile: int) -> np.ndarray:
         gamma=render.gamma or Gamma.SRGB,
     )[:h, :w]
     black = min(camera.black_level)
-    scaled = np.clip((sample.raw.astype(np.float32) - black) / (camera.white_level - black), 0, 1)
+    scaled = np.clip((raw.astype(np.float32) - black) / (camera.white_level - black), 0, 1)
     mosaic = np.repeat((np.sqrt(scaled) * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
     key = sample.key
     short = key if len(key) <= 40 else "…" + key[-39:]
+    kind = sample.meta.source.kind.value + (", at load" if sample.raw is None else "")
     return np.hstack(
         [
             _label(_fit(sample.rgb, tile), f"RGB {short}"),
             _label(_fit(rendered, tile), f"ISP({camera.cfa.value}) of RAW"),
-            _label(_fit(mosaic, tile), f"RAW mosaic (sqrt) {sample.meta.source.kind.value}"),
+            _label(_fit(mosaic, tile), f"RAW mosaic (sqrt) {kind}"),
         ]
     )
 
 
+def check_preview_path(out: str | Path) -> None:
+    """:class:`InspectError` (one line) unless ``out`` can be written as an image: a name with
+    an extension OpenCV writes (``.png``, ``.jpg``, …), not a folder, under no file."""
+    out = Path(out)
+    if out.is_dir():
+        raise InspectError(f"--preview {out}: a folder, not an image file name")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InspectError(f"--preview {out}: {parent} is a file, not a folder")
+    if not out.suffix:
+        raise InspectError(f"--preview {out}: no extension; name a .png or .jpg file")
+    if not cv2.haveImageWriter(str(out)):
+        raise InspectError(f"--preview {out}: cannot write {out.suffix} images; use .png or .jpg")
+
+
 def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 256) -> Path:
-    """A contact sheet PNG: per sample, the stored RGB, the mosaic rendered by the forward ISP
-    from the sample's own metadata, and the raw mosaic (linearly scaled), side by side.
+    """A contact sheet image (``out``: .png, .jpg, …): per sample, the stored RGB, the mosaic
+    rendered by the forward ISP from the sample's own metadata, and the raw mosaic (linearly
+    scaled), side by side.
 
     Raises :class:`InspectError` (one line) for a folder that is not a readable build, a damaged
     shard or sample, or an image that cannot be written.
     """
     folder, out = Path(folder), Path(out)
+    check_preview_path(out)
     b = _load(folder)
     if not b.rows:
         raise InspectError(f"{folder}: no samples to preview")
@@ -471,8 +511,12 @@ def write_preview(folder: str | Path, out: str | Path, n: int = 6, tile: int = 2
     if not rows_img:
         raise InspectError(f"{folder}: no samples to preview")
     sheet = np.vstack(rows_img)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        written = cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    except (OSError, cv2.error) as err:
+        raise InspectError(one_line(f"{out}: cannot write the preview image: {err}")) from err
+    if not written:
         raise InspectError(f"{out}: cannot write the preview image")
     return out
 
@@ -570,7 +614,7 @@ def summarize_tars(paths: list[Path]) -> dict[str, Any]:
                     extensions.update(have)
                     sample_bytes.append(end - start)
         except (tarfile.TarError, OSError, EOFError, ValueError) as err:
-            problems.append(f"{path}: unreadable tar: {one_line(err)}")
+            problems.append(f"{path}: unreadable tar: {tar_cause(err)}")
         shards.append({"shard": str(path), "members": members, "samples": samples,
                        "bytes": path.stat().st_size})  # fmt: skip
     sizes = sorted(sample_bytes)

@@ -20,6 +20,13 @@ JSON object with the same keys (:meth:`CapturePriors.from_json`); keys left out 
 defaults. A value drawn from a single-point prior is recorded as ``"user"`` in the camera's
 provenance, a random draw as ``"sampled"``, an unset black/white level as ``"default"``.
 
+A camera profile (``rawpairs calibrate``, :mod:`rawpairs.calibrate`) is such an object too: it
+fixes the CFA, levels, bit depth and colour matrix of one real camera, lists its real
+``captures`` (as-shot white balance, exposure gain, noise of each calibration file; a camera
+takes those of one capture drawn uniformly) and names itself (``profile``): every value a profile
+gives is recorded as ``"profile:<profile>"``. Its ``calibration`` object says what was measured
+and how; it is informative (nothing is drawn from it).
+
 Noise levels are variances of the linear mosaic normalised to [0, 1] (see :mod:`rawpairs.noise`).
 """
 
@@ -28,6 +35,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from importlib import resources
@@ -42,7 +50,9 @@ __all__ = [
     "BROOKS_CAMERAS",
     "DEFAULT_PRIORS",
     "MATRIX_POOLS",
+    "Capture",
     "CapturePriors",
+    "profile_name",
     "sample_camera",
     "sample_noise_levels",
 ]
@@ -66,6 +76,7 @@ BROOKS_CAMERAS: dict[str, tuple[tuple[float, float, float], ...]] = {
 }  # fmt: skip
 MATRIX_POOLS = ("brooks", "adobe", "both")
 _TRUNCATE_STD = 3.0
+_PROFILE_NAME = re.compile(r"[\w.-]{1,100}", re.ASCII)  # as in a profile:<file> provenance
 
 
 @lru_cache(maxsize=1)
@@ -114,6 +125,49 @@ def _floats(value: Any, n: int, name: str) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
+class Capture:
+    """The conditions of one real capture, as ``rawpairs calibrate`` measured them.
+
+    ``red_gain``, ``blue_gain``: the as-shot white balance (G = 1); ``digital_gain``: the exposure
+    gain :func:`rawpairs.isp.auto_exposure` gives the file (how far below white its light lies);
+    each in [1/64, 64]. ``noise_shot``, ``noise_read``: noise variances on
+    the [0, 1] mosaic (see :mod:`rawpairs.noise`), both ``None`` where not measured (a camera
+    then draws its noise from the priors' noise fields).
+    """
+
+    red_gain: float
+    blue_gain: float
+    digital_gain: float
+    noise_shot: float | None = None
+    noise_read: float | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in ("red_gain", "blue_gain", "digital_gain"):
+            value = _floats(getattr(self, name), 1, name)[0]
+            if not 1 / MAX_GAIN <= value <= MAX_GAIN:
+                raise ValueError(
+                    f"capture {name} must be in [1/{MAX_GAIN:g}, {MAX_GAIN:g}], got {value}"
+                )
+            set_(self, name, value)
+        if (self.noise_shot is None) != (self.noise_read is None):
+            raise ValueError("capture noise_shot and noise_read must both be set or both null")
+        if self.noise_shot is not None:
+            for name in ("noise_shot", "noise_read"):
+                value = _floats(getattr(self, name), 1, name)[0]
+                if not 0 <= value <= MAX_NOISE_VARIANCE:
+                    raise ValueError(
+                        f"capture {name} must be in [0, {MAX_NOISE_VARIANCE:g}], got {value}"
+                    )
+                set_(self, name, value)
+
+    @property
+    def measured_noise(self) -> bool:
+        """Whether this capture carries its own noise levels."""
+        return self.noise_shot is not None
+
+
+@dataclass(frozen=True)
 class CapturePriors:
     """Distributions of simulated capture parameters; see the module docstring for defaults.
 
@@ -123,6 +177,10 @@ class CapturePriors:
     ``log read`` against ``log shot``; ``read_noise``, when set, replaces that line with a
     log-uniform range. ``shot_noise = (0, 0)`` gives a noise-free camera (then read noise is 0
     unless ``read_noise`` is set). ``xyz_to_cam``, when set, replaces the matrix pool.
+    ``captures``, when set, replaces the white-balance, digital-gain and (for captures that carry
+    it) noise fields: each camera takes one :class:`Capture`, drawn uniformly. ``profile`` names
+    the camera profile these priors are (provenance ``profile:<profile>``); ``calibration`` is the
+    profile's report (a JSON object, not drawn from).
     """
 
     matrix_pool: str = "brooks"
@@ -138,6 +196,9 @@ class CapturePriors:
     bit_depth: int = 12
     black_level: tuple[float, float, float, float] | None = None
     white_level: float | None = None
+    captures: tuple[Capture, ...] | None = None
+    profile: str | None = None
+    calibration: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -191,6 +252,21 @@ class CapturePriors:
             if white < 1:
                 raise ValueError(f"white_level must be >= 1 count, got {white:g}")
             set_(self, "white_level", white)
+        if self.captures is not None:
+            if isinstance(self.captures, dict | str) or not len(self.captures):
+                raise ValueError("captures must be a non-empty list of capture objects")
+            set_(self, "captures", tuple(_capture(c) for c in self.captures))
+        if self.profile is not None and not (
+            isinstance(self.profile, str) and _PROFILE_NAME.fullmatch(self.profile)
+        ):
+            raise ValueError(
+                f"profile must be a file name of 1–100 letters, digits, '_', '.', '-', got "
+                f"{self.profile!r:.60}"
+            )
+        if self.calibration is not None and not isinstance(self.calibration, dict):
+            raise ValueError(
+                f"calibration must be an object, got {type(self.calibration).__name__}"
+            )
         # Fixed values must make a valid camera together (e.g. black level below white level).
         matrix = self.xyz_to_cam or BROOKS_CAMERAS["Sony ILCE-7R"]
         self._camera(self.cfa[0], matrix, (self.red_gain[0], 1.0, self.blue_gain[0]))
@@ -222,8 +298,13 @@ class CapturePriors:
 
     # Serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (lists for tuples); :meth:`from_dict` inverts it exactly."""
+        """JSON-ready dict (lists for tuples); :meth:`from_dict` inverts it exactly. The profile
+        fields (``captures``, ``profile``, ``calibration``) are left out when unset, so priors
+        without them serialise as they always did."""
         d = asdict(self)
+        for name in _PROFILE_FIELDS:
+            if d[name] is None:
+                del d[name]
         return {k: _listify(v) for k, v in d.items()}
 
     @classmethod
@@ -249,6 +330,31 @@ class CapturePriors:
 
 
 DEFAULT_PRIORS = CapturePriors()
+_PROFILE_FIELDS = ("captures", "profile", "calibration")
+
+
+def profile_name(file_name: str) -> str:
+    """The name a profile file records itself by (``profile:<name>``): ``file_name`` with every
+    character other than letters, digits, ``_``, ``.``, ``-`` replaced by ``_``, at most its last
+    100 characters."""
+    name = re.sub(r"[^\w.-]", "_", file_name, flags=re.ASCII)[-100:]
+    return name or "_"
+
+
+def _capture(value: Any) -> Capture:
+    """A :class:`Capture` from itself or from a JSON object of its fields."""
+    if isinstance(value, Capture):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"each capture must be an object, got {type(value).__name__}")
+    known = {f.name for f in fields(Capture)}
+    unknown = set(value) - known
+    if unknown:
+        raise ValueError(f"unknown capture fields: {sorted(unknown, key=str)}")
+    missing = {"red_gain", "blue_gain", "digital_gain"} - set(value)
+    if missing:
+        raise ValueError(f"capture lacks {sorted(missing)}")
+    return Capture(**value)
 
 
 def _listify(v: Any) -> Any:
@@ -292,26 +398,40 @@ def sample_camera(rng: np.random.Generator, priors: CapturePriors = DEFAULT_PRIO
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     cfa = priors.cfa[rng.integers(len(priors.cfa))]
-    red = rng.uniform(*priors.red_gain)
-    blue = rng.uniform(*priors.blue_gain)
-    mean, std = priors.digital_gain_inverse
-    inverse = np.clip(rng.normal(mean, std), mean - _TRUNCATE_STD * std, mean + _TRUNCATE_STD * std)
-    shot, read = sample_noise_levels(rng, priors)
     if priors.read_noise is not None:
         read_fixed = _fixed(priors.read_noise)
     else:  # read noise follows shot noise; it is 0 when shot noise is
         read_fixed = priors.read_noise_line[2] == 0 or priors.shot_noise[1] == 0
     noise_fixed = _fixed(priors.shot_noise) and read_fixed
+    # "user" marks a value fixed by the caller; a profile names itself instead.
+    given = "user" if priors.profile is None else f"profile:{priors.profile}"
     provenance = {
-        "cfa": "user" if len(priors.cfa) == 1 else "sampled",
-        "black_level": "default" if priors.black_level is None else "user",
-        "white_level": "default" if priors.white_level is None else "user",
-        "wb_gains": "user" if _fixed(priors.red_gain) and _fixed(priors.blue_gain) else "sampled",
-        "xyz_to_cam": "user" if priors.xyz_to_cam is not None else "sampled",
+        "cfa": given if len(priors.cfa) == 1 else "sampled",
+        "black_level": "default" if priors.black_level is None else given,
+        "white_level": "default" if priors.white_level is None else given,
+        "wb_gains": given if _fixed(priors.red_gain) and _fixed(priors.blue_gain) else "sampled",
+        "xyz_to_cam": given if priors.xyz_to_cam is not None else "sampled",
         "noise": "user" if noise_fixed else "sampled",
     }
+    if priors.captures is None:
+        red = rng.uniform(*priors.red_gain)
+        blue = rng.uniform(*priors.blue_gain)
+        mean, std = priors.digital_gain_inverse
+        low, high = mean - _TRUNCATE_STD * std, mean + _TRUNCATE_STD * std
+        digital_gain = float(1.0 / np.clip(rng.normal(mean, std), low, high))
+        shot, read = sample_noise_levels(rng, priors)
+    else:  # the conditions of one real capture, drawn uniformly
+        capture = priors.captures[rng.integers(len(priors.captures))]
+        red, blue, digital_gain = capture.red_gain, capture.blue_gain, capture.digital_gain
+        drawn = given if len(priors.captures) == 1 or priors.profile else "sampled"
+        provenance.update(wb_gains=drawn, digital_gain=drawn)
+        if capture.measured_noise:
+            shot, read = capture.noise_shot, capture.noise_read
+            provenance["noise"] = drawn
+        else:
+            shot, read = sample_noise_levels(rng, priors)
     values = {
-        "digital_gain": float(1.0 / inverse),
+        "digital_gain": digital_gain,
         "noise_shot": shot,
         "noise_read": read,
         "provenance": provenance,

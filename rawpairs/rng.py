@@ -29,7 +29,14 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["key_hash", "next_normal", "sample_rng", "standard_normal", "stream_key"]
+__all__ = [
+    "key_hash",
+    "key_normals",
+    "next_normal",
+    "sample_rng",
+    "standard_normal",
+    "stream_key",
+]
 
 
 def key_hash(key: str) -> int:
@@ -144,6 +151,15 @@ def _fill_normal(key, out):  # pragma: no cover - compiled
 def standard_normal(rng: np.random.Generator, shape: int | tuple[int, ...]) -> np.ndarray:
     """float32 N(0, 1) draws of ``shape``, from the stream of ``stream_key(rng)`` (the stream
     :func:`rawpairs.noise.add_noise` uses)."""
+    return key_normals(int(stream_key(rng)), shape)
+
+
+def key_normals(key: int, shape: int | tuple[int, ...]) -> np.ndarray:
+    """float32 N(0, 1) draws of ``shape`` from the stream starting at the 64-bit ``key`` (one
+    draw per element, row-major): the noise the fused inverse ISP adds with that key (an
+    at-load sample's ``render.noise_key``)."""
+    if not 0 <= key < 2**64:
+        raise ValueError(f"a stream key is a 64-bit unsigned integer, got {key}")
     out = np.empty(shape, dtype=np.float32)
-    _fill_normal(stream_key(rng), out.reshape(-1))
+    _fill_normal(np.uint64(key), out.reshape(-1))
     return out

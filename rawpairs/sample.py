@@ -2,14 +2,18 @@
 
 :func:`make_samples` is a pure function of (source, configuration), made one crop at a time:
 the same file and configuration give byte-identical samples in any process, on any engine, in
-any order (the build's unit of work, :func:`rawpairs.shards.write_group`, runs it per source).
+any order (the build's unit of work, :func:`rawpairs.group.write_group`, runs it per source).
 Randomness comes only from a per-sample ``numpy.random.Generator``:
 :func:`rawpairs.rng.sample_rng` of (``config.seed``, sample key).
 
 A photo (``kind="rgb"``) is resized (``max_side``), cropped at even offsets, and its RAW is
-simulated by the inverse ISP with capture parameters drawn from ``config.priors``. A camera RAW
+simulated by the inverse ISP with capture parameters drawn from ``config.priors``. With
+``config.unprocess == "at_load"`` the sample keeps the photo's RGB (the source JPEG's bytes when
+the sample is the whole photo) and the recipe instead; :func:`sample_raw` makes the RAW any reader
+would, bit for bit. A camera RAW
 (``kind="raw"``) is Bayer-binned (``max_side``), rendered to sRGB by our forward ISP from the file's
-own metadata (or by LibRaw), and cropped at even offsets so the CFA phase is kept.
+own metadata (or by LibRaw; both at the gain of ``config.exposure``), and cropped at even offsets
+so the CFA phase is kept.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -37,22 +41,40 @@ from rawpairs.choices import (
     Render,
     RGBFormat,
     Tone,
+    Unprocess,
 )
-from rawpairs.priors import CapturePriors
-from rawpairs.rng import sample_rng
+from rawpairs.errors import (
+    CorruptInputError,
+    InputError,
+    SkippedInputError,
+    UnsupportedInputError,
+)
+from rawpairs.headers import MAX_PIXELS
+from rawpairs.isp import auto_exposure, process
+from rawpairs.messages import MESSAGE_LIMIT, one_line
+from rawpairs.png import encode_png
+from rawpairs.priors import CapturePriors, sample_camera
+from rawpairs.rng import sample_rng, stream_key
 from rawpairs.schema import (
     Crop,
+    DecodedSample,
     RenderInfo,
     RenderMethod,
     SampleMeta,
     SourceInfo,
     SourceKind,
+    encode_at_load_sample,
     encode_sample,
     manifest_row,
 )
-from rawpairs.shards import sha256_file
-from rawpairs.storage import is_url
+from rawpairs.storage import is_url, sha256_file
 from rawpairs.tone import DEFAULT_TONE
+from rawpairs.unprocess import simulate_raw, unprocess
+
+# rawpairs.sources (which imports rawpy, LibRaw) is imported inside the functions that read files,
+# so that readers of samples (rawpairs inspect) do not load LibRaw.
+if TYPE_CHECKING:
+    from rawpairs.sources import Photo
 
 __all__ = [
     "BuildConfig",
@@ -63,14 +85,12 @@ __all__ = [
     "is_documentation",
     "make_samples",
     "sample_key",
+    "sample_raw",
     "sample_stream",
     "skip_record",
 ]
 
-MESSAGE_LIMIT = 300  # characters of an error record's message
 SEED_LIMIT = 2**63  # seeds are integers in [0, SEED_LIMIT)
-# = rawpairs.sources.DEFAULT_MAX_PIXELS (not imported: rawpy loads only where files are read)
-MAX_PIXELS = 300_000_000
 
 
 # The fields of BuildConfig that are choices, and their enums.
@@ -83,6 +103,7 @@ _CHOICES = {
     "exposure": Exposure,
     "rgb_format": RGBFormat,
     "noise": NoisePlacement,
+    "unprocess": Unprocess,
 }
 
 
@@ -114,6 +135,7 @@ class BuildConfig:
     labels: bool = False
     min_side: int | None = None
     upscale: bool = False
+    unprocess: Unprocess = Unprocess.IN_BUILD
 
     def __post_init__(self) -> None:
         for name, kind in _CHOICES.items():
@@ -158,10 +180,14 @@ class BuildConfig:
             raise ValueError(f"--max-pixels must be a positive integer, got {self.max_pixels!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields; ``unprocess`` only when ``at_load`` (an ``in_build`` build's
+        ``build.json`` reads as before the option existed, so such builds resume across it)."""
         d = asdict(self)
         d["priors"] = self.priors.to_dict()
         for name in _CHOICES:
             d[name] = d[name].value
+        if self.unprocess is Unprocess.IN_BUILD:
+            del d["unprocess"]
         return d
 
     @classmethod
@@ -177,7 +203,7 @@ class Source:
 
     path: str
     relpath: str
-    kind: str  # "raw" | "rgb"
+    kind: str  # "raw" | "rgb" | "unknown" (an extension neither reads: skipped or refused)
     label: int | None = None
     size: int | None = None  # bytes, when known from the listing
     problem: str | None = None  # why this entry cannot be an input (not a regular file, …)
@@ -186,13 +212,18 @@ class Source:
 
 @dataclass
 class Sample:
-    """A finished pair before encoding: aligned ``raw`` (uint16 H×W), ``rgb`` (uint8 H×W×3)."""
+    """A finished pair before encoding: aligned ``raw`` (uint16 H×W), ``rgb`` (uint8 H×W×3).
+
+    An at-load sample has no ``raw``; ``rgb_member`` is its encoded RGB (member name, bytes);
+    its ``rgb`` is ``None`` when the build stores the photo's bytes without decoding its pixels
+    (:func:`rawpairs.sources.read_stored_jpeg`)."""
 
     key: str
-    raw: np.ndarray
-    rgb: np.ndarray
+    raw: np.ndarray | None
+    rgb: np.ndarray | None
     meta: SampleMeta
     label: int | None = None
+    rgb_member: tuple[str, bytes] | None = None
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -232,8 +263,6 @@ def _crop_boxes(
 def _check_min_side(source: Source, height: int, width: int, config: BuildConfig) -> None:
     """Skip (:class:`~rawpairs.errors.SkippedInputError`) a source whose shorter side, as read,
     is below ``--min-side``."""
-    from rawpairs.errors import SkippedInputError
-
     if config.min_side is not None and min(height, width) < config.min_side:
         raise SkippedInputError(
             source.path,
@@ -250,8 +279,6 @@ def _too_small(height: int, width: int, config: BuildConfig) -> bool:
 def _fit_crop(source: Source, rgb: np.ndarray, config: BuildConfig) -> np.ndarray:
     """A photo too small for ``--crop``: resized up (Lanczos, the shorter side to the crop) with
     ``--upscale``, else skipped (:class:`~rawpairs.errors.SkippedInputError`)."""
-    from rawpairs.errors import SkippedInputError
-
     h, w = rgb.shape[:2]
     if not _too_small(h, w, config):
         return rgb
@@ -292,18 +319,42 @@ def _source_meta(source: Source, sha256: str, height: int, width: int, **extra: 
     return SourceInfo(source.relpath, SourceKind(source.kind), sha256, height, width, **extra)
 
 
-def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
-    from rawpairs.sources import read_rgb
-    from rawpairs.unprocess import simulate_raw
+def _whole_jpeg(source: Source, config: BuildConfig) -> Photo | None:
+    """The photo of an at-load build whose only sample is the whole JPEG stored as it came,
+    checked without decoding its pixels; ``None`` for any other source (then read it)."""
+    from rawpairs.sources import read_stored_jpeg
 
-    rgb = read_rgb(source.path, config.max_pixels)
-    _check_min_side(source, *rgb.shape[:2], config)
-    rgb = _fit_crop(source, _resize_to_max_side(rgb, config.max_side), config)
-    h, w = rgb.shape[:2]
+    if config.unprocess is not Unprocess.AT_LOAD or config.crop is not None:
+        return None
+    photo = read_stored_jpeg(source.path, config.max_pixels)
+    if photo is None or max(photo.height, photo.width) > (config.max_side or math.inf):
+        return None
+    return photo
+
+
+def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
+    from rawpairs.sources import read_photo
+
+    photo = _whole_jpeg(source, config) or read_photo(source.path, config.max_pixels)
+    _check_min_side(source, photo.height, photo.width, config)
+    rgb = None
+    if photo.rgb is not None:
+        rgb = _fit_crop(source, _resize_to_max_side(photo.rgb, config.max_side), config)
+    h, w = (photo.height, photo.width) if rgb is None else rgb.shape[:2]
     boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))
     for index, (top, left, ch, cw) in enumerate(boxes):
         key = sample_key(source.relpath, index)
         rng = sample_rng(config.seed, key)
+        if config.unprocess is Unprocess.AT_LOAD:
+            meta = _at_load_meta(source, config, sha256, key, rng, (h, w), (top, left, ch, cw))
+            if rgb is None:  # the whole JPEG, checked, stored as it came
+                yield Sample(key, None, None, meta, source.label, ("rgb.jpg", photo.data))
+                continue
+            view = rgb[top : top + ch, left : left + cw]
+            whole = rgb is photo.rgb and photo.as_stored and (ch, cw) == (h - h % 2, w - w % 2)
+            member = ("rgb.jpg", photo.data) if whole else _encoded_crop(view, photo.lossy, config)
+            yield Sample(key, None, view, meta, source.label, member)
+            continue
         crop = np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
         mosaic, camera = simulate_raw(
             crop,
@@ -319,6 +370,67 @@ def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[S
         src_meta = _source_meta(source, sha256, h, w)
         meta = SampleMeta(key, camera, render, src_meta, Crop(top, left, ch, cw), config.seed)
         yield Sample(key, mosaic, crop, meta, source.label)
+
+
+def _at_load_meta(
+    source: Source,
+    config: BuildConfig,
+    sha256: str,
+    key: str,
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    box: tuple[int, int, int, int],
+) -> SampleMeta:
+    """The recipe of an at-load sample: the camera and the noise stream's key drawn from ``rng``
+    in the order :func:`rawpairs.unprocess.simulate_raw` draws them, so the RAW it implies is the
+    one an ``in_build`` sample of the same RGB stores."""
+    camera = sample_camera(rng, config.priors)
+    noise_key = None
+    if config.noise is NoisePlacement.IN_RAW:
+        noise_key = f"{int(stream_key(rng)):016x}"
+    render = RenderInfo(
+        RenderMethod.UNPROCESS,
+        config.noise,
+        tone=config.tone,
+        gamma=config.gamma,
+        unprocess=Unprocess.AT_LOAD,
+        noise_key=noise_key,
+    )
+    src_meta = _source_meta(source, sha256, *size)
+    return SampleMeta(key, camera, render, src_meta, Crop(*box), config.seed)
+
+
+def _encoded_crop(crop: np.ndarray, lossy: bool, config: BuildConfig) -> tuple[str, bytes]:
+    """An at-load crop's RGB member: JPEG at ``config.jpeg_quality`` (≥ 95) when the source was
+    lossy, else PNG (lossless). Measured in docs/benchmarks.md against storing the source's
+    bytes with the crop box."""
+    crop = np.ascontiguousarray(crop)
+    if not lossy:
+        return "rgb.png", encode_png(crop, config.png_compression)
+    bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
+    ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
+    if not ok:
+        raise ValueError("OpenCV could not encode the RGB crop as JPEG")
+    return "rgb.jpg", jpeg.tobytes()
+
+
+def sample_raw(sample: DecodedSample) -> np.ndarray:
+    """A decoded sample's uint16 H×W mosaic: the stored one, or for an at-load sample the one its
+    recipe implies (:func:`rawpairs.unprocess.unprocess` of its RGB with its camera, tone and
+    gamma; noise from its ``noise_key`` when ``in_raw``, none when ``at_load``). The same bits
+    on every call and machine (given the same decoded RGB)."""
+    if sample.raw is not None:
+        return sample.raw
+    render = sample.meta.render
+    key = int(render.noise_key, 16) if render.noise_key is not None else None
+    return unprocess(
+        sample.rgb,
+        sample.meta.camera,
+        tone=render.tone or DEFAULT_TONE,
+        gamma=render.gamma or Gamma.SRGB,
+        noise=key is not None,
+        noise_key=key,
+    )
 
 
 def _square_and_bin(
@@ -346,8 +458,6 @@ def _square_and_bin(
 
 
 def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
-    from rawpairs.errors import SkippedInputError
-    from rawpairs.isp import auto_exposure, process
     from rawpairs.sources import read_raw, render_libraw
 
     capture = read_raw(source.path, config.max_pixels)
@@ -360,15 +470,15 @@ def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[S
             f"mosaic {mosaic.shape[0]}×{mosaic.shape[1]} is smaller than the {config.crop}×"
             f"{config.crop} crop (a mosaic is never resized up: that would invent sensor data)",
         )
+    if config.exposure is Exposure.AUTO:  # one exposure policy for both renders
+        camera = camera.replace(
+            digital_gain=auto_exposure(mosaic, camera),
+            provenance={**camera.provenance, "digital_gain": "auto:p99"},
+        )
     if config.render is Render.LIBRAW:
-        rgb = render_libraw(source.path)
+        rgb = render_libraw(source.path, digital_gain=camera.digital_gain)
         render = RenderInfo(RenderMethod.LIBRAW, NoisePlacement.IN_RAW)
     else:
-        if config.exposure is Exposure.AUTO:
-            camera = camera.replace(
-                digital_gain=auto_exposure(mosaic, camera),
-                provenance={**camera.provenance, "digital_gain": "auto:p99"},
-            )
         rgb = process(
             mosaic, camera, demosaic=config.demosaic, tone=config.tone, gamma=config.gamma
         )
@@ -407,14 +517,10 @@ def make_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
     A source given by URL (any fsspec file system) is first copied to a local temporary file.
     """
     if source.problem is not None:
-        from rawpairs.errors import UnsupportedInputError
-
         raise UnsupportedInputError(source.path, source.problem)
     if is_url(source.path):
         yield from _make_remote_samples(source, config)
         return
-    from rawpairs.errors import CorruptInputError
-
     try:
         sha256 = sha256_file(source.path)
     except OSError as err:
@@ -428,9 +534,7 @@ def make_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
 
 
 def _make_remote_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
-    import fsspec
-
-    from rawpairs.errors import CorruptInputError, InputError
+    import fsspec  # remote inputs only
 
     try:
         with fsspec.open(source.path, "rb") as f:
@@ -450,10 +554,7 @@ def error_record(source: Source, err: BaseException) -> dict[str, str]:
     """The ``errors.jsonl`` line of a source that failed with ``err``: path, error type and a
     one-line message (at most :data:`MESSAGE_LIMIT` characters; undecodable bytes escaped)."""
     message = getattr(err, "cause", None) or str(err) or type(err).__name__
-    message = " ".join(message.replace(f"{source.path}: ", "").split())
-    if len(message) > MESSAGE_LIMIT:
-        message = message[: MESSAGE_LIMIT - 1] + "…"
-    message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    message = one_line(message.replace(f"{source.path}: ", ""), MESSAGE_LIMIT)
     return {"path": source.relpath, "error": type(err).__name__, "message": message}
 
 
@@ -481,8 +582,6 @@ def sample_stream(
 ) -> Iterator[tuple[dict[str, bytes | str], dict[str, Any]]]:
     """The samples of one source as ``(tar members, manifest row)``, one at a time, in crop
     order. Raises (while iterating) for a bad input: :func:`error_record` describes it."""
-    from rawpairs.errors import SkippedInputError, UnsupportedInputError
-
     if source.kind == "unknown" and source.problem is None:
         if is_documentation(source.relpath):
             raise SkippedInputError(source.path, "a licence or README file, not an image")
@@ -494,6 +593,9 @@ def sample_stream(
 
 
 def _encode(sample: Sample, config: BuildConfig) -> dict[str, bytes | str]:
+    if sample.raw is None:
+        assert sample.rgb_member is not None
+        return encode_at_load_sample(sample.meta, *sample.rgb_member, sample.label)
     return encode_sample(
         sample.meta,
         sample.raw,

@@ -4,8 +4,11 @@ A shard is a tar file whose members are named ``<key>.<member>``; a sample is th
 consecutive members sharing a key (webdataset's rule: the key is the part of the base name before
 its first dot). The members (docs/schema.md):
 
-- ``raw.npy``: uint16 H×W mosaic in sensor counts (``numpy.save`` format, no pickle);
-- ``rgb.png`` or ``rgb.jpg``: 8-bit sRGB H×W×3, aligned pixel for pixel with the mosaic;
+- ``raw.npy``: uint16 H×W mosaic in sensor counts (``numpy.save`` format, no pickle); absent in
+  an *at-load* sample (``render.unprocess == "at_load"``, schema version 3), whose RAW is made by
+  the reader from the RGB and the recipe in ``json`` (camera, crop, noise key);
+- ``rgb.png`` or ``rgb.jpg``: 8-bit sRGB H×W×3, aligned pixel for pixel with the mosaic (an
+  at-load sample's may be the whole source photo, its bytes as they came; ``crop`` applies);
 - ``json``: :class:`SampleMeta` (camera, render, source, crop, seed, schema version), UTF-8;
 - ``cls``: optional ASCII class index ≥ 0.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import lzma
+import re
 import struct
 import tarfile
 import zlib
@@ -30,11 +34,18 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from rawpairs.camera import PROVENANCE_FIELDS, Camera
-from rawpairs.choices import Demosaic, Gamma, NoisePlacement, Render, RGBFormat, Tone
+from rawpairs.choices import Demosaic, Gamma, NoisePlacement, Render, RGBFormat, Tone, Unprocess
 from rawpairs.errors import CorruptInputError
+from rawpairs.headers import jpeg_size
+from rawpairs.messages import one_line
+from rawpairs.png import encode_png
+
+# Imported where used: pyarrow (~0.15 s, only the manifest needs it), fsspec (remote folders) and
+# Hugging Face datasets (an optional package).
 
 __all__ = [
     "CLASSES_FILE",
@@ -61,6 +72,7 @@ __all__ = [
     "SourceKind",
     "TarSample",
     "decode_sample",
+    "encode_at_load_sample",
     "encode_sample",
     "hf_features",
     "index_document",
@@ -74,11 +86,15 @@ __all__ = [
     "read_shard",
     "rgb_member",
     "split_member_name",
+    "tar_cause",
     "walk_tar",
 ]
 
-SCHEMA_VERSION = 2  # 2: every key at every level in every sample (null where not applicable)
-READABLE_VERSIONS = (1, 2)  # 1: keys that do not apply were left out
+# 3: at-load samples (render.unprocess, render.noise_key; no raw.npy). A sample is written with the
+# lowest version that holds it: samples with a stored RAW are still version 2, byte for byte.
+SCHEMA_VERSION = 3
+STORED_RAW_VERSION = 2  # 2: every key at every level in every sample (null where not applicable)
+READABLE_VERSIONS = (1, 2, 3)  # 1: keys that do not apply were left out
 INDEX_VERSION = 1  # index.json's layout
 RAW_MEMBER = "raw.npy"
 JSON_MEMBER = "json"
@@ -176,6 +192,7 @@ def _enum(kind: type[Enum], value: Any, name: str) -> Any:
     raise ValueError(f"{name} must be one of {choices}, got {value!r:.40}")
 
 
+_HEX64 = re.compile(r"[0-9a-f]{16}")
 _RENDER_CHOICES: dict[str, type[Demosaic | Tone | Gamma]] = {
     "demosaic": Demosaic,
     "tone": Tone,
@@ -187,37 +204,84 @@ _RENDER_CHOICES: dict[str, type[Demosaic | Tone | Gamma]] = {
 class RenderInfo:
     """How the pair was rendered: method, noise placement and the ISP choices of the method
     (``demosaic`` for ``rawpairs`` only; ``tone``/``gamma`` for ``rawpairs`` and ``unprocess``;
-    ``None`` where the method has no such choice)."""
+    ``None`` where the method has no such choice).
+
+    For ``unprocess``, ``unprocess`` says when the RAW is made: ``in_build`` (stored ``raw.npy``)
+    or ``at_load`` (the reader makes it from the RGB and the recipe); ``None`` for the other
+    methods. ``noise_key`` (16 hex digits): the 64-bit start of the noise stream
+    (:func:`rawpairs.rng.stream_key`) of an at-load sample whose noise is ``in_raw``, so every
+    reader adds the same noise; ``None`` otherwise."""
 
     method: RenderMethod
     noise: NoisePlacement
     demosaic: Demosaic | None = None
     tone: Tone | None = None
     gamma: Gamma | None = None
+    unprocess: Unprocess | None = None
+    noise_key: str | None = None
 
     def __post_init__(self) -> None:
         for name, kind in _RENDER_CHOICES.items():
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, kind.parse(getattr(self, name)))
         object.__setattr__(self, "noise", NoisePlacement.parse(self.noise))
+        if self.method is RenderMethod.UNPROCESS:
+            object.__setattr__(self, "unprocess", Unprocess.parse(self.unprocess or "in_build"))
+        elif self.unprocess is not None:
+            raise ValueError(f"render.unprocess applies to method unprocess, not {self.method}")
+        seeded = self.at_load and self.noise is NoisePlacement.IN_RAW
+        if seeded != (self.noise_key is not None):
+            raise ValueError(
+                "render.noise_key is needed by, and only by, an at-load sample with in_raw noise"
+            )
+        if self.noise_key is not None and not _HEX64.fullmatch(self.noise_key):
+            raise ValueError(f"render.noise_key must be 16 hex digits, got {self.noise_key!r:.40}")
+
+    @property
+    def at_load(self) -> bool:
+        """Whether the sample's RAW is made by its reader (no ``raw.npy``)."""
+        return self.unprocess is Unprocess.AT_LOAD
+
+    @property
+    def version(self) -> int:
+        """The schema version a sample with this render is written with."""
+        return SCHEMA_VERSION if self.at_load else STORED_RAW_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        """Every key, ``None`` (JSON null) for a choice the method does not have."""
+        """Every key, ``None`` (JSON null) for a choice the method does not have; an at-load
+        render also has ``unprocess`` and ``noise_key`` (version 3)."""
         d: dict[str, Any] = {"method": self.method.value, "noise": self.noise.value}
         for name in _RENDER_CHOICES:
             value = getattr(self, name)
             d[name] = value.value if value is not None else None
+        if self.at_load:
+            d["unprocess"], d["noise_key"] = Unprocess.AT_LOAD.value, self.noise_key
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, version: int = SCHEMA_VERSION) -> RenderInfo:
+    def from_dict(cls, d: Any, version: int | None = None) -> RenderInfo:
+        """Inverse of :meth:`to_dict` for a sample of schema ``version`` (default: the version
+        :meth:`to_dict` writes for such a render)."""
         method = _enum(RenderMethod, _object(d, "render").get("method"), "render.method")
+        if version is None:
+            version = SCHEMA_VERSION if "unprocess" in d else STORED_RAW_VERSION
         needed = {
             RenderMethod.RAWPAIRS: ("demosaic", "tone", "gamma"),
             RenderMethod.UNPROCESS: ("tone", "gamma"),
             RenderMethod.LIBRAW: (),
         }[method]
-        if version >= 2:
+        extra: dict[str, Any] = {}
+        if version >= 3:
+            keys = ("method", "noise", *_RENDER_CHOICES, "unprocess", "noise_key")
+            _fields(d, f"render ({method.value})", keys)
+            _nulls(d, f"render ({method.value})", set(_RENDER_CHOICES) - set(needed))
+            if method is RenderMethod.UNPROCESS:
+                extra["unprocess"] = _enum(Unprocess, d["unprocess"], "render.unprocess")
+            else:
+                _nulls(d, f"render ({method.value})", ("unprocess",))
+            if d["noise_key"] is not None:
+                extra["noise_key"] = _str(d["noise_key"], "render.noise_key")
+        elif version >= 2:
             _fields(d, f"render ({method.value})", ("method", "noise", *_RENDER_CHOICES))
             _nulls(d, f"render ({method.value})", set(_RENDER_CHOICES) - set(needed))
         else:
@@ -226,6 +290,7 @@ class RenderInfo:
             method=method,
             noise=_enum(NoisePlacement, d["noise"], "render.noise"),
             **{name: _enum(_RENDER_CHOICES[name], d[name], f"render.{name}") for name in needed},
+            **extra,
         )
 
 
@@ -338,7 +403,7 @@ class SampleMeta:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": self.render.version,
             "key": self.key,
             "camera": _camera_dict(self.camera),
             "render": self.render.to_dict(),
@@ -379,7 +444,8 @@ def _check_version(d: Any) -> int:
         raise ValueError("json has no schema_version")
     version = d["schema_version"]
     if version not in READABLE_VERSIONS or isinstance(version, bool):
-        readable = " and ".join(map(str, READABLE_VERSIONS))
+        *first, last = map(str, READABLE_VERSIONS)
+        readable = f"{', '.join(first)} and {last}"
         raise _VersionMismatch(
             f"written with schema version {version!r:.20}, this rawpairs reads schema versions "
             f"{readable} (rebuild the shards, or use the rawpairs version that wrote them)"
@@ -452,10 +518,6 @@ def encode_sample(
     index ≥ 0 or ``None``. PNG (``png_compression``: ISA-L level 0–3) or JPEG (``jpeg_quality``
     95–100). Raises ``ValueError`` for arrays that do not fit the schema or the metadata.
     """
-    import cv2
-
-    from rawpairs.png import encode_png
-
     if raw.dtype != np.uint16 or raw.ndim != 2:
         raise ValueError(
             f"{meta.key}: raw must be a uint16 H×W mosaic, got {raw.dtype} {raw.shape}"
@@ -496,6 +558,56 @@ def encode_sample(
     if label is not None:
         members[CLS_MEMBER] = str(label).encode("ascii")
     return members
+
+
+def encode_at_load_sample(
+    meta: SampleMeta, rgb_name: str, rgb_bytes: bytes, label: int | None = None
+) -> dict[str, bytes | str]:
+    """The tar members of an at-load sample (``meta.render.unprocess == "at_load"``): the RGB
+    member ``rgb_name`` (``rgb.jpg`` or ``rgb.png``) holding ``rgb_bytes`` as given, ``json`` and
+    ``cls``; no ``raw.npy``. The image must declare either the crop's size or the whole source
+    image's (then readers apply the crop). Raises ``ValueError`` for members that do not fit the
+    schema or the metadata. The caller has decoded the image once (the build checks it)."""
+    if not meta.render.at_load:
+        raise ValueError(f"{meta.key}: render.unprocess is not at_load")
+    if rgb_name not in RGB_MEMBERS.values():
+        raise ValueError(f"{meta.key}: RGB member must be one of {sorted(RGB_MEMBERS.values())}")
+    try:
+        _at_load_rgb_size(meta, _image_size(rgb_bytes, rgb_name), rgb_name)
+    except ValueError as err:
+        raise ValueError(f"{meta.key}: {err}") from err
+    if not _whole_rggb_block(meta.camera.cfa, meta.crop.height, meta.crop.width):
+        raise ValueError(
+            f"{meta.key}: a {meta.crop.height}×{meta.crop.width} {meta.camera.cfa.value} mosaic "
+            "holds no whole RGGB 2×2 block"
+        )
+    if label is not None and label < 0:
+        raise ValueError(f"{meta.key}: class index must be >= 0, got {label}")
+    problem = _limit_problem(meta.camera, label)
+    if problem is not None:
+        raise ValueError(f"{meta.key}: {problem}")
+    members: dict[str, bytes | str] = {
+        "__key__": meta.key,
+        rgb_name: rgb_bytes,
+        JSON_MEMBER: meta.to_json(),
+    }
+    if label is not None:
+        members[CLS_MEMBER] = str(label).encode("ascii")
+    return members
+
+
+def _at_load_rgb_size(meta: SampleMeta, declared: tuple[int, int], name: str) -> bool:
+    """Whether an at-load sample's RGB member of ``declared`` (height, width) is the whole source
+    image (``True``: the crop applies) or the crop (``False``); ``ValueError`` if neither."""
+    crop, src = meta.crop, meta.source
+    if declared == (crop.height, crop.width):
+        return False
+    if declared == (src.height, src.width):
+        return True
+    raise ValueError(
+        f"{name} is {declared[0]}×{declared[1]}, neither the {crop.height}×{crop.width} crop nor "
+        f"the {src.height}×{src.width} source image"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,7 +673,7 @@ def walk_tar(
             members[ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
         damage = _damaged_end(tar)
     except _TAR_ERRORS as err:
-        raise CorruptInputError(shard, f"unreadable tar: {one_line(err)}") from err
+        raise CorruptInputError(shard, f"unreadable tar: {tar_cause(err)}") from err
     if damage:
         raise CorruptInputError(shard, damage)
     if key is None:
@@ -569,14 +681,12 @@ def walk_tar(
     yield TarSample(key, members, start, end - start)
 
 
-def one_line(err: BaseException) -> str:
-    """An exception's message on one line (tarfile's "could not be opened" lists every method)."""
-    lines = str(err).splitlines()
-    if not lines:
-        return type(err).__name__
-    if len(lines) > 1 and lines[0].endswith(":"):
+def tar_cause(err: BaseException) -> str:
+    """Why a tar could not be read, on one line: ``tarfile.open`` answers a file that is no tar
+    (in any compression) with a list of every method it tried."""
+    if isinstance(err, tarfile.ReadError) and str(err).startswith("file could not be opened"):
         return "not a tar archive"
-    return lines[0]
+    return one_line(err)
 
 
 def _damaged_end(tar: tarfile.TarFile) -> str | None:
@@ -592,6 +702,10 @@ def _damaged_end(tar: tarfile.TarFile) -> str | None:
     fileobj.seek(tar.offset)
     block = fileobj.read(tarfile.BLOCKSIZE)
     if block == tarfile.NUL * tarfile.BLOCKSIZE:
+        # A gzip stream's CRC-32 is checked only when the stream is read to its end: without
+        # this, bytes garbled inside a gzip-compressed shard would be read as good samples.
+        while fileobj.read(1 << 20):
+            pass
         return None
     if not block:
         return f"truncated: ends at byte {tar.offset} without the end-of-archive marker"
@@ -605,7 +719,7 @@ def read_shard(path: str | Path) -> Iterator[TarSample]:
         with tarfile.open(path, "r:*") as tar:
             yield from walk_tar(tar, str(path))
     except _TAR_ERRORS as err:
-        raise CorruptInputError(path, f"unreadable tar: {one_line(err)}") from err
+        raise CorruptInputError(path, f"unreadable tar: {tar_cause(err)}") from err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -613,11 +727,12 @@ def read_shard(path: str | Path) -> Iterator[TarSample]:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DecodedSample:
-    """A checked sample: uint16 H×W ``raw`` (counts), uint8 H×W×3 ``rgb`` (sRGB), metadata and
-    class index (``None``: no ``cls`` member)."""
+    """A checked sample: uint16 H×W ``raw`` (counts; ``None`` for an at-load sample, whose RAW
+    :func:`rawpairs.sample.sample_raw` makes), uint8 H×W×3 ``rgb`` (sRGB, the crop), metadata
+    and class index (``None``: no ``cls`` member)."""
 
     key: str
-    raw: np.ndarray
+    raw: np.ndarray | None
     rgb: np.ndarray
     meta: SampleMeta
     label: int | None
@@ -670,28 +785,14 @@ def _image_size(data: bytes, name: str) -> tuple[int, int]:
         return height, width
     if data[:2] != b"\xff\xd8":
         raise ValueError(f"{name} is not a JPEG")
-    at = 2
-    while at + 4 <= len(data):
-        if data[at] != 0xFF:
-            break
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte
-            at += 1
-            continue
-        length = struct.unpack(">H", data[at + 2 : at + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if at + 9 > len(data):
-                break
-            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
-            return height, width
-        at += 2 + length
-    raise ValueError(f"{name} has no JPEG frame header")
+    size = jpeg_size(data)
+    if size is None:
+        raise ValueError(f"{name} has no JPEG frame header")
+    return size
 
 
 def _decode_rgb(data: bytes, name: str, height: int, width: int) -> np.ndarray:
     """The RGB member → uint8 H×W×3 RGB; its declared size must be the mosaic's before decoding."""
-    import cv2
-
     declared = _image_size(data, name)
     if declared != (height, width):
         raise ValueError(
@@ -705,6 +806,34 @@ def _decode_rgb(data: bytes, name: str, height: int, width: int) -> np.ndarray:
     if bgr.shape[:2] != (height, width):
         raise ValueError(f"{name} decodes to {bgr.shape[0]}×{bgr.shape[1]}, not {height}×{width}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _decode_at_load_rgb(data: bytes, name: str, meta: SampleMeta) -> np.ndarray:
+    """An at-load sample's RGB member → its uint8 crop×3 RGB. Decoded as the build read the
+    photo (OpenCV ``IMREAD_COLOR``: EXIF orientation applied, gray repeated to three channels);
+    its declared size must be the crop's or the source image's (then cropped)."""
+    whole = _at_load_rgb_size(meta, _image_size(data, name), name)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{name} cannot be decoded")
+    c = meta.crop
+    expected = (meta.source.height, meta.source.width) if whole else (c.height, c.width)
+    if bgr.shape[:2] != expected:
+        raise ValueError(f"{name} decodes to {bgr.shape[0]}×{bgr.shape[1]}, not {expected[0]}×"
+                         f"{expected[1]}")  # fmt: skip
+    if whole:
+        bgr = bgr[c.top : c.top + c.height, c.left : c.left + c.width]
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _declares_at_load(data: bytes | None) -> bool:
+    """Whether ``json`` bytes say ``render.unprocess == "at_load"`` (``False`` for anything else;
+    :func:`decode_sample` then reports what is wrong)."""
+    try:
+        d = json.loads(data) if data is not None else None
+        return d["render"]["unprocess"] == Unprocess.AT_LOAD.value
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return False
 
 
 def decode_sample(members: Mapping[str, bytes], shard: str, key: str) -> DecodedSample:
@@ -722,8 +851,11 @@ def decode_sample(members: Mapping[str, bytes], shard: str, key: str) -> Decoded
     def fail(cause: str) -> CorruptInputError:
         return CorruptInputError(shard, f"sample {key!r}: {cause}")
 
+    at_load = _declares_at_load(members.get(JSON_MEMBER))
+    if at_load and RAW_MEMBER in members:
+        raise fail(f"an at-load sample (render.unprocess at_load) has a {RAW_MEMBER} member")
     rgb_names = [m for m in RGB_MEMBERS.values() if m in members]
-    missing = [m for m in (RAW_MEMBER, JSON_MEMBER) if m not in members]
+    missing = [m for m in (() if at_load else (RAW_MEMBER,)) + (JSON_MEMBER,) if m not in members]
     if missing or len(rgb_names) != 1:
         have = sorted(members)
         if len(rgb_names) > 1:
@@ -736,20 +868,23 @@ def decode_sample(members: Mapping[str, bytes], shard: str, key: str) -> Decoded
     except _VersionMismatch as err:
         raise SchemaVersionError(shard, f"sample {key!r}: {err}") from err
     except (ValueError, TypeError, RecursionError) as err:
-        cause = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise fail(f"json is not valid metadata ({cause})") from err
+        raise fail(f"json is not valid metadata ({one_line(err, 200)})") from err
     if meta.key != key:
         raise fail(f"json key {meta.key!r:.80} differs from the tar key")
+    raw: np.ndarray | None = None
     try:
-        raw = _decode_raw(
-            members[RAW_MEMBER], meta.crop.height, meta.crop.width, meta.camera.bit_depth
-        )
-        rgb = _decode_rgb(members[rgb_names[0]], rgb_names[0], *raw.shape)
+        if at_load:
+            rgb = _decode_at_load_rgb(members[rgb_names[0]], rgb_names[0], meta)
+        else:
+            raw = _decode_raw(
+                members[RAW_MEMBER], meta.crop.height, meta.crop.width, meta.camera.bit_depth
+            )
+            rgb = _decode_rgb(members[rgb_names[0]], rgb_names[0], *raw.shape)
     except ValueError as err:
         raise fail(str(err)) from err
-    if not _whole_rggb_block(meta.camera.cfa, *raw.shape):
+    if not _whole_rggb_block(meta.camera.cfa, *rgb.shape[:2]):
         cfa = meta.camera.cfa.value
-        raise fail(f"a {raw.shape[0]}×{raw.shape[1]} {cfa} mosaic holds no whole RGGB 2×2 block")
+        raise fail(f"a {rgb.shape[0]}×{rgb.shape[1]} {cfa} mosaic holds no whole RGGB 2×2 block")
     label = None
     if CLS_MEMBER in members:
         text = members[CLS_MEMBER]

@@ -5,33 +5,27 @@ fsspec URL, see :mod:`rawpairs.storage`) under a temporary name unique to the wr
 (``.rawpairs-000000.tar.<token>.partial``), hashes them while writing, and renames the file to its
 final name only when it is complete and flushed, so a final ``rawpairs-NNNNNN.tar`` is never
 half-written and two writers never share a temporary file. Tar members get fixed mtime, owner and
-mode, so the same samples give the same bytes.
-
-:func:`write_group` is the build's unit of work: it makes the samples of one group of sources,
-writes their shard and its resume record (``.state/shard-NNNNNN.json``), and returns that record
-(names, offsets, sizes, checksum, manifest rows, error records): the only thing that leaves the
-process that made the samples. The samples of one source are gathered in a spool (memory, then
-an anonymous temporary file) and appended to the shard only when the whole source succeeded, so a
-source that fails half-way leaves none of its samples behind, and its crops are never all held
-in memory at once.
+mode, so the same samples give the same bytes. The samples of one source are gathered in a spool
+(memory, then an anonymous temporary file) and appended to the shard only when the whole source
+succeeded (:meth:`ShardWriter.keep`), so a source that fails half-way leaves none of its samples
+behind, and its crops are never all held in memory at once. The build's unit of work, which
+fills a writer, is :func:`rawpairs.group.write_group`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import secrets
 import tarfile
 import tempfile
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rawpairs.storage import sha256_file as sha256_file  # its home; imported from here before
+
 if TYPE_CHECKING:
-    from rawpairs.sample import BuildConfig, Source
     from rawpairs.storage import OutputFolder
 
 __all__ = [
@@ -40,9 +34,7 @@ __all__ = [
     "ShardInfo",
     "ShardWriter",
     "record_name",
-    "sha256_file",
     "shard_name",
-    "write_group",
 ]
 
 SHARD_PATTERN = "rawpairs-{:06d}.tar"
@@ -61,15 +53,6 @@ def shard_name(index: int) -> str:
 def record_name(index: int) -> str:
     """Path (inside the output folder) of the resume record of shard ``index``."""
     return f"{STATE_DIR}/shard-{index:06d}.json"
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tar_member(name: str, size: int) -> bytes:
@@ -168,103 +151,3 @@ class ShardWriter:
             self._file.close()
         with contextlib.suppress(OSError):
             self.folder.delete(self.partial)
-
-
-def write_group(
-    folder: OutputFolder,
-    index: int,
-    sources: list[Source],
-    config: BuildConfig,
-    excluded: dict[str, dict[str, str]] | None = None,
-) -> dict[str, Any]:
-    """Make the samples of ``sources`` (one group, in order), write them as shard ``index`` and
-    its resume record; return the record. A group without any sample writes no shard (the
-    record's ``name`` is ``None``).
-
-    A source that fails becomes an error record (in source order, like its samples), one left
-    out on purpose (:class:`~rawpairs.errors.SkippedInputError`) a skip record; warnings raised
-    while a source is made (a decoder's message, a library's warning) are collected in the
-    record (``warnings``) for the driver's ``warn``, never printed here. ``excluded`` maps
-    relative paths of sources not to run (they killed their worker) to their error records.
-    Raises ``OSError`` when the output cannot be written (disk full, …), after removing the
-    partial shard.
-    """
-    from rawpairs.errors import SkippedInputError
-    from rawpairs.sample import UpscaledPhoto, error_record, sample_stream, skip_record
-
-    excluded = excluded or {}
-    writer = ShardWriter(folder, index)
-    rows: list[dict[str, Any]] = []
-    errors: list[dict[str, str]] = []
-    skipped: list[dict[str, str]] = []
-    notes: list[dict[str, str]] = []
-    upscaled: list[str] = []  # photos resized up to the crop (--upscale)
-    try:
-        for source in sources:
-            if source.relpath in excluded:
-                errors.append(excluded[source.relpath])
-                continue
-            writer.begin()
-            source_rows = []
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    try:
-                        for members, row in sample_stream(source, config):
-                            writer.add(members)
-                            source_rows.append(row)
-                    finally:
-                        for w in caught:
-                            if issubclass(w.category, UpscaledPhoto):
-                                upscaled.append(source.relpath)
-                            else:
-                                notes.append(_note(source.relpath, w.message))
-            except SkippedInputError as err:  # left out on purpose: not a failure
-                skipped.append(skip_record(source, err))
-                writer.drop()
-            except OSError as err:
-                if _is_output_error(err):
-                    raise
-                errors.append(error_record(source, err))
-                writer.drop()
-            except Exception as err:  # one bad input never stops the build
-                errors.append(error_record(source, err))
-                writer.drop()
-            else:
-                writer.keep()
-                rows.extend(source_rows)
-        info = writer.commit() if rows else None
-        if info is None:
-            writer.abort()  # every source failed: no shard (the build renumbers the others)
-    except BaseException:
-        writer.abort()
-        raise
-    record = {
-        "name": info.name if info else None,
-        "size": info.size if info else 0,
-        "sha256": info.sha256 if info else None,
-        "sources": len(sources),
-        "rows": rows,
-        "positions": info.samples if info else [],
-        "errors": errors,
-        "skipped": skipped,
-        "warnings": notes,
-        "upscaled": upscaled,
-    }
-    folder.write_bytes(record_name(index), json.dumps(record, sort_keys=True).encode("utf-8"))
-    return record
-
-
-def _note(relpath: str, message: Warning | str) -> dict[str, str]:
-    """A warning raised while a source was made, for the driver to report (one line)."""
-    text = " ".join(str(message).split()) or type(message).__name__
-    return {"path": relpath, "message": text[:300]}
-
-
-_OUTPUT_ERRNOS = frozenset({28, 122})  # ENOSPC, EDQUOT: the spool or the shard cannot grow
-
-
-def _is_output_error(err: OSError) -> bool:
-    """Whether ``err`` (raised while a source's samples were made and gathered) is the
-    machine's (no space for the spool) rather than the source's."""
-    return err.errno in _OUTPUT_ERRNOS

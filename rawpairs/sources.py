@@ -39,19 +39,24 @@ import tifffile
 from rawpairs.camera import SRGB_TO_XYZ, XYZ_TO_SRGB, Camera
 from rawpairs.cfa import CFA, cfa_from_rawpy, pack
 from rawpairs.errors import CorruptInputError, InputError, UnsupportedInputError
+from rawpairs.headers import MAX_PIXELS as DEFAULT_MAX_PIXELS
+from rawpairs.headers import jpeg_size
 from rawpairs.tone import decode_gamma, encode_gamma
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "RAW_EXTENSIONS",
     "RGB_EXTENSIONS",
+    "Photo",
     "RawCapture",
     "bit_depth_for",
     "fit_color_matrix",
     "gray_world_gains",
     "matrix_daylight_gains",
+    "read_photo",
     "read_raw",
     "read_rgb",
+    "read_stored_jpeg",
     "render_libraw",
     "source_kind",
 ]
@@ -85,10 +90,6 @@ _RAW_SIGNATURES = (
     (0, b"FOVb"),  # Sigma X3F
     (0, b"\x00MRM"),  # Minolta MRW
 )
-# Largest image (in pixels, by its declared size) read unless the caller raises the limit: above
-# every camera sensor sold (the largest single-shot sensors are 150–200 MP), far below what
-# exhausts a worker's memory (a 400 MP photo needs ~5 GB through the inverse ISP).
-DEFAULT_MAX_PIXELS = 300_000_000
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOI = b"\xff\xd8"
 _D65 = 21
@@ -632,27 +633,6 @@ def _check_pixels(path: Path, height: int, width: int, max_pixels: int | None) -
         )
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a JPEG's first start-of-frame marker, or None if there is none."""
-    pos = 2
-    while pos + 9 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            pos += 2
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return int.from_bytes(data[pos + 5 : pos + 7], "big"), int.from_bytes(
-                data[pos + 7 : pos + 9], "big"
-            )
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-    return None
-
-
 def _webp_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) from a WebP's first chunk (VP8, VP8L or VP8X), or None."""
     chunk, body = data[12:16], data[20:]
@@ -768,7 +748,7 @@ def _check_photo_content(path: Path, data: bytes, max_pixels: int | None) -> Non
             raise CorruptInputError(
                 path, "truncated JPEG: no end-of-image marker after the last scan"
             )
-        size = _jpeg_size(data)
+        size = jpeg_size(data)
     elif data[:4] in (b"II*\x00", b"MM\x00*"):
         _tiff_photo_check(path, max_pixels)
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
@@ -1004,8 +984,35 @@ def _to_srgb(path: Path, image: np.ndarray, icc: bytes) -> np.ndarray:
     return encoded[..., ::-1].astype(image.dtype)
 
 
+@dataclass(frozen=True)
+class Photo:
+    """A photo as :func:`read_photo` read it: ``rgb`` (uint8 H×W×3, upright sRGB; ``None`` from
+    :func:`read_stored_jpeg`), its upright ``height`` and ``width``, the file's bytes, and whether
+    those bytes are a JPEG that OpenCV's ``IMREAD_COLOR`` decodes to exactly ``rgb`` (no ICC
+    conversion, no quarter-turn orientation): then they can be stored as they came
+    (``rawpairs build --unprocess at_load``)."""
+
+    rgb: np.ndarray | None
+    data: bytes
+    as_stored: bool
+    height: int
+    width: int
+
+    @property
+    def lossy(self) -> bool:
+        """Whether the file is lossily compressed (JPEG, WebP)."""
+        return self.data.startswith(_JPEG_SOI) or (
+            self.data[:4] == b"RIFF" and self.data[8:12] == b"WEBP"
+        )
+
+
 def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read a photo as uint8 H×W×3 RGB, upright.
+    """Read a photo as uint8 H×W×3 RGB, upright (:func:`read_photo`'s pixels)."""
+    return read_photo(path, max_pixels).rgb
+
+
+def read_photo(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo:
+    """Read a photo: its uint8 H×W×3 RGB, upright, and its bytes (:class:`Photo`).
 
     Decoded by OpenCV: EXIF orientation is applied, grayscale is repeated to 3 channels, an alpha
     channel is dropped (not composited), and 16-bit images are rounded to 8 bits
@@ -1039,6 +1046,7 @@ def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> n
         raise UnsupportedInputError(
             path, f"{image.dtype} pixels: only 8- and 16-bit integer photos are read"
         )
+    decoded = image
     icc = _icc_profile(path, data)
     if icc is not None:
         image = _to_srgb(path, image, icc)
@@ -1048,4 +1056,49 @@ def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> n
         raise UnsupportedInputError(
             path, f"{image.dtype} pixels: only 8- and 16-bit integer photos are read"
         )
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    as_stored = (
+        data.startswith(_JPEG_SOI)
+        and image is decoded
+        and image.ndim == 3
+        and jpeg_size(data) == image.shape[:2]
+    )
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return Photo(rgb, data, as_stored, rgb.shape[0], rgb.shape[1])
+
+
+def read_stored_jpeg(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo | None:
+    """A JPEG whose bytes can be stored as they came, checked as :func:`read_photo` checks it but
+    decoded at 1/8 scale (libjpeg still entropy-decodes every coefficient, so damaged data fails
+    as in a full decode; the inverse DCT, upsampling and colour conversion are skipped). Returns
+    a :class:`Photo` without ``rgb``, or ``None`` when the file is not such a JPEG (another
+    format, an ICC profile to convert, a quarter-turn orientation, or a size whose 1/8 scale
+    is square, where a quarter turn would not show): then use :func:`read_photo`."""
+    path = Path(path)
+    _require_kind(path, "rgb")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(path, f"cannot open: {e.strerror or e}") from None
+    size = jpeg_size(data) if data.startswith(_JPEG_SOI) else None
+    if size is None:
+        return None
+    _check_photo_content(path, data, max_pixels)
+    icc = _icc_profile(path, data)
+    try:
+        if icc is not None and _icc_to_srgb(icc, 256) is not None:
+            return None
+    except _ICCError:
+        return None  # read_photo names the problem
+    small = (-(-size[0] // 8), -(-size[1] // 8))
+    if small[0] == small[1]:
+        return None
+    with _captured_stderr() as lines:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_REDUCED_COLOR_8)
+    warnings = _decoder_warnings(lines)
+    if warnings:
+        raise CorruptInputError(path, f"damaged JPEG data (libjpeg: {warnings[0]})")
+    if image is None:
+        raise CorruptInputError(path, "OpenCV cannot decode it as an image")
+    if image.dtype != np.uint8 or image.shape[:2] != small:
+        return None
+    return Photo(None, data, True, *size)

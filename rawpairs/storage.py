@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -28,7 +29,7 @@ from typing import IO, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-__all__ = ["MARKER", "FolderLockedError", "OutputFolder", "is_url", "partial_name"]
+__all__ = ["MARKER", "FolderLockedError", "OutputFolder", "is_url", "partial_name", "sha256_file"]
 
 MARKER = ".rawpairs"  # marks a folder made by rawpairs build; locked while a build writes
 REMOTE_LOCK = ".rawpairs.lock"
@@ -39,6 +40,15 @@ LOCK_STALE_S = 300.0
 def is_url(location: str | os.PathLike[str]) -> bool:
     """Whether ``location`` names a file system by protocol (``s3://…``), not a local path."""
     return "://" in str(location)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a local file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def partial_name(name: str) -> str:

@@ -158,12 +158,12 @@ def _check_rgb8(rgb: np.ndarray) -> None:
 
 
 def _noise_levels(
-    camera: Camera, rng: np.random.Generator | None, noise: bool
+    camera: Camera, rng: np.random.Generator | None, noise: bool, noise_key: int | None = None
 ) -> tuple[float, float] | None:
-    """(shot, read) when noise is to be added, else None; an rng is then required."""
+    """(shot, read) when noise is to be added, else None; an rng (or a key) is then required."""
     if not noise or (camera.noise_shot == 0 and camera.noise_read == 0):
         return None
-    if rng is None:
+    if rng is None and noise_key is None:
         raise ValueError("adding noise needs an rng (numpy.random.Generator); or pass noise=False")
     return camera.noise_shot, camera.noise_read
 
@@ -242,19 +242,22 @@ def unprocess(
     tone: Tone | str = DEFAULT_TONE,
     gamma: Gamma | str = Gamma.SRGB,
     noise: bool = True,
+    noise_key: int | None = None,
 ) -> np.ndarray:
     """sRGB uint8 H×W×3 (H, W even) → uint16 H×W RAW mosaic of ``camera`` (counts).
 
     ``tone`` and ``gamma`` name the forward curves to undo (:mod:`rawpairs.tone`; enum members
     of :mod:`rawpairs.choices` or their string values). Noise with
     ``camera.noise_shot``/``noise_read`` is added when ``noise`` is true and either level is
-    positive; ``rng`` is then required. ``noise=False`` gives the deterministic noise-free mosaic
-    (a loader can draw fresh noise each epoch from the camera's stored levels). Equal, bit for
-    bit, to :func:`unprocess_reference`.
+    positive; ``rng`` is then required, or ``noise_key``: the 64-bit start of the noise stream
+    that ``rawpairs.rng.stream_key(rng)`` would have drawn (an at-load sample's
+    ``render.noise_key``). ``noise=False`` gives the deterministic noise-free mosaic (a loader can
+    draw fresh noise each epoch from the camera's stored levels). Equal, bit for bit, to
+    :func:`unprocess_reference`.
     """
     _check_rgb8(rgb)
     _check_even(rgb.shape, "image")
-    levels = _noise_levels(camera, rng, noise)
+    levels = _noise_levels(camera, rng, noise, noise_key)
     rgb_to_cam = camera.rgb_to_cam
     lut = linear_lut(gamma, tone)
     tables = lut[None, None, :] * rgb_to_cam.astype(np.float32)[:, :, None]
@@ -275,11 +278,22 @@ def unprocess(
         np.float32(2**camera.bit_depth - 1),
         np.float32(shot),
         np.float32(read),
-        stream_key(rng) if levels is not None else np.uint64(0),
+        _stream_start(levels, rng, noise_key),
         levels is not None,
         out,
     )
     return out
+
+
+def _stream_start(
+    levels: tuple[float, float] | None, rng: np.random.Generator | None, noise_key: int | None
+) -> np.uint64:
+    """The noise stream's start state: ``noise_key``, else a draw from ``rng`` (0: no noise)."""
+    if levels is None:
+        return np.uint64(0)
+    if noise_key is not None:
+        return np.uint64(noise_key)
+    return stream_key(rng)  # type: ignore[arg-type]
 
 
 def simulate_raw(

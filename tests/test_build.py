@@ -327,16 +327,41 @@ def test_crop_modes(good_src, tmp_path, mode, expected):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_interrupt_leaves_no_partial_shard(tmp_path, good_src, workers, eager_workers):
-    """An exception in the driver (e.g. Ctrl-C) leaves finished shards and no partial one."""
+def test_interrupt_leaves_no_partial_shard(tmp_path, good_src, workers, eager_workers, monkeypatch):
+    """An exception in the driver (e.g. Ctrl-C) stops the workers and leaves finished shards and
+    no partial one."""
 
     def progress(done, total, written, errors):
         if written >= 6:  # three shards: workers (if any) are started or starting
             raise KeyboardInterrupt
 
+    import threading
+
+    import rawpairs.engines
+
+    started = []  # every worker process the build starts
+    spawn = rawpairs.engines._LocalPool._spawn
+
+    def recorded(self):
+        worker = spawn(self)
+        started.append(worker.process)
+        return worker
+
+    monkeypatch.setattr(rawpairs.engines._LocalPool, "_spawn", recorded)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         build(good_src, out, CONFIG, workers=workers, sources_per_shard=1, progress=progress)
+    # The workers stop (one still starting when the interrupt came is stopped once started).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+        any(p.is_alive() for p in started)
+        or any("_start_workers" in t.name for t in threading.enumerate())
+    ):
+        time.sleep(0.1)
+    assert not any(p.is_alive() for p in started), started
+    assert not any("_start_workers" in t.name for t in threading.enumerate())
+    if workers > 1:
+        assert started  # the interrupt came while workers ran (or started)
     assert not list(out.glob(".*partial")) and not list(out.glob(".state/.*partial"))
     assert len(list(out.glob("rawpairs-*.tar"))) >= 3 and not (out / "index.json").exists()
     assert (out / "build.json").exists()
@@ -387,10 +412,10 @@ def test_real_camera_files(tmp_path, render):
             )
             assert decoded.rgb.shape == (128, 128, 3)
             camera = capture.camera
-            if render == "rawpairs":  # the default exposure rule sets the digital gain
-                gain = auto_exposure(capture.mosaic, camera)
-                prov = {**camera.provenance, "digital_gain": "auto:p99"}
-                camera = camera.replace(digital_gain=gain, provenance=prov)
+            # the default exposure rule sets the digital gain, for both renders
+            gain = auto_exposure(capture.mosaic, camera)
+            prov = {**camera.provenance, "digital_gain": "auto:p99"}
+            camera = camera.replace(digital_gain=gain, provenance=prov)
             recorded = {k: v for k, v in meta["camera"]["provenance"].items() if v is not None}
             assert {**meta["camera"], "provenance": recorded} == camera.to_dict()
             assert meta["render"]["method"] == render
@@ -711,13 +736,36 @@ def test_full_disk_stops_with_one_error_and_no_partial_shard(good_src, tmp_path,
     assert not list((tmp_path / "out").glob("rawpairs-*.tar"))
 
 
-def test_crops_of_a_source_are_made_one_at_a_time(tmp_path):
+def test_crops_of_a_source_are_made_one_at_a_time(tmp_path, monkeypatch):
+    """Each crop is made, then written, before the next one is made (instrumented: the crop's
+    RAW simulation and the shard writer log their calls), and memory does not grow with
+    the number of crops."""
     import tracemalloc
 
+    import rawpairs.sample
+    import rawpairs.shards
+    import rawpairs.unprocess
     from rawpairs.sample import Source, make_samples
 
-    _write_photo(tmp_path / "a.png", _photo("astronaut", 400))
-    source = Source(str(tmp_path / "a.png"), "a.png", "rgb")
+    _write_photo(tmp_path / "src" / "a.png", _photo("astronaut", 400))
+    events: list[str] = []
+    simulate, add = rawpairs.unprocess.simulate_raw, rawpairs.shards.ShardWriter.add
+
+    def made(*args, **kwargs):
+        events.append("made")
+        return simulate(*args, **kwargs)
+
+    def written(self, members):
+        events.append("written")
+        return add(self, members)
+
+    monkeypatch.setattr(rawpairs.sample, "simulate_raw", made)  # the name the sample maker calls
+    monkeypatch.setattr(rawpairs.shards.ShardWriter, "add", written)
+    result = build(tmp_path / "src", tmp_path / "out", BuildConfig(crop=128, crops=40), workers=1)
+    assert result.samples == 40
+    assert events == ["made", "written"] * 40  # never two crops alive before one is written
+
+    source = Source(str(tmp_path / "src" / "a.png"), "a.png", "rgb")
 
     def peak(crops: int) -> int:
         tracemalloc.start()

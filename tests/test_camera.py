@@ -143,6 +143,9 @@ def test_values_are_normalised() -> None:
         ({"provenance": {"wb_gains": "fallback:"}}, "provenance of wb_gains"),
         ({"provenance": {"wb_gains": "fallback:a b"}}, "provenance of wb_gains"),
         ({"provenance": {"cfa": 1}}, "provenance of cfa"),
+        ({"provenance": {"cfa": "profile:"}}, "provenance of cfa"),
+        ({"provenance": {"cfa": "profile:a/b.json"}}, "provenance of cfa"),
+        ({"provenance": {"cfa": "profile:" + "a" * 101}}, "provenance of cfa"),
         ({"provenance": [("cfa", "file")]}, "provenance must be a dict"),
     ],
 )
@@ -153,7 +156,7 @@ def test_validation_errors(changes: dict, message: str) -> None:
 
 def test_every_provenance_form_is_accepted() -> None:
     forms = ["file", "sampled", "default", "user", "unknown", "file:ColorMatrix1", "auto:p99"]
-    forms.append("fallback:gray_world")
+    forms += ["fallback:gray_world", "profile:my_camera.json", "profile:" + "a" * 100]
     for form in forms:
         provenance = dict.fromkeys(PROVENANCE_FIELDS, form)
         assert Camera(**base(provenance=provenance)).provenance == provenance

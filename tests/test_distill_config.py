@@ -41,7 +41,7 @@ def to_argv(config: TrainConfig) -> list[str]:
 
 def test_every_field_has_a_flag_with_help() -> None:
     parser = build_parser()
-    dests = {action.dest: action for action in parser._actions if action.dest != "help"}
+    dests = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
     assert set(dests) == {f.name for f in fields(TrainConfig)}
     for name, action in dests.items():
         assert action.help, name
@@ -156,8 +156,8 @@ def test_loader_config_is_make_loaders_keywords() -> None:
 def test_data_order_fields() -> None:
     # The settings a resume must keep to replay the same samples in the same order (docs/data.md).
     assert set(data_order_fields()) == {
-        "shards", "seed", "batch_size", "num_workers", "shuffle_buffer", "crop",
-        "teacher_size", "student_input", "hflip", "low_light",
+        "shards", "seed", "batch_size", "num_workers", "shuffle_buffer", "shuffle_memory", "crop",
+        "teacher_size", "student_input", "hflip", "low_light", "fresh_cameras",
     }  # fmt: skip
 
 

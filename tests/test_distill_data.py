@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
 import lzma
@@ -306,13 +308,39 @@ def test_deterministic_under_seed(pair_shards: Path) -> None:
     assert [b["key"] for b in other] != [b["key"] for b in first]
 
 
-@settings(max_examples=30, deadline=None)
-@given(n_skip=st.integers(0, 60), size=st.integers(1, 9), seed=st.integers(0, 1000))
-def test_resume_plan_matches_the_shuffle(n_skip: int, size: int, seed: int) -> None:
-    out = list(islice(data.buffer_shuffle(iter(range(10**6)), size, random.Random(seed)), n_skip))
-    read, buffered = data.resume_plan(n_skip, size, random.Random(seed))
-    if n_skip:
-        assert set(out) == set(range(read)) - buffered and len(buffered) == size
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 50), max_size=40),
+    size=st.integers(1, 9),
+    max_bytes=st.integers(1, 120),
+    seed=st.integers(0, 1000),
+)
+def test_the_shuffle_buffer_is_bounded_in_records_and_bytes(
+    sizes: list[int], size: int, max_bytes: int, seed: int
+) -> None:
+    pulled: list[int] = []
+    emitted: list[int] = []
+
+    def items():
+        for i in range(len(sizes)):
+            held = [j for j in pulled if j not in emitted]  # the buffer before item i arrives
+            assert len(held) <= size
+            assert len(held) <= 1 or sum(sizes[j] for j in held) <= max_bytes
+            pulled.append(i)
+            yield i
+
+    stream = data.buffer_shuffle(
+        items(), size, random.Random(seed), max_bytes=max_bytes, nbytes=lambda i: sizes[i]
+    )
+    emitted.extend(stream)
+    assert sorted(emitted) == list(range(len(sizes)))
+    # A budget that never binds leaves the record-bounded order unchanged.
+    unbounded = data.buffer_shuffle(iter(range(len(sizes))), size, random.Random(seed))
+    size_of = sizes.__getitem__
+    roomy = data.buffer_shuffle(
+        iter(range(len(sizes))), size, random.Random(seed), max_bytes=2**40, nbytes=size_of
+    )
+    assert list(unbounded) == list(roomy)
 
 
 def test_resume_is_exact_and_skips_without_decoding(
@@ -399,7 +427,7 @@ def with_json(**changes: object) -> dict[str, bytes]:
         ({**one_sample(), "rgb.png": b"not a png"}, "rgb.png is not a PNG"),
         ({**one_sample(), "cls": b"cat"}, "cls is not an ASCII integer"),
         ({**one_sample(), "json": b'{"schema_version": 1}'}, "json is not valid metadata"),
-        (with_json(schema_version=3), "schema version 3, this rawpairs reads schema versions"),
+        (with_json(schema_version=4), "schema version 4, this rawpairs reads schema versions"),
     ],
 )
 def test_bad_samples_name_shard_and_key(tmp_path: Path, members: dict, message: str) -> None:
@@ -442,6 +470,8 @@ def test_empty_and_broken_shards(tmp_path: Path) -> None:
             garbled(lzma.compress(noisy)),
             "unreadable tar: Corrupt input data",
         ),
+        "garbled.tar.gz": (garbled(gzip.compress(noisy)), "unreadable tar: "),
+        "garbled.tar.bz2": (garbled(bz2.compress(noisy)), "unreadable tar: "),
     }
     for name, (content, message) in broken.items():
         path = tmp_path / name
@@ -498,7 +528,7 @@ def test_low_light_noise_statistics() -> None:
 
 
 def test_noise_at_load_draws_fresh_noise_with_the_stored_parameters():
-    """A ``--noise load`` sample gets N(0, shot·x + read) noise per draw, different per rng."""
+    """A ``--noise at_load`` sample gets N(0, shot·x + read) noise per draw, different per rng."""
     camera = make_camera(CFA.GRBG, (64.0, 64.0, 64.0, 64.0), 4095.0, 12)
     x = 0.25
     mosaic = np.full((128, 128), round(64 + x * (4095 - 64)), np.uint16)

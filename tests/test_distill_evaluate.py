@@ -151,3 +151,27 @@ def test_export_torchscript_and_onnx_message(
         assert not (tmp_path / "student.onnx").exists()
     else:
         assert (tmp_path / "student.onnx").stat().st_size > 0
+
+
+def test_cli_prints_a_short_table_and_writes_the_json(
+    checkpoint: Path, pair_shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    json_path = tmp_path / "nested" / "full.json"
+    args = ["--shards", str(pair_shards), "--checkpoint", str(checkpoint), "--max-batches", "1"]
+    assert ev.main([*args, "--out", str(tmp_path), "--json", str(json_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    metrics = json.loads(json_path.read_text())
+    assert len(lines) <= 30 and not (tmp_path / "metrics.json").exists()
+    assert lines[0].startswith(f"{metrics['samples']} held-out samples from")
+    assert lines[2].split() == ["model", "top1_agreement", "top5_agreement", "kl"]
+    student = metrics["student"]
+    lo, hi = student["ci"]["kl"]
+    assert (
+        lines[3].startswith("student (RAW)")
+        and f"{student['kl']:.3f} [{lo:.2f}, {hi:.2f}]" in lines[3]
+    )
+    diff = student["vs"]["naive_teacher"]["top1_agreement"]
+    row = next(line for line in lines if line.startswith("student − naive render"))
+    assert f"{diff[0]:+.3f} [{diff[1]:+.2f}, {diff[2]:+.2f}]" in row
+    assert lines[-1] == f"wrote {json_path} (every number) and {tmp_path / 'metrics.png'}"
+    assert ev.format_table(metrics).count("\n") < 30

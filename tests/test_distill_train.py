@@ -23,7 +23,7 @@ from distill.checkpoint import elastic_data_seed, load_checkpoint
 from distill.evaluate import evaluate
 from distill.models import build_student, load_teacher
 from distill.train import TrainConfig, config_from_args, main, train
-from distill.trainer import lr_factor
+from distill.trainer import Trainer, lr_factor
 from rawpairs.errors import CorruptInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,14 +145,29 @@ def test_ddp_ranks_see_disjoint_samples(pair_shards: Path, tmp_path: Path) -> No
     assert len(keys[0]) == len(keys[1]) == 4
     assert not set(keys[0]) & set(keys[1]), keys
     assert torch.load(tmp_path / "last.pt", weights_only=False)["world_size"] == 2
-    assert json.loads(result.stdout)["world_size"] == 2
+    assert json.loads((tmp_path / "summary.json").read_text())["world_size"] == 2
+    assert "2 process(es)" in result.stdout
     # Resume the 2-process checkpoint in 1 process: training continues (not an exact replay).
     config = TrainConfig(
         shards=str(pair_shards), out=str(tmp_path), steps=4, crop=32, resume="auto",
         **{**TINY, "batch_size": 2, "shuffle_buffer": 4},
     )  # fmt: skip
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    trainer = Trainer(config)
     with pytest.warns(UserWarning, match="different world size 2 → 1"):
-        summary = train(config)
+        trainer.resume()
+    # Weights, optimiser state and schedule carry over from the 2-process checkpoint.
+    for name, value in saved["student"].items():
+        assert torch.equal(trainer.student.state_dict()[name], value), name
+    optimizer = trainer.optimizer.state_dict()
+    assert optimizer["param_groups"] == saved["optimizer"]["param_groups"]
+    for index, state in saved["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(optimizer["state"][index][key], value), (index, key)
+    assert saved["optimizer"]["state"] and saved["scheduler"]["last_epoch"] == 2
+    assert trainer.scheduler.state_dict()["last_epoch"] == 2
+    assert trainer.scheduler.get_last_lr() == saved["scheduler"]["_last_lr"]
+    summary = trainer.run()
     assert summary["steps"] == 4 and summary["world_size"] == 1
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     assert (state["step"], state["world_size"], state["batches_consumed"]) == (4, 1, 2)

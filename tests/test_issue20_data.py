@@ -350,13 +350,13 @@ def test_worker_warnings_reach_the_warn_callback_not_the_terminal(tmp_path, monk
 
     one = tmp_path / "src"
     _photo(one / "a.png", 32, 32, 0)
-    read_rgb = sources.read_rgb
+    read_photo = sources.read_photo
 
     def chatty(path, max_pixels=None):
         sources._decoder_warnings(["libpng warning: iCCP: known incorrect sRGB profile"])
-        return read_rgb(path, max_pixels)
+        return read_photo(path, max_pixels)
 
-    monkeypatch.setattr(sources, "read_rgb", chatty)
+    monkeypatch.setattr(sources, "read_photo", chatty)
     lines: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing escapes the build as a warning either

@@ -232,3 +232,89 @@ def test_from_dict_and_json_errors() -> None:
         CapturePriors.from_json("[1, 2]")
     with pytest.raises(ValueError, match=r"numpy\.random\.Generator"):
         sample_camera(np.random.RandomState(0))  # type: ignore[arg-type]
+
+
+# Camera profiles (rawpairs calibrate) --------------------------------------------------------
+
+CAPTURES = (
+    {
+        "red_gain": 2.0,
+        "blue_gain": 1.5,
+        "digital_gain": 1.2,
+        "noise_shot": 1e-3,
+        "noise_read": 1e-5,
+    },
+    {
+        "red_gain": 1.6,
+        "blue_gain": 2.1,
+        "digital_gain": 2.5,
+        "noise_shot": 4e-3,
+        "noise_read": 2e-5,
+    },
+)
+
+
+def test_priors_without_profile_fields_serialise_as_before() -> None:
+    assert {"captures", "profile", "calibration"}.isdisjoint(DEFAULT_PRIORS.to_dict())
+    profile = CapturePriors(captures=CAPTURES, profile="cam.json", calibration={"files": []})
+    assert CapturePriors.from_json(profile.to_json()) == profile
+    assert json.loads(profile.to_json())["captures"][1]["digital_gain"] == 2.5
+
+
+def test_profile_cameras_take_one_real_capture_each() -> None:
+    profile = CapturePriors(
+        cfa="GRBG",
+        bit_depth=10,
+        black_level=32,
+        white_level=1023,
+        xyz_to_cam=BROOKS_CAMERAS["Olympus E-M10"],
+        captures=CAPTURES,
+        profile="my_camera.json",
+    )
+    cams = draw(200, profile)
+    taken = [
+        (c.wb_gains[0], c.wb_gains[2], c.digital_gain, c.noise_shot, c.noise_read) for c in cams
+    ]
+    expected = [tuple(c.values()) for c in CAPTURES]
+    assert set(taken) == set(expected)  # both drawn, nothing else
+    assert 60 < taken.count(expected[0]) < 140  # uniformly
+    for c in cams:
+        assert c.cfa is CFA.GRBG and c.black_level == (32.0,) * 4 and c.white_level == 1023.0
+        assert c.xyz_to_cam == BROOKS_CAMERAS["Olympus E-M10"]
+        assert set(c.provenance.values()) == {"profile:my_camera.json"}
+        assert set(c.provenance) == {*c.provenance} >= {"digital_gain", "noise", "wb_gains"}
+    assert [c.to_json() for c in draw(5, profile, seed=3)] == [
+        c.to_json() for c in draw(5, profile, seed=3)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("captures", "message"),
+    [
+        ([], "non-empty list"),
+        ({"red_gain": 2.0}, "non-empty list"),
+        ([[2.0, 1.5, 1.0]], "must be an object"),
+        ([{"red_gain": 2.0, "blue_gain": 1.5}], r"lacks \['digital_gain'\]"),
+        ([{**CAPTURES[0], "iso": 100}], r"unknown capture fields: \['iso'\]"),
+        ([{**CAPTURES[0], "red_gain": 0.0}], "red_gain must be in"),
+        ([{**CAPTURES[0], "digital_gain": 100.0}], "digital_gain must be in"),
+        ([{**CAPTURES[0], "noise_read": None}], "both be set or both null"),
+        ([{**CAPTURES[0], "noise_shot": 2.0}], "noise_shot must be in"),
+        ([{**CAPTURES[0], "blue_gain": np.nan}], "blue_gain must be 1 finite"),
+    ],
+)
+def test_invalid_captures_raise(captures, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        CapturePriors(captures=captures)
+
+
+def test_profile_names_are_file_names() -> None:
+    from rawpairs.priors import profile_name
+
+    assert profile_name("my camera (2).json") == "my_camera__2_.json"
+    assert len(profile_name("x" * 300)) == 100
+    for bad in ("a/b.json", "", "x" * 101, 3):
+        with pytest.raises(ValueError, match="profile must be a file name"):
+            CapturePriors(profile=bad)
+    with pytest.raises(ValueError, match="calibration must be an object"):
+        CapturePriors(calibration=[1])

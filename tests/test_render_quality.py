@@ -67,3 +67,37 @@ def test_the_benchmark_lists_both_folders() -> None:
     assert {("raw_more", n) for n in CHECKED_ON} <= listed
     assert render_quality.role(SHARED / "raw_more" / CHECKED_ON[0]) == "check"
     assert render_quality.role(SHARED / "raw" / CHOSEN_ON[0]) == "chosen on"
+
+
+# One file of each square-pixel camera model (LibRaw stretches the DC120's non-square pixels, so
+# --render libraw refuses it): the two of tests/data/raw are in every clone.
+SHIPPED = Path(__file__).resolve().parent / "data" / "raw"
+BOTH_RENDERS = (
+    SHIPPED / "Canon-PowerShot_S40-CRW_0104.CRW",
+    SHIPPED / "Kodak-DC50-DC50IMG-DC0010S.KDC",
+    SHARED / "raw" / "Canon-EOS550D-colorchart.dng",
+    SHARED / "raw" / "Canon-PowerShot_G2-CRW_0304.CRW",
+)
+
+
+@pytest.mark.parametrize("path", BOTH_RENDERS, ids=[p.name for p in BOTH_RENDERS])
+def test_libraw_render_follows_the_same_exposure_policy(tmp_path, path) -> None:
+    """``--render libraw`` applies (and records) the gain of ``--exposure auto`` as the default
+    render does, so the two RGBs of one file agree in brightness (before: 0.68–0.85×)."""
+    from rawpairs.sample import Source, make_samples
+
+    if not path.is_file():
+        pytest.skip(f"real RAW data not found at {path} (it lives beside the project in ../shared)")
+    source = Source(str(path), path.name, "raw")
+    ours = next(make_samples(source, BuildConfig()))
+    libraw = next(make_samples(source, BuildConfig(render="libraw")))
+    assert libraw.meta.camera == ours.meta.camera
+    assert libraw.meta.camera.provenance["digital_gain"] == "auto:p99"
+    assert libraw.meta.camera.digital_gain >= 1.0
+    ratio = libraw.rgb.mean() / ours.rgb.mean()
+    assert 0.9 <= ratio <= 1.1, ratio
+    unexposed = next(make_samples(source, BuildConfig(render="libraw", exposure="none")))
+    assert unexposed.meta.camera.digital_gain == 1.0
+    assert "digital_gain" not in unexposed.meta.camera.provenance
+    if ours.meta.camera.digital_gain > 1.05:  # the gain is what brightens the LibRaw render
+        assert unexposed.rgb.mean() < libraw.rgb.mean()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
 import struct
 import tarfile
+import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -138,8 +140,8 @@ def test_another_schema_version_is_one_line_naming_both() -> None:
             decode_sample(bad, "s.tar", "k0")
         assert str(err.value) == (
             f"s.tar: sample 'k0': written with schema version {version}, this rawpairs reads "
-            "schema versions 1 and 2 (rebuild the shards, or use the rawpairs version that wrote "
-            "them)"
+            "schema versions 1, 2 and 3 (rebuild the shards, or use the rawpairs version that "
+            "wrote them)"
         )
 
 
@@ -184,6 +186,21 @@ def npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array)
     return buf.getvalue()
+
+
+PICKLE_MARKER = Path(tempfile.gettempdir()) / f"rawpairs-unpickled-{os.getpid()}"
+
+
+class Payload:
+    """Unpickling this creates :data:`PICKLE_MARKER` (what an attacker's command would do)."""
+
+    def __reduce__(self) -> tuple:
+        return (exec, (f"open({str(PICKLE_MARKER)!r}, 'w').close()",))
+
+
+def pickled_raw() -> bytes:
+    """A ``raw.npy`` holding a pickled object that runs code when loaded with ``allow_pickle``."""
+    return npy(np.array([Payload()], dtype=object))
 
 
 def png(image: np.ndarray) -> bytes:
@@ -254,7 +271,7 @@ VALID = {
     "smallest GBRG sample (4×2)": lambda: members_of(K, shape=(4, 2)),
 }
 INVALID = {
-    "schema 3": lambda: edit_json(members_of(K), _set("schema_version", 3)),
+    "schema 4": lambda: edit_json(members_of(K), _set("schema_version", 4)),
     "cls 2**40": lambda: {**members_of(K), "cls": str(2**40).encode()},
     "wb_gains 1e300": lambda: edit_json(members_of(K), _set("camera.wb_gains", [1e300, 1.0, 1.0])),
     "digital gain 1e300": lambda: edit_json(members_of(K), _set("camera.digital_gain", 1e300)),
@@ -278,7 +295,7 @@ INVALID = {
     "raw not crop size": lambda: {**members_of(K), "raw.npy": npy(np.zeros((12, 14), "u2"))},
     "raw big-endian": lambda: big_endian(members_of(K)),
     "raw trailing bytes": lambda: {**members_of(K), "raw.npy": members_of(K)["raw.npy"] + b"x"},
-    "raw pickled": lambda: {**members_of(K), "raw.npy": npy(np.array([{}], dtype=object))},
+    "raw pickled": lambda: {**members_of(K), "raw.npy": pickled_raw()},
     "rgb gray": lambda: {**members_of(K), "rgb.png": png(np.zeros((12, 16), np.uint8))},
     "rgb alpha": lambda: {**members_of(K), "rgb.png": png(np.zeros((12, 16, 4), np.uint8))},
     "rgb 16-bit": lambda: {**members_of(K), "rgb.png": png(np.zeros((12, 16, 3), np.uint16))},
@@ -330,6 +347,15 @@ def gzip_shard(shard: Path) -> None:
     shard.write_bytes(gzip.compress(shard.read_bytes(), mtime=0))
 
 
+def gzip_shard_with_bad_crc(shard: Path) -> None:
+    """Stored (uncompressed) gzip blocks with bytes flipped mid-stream: only the CRC-32 at the
+    end of the stream tells."""
+    packed = bytearray(gzip.compress(shard.read_bytes(), compresslevel=0, mtime=0))
+    middle = len(packed) // 2
+    packed[middle : middle + 16] = bytes(b ^ 0xFF for b in packed[middle : middle + 16])
+    shard.write_bytes(bytes(packed))
+
+
 def add_folder_entry(shard: Path) -> None:
     with tarfile.open(shard) as tar:
         entries = [(info, tar.extractfile(info).read()) for info in tar]  # type: ignore[union-attr]
@@ -361,13 +387,20 @@ def test_verify_and_the_loader_agree_on_each_sample(tmp_path: Path, name: str) -
     members = {**VALID, **INVALID}[name]()
     folder = tmp_path / "build"
     write_build(folder, [("k1", members_of("k1")), (K, members)])
+    PICKLE_MARKER.unlink(missing_ok=True)
     problems = verify_shards(folder)
     assert (not problems) == loads(folder) == (name in VALID), problems
+    if name == "raw pickled":  # refused without being unpickled; unpickled, it would run
+        assert not PICKLE_MARKER.exists()
+        np.load(io.BytesIO(members["raw.npy"]), allow_pickle=True)
+        assert PICKLE_MARKER.exists()
+        PICKLE_MARKER.unlink()
 
 
 GOOD = [(f"k{i}", members_of(f"k{i}")) for i in range(3)]
 SHARDS = {
     "gzip-compressed": (GOOD, gzip_shard, True),
+    "gzip with a bad CRC": (GOOD, gzip_shard_with_bad_crc, False),
     "with a folder entry": (GOOD, add_folder_entry, True),
     "one sample": (GOOD[:1], None, True),
     "repeated member": ([*GOOD, ("k2", {"json": GOOD[2][1]["json"]})], None, False),
@@ -388,7 +421,8 @@ def test_verify_and_the_loader_agree_on_whole_shards(tmp_path: Path, name: str) 
 
 # --- who imports whom ----------------------------------------------------------------------------
 ROOT = Path(__file__).resolve().parents[1]
-WRITER = {"rawpairs.build", "rawpairs.engines", "rawpairs.sample", "rawpairs.shards"}
+WRITER = {"rawpairs.build", "rawpairs.engines", "rawpairs.group", "rawpairs.sample"}
+WRITER |= {"rawpairs.shards"}
 
 
 def imported_modules(package: str) -> dict[str, set[str]]:
