@@ -207,11 +207,25 @@ def summarize(folder: str | Path) -> dict[str, Any]:
             )
         },
         "matrix_provenance": dict(Counter(r["matrix_provenance"] for r in rows)),
+        "classes": _class_counts(folder, rows),
         "failed": b.errors,
         "skipped": b.skipped,
         "status": b.header.get("status"),
         "config": config if isinstance(config, dict) else {},
     }
+
+
+def _class_counts(folder: Path, rows: list[dict[str, Any]]) -> dict[str, int] | None:
+    """Samples per class of a labelled build, by folder name (``classes.json``; an id the map
+    does not name is counted under its number); ``None`` when no sample has a label."""
+    labels = Counter(r["label"] for r in rows if r.get("label") is not None)
+    if not labels:
+        return None
+    try:
+        names = {i: name for name, i in (read_class_map(folder) or {}).items()}
+    except ValueError:  # a malformed classes.json: --verify names it
+        names = {}
+    return {names.get(i, str(i)): n for i, n in sorted(labels.items())}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -225,6 +239,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  resolutions: {summary['resolutions']}",
         f"  matrices:    {summary['matrix_provenance']}",
     ]
+    if summary.get("classes") is not None:
+        lines.append(f"  classes:     {summary['classes']}")
     for name, span in summary["ranges"].items():
         if span is not None:
             lines.append(f"  {name:<12} {span[0]:.6g} … {span[1]:.6g}")

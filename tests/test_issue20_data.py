@@ -536,3 +536,20 @@ def test_an_at_load_builds_card_offers_readers_that_work_on_it(src, tmp_path):
     code = _card_block(out, "python") + "\nassert raw is None and rgb.shape == (48, 48, 3)\n"
     done = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_inspect_counts_the_samples_of_each_class(tmp_path):
+    """Item 4: a labelled build's summary counts samples per class, by folder name."""
+    src = tmp_path / "src"
+    for i, (name, n) in enumerate((("apple", 2), ("cherry", 1))):
+        for j in range(n):
+            _photo(src / name / f"{j}.png", 32, 32, 10 * i + j)
+    out = tmp_path / "out"
+    build(src, out, BuildConfig(labels=True), workers=1)
+    summary = summarize(out)
+    assert summary["classes"] == {"apple": 2, "cherry": 1}
+    text = CliRunner().invoke(cli, ["inspect", str(out)]).output
+    assert "classes:     {'apple': 2, 'cherry': 1}" in text
+    plain = tmp_path / "plain"
+    build(src, plain, BuildConfig(), workers=1)
+    assert summarize(plain)["classes"] is None
