@@ -144,6 +144,7 @@ def dataset_card(
     split = header.get("split")
     pattern = _shard_pattern(index) if index else "rawpairs-000000.tar"
     rgb = rgb_member(config.get("rgb_format", "png"))
+    at_load = config.get("unprocess") == "at_load"  # photos stored without raw.npy
     total = sum(s.size for s in index)
     title = f"RAW–RGB pairs: {split['name']} split" if split else "RAW–RGB pairs"
     lines = [
@@ -203,21 +204,40 @@ def dataset_card(
         "import webdataset as wds",
         f'ds = wds.WebDataset("{pattern}", shardshuffle=False).decode("rgb8")',
         "for s in ds:",
-        '    raw, rgb, meta = s["raw.npy"], s["' + rgb + '"], s["json"]  # uint16, uint8, dict',
+        (
+            '    raw, rgb, meta = s.get("raw.npy"), s["' + rgb + '"], s["json"]  # None: at-load'
+            if at_load
+            else '    raw, rgb, meta = s["raw.npy"], s["'
+            + rgb
+            + '"], s["json"]  # uint16, uint8, dict'
+        ),
         "```",
         "",
-        "Hugging Face `datasets` (its `webdataset` loader). Give it the json's types: it infers "
-        "them from the first samples, and a photo's null `source.make` then fails a later camera "
-        "RAW sample:",
-        "",
-        "```python",
-        "from datasets import load_dataset  # pip install datasets",
-        "from rawpairs.schema import hf_features",
-        'ds = load_dataset("webdataset", data_files="rawpairs-*.tar", split="train",',
-        f"                  features=hf_features(labels={bool(config.get('labels'))}, "
-        f'rgb_format="{config.get("rgb_format", "png")}"))',
-        "```",
-        "",
+        *(
+            [
+                "Its photos carry no `raw.npy`: their RAW is made at load by `distill.data` from "
+                "the recipe in their `json` (schema version 3), so readers other than rawpairs "
+                "get the RGB and metadata of every sample and the RAW of camera files only; "
+                "Hugging Face `datasets`, which needs one set of members per sample, is not "
+                "offered for such a build.",
+                "",
+            ]
+            if at_load
+            else [
+                "Hugging Face `datasets` (its `webdataset` loader). Give it the json's types: it "
+                "infers them from the first samples, and a photo's null `source.make` then fails "
+                "a later camera RAW sample:",
+                "",
+                "```python",
+                "from datasets import load_dataset  # pip install datasets",
+                "from rawpairs.schema import hf_features",
+                'ds = load_dataset("webdataset", data_files="rawpairs-*.tar", split="train",',
+                f"                  features=hf_features(labels={bool(config.get('labels'))}, "
+                f'rgb_format="{config.get("rgb_format", "png")}"))',
+                "```",
+                "",
+            ]
+        ),
         "DuckDB on the manifest (one row per sample; `byte_offset` and `size` locate the "
         "sample's tar entries in `shard`):",
         "",

@@ -521,3 +521,18 @@ def test_the_cards_hugging_face_snippet_loads_photos_and_raw(split_build, monkey
     namespace: dict = {}
     exec(_card_block(split_build / "train", "python", 1), namespace)
     assert namespace["ds"].num_rows == pq.read_metadata("manifest.parquet").num_rows
+
+
+def test_an_at_load_builds_card_offers_readers_that_work_on_it(src, tmp_path):
+    """Photos of an at-load build have no raw.npy: the card's webdataset snippet still runs,
+    and it does not offer the Hugging Face loader (which needs the same members per sample)."""
+    one = tmp_path / "src"
+    one.mkdir()
+    shutil.copy(src / "cats" / "p01.png", one / "p01.png")
+    out = tmp_path / "out"
+    build(one, out, BuildConfig(crop=48, unprocess="at_load"), workers=1)
+    card = (out / "README.md").read_text()
+    assert "load_dataset" not in card and "is not offered for such a build" in card
+    code = _card_block(out, "python") + "\nassert raw is None and rgb.shape == (48, 48, 3)\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
