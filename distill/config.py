@@ -301,7 +301,8 @@ class TrainConfig:
     overwrite: bool = option(
         False,
         "start a clean run in an --out that holds a run: delete what a run writes there "
-        "(last.pt, best.pt, log.jsonl, log.csv, val.jsonl, keys-rank*.txt, TensorBoard events), "
+        "(last.pt, best.pt, log.jsonl, log.csv, val.jsonl, summary.json, keys-rank*.txt, "
+        "TensorBoard events), "
         "never other files",
     )
     stop_after: int | None = option(

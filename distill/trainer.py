@@ -65,7 +65,7 @@ __all__ = [
 
 # What a run writes in its --out (besides keys-rank*.txt and TensorBoard events): all that
 # --overwrite deletes.
-RUN_FILES = (CHECKPOINT_NAME, BEST_NAME, "log.jsonl", "log.csv", "val.jsonl")
+RUN_FILES = (CHECKPOINT_NAME, BEST_NAME, "log.jsonl", "log.csv", "val.jsonl", "summary.json")
 
 
 class TrainingDiverged(RuntimeError):

@@ -10,9 +10,10 @@
    ``shards/train`` and ``shards/val``, each a complete build), then inspects and verifies
    both and writes a preview contact sheet of ``train`` (``rawpairs inspect``).
 3. With ``--train-steps N`` (and the ``distill`` extra installed) runs a short CPU distillation
-   on ``shards/train`` and evaluates the student's agreement with the teacher on
-   ``shards/val``: photos the student never saw (a smoke run of the training path; see
-   docs/results.md for the real comparison).
+   on ``shards/train``, scored on ``shards/val`` at its start and end (the summary's held-out KL
+   and agreement beside the teacher on the naive render), and evaluates the student's agreement
+   with the teacher on ``shards/val``: photos the student never saw (a smoke run of the training
+   path; see docs/results.md for the real comparison).
 """
 
 from __future__ import annotations
@@ -120,12 +121,13 @@ def main(out: Path, workers: int, train_steps: int) -> None:
         args = ["--shards", str(train_shards), "--out", str(run), "--steps", str(train_steps)]
         args += ["--crop", "128", "--batch-size", "8", "--warmup-steps", "5", "--device", "cpu"]
         args += ["--num-workers", "0", "--no-progress", "--overwrite"]  # a re-run starts again
-        click.echo(f"$ python -m distill.train {' '.join(args)}")
+        args += ["--val-shards", str(val_shards)]  # the summary: held-out KL vs the naive render
+        click.echo(f"$ distill train {' '.join(args)}")
         if train(args):
             sys.exit(1)
         args = ["--shards", str(val_shards), "--checkpoint", str(run / "last.pt")]
         args += ["--device", "cpu"]
-        click.echo(f"$ python -m distill.evaluate {' '.join(args)}")
+        click.echo(f"$ distill evaluate {' '.join(args)}")
         if evaluate(args):
             sys.exit(1)
     click.echo(f"demo done: shards in {shards}, preview in {out / 'preview.png'}")
