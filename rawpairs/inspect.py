@@ -426,10 +426,28 @@ def verify_shards(folder: str | Path) -> list[str]:
     return problems
 
 
+_FONT, _FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+
+
+def _fit_text(text: str, width: int) -> str:
+    """``text``, cut and ended with '..' where it is wider than ``width`` pixels in the label
+    font (a label never runs into the next panel)."""
+
+    def fits(t: str) -> bool:
+        return cv2.getTextSize(t, _FONT, _FONT_SCALE, 3)[0][0] <= width
+
+    if fits(text):
+        return text
+    while text and not fits(text + ".."):
+        text = text[:-1]
+    return text + ".."
+
+
 def _label(image: np.ndarray, text: str) -> np.ndarray:
     out = image.copy()
-    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    text = _fit_text(text, out.shape[1] - 8)
+    cv2.putText(out, text, (4, 14), _FONT, _FONT_SCALE, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, (4, 14), _FONT, _FONT_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 

@@ -553,3 +553,17 @@ def test_inspect_counts_the_samples_of_each_class(tmp_path):
     plain = tmp_path / "plain"
     build(src, plain, BuildConfig(), workers=1)
     assert summarize(plain)["classes"] is None
+
+
+def test_preview_labels_fit_their_panel():
+    """Item 3: a preview label wider than its panel is cut (ending '..'), never drawn past it."""
+    import cv2
+
+    from rawpairs.inspect import _fit_text
+
+    width = 96
+    long = "RGB holidays/rome/colosseum_at_sunset_0001.jpg"
+    cut = _fit_text(long, width)
+    assert cut.endswith("..") and long.startswith(cut[:-2])
+    assert cv2.getTextSize(cut, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 3)[0][0] <= width
+    assert _fit_text("RGB a.jpg", width) == "RGB a.jpg"
