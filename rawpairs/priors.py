@@ -88,13 +88,18 @@ def _adobe_matrices() -> np.ndarray:
     return (coeffs / 10000.0).reshape(-1, 3, 3)
 
 
+@lru_cache(maxsize=len(MATRIX_POOLS))
 def _pool(name: str) -> np.ndarray:
+    """N×3×3 XYZ → camera matrices of a matrix pool (read-only: made once per process)."""
     brooks = np.array(list(BROOKS_CAMERAS.values()))
     if name == "brooks":
-        return brooks
-    if name == "adobe":
-        return _adobe_matrices()
-    return np.concatenate([brooks, _adobe_matrices()])
+        pool = brooks
+    elif name == "adobe":
+        pool = _adobe_matrices().copy()
+    else:
+        pool = np.concatenate([brooks, _adobe_matrices()])
+    pool.flags.writeable = False
+    return pool
 
 
 def _range(
