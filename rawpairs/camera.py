@@ -85,6 +85,14 @@ def _float(value: Any, name: str) -> float:
 
 
 def _floats(values: Any, n: int, name: str) -> tuple[float, ...]:
+    """``n`` finite floats from any array-like (flattened); a tuple of ``n`` finite Python
+    floats (what the camera sampler makes) is returned as it is."""
+    if (
+        type(values) is tuple
+        and len(values) == n
+        and all(type(v) is float and math.isfinite(v) for v in values)
+    ):
+        return values
     arr = np.asarray(values, dtype=np.float64).ravel()
     if arr.size != n:
         raise ValueError(f"{name} must have {n} values, got {arr.size}")

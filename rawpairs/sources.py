@@ -750,9 +750,11 @@ def _png_crc_error(data: bytes) -> str | None:
 
 
 def _jpeg_truncated(data: bytes) -> bool:
-    """True if no end-of-image marker follows the last start-of-scan (a cut-off download)."""
-    sos = data.rfind(b"\xff\xda")
-    return sos < 0 or data.find(b"\xff\xd9", sos) < 0
+    """True if no end-of-image marker follows the last start-of-scan (a cut-off download).
+    Searched from the last end-of-image marker (near the end of a whole file), so the scan data
+    is not searched twice: no start-of-scan after it, and one before it."""
+    eoi = data.rfind(b"\xff\xd9")
+    return eoi < 0 or data.find(b"\xff\xda", eoi) >= 0 or data.find(b"\xff\xda", 0, eoi) < 0
 
 
 def _check_photo_content(path: Path, data: bytes, max_pixels: int | None) -> None:
