@@ -395,7 +395,8 @@ def _sample_matrix(rng: np.random.Generator, priors: CapturePriors) -> np.ndarra
     k = min(priors.matrix_mix, len(pool))
     chosen = pool[rng.choice(len(pool), size=k, replace=False)] if k < len(pool) else pool
     weights = rng.uniform(1e-8, 1.0, size=k)
-    return np.tensordot(weights / weights.sum(), chosen, axes=1)
+    # np.tensordot(weights / weights.sum(), chosen, axes=1), the same dot without its wrapper
+    return np.dot((weights / weights.sum()).reshape(1, k), chosen.reshape(k, 9)).reshape(3, 3)
 
 
 def sample_camera(rng: np.random.Generator, priors: CapturePriors = DEFAULT_PRIORS) -> Camera:

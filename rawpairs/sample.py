@@ -528,7 +528,8 @@ def make_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
         return
     try:  # a photo is read once (hashed and decoded from memory), a RAW file hashed here
         if source.kind == "rgb":
-            data = Path(source.path).read_bytes()
+            with open(source.path, "rb") as f:
+                data = f.read()
         else:
             sha256 = sha256_file(source.path)
     except OSError as err:
