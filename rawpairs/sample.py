@@ -329,7 +329,7 @@ def _whole_jpeg(source: Source, config: BuildConfig, data: bytes) -> Photo | Non
 
     if config.unprocess is not Unprocess.AT_LOAD or config.crop is not None:
         return None
-    photo = read_stored_jpeg(source.path, config.max_pixels, data)
+    photo = read_stored_jpeg(source.path, config.max_pixels, data=data)
     if photo is None or max(photo.height, photo.width) > (config.max_side or math.inf):
         return None
     return photo
@@ -340,7 +340,9 @@ def _rgb_samples(source: Source, config: BuildConfig, data: bytes) -> Iterator[S
     from rawpairs.sources import read_photo
 
     sha256 = hashlib.sha256(data).hexdigest()
-    photo = _whole_jpeg(source, config, data) or read_photo(source.path, config.max_pixels, data)
+    photo = _whole_jpeg(source, config, data) or read_photo(
+        source.path, config.max_pixels, data=data
+    )
     _check_min_side(source, photo.height, photo.width, config)
     rgb = None
     if photo.rgb is not None:

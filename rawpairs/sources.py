@@ -1034,7 +1034,7 @@ def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> n
 
 
 def read_photo(
-    path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, data: bytes | None = None
+    path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, *, data: bytes | None = None
 ) -> Photo:
     """Read a photo: its uint8 H×W×3 RGB, upright, and its bytes (:class:`Photo`).
 
@@ -1099,7 +1099,7 @@ def _photo_bytes(path: Path, data: bytes | None) -> bytes:
 
 
 def read_stored_jpeg(
-    path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, data: bytes | None = None
+    path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, *, data: bytes | None = None
 ) -> Photo | None:
     """A JPEG whose bytes can be stored as they came, checked as :func:`read_photo` checks it but
     decoded at 1/8 scale (libjpeg still entropy-decodes every coefficient, so damaged data fails
