@@ -27,6 +27,7 @@ One immutable, validated object, :class:`Camera`, with an exact JSON round trip.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -72,7 +73,26 @@ def rgb_to_cam_matrix(xyz_to_cam: np.ndarray) -> np.ndarray:
     return m / sums
 
 
+def _float(value: Any, name: str) -> float:
+    """One finite float: a Python ``float`` or ``int`` directly (the per-sample path), anything
+    else through :func:`_floats` (same value, same errors)."""
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{name} must be finite, got {[number]}")
+        return number
+    return _floats(value, 1, name)[0]
+
+
 def _floats(values: Any, n: int, name: str) -> tuple[float, ...]:
+    """``n`` finite floats from any array-like (flattened); a tuple of ``n`` finite Python
+    floats (what the camera sampler makes) is returned as it is."""
+    if (
+        type(values) is tuple
+        and len(values) == n
+        and all(type(v) is float and math.isfinite(v) for v in values)
+    ):
+        return values
     arr = np.asarray(values, dtype=np.float64).ravel()
     if arr.size != n:
         raise ValueError(f"{name} must have {n} values, got {arr.size}")
@@ -119,7 +139,7 @@ class Camera:
         m = _floats(self.xyz_to_cam, 9, "xyz_to_cam")
         set_(self, "xyz_to_cam", (m[0:3], m[3:6], m[6:9]))
         for name in ("white_level", "digital_gain", "noise_shot", "noise_read"):
-            set_(self, name, _floats(getattr(self, name), 1, name)[0])
+            set_(self, name, _float(getattr(self, name), name))
         if int(self.bit_depth) != self.bit_depth or not 1 <= int(self.bit_depth) <= 16:
             raise ValueError(f"bit_depth must be an integer in [1, 16], got {self.bit_depth}")
         set_(self, "bit_depth", int(self.bit_depth))
@@ -142,21 +162,25 @@ class Camera:
                 f"noise parameters must be >= 0, got shot={self.noise_shot} read={self.noise_read}"
             )
         rgb_to_cam = rgb_to_cam_matrix(np.array(self.xyz_to_cam))
-        cond = np.linalg.cond(rgb_to_cam)
+        singular = np.linalg.svd(rgb_to_cam, compute_uv=False)  # np.linalg.cond's 2-norm
+        with np.errstate(all="ignore"):
+            cond = singular[0] / singular[-1]
         if not np.isfinite(cond) or cond > _MAX_CONDITION:
             raise ValueError(f"colour matrix is not invertible (condition number {cond:.3g})")
         set_(self, "provenance", _check_provenance(self.provenance))
+        rgb_to_cam.flags.writeable = False
+        set_(self, "_rgb_to_cam", rgb_to_cam)  # not a field: made once, copied by the properties
 
     # Derived colour matrices -------------------------------------------------------------
     @property
     def rgb_to_cam(self) -> np.ndarray:
         """3×3 linear sRGB → camera RGB (float64, rows sum to 1)."""
-        return rgb_to_cam_matrix(np.array(self.xyz_to_cam))
+        return self._rgb_to_cam.copy()
 
     @property
     def cam_to_srgb(self) -> np.ndarray:
         """3×3 camera RGB → linear sRGB D65 (float64, rows sum to 1)."""
-        return np.linalg.inv(self.rgb_to_cam)
+        return np.linalg.inv(self._rgb_to_cam)
 
     @property
     def black_level_array(self) -> np.ndarray:

@@ -88,13 +88,18 @@ def _adobe_matrices() -> np.ndarray:
     return (coeffs / 10000.0).reshape(-1, 3, 3)
 
 
+@lru_cache(maxsize=len(MATRIX_POOLS))
 def _pool(name: str) -> np.ndarray:
+    """N×3×3 XYZ → camera matrices of a matrix pool (read-only: made once per process)."""
     brooks = np.array(list(BROOKS_CAMERAS.values()))
     if name == "brooks":
-        return brooks
-    if name == "adobe":
-        return _adobe_matrices()
-    return np.concatenate([brooks, _adobe_matrices()])
+        pool = brooks
+    elif name == "adobe":
+        pool = _adobe_matrices().copy()
+    else:
+        pool = np.concatenate([brooks, _adobe_matrices()])
+    pool.flags.writeable = False
+    return pool
 
 
 def _range(
@@ -390,7 +395,8 @@ def _sample_matrix(rng: np.random.Generator, priors: CapturePriors) -> np.ndarra
     k = min(priors.matrix_mix, len(pool))
     chosen = pool[rng.choice(len(pool), size=k, replace=False)] if k < len(pool) else pool
     weights = rng.uniform(1e-8, 1.0, size=k)
-    return np.tensordot(weights / weights.sum(), chosen, axes=1)
+    # np.tensordot(weights / weights.sum(), chosen, axes=1), the same dot without its wrapper
+    return np.dot((weights / weights.sum()).reshape(1, k), chosen.reshape(k, 9)).reshape(3, 3)
 
 
 def sample_camera(rng: np.random.Generator, priors: CapturePriors = DEFAULT_PRIORS) -> Camera:

@@ -240,9 +240,11 @@ def sample_key(relpath: str, crop_index: int) -> str:
 
 
 def _crop_boxes(
-    height: int, width: int, config: BuildConfig, rng: np.random.Generator
+    height: int, width: int, config: BuildConfig, relpath: str
 ) -> list[tuple[int, int, int, int]]:
-    """Crop boxes (top, left, h, w) at even offsets with even sizes inside an H×W image."""
+    """Crop boxes (top, left, h, w) at even offsets with even sizes inside an H×W image; random
+    boxes are drawn from the source's generator (``sample_rng(seed, sample_key(relpath, -1))``,
+    made only then)."""
     even_h, even_w = height - height % 2, width - width % 2
     if config.crop is None:
         return [(0, 0, even_h, even_w)]
@@ -255,6 +257,7 @@ def _crop_boxes(
             for top in range(0, even_h - size + 1, size)
             for left in range(0, even_w - size + 1, size)
         ]
+    rng = sample_rng(config.seed, sample_key(relpath, -1))
     tops = rng.integers(0, (even_h - size) // 2 + 1, size=config.crops) * 2
     lefts = rng.integers(0, (even_w - size) // 2 + 1, size=config.crops) * 2
     return [(int(t), int(left), size, size) for t, left in zip(tops, lefts, strict=True)]
@@ -319,29 +322,33 @@ def _source_meta(source: Source, sha256: str, height: int, width: int, **extra: 
     return SourceInfo(source.relpath, SourceKind(source.kind), sha256, height, width, **extra)
 
 
-def _whole_jpeg(source: Source, config: BuildConfig) -> Photo | None:
+def _whole_jpeg(source: Source, config: BuildConfig, data: bytes) -> Photo | None:
     """The photo of an at-load build whose only sample is the whole JPEG stored as it came,
     checked without decoding its pixels; ``None`` for any other source (then read it)."""
     from rawpairs.sources import read_stored_jpeg
 
     if config.unprocess is not Unprocess.AT_LOAD or config.crop is not None:
         return None
-    photo = read_stored_jpeg(source.path, config.max_pixels)
+    photo = read_stored_jpeg(source.path, config.max_pixels, data=data)
     if photo is None or max(photo.height, photo.width) > (config.max_side or math.inf):
         return None
     return photo
 
 
-def _rgb_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
+def _rgb_samples(source: Source, config: BuildConfig, data: bytes) -> Iterator[Sample]:
+    """The samples of a photo whose file holds ``data``."""
     from rawpairs.sources import read_photo
 
-    photo = _whole_jpeg(source, config) or read_photo(source.path, config.max_pixels)
+    sha256 = hashlib.sha256(data).hexdigest()
+    photo = _whole_jpeg(source, config, data) or read_photo(
+        source.path, config.max_pixels, data=data
+    )
     _check_min_side(source, photo.height, photo.width, config)
     rgb = None
     if photo.rgb is not None:
         rgb = _fit_crop(source, _resize_to_max_side(photo.rgb, config.max_side), config)
     h, w = (photo.height, photo.width) if rgb is None else rgb.shape[:2]
-    boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))
+    boxes = _crop_boxes(h, w, config, source.relpath)
     for index, (top, left, ch, cw) in enumerate(boxes):
         key = sample_key(source.relpath, index)
         rng = sample_rng(config.seed, key)
@@ -490,7 +497,7 @@ def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[S
             gamma=config.gamma,
         )
     h, w = mosaic.shape
-    boxes = _crop_boxes(h, w, config, sample_rng(config.seed, sample_key(source.relpath, -1)))
+    boxes = _crop_boxes(h, w, config, source.relpath)
     src_meta = _source_meta(
         source,
         sha256,
@@ -521,12 +528,16 @@ def make_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
     if is_url(source.path):
         yield from _make_remote_samples(source, config)
         return
-    try:
-        sha256 = sha256_file(source.path)
+    try:  # a photo is read once (hashed and decoded from memory), a RAW file hashed here
+        if source.kind == "rgb":
+            with open(source.path, "rb") as f:
+                data = f.read()
+        else:
+            sha256 = sha256_file(source.path)
     except OSError as err:
         raise CorruptInputError(source.path, f"cannot read file ({err.strerror})") from err
     if source.kind == "rgb":
-        yield from _rgb_samples(source, config, sha256)
+        yield from _rgb_samples(source, config, data)
     elif source.kind == "raw":
         yield from _raw_samples(source, config, sha256)
     else:

@@ -55,12 +55,32 @@ def record_name(index: int) -> str:
     return f"{STATE_DIR}/shard-{index:06d}.json"
 
 
-def tar_member(name: str, size: int) -> bytes:
-    """The header block(s) of a tar member as webdataset's ``TarWriter`` writes them (PAX
-    format, mode 0444, mtime 0, empty owner), for ``size`` bytes of data."""
+def _tarinfo_header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode, info.uname, info.gname = size, _MTIME, 0o444, "", ""
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+_HEADER_TEMPLATE = _tarinfo_header("a", 0)  # tarfile's own block: every field but name and size
+_PLAIN_NAME = 100  # bytes of the name field: longer (or non-ASCII) names need a PAX record
+_PLAIN_SIZE = 8**11  # sizes with 11 octal digits fit the size field without a PAX record
+
+
+def tar_member(name: str, size: int) -> bytes:
+    """The header block(s) of a tar member as webdataset's ``TarWriter`` writes them (PAX
+    format, mode 0444, mtime 0, empty owner), for ``size`` bytes of data. A short ASCII name
+    and a size under 8 GiB need no PAX record: then tarfile's block for them is made from
+    :data:`_HEADER_TEMPLATE` (name, size and checksum filled in, the same bytes), a fifth of
+    the time of a ``TarInfo`` per member."""
+    encoded = name.encode("utf-8")
+    if not (name.isascii() and 0 < len(encoded) <= _PLAIN_NAME and 0 <= size < _PLAIN_SIZE):
+        return _tarinfo_header(name, size)
+    block = bytearray(_HEADER_TEMPLATE)
+    block[0:_PLAIN_NAME] = encoded.ljust(_PLAIN_NAME, b"\0")
+    block[124:136] = b"%011o\0" % size
+    block[148:156] = b"        "  # the checksum counts its own field as spaces
+    block[148:155] = b"%06o\0" % sum(block)
+    return bytes(block)
 
 
 @dataclass

@@ -25,10 +25,10 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 from warnings import warn
 
 import cv2
@@ -681,19 +681,39 @@ def _tiff_photo_check(path: Path, max_pixels: int | None) -> None:
 
 
 _STDERR_LOCK = threading.RLock()  # re-entrant: a capture may nest in another
+_STDERR_SINK: dict[int, IO[bytes]] = {}  # this process's reusable sink, by process id
+_stderr_depth = 0  # captures open now (under _STDERR_LOCK)
+
+
+def _process_sink() -> IO[bytes]:
+    """This process's reusable stderr sink (a forked child makes its own)."""
+    sink = _STDERR_SINK.get(os.getpid())
+    if sink is None:
+        _STDERR_SINK.clear()  # a forked child's copy of its parent's
+        sink = _STDERR_SINK[os.getpid()] = tempfile.TemporaryFile()  # noqa: SIM115 (kept open)
+    return sink
 
 
 @contextmanager
 def _captured_stderr() -> Iterator[list[str]]:
-    """Collect what native code writes to file descriptor 2 (e.g. libjpeg's warnings)."""
+    """Collect what native code writes to file descriptor 2 (e.g. libjpeg's warnings). The
+    outermost capture of a process reuses one emptied temporary file (a file per photo was a
+    measurable part of an at-load build); a nested capture, or a forked child, has its own."""
+    global _stderr_depth
     lines: list[str] = []
-    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+    with _STDERR_LOCK, ExitStack() as stack:
+        # nested: a file of its own, so the outer capture's file keeps its lines
+        sink = stack.enter_context(tempfile.TemporaryFile()) if _stderr_depth else _process_sink()
+        sink.seek(0)
+        sink.truncate()
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(sink.fileno(), 2)
+        _stderr_depth += 1
         try:
             yield lines
         finally:
+            _stderr_depth -= 1
             os.dup2(saved, 2)
             os.close(saved)
             sink.seek(0)
@@ -730,9 +750,11 @@ def _png_crc_error(data: bytes) -> str | None:
 
 
 def _jpeg_truncated(data: bytes) -> bool:
-    """True if no end-of-image marker follows the last start-of-scan (a cut-off download)."""
-    sos = data.rfind(b"\xff\xda")
-    return sos < 0 or data.find(b"\xff\xd9", sos) < 0
+    """True if no end-of-image marker follows the last start-of-scan (a cut-off download).
+    Searched from the last end-of-image marker (near the end of a whole file), so the scan data
+    is not searched twice: no start-of-scan after it, and one before it."""
+    eoi = data.rfind(b"\xff\xd9")
+    return eoi < 0 or data.find(b"\xff\xda", eoi) >= 0 or data.find(b"\xff\xda", 0, eoi) < 0
 
 
 def _check_photo_content(path: Path, data: bytes, max_pixels: int | None) -> None:
@@ -1011,7 +1033,9 @@ def read_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> n
     return read_photo(path, max_pixels).rgb
 
 
-def read_photo(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo:
+def read_photo(
+    path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, *, data: bytes | None = None
+) -> Photo:
     """Read a photo: its uint8 H×W×3 RGB, upright, and its bytes (:class:`Photo`).
 
     Decoded by OpenCV: EXIF orientation is applied, grayscale is repeated to 3 channels, an alpha
@@ -1023,14 +1047,12 @@ def read_photo(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     (corrupt data it papered over) is a failure. So a damaged file never decodes to partly
     invented pixels (:class:`CorruptInputError`). A camera RAW file under a photo extension (a
     ``.kdc`` renamed ``.tif`` would decode to its thumbnail), float images, oversized images and
-    extensions outside :data:`RGB_EXTENSIONS` raise :class:`UnsupportedInputError`.
+    extensions outside :data:`RGB_EXTENSIONS` raise :class:`UnsupportedInputError`. ``data``:
+    the file's bytes when the caller has read them (the file is not read again).
     """
     path = Path(path)
     _require_kind(path, "rgb")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InputError(path, f"cannot open: {e.strerror or e}") from None
+    data = _photo_bytes(path, data)
     if not data:
         raise CorruptInputError(path, "empty file (0 bytes)")
     _check_photo_content(path, data, max_pixels)
@@ -1066,19 +1088,29 @@ def read_photo(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     return Photo(rgb, data, as_stored, rgb.shape[0], rgb.shape[1])
 
 
-def read_stored_jpeg(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo | None:
+def _photo_bytes(path: Path, data: bytes | None) -> bytes:
+    """``data``, or the file's bytes when ``None`` (``InputError`` when it cannot be read)."""
+    if data is not None:
+        return data
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputError(path, f"cannot open: {e.strerror or e}") from None
+
+
+def read_stored_jpeg(
+    path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, *, data: bytes | None = None
+) -> Photo | None:
     """A JPEG whose bytes can be stored as they came, checked as :func:`read_photo` checks it but
     decoded at 1/8 scale (libjpeg still entropy-decodes every coefficient, so damaged data fails
     as in a full decode; the inverse DCT, upsampling and colour conversion are skipped). Returns
     a :class:`Photo` without ``rgb``, or ``None`` when the file is not such a JPEG (another
     format, an ICC profile to convert, a quarter-turn orientation, or a size whose 1/8 scale
-    is square, where a quarter turn would not show): then use :func:`read_photo`."""
+    is square, where a quarter turn would not show): then use :func:`read_photo`. ``data`` as
+    for :func:`read_photo`."""
     path = Path(path)
     _require_kind(path, "rgb")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InputError(path, f"cannot open: {e.strerror or e}") from None
+    data = _photo_bytes(path, data)
     size = jpeg_size(data) if data.startswith(_JPEG_SOI) else None
     if size is None:
         return None

@@ -352,9 +352,9 @@ def test_worker_warnings_reach_the_warn_callback_not_the_terminal(tmp_path, monk
     _photo(one / "a.png", 32, 32, 0)
     read_photo = sources.read_photo
 
-    def chatty(path, max_pixels=None):
+    def chatty(path, max_pixels=None, **kwargs):
         sources._decoder_warnings(["libpng warning: iCCP: known incorrect sRGB profile"])
-        return read_photo(path, max_pixels)
+        return read_photo(path, max_pixels, **kwargs)
 
     monkeypatch.setattr(sources, "read_photo", chatty)
     lines: list[str] = []
