@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ from distill.checkpoint import add_trust_argument, load_checkpoint
 from distill.config import OneLineParser, check_crop, check_output_folder
 from distill.models import RawStudent, Teacher, task_of
 from distill.options import HelpFormatter, add_config_option, parse_args
+from rawpairs.storage import write_text_atomic
 
 __all__ = [
     "ONNX_NAME",
@@ -287,16 +287,6 @@ def input_spec(
     }
 
 
-def _write_json(document: dict[str, Any], path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def export(
     student: RawStudent,
     teacher: Teacher,
@@ -324,7 +314,8 @@ def export(
     except RuntimeError as err:
         messages.append(str(err))
     spec = input_spec(student, teacher.classes, crop, dynamic=dynamic, files=files, source=source)
-    messages.append(f"wrote {_write_json(spec, out / SPEC_NAME)} (the input it expects)")
+    spec_path = write_text_atomic(out / SPEC_NAME, json.dumps(spec, indent=2) + "\n")
+    messages.append(f"wrote {spec_path} (the input it expects)")
     return spec, messages
 
 

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from rawpairs.storage import write_text_atomic
+
 __all__ = [
     "CONFIG_NAME",
     "HelpFormatter",
@@ -205,10 +207,4 @@ def write_config(values: Mapping[str, Any], path: str | os.PathLike[str], header
     path = Path(path)
     comment = "".join(f"# {line}\n" for line in header.splitlines())
     text = comment + yaml.safe_dump(dict(values), sort_keys=False, default_flow_style=None)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text_atomic(path, text)

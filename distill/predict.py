@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ except ModuleNotFoundError as err:  # `python -m distill.predict` without rawpai
     raise
 
 from rawpairs import cfa as cfa_ops
-from rawpairs.cfa import CFA
+from rawpairs.cfa import CFA, square_and_bin
 from rawpairs.errors import InputError
 from rawpairs.messages import one_line
 from rawpairs.sources import RawCapture, read_raw, source_kind
@@ -48,7 +47,6 @@ __all__ = [
     "normalised_planes",
     "predict",
     "prepare",
-    "square_and_bin",
 ]
 
 ONNX_EXTRA = "pip install 'rawpairs[onnx]'"
@@ -155,28 +153,6 @@ def normalised_planes(rggb: np.ndarray, black: np.ndarray, white: float) -> np.n
     planes = cfa_ops.pack(rggb).astype(np.float32)
     black = np.asarray(black, dtype=np.float32)[:, None, None]
     return (planes - black) / (np.float32(white) - black)
-
-
-def square_and_bin(
-    mosaic: np.ndarray, pixel_aspect: float, max_side: int | None
-) -> tuple[np.ndarray, int]:
-    """A sensor mosaic resampled to square pixels, then Bayer-binned so that its longer side is
-    at most ``max_side``: the rule ``rawpairs build`` applies to RAW files (a site
-    ``pixel_aspect`` times as wide as tall loses rows, nothing is invented; the binning factor is
-    the least integer that fits), through :func:`rawpairs.cfa.resample` / ``bin_mosaic``, which
-    keep the CFA. Returns (mosaic, binning factor). (distill does not import the build's writer
-    modules; a test checks this equals ``rawpairs.sample``'s own.)"""
-    h, w = mosaic.shape
-    square = abs(pixel_aspect - 1.0) <= 1e-3
-    scale_y = 1.0 if square else max(pixel_aspect, 1.0)
-    scale_x = 1.0 if square else max(1.0 / pixel_aspect, 1.0)
-    longest = max(h / scale_y, w / scale_x)
-    factor = 1
-    if max_side is not None and longest > max_side:
-        factor = math.ceil(longest / max_side)
-    if square:
-        return cfa_ops.bin_mosaic(mosaic, factor), factor
-    return cfa_ops.resample(mosaic, scale_y * factor, scale_x * factor), factor
 
 
 @dataclass

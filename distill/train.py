@@ -26,6 +26,7 @@ from typing import Any
 from distill.config import TrainConfig, config_from_args, missing_extra
 from distill.options import CONFIG_NAME, write_config
 from rawpairs.errors import InputError
+from rawpairs.storage import write_text_atomic
 
 __all__ = [
     "TrainConfig",
@@ -63,7 +64,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     summary = trainer.run()
     summary.update(smoothed_losses(summary["losses"]))
     if trainer.proc.main:
-        _write_json({k: v for k, v in summary.items() if k != "losses"}, config.out)
+        kept = {k: v for k, v in summary.items() if k != "losses"}
+        write_text_atomic(Path(config.out) / SUMMARY_NAME, json.dumps(kept, indent=2) + "\n")
     return summary
 
 
@@ -78,17 +80,6 @@ def smoothed_losses(losses: Sequence[float], fraction: float = SMOOTHING) -> dic
         "loss_end": sum(losses[-window:]) / window,
         "loss_window": window,
     }
-
-
-def _write_json(summary: dict[str, Any], out: str) -> Path:
-    path = Path(out) / SUMMARY_NAME
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def format_summary(summary: dict[str, Any], out: str) -> str:

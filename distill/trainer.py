@@ -48,6 +48,7 @@ from distill.models import (
 from distill.runtime import resolve_device, rng_state, set_rng_state, setup_process
 from distill.unprocess import make_raw
 from rawpairs.messages import one_line
+from rawpairs.storage import write_text_atomic
 
 __all__ = [
     "DistillStep",
@@ -201,12 +202,7 @@ def _keep_lines(path: Path, keep: Callable[[str], bool], header: int = 0) -> Non
             break
     if kept == lines:
         return
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, "".join(kept))
 
 
 def truncate_logs(out: Path, step: int) -> None:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,6 +37,7 @@ from rawpairs.errors import InputError
 from rawpairs.isp import auto_exposure
 from rawpairs.priors import MAX_NOISE_VARIANCE, Capture, CapturePriors, profile_name
 from rawpairs.sources import RAW_EXTENSIONS, bit_depth_for, read_raw
+from rawpairs.storage import write_text_atomic
 
 __all__ = [
     "CalibrationError",
@@ -501,16 +500,5 @@ def calibrate(src: str | Path, out: str | Path) -> tuple[CapturePriors, list[str
         measurements.append(m)
     profile, warnings = make_profile(measurements, profile_name(out.name))
     written = {k: v for k, v in profile.to_dict().items() if k in PROFILE_KEYS}
-    _write_atomically(out, json.dumps(written, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(out, json.dumps(written, indent=1, sort_keys=True) + "\n")
     return profile, warnings
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -15,6 +15,7 @@ pattern with the new mosaic, so a mosaic is never silently mislabelled.
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "flip",
     "pack",
     "resample",
+    "square_and_bin",
     "unpack",
 ]
 
@@ -251,3 +253,27 @@ def bin_mosaic(mosaic: np.ndarray, factor: int) -> np.ndarray:
     if h // (2 * factor) == 0 or w // (2 * factor) == 0:
         raise ValueError(f"mosaic {mosaic.shape} is too small to bin by {factor}")
     return resample(mosaic, factor, factor)
+
+
+def square_and_bin(
+    mosaic: np.ndarray, pixel_aspect: float, max_side: int | None
+) -> tuple[np.ndarray, int]:
+    """Resample a sensor mosaic to square pixels, then Bayer-bin it to ``max_side``.
+
+    A site ``pixel_aspect`` times as wide as tall (the Kodak DC120: 1.535) is squared by
+    downsampling rows by ``pixel_aspect`` (columns by ``1 / pixel_aspect`` when it is below 1):
+    nothing is invented. The binning factor is the least integer that brings the squared image's
+    longer side to ``max_side`` or less; both run as one :func:`rawpairs.cfa.resample`, which
+    keeps the CFA and every colour plane at its sites. Returns (mosaic, binning factor).
+    """
+    h, w = mosaic.shape
+    square = abs(pixel_aspect - 1.0) <= 1e-3
+    scale_y = 1.0 if square else max(pixel_aspect, 1.0)
+    scale_x = 1.0 if square else max(1.0 / pixel_aspect, 1.0)
+    longest = max(h / scale_y, w / scale_x)
+    factor = 1
+    if max_side is not None and longest > max_side:
+        factor = math.ceil(longest / max_side)
+    if square:
+        return bin_mosaic(mosaic, factor), factor
+    return resample(mosaic, scale_y * factor, scale_x * factor), factor

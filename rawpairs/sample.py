@@ -440,37 +440,13 @@ def sample_raw(sample: DecodedSample) -> np.ndarray:
     )
 
 
-def _square_and_bin(
-    mosaic: np.ndarray, pixel_aspect: float, max_side: int | None
-) -> tuple[np.ndarray, int]:
-    """Resample a sensor mosaic to square pixels, then Bayer-bin it to ``max_side``.
-
-    A site ``pixel_aspect`` times as wide as tall (the Kodak DC120: 1.535) is squared by
-    downsampling rows by ``pixel_aspect`` (columns by ``1 / pixel_aspect`` when it is below 1):
-    nothing is invented. The binning factor is the least integer that brings the squared image's
-    longer side to ``max_side`` or less; both run as one :func:`rawpairs.cfa.resample`, which
-    keeps the CFA and every colour plane at its sites. Returns (mosaic, binning factor).
-    """
-    h, w = mosaic.shape
-    square = abs(pixel_aspect - 1.0) <= 1e-3
-    scale_y = 1.0 if square else max(pixel_aspect, 1.0)
-    scale_x = 1.0 if square else max(1.0 / pixel_aspect, 1.0)
-    longest = max(h / scale_y, w / scale_x)
-    factor = 1
-    if max_side is not None and longest > max_side:
-        factor = math.ceil(longest / max_side)
-    if square:
-        return cfa_utils.bin_mosaic(mosaic, factor), factor
-    return cfa_utils.resample(mosaic, scale_y * factor, scale_x * factor), factor
-
-
 def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
     from rawpairs.sources import read_raw, render_libraw
 
     capture = read_raw(source.path, config.max_pixels)
     camera = capture.camera
     _check_min_side(source, *capture.mosaic.shape, config)
-    mosaic, factor = _square_and_bin(capture.mosaic, capture.pixel_aspect, config.max_side)
+    mosaic, factor = cfa_utils.square_and_bin(capture.mosaic, capture.pixel_aspect, config.max_side)
     if _too_small(*mosaic.shape, config):
         raise SkippedInputError(
             source.path,

@@ -528,16 +528,7 @@ def encode_sample(
         )
     if raw.shape != (meta.crop.height, meta.crop.width):
         raise ValueError(f"{meta.key}: raw is {raw.shape} but the crop is {meta.crop.to_list()}")
-    if not _whole_rggb_block(meta.camera.cfa, *raw.shape):
-        raise ValueError(
-            f"{meta.key}: a {raw.shape[0]}×{raw.shape[1]} {meta.camera.cfa.value} mosaic holds no "
-            "whole RGGB 2×2 block"
-        )
-    if label is not None and label < 0:
-        raise ValueError(f"{meta.key}: class index must be >= 0, got {label}")
-    problem = _limit_problem(meta.camera, label)
-    if problem is not None:
-        raise ValueError(f"{meta.key}: {problem}")
+    _check_mosaic_and_label(meta, *raw.shape, label)
     name = rgb_member(rgb_format)
     if name == "rgb.png":
         rgb_bytes = encode_png(rgb, png_compression)
@@ -560,6 +551,21 @@ def encode_sample(
     return members
 
 
+def _check_mosaic_and_label(meta: SampleMeta, height: int, width: int, label: int | None) -> None:
+    """``ValueError`` (naming the key) unless a ``height``×``width`` mosaic of ``meta``'s CFA holds
+    a whole RGGB block, ``label`` is ≥ 0 and the camera and label are within the readers' limits."""
+    if not _whole_rggb_block(meta.camera.cfa, height, width):
+        raise ValueError(
+            f"{meta.key}: a {height}×{width} {meta.camera.cfa.value} mosaic holds no "
+            "whole RGGB 2×2 block"
+        )
+    if label is not None and label < 0:
+        raise ValueError(f"{meta.key}: class index must be >= 0, got {label}")
+    problem = _limit_problem(meta.camera, label)
+    if problem is not None:
+        raise ValueError(f"{meta.key}: {problem}")
+
+
 def encode_at_load_sample(
     meta: SampleMeta, rgb_name: str, rgb_bytes: bytes, label: int | None = None
 ) -> dict[str, bytes | str]:
@@ -576,16 +582,7 @@ def encode_at_load_sample(
         _at_load_rgb_size(meta, _image_size(rgb_bytes, rgb_name), rgb_name)
     except ValueError as err:
         raise ValueError(f"{meta.key}: {err}") from err
-    if not _whole_rggb_block(meta.camera.cfa, meta.crop.height, meta.crop.width):
-        raise ValueError(
-            f"{meta.key}: a {meta.crop.height}×{meta.crop.width} {meta.camera.cfa.value} mosaic "
-            "holds no whole RGGB 2×2 block"
-        )
-    if label is not None and label < 0:
-        raise ValueError(f"{meta.key}: class index must be >= 0, got {label}")
-    problem = _limit_problem(meta.camera, label)
-    if problem is not None:
-        raise ValueError(f"{meta.key}: {problem}")
+    _check_mosaic_and_label(meta, meta.crop.height, meta.crop.width, label)
     members: dict[str, bytes | str] = {
         "__key__": meta.key,
         rgb_name: rgb_bytes,

@@ -51,6 +51,20 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to the local file ``path`` through a temporary name in the same
+    folder and a rename: a reader sees the old file or the new one, never a part. Returns the
+    path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def partial_name(name: str) -> str:
     """A temporary name for ``name`` (same folder) unique to this writer."""
     head, _, base = name.rpartition("/")

@@ -265,7 +265,7 @@ def test_onnx_export_predicts_as_torchscript(teacher, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("aspect", "max_side"), [(1.0, None), (1.0, 50), (1.535, None), (0.7, 64)])
 def test_squaring_and_binning_is_the_builds(aspect: float, max_side: int | None) -> None:
-    from rawpairs.sample import _square_and_bin
+    from rawpairs.cfa import square_and_bin as _square_and_bin
 
     mosaic = np.random.default_rng(5).integers(0, 4096, (96, 130), dtype=np.uint16)
     ours, factor = predict.square_and_bin(mosaic, aspect, max_side)
