@@ -30,7 +30,7 @@ from distill.models import build_student, load_teacher
 from distill.train import TrainConfig, main, train
 from distill.trainer import TrainingDiverged
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = {
     "batch_size": 2,
     "num_workers": 0,

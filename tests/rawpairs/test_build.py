@@ -385,7 +385,7 @@ def test_cli_camera_json_fixes_priors(good_src, tmp_path):
     assert bad.exit_code == 2 and "camera.json" in bad.output and "XYZW" in bad.output
 
 
-SHIPPED_RAW = Path(__file__).resolve().parent / "data" / "raw"  # real camera files, CC0
+SHIPPED_RAW = Path(__file__).resolve().parents[1] / "data" / "raw"  # real camera files, CC0
 
 
 @pytest.mark.parametrize("render", ["rawpairs", "libraw"])

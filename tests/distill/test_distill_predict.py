@@ -22,7 +22,7 @@ from rawpairs.cfa import CFA
 from rawpairs.dng import write_dng
 from rawpairs.unprocess import simulate_raw
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 SHARED_RAW = TESTS.parents[1] / "shared" / "data" / "raw"
 CROP = 64
 

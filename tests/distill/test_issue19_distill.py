@@ -28,7 +28,7 @@ from distill import evaluate as ev
 from distill.checkpoint import read_checkpoint
 from distill.train import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 TINY = ["--crop", "32", "--batch-size", "2", "--num-workers", "0", "--shuffle-buffer", "4"]
 TINY += ["--warmup-steps", "1", "--log-every", "1", "--device", "cpu", "--no-progress"]

@@ -26,7 +26,7 @@ from distill.train import TrainConfig, config_from_args, main, train
 from distill.trainer import Trainer, lr_factor
 from rawpairs.errors import CorruptInputError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = {
     "batch_size": 4,
     "num_workers": 0,

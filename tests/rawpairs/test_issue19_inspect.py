@@ -13,28 +13,6 @@ from rawpairs.cli import main as cli
 from rawpairs.sample import BuildConfig
 
 
-def test_a_thin_photo_is_verified_previewed_and_loaded(tmp_path):
-    """A 3×5000 photo gives a 2×5000 sample: verify accepted it, --preview failed naming
-    neither shard nor key."""
-    from distill import data
-
-    src = tmp_path / "src"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    assert cv2.imwrite(str(src / "thin.png"), rng.integers(0, 255, (3, 5000, 3), np.uint8))
-    out = tmp_path / "out"
-    assert build(src, out, BuildConfig(), workers=1).samples == 1
-    runner = CliRunner()
-    verified = runner.invoke(cli, ["inspect", str(out), "--verify"])
-    assert verified.exit_code == 0, verified.output
-    preview = tmp_path / "p.png"
-    shown = runner.invoke(cli, ["inspect", str(out), "--preview", str(preview)])
-    assert shown.exit_code == 0, shown.output
-    assert cv2.imread(str(preview)) is not None
-    loader = data.make_loader(str(out), batch_size=1, crop=8, teacher_size=8, repeat=False)
-    assert len(list(loader)) == 1
-
-
 def test_a_preview_failure_names_shard_and_key(tmp_path, monkeypatch):
     import rawpairs.inspect as inspect
 

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import encode_members, make_camera, pattern_sample, write_shard
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shardkit import encode_members, make_camera, pattern_sample, write_shard
 
 import distill.data as data
 from rawpairs.cfa import CFA, channel_index_map, unpack

@@ -24,7 +24,7 @@ from distill.options import CONFIG_NAME, parse_args, read_config, write_config
 from distill.train import main as train_main
 from distill.train import smoothed_losses
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PARSERS = {
     "train": build_parser,
     "evaluate": evaluate.build_parser,

@@ -172,7 +172,7 @@ def _imports_between_modules() -> dict[str, set[str]]:
     import ast
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     files = {
         f"{package}.{path.stem}".removesuffix(".__init__"): path
         for package in ("rawpairs", "distill")

@@ -34,8 +34,8 @@ from rawpairs.tone import (
     tone,
 )
 
-RAW_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
-BUNDLED_RAW = Path(__file__).resolve().parent / "data" / "raw"  # shipped (CC0): see its README
+RAW_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "raw"
+BUNDLED_RAW = Path(__file__).resolve().parents[1] / "data" / "raw"  # shipped (CC0): see its README
 SHIPPED_RAW = (
     "Canon-PowerShot_S40-CRW_0104.CRW",
     "Kodak-DC50-DC50IMG-DC0010S.KDC",
@@ -446,4 +446,4 @@ def test_exposure_is_recorded_with_its_rule() -> None:
     assert auto.rgb.mean() > 1.3 * none.rgb.mean()
 
 
-# The larger real files (../shared/data/raw and raw_more): tests/test_render_quality.py.
+# The larger real files (../shared/data/raw and raw_more): tests/rawpairs/test_render_quality.py.

@@ -32,8 +32,8 @@ from rawpairs.tone import decode_gamma, encode_gamma
 
 # Real camera RAW files: three small ones ship in tests/data/raw (CC0, see the README there), the
 # others live beside the project in ../shared/data/raw and their tests skip without it.
-BUNDLED_RAW = Path(__file__).resolve().parent / "data" / "raw"
-SHARED_RAW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
+BUNDLED_RAW = Path(__file__).resolve().parents[1] / "data" / "raw"
+SHARED_RAW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "raw"
 DC50 = "Kodak-DC50-DC50IMG-DC0010S.KDC"
 DC120 = "Kodak-DC120-DC120IMG-P003912.KDC"
 S40 = "Canon-PowerShot_S40-CRW_0104.CRW"

@@ -15,7 +15,7 @@ import pytest
 
 from rawpairs.sample import BuildConfig
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 # The README of ../shared/data lists these; listed here so that a missing file is a skip, not a
 # silently shorter test.
 CHOSEN_ON = (
@@ -71,7 +71,7 @@ def test_the_benchmark_lists_both_folders() -> None:
 
 # One file of each square-pixel camera model (LibRaw stretches the DC120's non-square pixels, so
 # --render libraw refuses it): the two of tests/data/raw are in every clone.
-SHIPPED = Path(__file__).resolve().parent / "data" / "raw"
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "raw"
 BOTH_RENDERS = (
     SHIPPED / "Canon-PowerShot_S40-CRW_0104.CRW",
     SHIPPED / "Kodak-DC50-DC50IMG-DC0010S.KDC",

@@ -28,7 +28,7 @@ from rawpairs.cli import main
 from rawpairs.noise import add_noise
 from rawpairs.priors import CapturePriors, sample_camera
 
-SHIPPED = Path(__file__).resolve().parent / "data" / "raw"
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "raw"
 # XYZ → camera of the Canon PowerShot G2 (LibRaw's table).
 G2_XYZ_TO_CAM = ((0.9194, -0.2787, -0.1059), (-0.8098, 1.5657, 0.2608), (-0.2610, 0.3064, 0.7867))
 

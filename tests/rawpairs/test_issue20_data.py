@@ -24,7 +24,7 @@ from rawpairs.inspect import summarize, verify_shards
 from rawpairs.sample import BuildConfig
 from rawpairs.schema import read_shard
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _photo(path: Path, height: int, width: int, seed: int) -> None:

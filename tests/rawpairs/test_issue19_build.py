@@ -269,7 +269,7 @@ def mixed_json(tmp_path_factory) -> list[dict]:
     root = tmp_path_factory.mktemp("mixed7")
     src = root / "src"
     _write(src / "a_photo.png", "chelsea", 48)
-    raw = Path(__file__).parent / "data" / "raw" / "Kodak-DC50-DC50IMG-DC0010S.KDC"
+    raw = Path(__file__).parents[1] / "data" / "raw" / "Kodak-DC50-DC50IMG-DC0010S.KDC"
     (src / "b_raw.kdc").write_bytes(raw.read_bytes())
     metas = []
     for name, config in (("ours", BuildConfig()), ("libraw", BuildConfig(render="libraw"))):
