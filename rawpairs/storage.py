@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -165,8 +166,6 @@ class OutputFolder:
         has it). Released by :meth:`close`, or by the process's end whatever the cause.
         """
         if self.local:
-            import fcntl
-
             f = open(self.path(MARKER), "a+b")  # noqa: SIM115 - held until close()
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
