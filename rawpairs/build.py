@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import stat
 import sys
 import time
@@ -37,20 +36,26 @@ import pyarrow.parquet as pq
 
 from rawpairs.card import CARD_FILE, dataset_card
 from rawpairs.engines import EngineError, GroupFailedError, require_engine, run_groups
-from rawpairs.sample import BuildConfig, Source, is_documentation
-from rawpairs.schema import (
-    RENAMED_COLUMNS,
-    ShardEntry,
-    index_document,
-    manifest_schema,
-    parse_class_map,
+from rawpairs.layout import (
+    MARKER,
+    RENUMBER_JOURNAL,
+    RENUMBER_PHASE_2,
+    SPLITS,
+    STATE_DIR,
+    is_ours,
+    is_partial,
+    record_index,
+    shard_name,
+    split_folder,
+    staged_name,
 )
-from rawpairs.shards import STATE_DIR, shard_name
-from rawpairs.storage import MARKER, FolderLockedError, OutputFolder, is_url
+from rawpairs.records import ShardRecord
+from rawpairs.sample import BuildConfig, Source, is_documentation
+from rawpairs.schema import ShardEntry, index_document, manifest_schema, parse_class_map
+from rawpairs.storage import FolderLockedError, OutputFolder, is_url
 
 __all__ = [
     "MIN_SHARDS",
-    "SPLITS",
     "BuildError",
     "BuildOutputError",
     "BuildResult",
@@ -60,26 +65,10 @@ __all__ = [
     "discover_sources",
     "estimated_bytes",
     "plan_groups",
-    "split_folder",
     "split_of",
 ]
 
-OUTPUT_FILES = (
-    "manifest.parquet",
-    "index.json",
-    "errors.jsonl",
-    "skipped.jsonl",
-    "classes.json",
-    "README.md",
-    "build.json",
-)
 MIN_SHARDS = 16  # a build of >= 16 sources has >= 16 shards: 16 writers, 16 loader streams
-_OURS = re.compile(
-    r"^(rawpairs-\d{6}\.tar|\.(rawpairs-\d{6}\.tar|manifest\.parquet|index\.json|errors\.jsonl"
-    r"|skipped\.jsonl|classes\.json|README\.md|build\.json)\.\d+-[0-9a-f]{8}\.partial)$"
-)
-_PARTIAL = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.partial$")
-_RECORD = re.compile(r"^shard-(\d{6})\.json$")
 
 
 class BuildError(RuntimeError):
@@ -355,8 +344,6 @@ def _content_fingerprint(sources: list[Source], threads: int) -> str:
 
 # Splits ------------------------------------------------------------------------------------
 
-SPLITS = ("train", "val")
-
 
 @dataclass(frozen=True)
 class Split:
@@ -383,11 +370,6 @@ def _in_split(relpath: str, split: Split) -> bool:
     """Whether a source belongs to ``split``: by :func:`split_of`, except licence and README
     files, which go to both (skipped there, and named in both cards)."""
     return is_documentation(relpath) or split_of(relpath, split.val_fraction) == split.name
-
-
-def split_folder(out: str | Path, name: str) -> str:
-    """The folder of split ``name`` inside ``out`` (a path or URL): ``out/name``."""
-    return f"{str(out).rstrip('/')}/{name}"
 
 
 def _check_val_fraction(val_fraction: float) -> None:
@@ -478,17 +460,11 @@ def _write_json(out: OutputFolder, name: str, obj: Any) -> None:
     out.write_bytes(name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def _ours(name: str) -> bool:
-    """Whether a rawpairs build writes entries named ``name`` (never true for a user's file
-    unless it imitates our names inside a folder marked as ours)."""
-    return name in OUTPUT_FILES or name == STATE_DIR or _OURS.match(name) is not None
-
-
 def _clean_partials(out: OutputFolder) -> None:
     """Remove temporary files of writers that did not finish (this build holds the lock)."""
     for prefix in ("", STATE_DIR):
         for name in out.names(prefix):
-            if _PARTIAL.match(name) and (prefix or _ours(name)):
+            if is_partial(name) and (prefix or is_ours(name)):
                 out.delete(f"{prefix}/{name}" if prefix else name)
 
 
@@ -533,7 +509,7 @@ def _prepare_out(
                     "--overwrite"
                 )
             for entry in out.names():
-                if _ours(entry):
+                if is_ours(entry):
                     out.delete(entry)
             return None
     return previous
@@ -541,7 +517,7 @@ def _prepare_out(
 
 def _load_records(
     out: OutputFolder, groups: int, renumbered: dict[int, int] | None = None
-) -> dict[int, dict[str, Any]]:
+) -> dict[int, ShardRecord]:
     """Records of the finished shards; forgets records whose shard is missing or not the size
     recorded. ``renumbered`` ({group: shard number}, from a finished renumbering) names the
     shards that no longer carry their group's number."""
@@ -549,20 +525,19 @@ def _load_records(
     names = set(out.names())
     records = {}
     for name in out.names(STATE_DIR):
-        match = _RECORD.match(name)
-        if match is None:
+        index = record_index(name)
+        if index is None:
             continue
-        index = int(match.group(1))
         try:
-            record = json.loads(out.read_text(f"{STATE_DIR}/{name}"))
-            if record["name"] is not None and index in renumbered:
-                record["name"] = shard_name(renumbered[index])
+            record = ShardRecord.from_json(out.read_text(f"{STATE_DIR}/{name}"))
+            if record.name is not None and index in renumbered:
+                record = record.renamed(shard_name(renumbered[index]))
             valid = index < groups and (
-                record["name"] is None  # a group without samples has no shard
+                record.name is None  # a group without samples has no shard
                 or (
-                    record["name"] == shard_name(renumbered.get(index, index))
-                    and record["name"] in names
-                    and out.size(record["name"]) == record["size"]
+                    record.name == shard_name(renumbered.get(index, index))
+                    and record.name in names
+                    and out.size(record.name) == record.size
                 )
             )
         except (ValueError, KeyError, TypeError, OSError):  # e.g. lost in a power cut
@@ -574,14 +549,6 @@ def _load_records(
     return records
 
 
-_RENUMBERING = f"{STATE_DIR}/renumber.json"  # the journal: [[group, shard number], …]
-_PHASE_2 = f"{STATE_DIR}/renumber-phase-2"  # every shard to move is in .state/
-
-
-def _staged(number: int) -> str:
-    return f"{STATE_DIR}/renumber-{number:06d}.tar"
-
-
 def _renumber(out: OutputFolder, moves: list[tuple[int, int]]) -> None:
     """Give the shards contiguous numbers: shard ``rawpairs-<group>.tar`` becomes
     ``rawpairs-<number>.tar`` for each (group, number) of ``moves`` (numbers below groups, both
@@ -589,48 +556,42 @@ def _renumber(out: OutputFolder, moves: list[tuple[int, int]]) -> None:
     written before the first rename) being re-run by the next run: phase 1 moves each shard into
     ``.state/`` (no final name is written while a group's name may still hold its shard), a
     marker, then phase 2 moves each into its final name."""
-    if not out.exists(_RENUMBERING):
-        _write_json(out, _RENUMBERING, [list(m) for m in moves])
-    if not out.exists(_PHASE_2):
+    if not out.exists(RENUMBER_JOURNAL):
+        _write_json(out, RENUMBER_JOURNAL, [list(m) for m in moves])
+    if not out.exists(RENUMBER_PHASE_2):
         for group, number in moves:
-            if not out.exists(_staged(number)):
-                out.rename(shard_name(group), _staged(number))
-        out.write_bytes(_PHASE_2, b"")
+            if not out.exists(staged_name(number)):
+                out.rename(shard_name(group), staged_name(number))
+        out.write_bytes(RENUMBER_PHASE_2, b"")
     for _, number in moves:
-        if out.exists(_staged(number)):
-            out.rename(_staged(number), shard_name(number))
+        if out.exists(staged_name(number)):
+            out.rename(staged_name(number), shard_name(number))
 
 
 def _resume_renumbering(out: OutputFolder) -> dict[int, int]:
     """Finish the renumbering a stopped run journalled (every group was finished then); return
     its {group: shard number}."""
-    if not out.exists(_RENUMBERING):
+    if not out.exists(RENUMBER_JOURNAL):
         return {}
     try:
-        moves = [(int(g), int(n)) for g, n in json.loads(out.read_text(_RENUMBERING))]
+        moves = [(int(g), int(n)) for g, n in json.loads(out.read_text(RENUMBER_JOURNAL))]
     except (ValueError, TypeError):  # cut by a power loss before it was complete: not started
-        out.delete(_RENUMBERING)
+        out.delete(RENUMBER_JOURNAL)
         return {}
     _renumber(out, moves)
     return dict(moves)
 
 
-def _renamed(position: dict[str, Any]) -> dict[str, Any]:
-    """A record's position entry with today's column names (a record written by an older
-    rawpairs, resumed, says ``offset``)."""
-    return {RENAMED_COLUMNS.get(k, k): v for k, v in position.items()}
-
-
 def _write_outputs(
-    out: OutputFolder, records: list[dict[str, Any]], header: dict[str, Any]
+    out: OutputFolder, records: list[ShardRecord], header: dict[str, Any]
 ) -> tuple[int, int]:
     rows = [
-        {**row, "shard": r["name"], **_renamed(pos)}
+        {**row, "shard": r.name, **pos}
         for r in records
-        for row, pos in zip(r["rows"], r["positions"], strict=True)
+        for row, pos in zip(r.rows, r.positions, strict=True)
     ]
-    errors = [e for r in records for e in r["errors"]]
-    skipped = [e for r in records for e in r.get("skipped", [])]
+    errors = [e for r in records for e in r.errors]
+    skipped = [e for r in records for e in r.skipped]
     if header.get("config", {}).get("labels"):
         _write_json(out, "classes.json", header["class_map"])
     schema = manifest_schema()
@@ -639,9 +600,7 @@ def _write_outputs(
     pq.write_table(table, parquet)
     out.write_bytes("manifest.parquet", parquet.getvalue().to_pybytes())
     entries = [
-        ShardEntry(r["name"], len(r["rows"]), r["size"], r["sha256"])
-        for r in records
-        if r["name"] is not None
+        ShardEntry(r.name, r.samples, r.size, r.sha256) for r in records if r.name is not None
     ]
     _write_json(out, "index.json", index_document(entries))
     for name, lines in (("errors.jsonl", errors), ("skipped.jsonl", skipped)):
@@ -855,10 +814,10 @@ def _build(
     records = _load_records(out, len(groups), renumbered)
     todo = {i: groups[i] for i in range(len(groups)) if i not in records}
     done_sources = sum(len(groups[i]) for i in records)
-    written = resumed = sum(len(r["rows"]) for r in records.values())
-    n_errors = sum(len(r["errors"]) for r in records.values())
-    n_skipped = sum(len(r.get("skipped", [])) for r in records.values())
-    n_upscaled = sum(len(r.get("upscaled", [])) for r in records.values())
+    written = resumed = sum(r.samples for r in records.values())
+    n_errors = sum(len(r.errors) for r in records.values())
+    n_skipped = sum(len(r.skipped) for r in records.values())
+    n_upscaled = sum(len(r.upscaled) for r in records.values())
     n_workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
     if not out.shared:
         n_workers = 1  # its files exist only in this process
@@ -872,15 +831,15 @@ def _build(
         for index, record in finished:
             records[index] = record
             done_sources += len(groups[index])
-            written += len(record["rows"])
-            n_errors += len(record["errors"])
-            n_skipped += len(record.get("skipped", []))
-            n_upscaled += len(record.get("upscaled", []))
-            arrivals.append((round(time.monotonic() - started, 4), len(record["rows"])))
-            for e in record["errors"]:
+            written += record.samples
+            n_errors += len(record.errors)
+            n_skipped += len(record.skipped)
+            n_upscaled += len(record.upscaled)
+            arrivals.append((round(time.monotonic() - started, 4), record.samples))
+            for e in record.errors:
                 if warn:
                     warn(f"{e['path']}: {e['error']}: {e['message']}")
-            for note in record.get("warnings", []):
+            for note in record.warnings:
                 if warn:
                     warn(f"{note['path']}: {note['message']}")
             if progress:
@@ -891,17 +850,17 @@ def _build(
         finished.close()  # stops the workers (on an early exit) before their files are cleaned
         _clean_partials(out)
     ordered = [records[i] for i in range(len(groups))]
-    shards = [r for r in ordered if r["name"] is not None]
+    shards = [r for r in ordered if r.name is not None]
     # A group whose every source failed has no shard: number the shards that exist 0, 1, 2, …
     moves = [
         (i, n)
-        for n, i in enumerate(i for i, r in enumerate(ordered) if r["name"] is not None)
-        if ordered[i]["name"] != shard_name(n)
+        for n, i in enumerate(i for i, r in enumerate(ordered) if r.name is not None)
+        if ordered[i].name != shard_name(n)
     ]
     if moves:
         _renumber(out, moves)
         for i, n in moves:
-            ordered[i] = {**ordered[i], "name": shard_name(n)}
+            ordered[i] = ordered[i].renamed(shard_name(n))
     seconds = time.monotonic() - started
     header.update(
         status="complete",

@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import enum
 import logging
 import multiprocessing
 import os
@@ -52,8 +53,9 @@ import numpy as np
 from rawpairs import isp
 from rawpairs.choices import Engine
 from rawpairs.group import write_group
+from rawpairs.layout import shard_name
+from rawpairs.records import ShardRecord
 from rawpairs.sample import BuildConfig, Source, sample_stream
-from rawpairs.shards import shard_name
 from rawpairs.storage import OutputFolder
 from rawpairs.unprocess import simulate_raw
 
@@ -62,7 +64,9 @@ __all__ = [
     "RAY_OBJECT_STORE_BYTES",
     "EngineError",
     "GroupFailedError",
+    "PoolEvent",
     "Task",
+    "TaskKind",
     "require_engine",
     "run_groups",
     "run_task",
@@ -103,12 +107,29 @@ def _import_ray() -> Any:
     return ray
 
 
+class TaskKind(enum.Enum):
+    """What a :class:`Task` does."""
+
+    GROUP = "group"  # write the group's shard and record
+    PROBE = "probe"  # make the samples of one source, writing nothing: does it kill its worker?
+
+
+class PoolEvent(enum.Enum):
+    """What a worker pool reports about a task (or, ``READY``, about a worker)."""
+
+    READY = "ready"  # a local worker started and can take tasks (no task)
+    DONE = "done"  # the task finished: its record (``None`` for a probe)
+    FAILED = "failed"  # the output cannot be written: the build stops (a one-line cause)
+    DIED = "died"  # its worker died while running it (the cause: an exception's name)
+    REQUEUE = "requeue"  # its worker died before it started: run it again, no death counted
+
+
 @dataclass
 class Task:
-    """A unit of work: write shard ``index`` of ``sources`` (``kind="group"``) without the
-    ``excluded`` ones, or try ``sources[0]`` alone without writing (``kind="probe"``)."""
+    """A unit of work: write shard ``index`` of ``sources`` (:attr:`TaskKind.GROUP`) without the
+    ``excluded`` ones, or try ``sources[0]`` alone without writing (:attr:`TaskKind.PROBE`)."""
 
-    kind: str
+    kind: TaskKind
     index: int
     sources: list[Source]
     excluded: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -118,15 +139,15 @@ class Task:
     @property
     def title(self) -> str:
         """The task's name (a Ray worker's process title while it runs the task)."""
-        if self.kind == "probe":
+        if self.kind is TaskKind.PROBE:
             return f"probe {self.sources[0].relpath}"
         rest = f" (excluding {len(self.excluded)})" if self.excluded else ""
         return f"write_group {shard_name(self.index)}{rest}"
 
 
-def run_task(task: Task, config: BuildConfig, location: str) -> dict[str, Any] | None:
+def run_task(task: Task, config: BuildConfig, location: str) -> ShardRecord | None:
     """Run ``task`` here: the group's record, or ``None`` for a probe that survived."""
-    if task.kind == "probe":
+    if task.kind is TaskKind.PROBE:
         try:
             for _ in sample_stream(task.sources[0], config):
                 pass
@@ -166,7 +187,7 @@ class _Schedule:
     """Which task runs next, and what a worker's death means for its task."""
 
     def __init__(self, groups: dict[int, list[Source]], retries: int) -> None:
-        self.todo = collections.deque(Task("group", i, s) for i, s in groups.items())
+        self.todo = collections.deque(Task(TaskKind.GROUP, i, s) for i, s in groups.items())
         self.retries = retries
         self.isolating: dict[int, tuple[Task, int]] = {}  # group → (its task, probes pending)
 
@@ -174,7 +195,7 @@ class _Schedule:
         task.deaths += 1
         if task.deaths <= self.retries:
             self.todo.appendleft(task)
-        elif task.kind == "probe":
+        elif task.kind is TaskKind.PROBE:
             group, pending = self.isolating[task.index]
             group.excluded[task.sources[0].relpath] = _crash_record(
                 task.sources[0], cause, f"the worker process died on this file {task.deaths} "
@@ -182,8 +203,8 @@ class _Schedule:
             )  # fmt: skip
             self._probed(task.index, group, pending)
         elif not task.isolated:
-            probes = [Task("probe", task.index, [s]) for s in task.sources]
-            group = Task("group", task.index, task.sources, isolated=True)
+            probes = [Task(TaskKind.PROBE, task.index, [s]) for s in task.sources]
+            group = Task(TaskKind.GROUP, task.index, task.sources, isolated=True)
             self.isolating[task.index] = (group, len(probes))
             self.todo.extendleft(reversed(probes))
         elif len(task.excluded) < len(task.sources):  # isolated, and still dying
@@ -192,7 +213,9 @@ class _Schedule:
                     source.relpath,
                     _crash_record(source, cause, "its group's worker kept dying after isolation"),
                 )
-            self.todo.appendleft(Task("group", task.index, task.sources, task.excluded, True))
+            self.todo.appendleft(
+                Task(TaskKind.GROUP, task.index, task.sources, task.excluded, True)
+            )
         else:
             raise GroupFailedError(f"the worker writing {task.title} died {task.deaths} times")
 
@@ -212,7 +235,8 @@ def _crash_record(source: Source, cause: str, message: str) -> dict[str, str]:
     return {"path": source.relpath, "error": cause, "message": message}
 
 
-Record = tuple[int, dict[str, Any]]
+Record = tuple[int, ShardRecord]  # (group index, its record)
+Event = tuple[Task, PoolEvent, Any]  # (task, what happened, the record or the cause)
 
 
 def _holds_raw(sources: list[Source]) -> bool:
@@ -242,20 +266,20 @@ def _drive(
         if not (schedule.todo and work_here()):
             return False
         task = schedule.todo[0]
-        return not (isolate_raw and (task.kind == "probe" or _holds_raw(task.sources)))
+        return not (isolate_raw and (task.kind is TaskKind.PROBE or _holds_raw(task.sources)))
 
     while schedule.todo or pool.busy():
         while schedule.todo and pool.has_room():
             pool.submit(schedule.todo.popleft())
         for task, outcome, payload in pool.events(block=not here()):
-            if outcome == "done":
-                if task.kind == "probe":
+            if outcome is PoolEvent.DONE:
+                if task.kind is TaskKind.PROBE:
                     schedule.probe_survived(task)
                 else:
                     yield task.index, payload
-            elif outcome == "died":
+            elif outcome is PoolEvent.DIED:
                 schedule.died(task, payload)
-            elif outcome == "requeue":
+            elif outcome is PoolEvent.REQUEUE:
                 schedule.todo.appendleft(task)
             else:
                 raise GroupFailedError(payload)
@@ -265,7 +289,7 @@ def _drive(
             record = run_task(task, config, location)
             stats["driver_work_cpu_s"] += time.process_time() - started
             stats["groups_here"] += 1
-            if task.kind == "probe":
+            if task.kind is TaskKind.PROBE:
                 schedule.probe_survived(task)
             else:
                 assert record is not None
@@ -287,19 +311,21 @@ def _die_with_parent() -> None:
 
 
 def _worker_main(conn: Connection, config: BuildConfig, location: str) -> None:
-    """A local worker: start, say ``ready``, then run tasks until the pipe closes."""
+    """A local worker: start, say :attr:`PoolEvent.READY`, then run tasks until the pipe
+    closes."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     single_threaded_worker()
     warm_up()
     try:
-        conn.send_bytes(_dumps(("ready", None)))
+        conn.send_bytes(_dumps((PoolEvent.READY, None)))
         while True:
             task = pickle.loads(conn.recv_bytes())
+            reply: tuple[PoolEvent, Any]
             try:
-                reply = ("done", run_task(task, config, location))
+                reply = (PoolEvent.DONE, run_task(task, config, location))
             except Exception as err:  # the output failed (disk full, …): the driver stops
-                reply = ("failed", f"{type(err).__name__}: {err}")
+                reply = (PoolEvent.FAILED, f"{type(err).__name__}: {err}")
             conn.send_bytes(_dumps(reply))
     except (EOFError, OSError):  # the pipe closed: the build is over
         return
@@ -394,7 +420,7 @@ class _LocalPool:
         with contextlib.suppress(OSError):  # died meanwhile: its sentinel reports it
             worker.conn.send_bytes(data)
 
-    def events(self, block: bool) -> list[tuple[Task, str, Any]]:
+    def events(self, block: bool) -> list[Event]:
         """What happened since the last call: finished, failed and lost tasks (waits for
         something to happen when ``block``)."""
         self._collect_started()
@@ -409,7 +435,7 @@ class _LocalPool:
         waitables: list[Any] = [w.conn for w in self.workers]
         waitables += [w.process.sentinel for w in self.workers]
         ready = set(wait_ready(waitables, timeout=None if block else 0))
-        out: list[tuple[Task, str, Any]] = []
+        out: list[Event] = []
         for i, worker in reversed(list(enumerate(self.workers))):
             dead = worker.process.sentinel in ready
             if worker.conn in ready:
@@ -417,11 +443,11 @@ class _LocalPool:
                     while worker.conn.poll():
                         data = worker.conn.recv_bytes()
                         self.ipc_bytes += len(data)
-                        kind, payload = pickle.loads(data)
-                        if kind == "ready":
+                        event, payload = pickle.loads(data)
+                        if event is PoolEvent.READY:
                             self._ready(worker)
                         else:
-                            out.append((worker.tasks.popleft(), kind, payload))
+                            out.append((worker.tasks.popleft(), event, payload))
                 except (EOFError, OSError):
                     dead = True
             if dead:
@@ -434,7 +460,7 @@ class _LocalPool:
         if len(self.startup_s) == 1 and len(self.workers) + self.starting < self.size:
             self.workers.append(self._spawn())  # the fork server is up: milliseconds
 
-    def _replace(self, i: int) -> list[tuple[Task, str, Any]]:
+    def _replace(self, i: int) -> list[Event]:
         """Replace dead worker ``i`` (one that died while starting is not replaced: this
         process does its work) and report its tasks."""
         worker = self.workers[i]
@@ -445,7 +471,7 @@ class _LocalPool:
             del self.workers[i]
             return []
         lost = [
-            (t, "died" if j == 0 else "requeue", "WorkerCrashed")
+            (t, PoolEvent.DIED if j == 0 else PoolEvent.REQUEUE, "WorkerCrashed")
             for j, t in enumerate(worker.tasks)
         ]
         self.workers[i] = self._spawn()
@@ -485,7 +511,7 @@ def _local(
             break
         index, sources = todo.popleft()
         started = time.process_time()
-        record = run_task(Task("group", index, sources), config, location)
+        record = run_task(Task(TaskKind.GROUP, index, sources), config, location)
         assert record is not None
         stats["driver_work_cpu_s"] += time.process_time() - started
         stats["groups_here"] += 1
@@ -543,24 +569,24 @@ class _RayPool:
         ref = self.remote.options(name=task.title).remote(task, self.config_ref, self.location)
         self.pending[ref] = task
 
-    def events(self, block: bool) -> list[tuple[Task, str, Any]]:
+    def events(self, block: bool) -> list[Event]:
         from ray.exceptions import OutOfMemoryError, RayTaskError, WorkerCrashedError
 
         if not self.pending:
             return []
         done, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=None if block else 0)
-        out: list[tuple[Task, str, Any]] = []
+        out: list[Event] = []
         for ref in done:
             task = self.pending.pop(ref)
             try:
                 record = self.ray.get(ref)
                 self.ipc_bytes += len(_dumps(record))
-                out.append((task, "done", record))
+                out.append((task, PoolEvent.DONE, record))
             except (WorkerCrashedError, OutOfMemoryError) as err:
-                out.append((task, "died", type(err).__name__))
+                out.append((task, PoolEvent.DIED, type(err).__name__))
             except RayTaskError as err:
                 cause = err.cause if err.cause is not None else err
-                out.append((task, "failed", f"{type(cause).__name__}: {cause}"))
+                out.append((task, PoolEvent.FAILED, f"{type(cause).__name__}: {cause}"))
         return out
 
     def cancel(self) -> None:
