@@ -1,10 +1,18 @@
-"""Errors for bad inputs: each names the file and the cause in one line."""
+"""Errors for bad inputs (each names the file and the cause in one line) and for builds that
+cannot start or cannot write their output."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CorruptInputError", "InputError", "SkippedInputError", "UnsupportedInputError"]
+__all__ = [
+    "BuildError",
+    "BuildOutputError",
+    "CorruptInputError",
+    "InputError",
+    "SkippedInputError",
+    "UnsupportedInputError",
+]
 
 
 class InputError(ValueError):
@@ -29,3 +37,11 @@ class SkippedInputError(InputError):
     """A good input the build leaves out on purpose: a photo smaller than ``--min-side`` or the
     crop (without ``--upscale``), a licence or README file. Counted as skipped, listed in
     ``skipped.jsonl``, never a failure."""
+
+
+class BuildError(RuntimeError):
+    """A build that cannot start (bad --src, bad options, configuration clash in --out)."""
+
+
+class BuildOutputError(RuntimeError):
+    """A build that stopped because its output cannot be written (disk full, permissions)."""

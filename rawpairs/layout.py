@@ -23,10 +23,17 @@ import secrets
 from pathlib import Path
 
 __all__ = [
+    "BUILD_FILE",
+    "CARD_FILE",
+    "CLASSES_FILE",
+    "ERRORS_FILE",
+    "INDEX_FILE",
+    "MANIFEST_FILE",
     "MARKER",
     "OUTPUT_FILES",
     "RENUMBER_JOURNAL",
     "RENUMBER_PHASE_2",
+    "SKIPPED_FILE",
     "SPLITS",
     "STATE_DIR",
     "is_ours",
@@ -41,14 +48,21 @@ __all__ = [
 
 MARKER = ".rawpairs"  # marks a folder made by rawpairs build; locked while a build writes
 STATE_DIR = ".state"
+MANIFEST_FILE = "manifest.parquet"  # one row per sample
+INDEX_FILE = "index.json"  # the shards: names, sample counts, sizes, checksums
+ERRORS_FILE = "errors.jsonl"  # one record per failed source
+SKIPPED_FILE = "skipped.jsonl"  # one record per source left out on purpose
+CLASSES_FILE = "classes.json"  # the class map of a labelled build
+CARD_FILE = "README.md"  # the dataset card
+BUILD_FILE = "build.json"  # the configuration, identity, status and counts: written first and last
 OUTPUT_FILES = (
-    "manifest.parquet",
-    "index.json",
-    "errors.jsonl",
-    "skipped.jsonl",
-    "classes.json",
-    "README.md",
-    "build.json",
+    MANIFEST_FILE,
+    INDEX_FILE,
+    ERRORS_FILE,
+    SKIPPED_FILE,
+    CLASSES_FILE,
+    CARD_FILE,
+    BUILD_FILE,
 )
 SPLITS = ("train", "val")
 RENUMBER_JOURNAL = f"{STATE_DIR}/renumber.json"  # [[group, shard number], …]

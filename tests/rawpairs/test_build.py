@@ -21,16 +21,12 @@ import pytest
 from click.testing import CliRunner
 from skimage import data
 
-from rawpairs.build import (
-    BuildError,
-    BuildOutputError,
-    build,
-    discover_sources,
-    estimated_bytes,
-    plan_groups,
-)
+from rawpairs.build import build
 from rawpairs.cli import main as cli
+from rawpairs.discover import discover_sources
 from rawpairs.dng import write_dng
+from rawpairs.errors import BuildError, BuildOutputError
+from rawpairs.plan import estimated_bytes, plan_groups
 from rawpairs.sample import BuildConfig
 from rawpairs.schema import decode_sample, read_shard
 from rawpairs.sources import read_raw

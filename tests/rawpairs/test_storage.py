@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from skimage import data
 
-from rawpairs.build import BuildError, build
+from rawpairs.build import build
+from rawpairs.errors import BuildError
 from rawpairs.sample import BuildConfig
 from rawpairs.shards import ShardWriter
 from rawpairs.storage import (
