@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from rawpairs.discover import discover_sources, display_name
-from rawpairs.engines import EngineError, GroupFailedError, require_engine, run_groups
-from rawpairs.errors import BuildError, BuildOutputError
+from rawpairs.engines import require_engine, run_groups
+from rawpairs.errors import BuildError, BuildOutputError, EngineError, GroupFailedError
 from rawpairs.layout import BUILD_FILE, MARKER, SPLITS, STATE_DIR, split_folder
 from rawpairs.outputs import versions, write_json, write_outputs
 from rawpairs.plan import BuildPlan, make_plan, select_sources

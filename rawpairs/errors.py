@@ -1,5 +1,5 @@
 """Errors for bad inputs (each names the file and the cause in one line) and for builds that
-cannot start or cannot write their output."""
+cannot start, cannot run or cannot write their output."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ __all__ = [
     "BuildError",
     "BuildOutputError",
     "CorruptInputError",
+    "EngineError",
+    "GroupFailedError",
     "InputError",
     "SkippedInputError",
     "UnsupportedInputError",
@@ -45,3 +47,11 @@ class BuildError(RuntimeError):
 
 class BuildOutputError(RuntimeError):
     """A build that stopped because its output cannot be written (disk full, permissions)."""
+
+
+class EngineError(RuntimeError):
+    """An engine that cannot run here (unknown name, Ray not installed)."""
+
+
+class GroupFailedError(RuntimeError):
+    """A task failed for a reason that is not its inputs' (the output cannot be written)."""

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rawpairs import engines, group
+from rawpairs import engines, errors, group, pool
 from rawpairs.build import build
 from rawpairs.cli import main
 from rawpairs.headers import MAX_PIXELS, jpeg_size
@@ -48,14 +48,14 @@ def test_workers_that_die_before_ready_are_counted(tmp_path, monkeypatch):
         child.close()
         process.join()
         died.set()
-        return engines._Worker(process, parent, 0.0)
+        return pool._Worker(process, parent, 0.0)
 
     def progress(done, total, written, errors):
         if written == 3:  # the rest is built once a worker has died (and is seen to have)
             assert died.wait(60)
 
-    monkeypatch.setattr(engines, "WORKERS_WORTH_S", 0.0)  # start workers however small the build
-    monkeypatch.setattr(engines._LocalPool, "_spawn", dead_on_arrival)
+    monkeypatch.setattr(pool, "WORKERS_WORTH_S", 0.0)  # start workers however small the build
+    monkeypatch.setattr(pool._LocalPool, "_spawn", dead_on_arrival)
     result = build(src, tmp_path / "out", BuildConfig(seed=1, crop=64, crops=1), workers=2,
                    sources_per_shard=1, progress=progress)  # fmt: skip
     assert result.samples == 6 and result.errors == 0
@@ -109,7 +109,7 @@ def test_the_engines_are_the_choice_enum(engine):
 
     assert not hasattr(engines, "ENGINES")
     with pytest.raises(
-        engines.EngineError, match=rf"^--engine must be one of \('local', 'ray'\), got '{engine}'$"
+        errors.EngineError, match=rf"^--engine must be one of \('local', 'ray'\), got '{engine}'$"
     ):
         engines.require_engine(engine)
     engines.require_engine(Engine.LOCAL)
