@@ -226,9 +226,9 @@ def identity_runs(jpg_dir: Path, runs: int) -> None:
     """``runs`` two-worker builds of the photos, one shard per 8 sources, workers started however
     small the build (every other run waits for one after 3 shards, so that workers write the
     rest): all byte-identical?"""
-    import rawpairs.engines
+    import rawpairs.pool
 
-    rawpairs.engines.WORKERS_WORTH_S = 0.0
+    rawpairs.pool.WORKERS_WORTH_S = 0.0
     files = sorted(jpg_dir.iterdir())[:96]
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"

@@ -1,4 +1,4 @@
-"""Preloaded by the build's fork server (:mod:`rawpairs.engines`): importing this module imports
+"""Preloaded by the build's fork server (:mod:`rawpairs.pool`): importing this module imports
 the sample makers and loads their compiled kernels once, in the server, so that every worker
 forked from it starts warm (milliseconds instead of seconds of imports and kernel loading).
 
@@ -13,7 +13,7 @@ import contextlib
 import os
 from multiprocessing import forkserver
 
-from rawpairs.engines import warm_up
+from rawpairs.pool import warm_up
 
 
 def _remove_listener() -> None:

@@ -18,9 +18,7 @@ from rawpairs.priors import CapturePriors
 from rawpairs.sample import is_documentation
 from rawpairs.schema import SCHEMA_VERSION, STORED_RAW_VERSION, ShardEntry, rgb_member
 
-__all__ = ["CARD_FILE", "dataset_card"]
-
-CARD_FILE = "README.md"
+__all__ = ["dataset_card"]
 
 # What each option of the card's settings table means (the build's options, docs: README).
 _OPTION_HELP = {

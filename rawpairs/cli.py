@@ -302,8 +302,9 @@ def build(
     """Turn RAW files and photos under --src into pair shards in --out."""
     from tqdm import tqdm
 
-    from rawpairs.build import BuildError, BuildOutputError, build_splits
     from rawpairs.build import build as run_build
+    from rawpairs.build import build_splits
+    from rawpairs.errors import BuildError, BuildOutputError
     from rawpairs.priors import CapturePriors
     from rawpairs.sample import BuildConfig
 

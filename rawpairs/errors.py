@@ -1,10 +1,20 @@
-"""Errors for bad inputs: each names the file and the cause in one line."""
+"""Errors for bad inputs (each names the file and the cause in one line) and for builds that
+cannot start, cannot run or cannot write their output."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CorruptInputError", "InputError", "SkippedInputError", "UnsupportedInputError"]
+__all__ = [
+    "BuildError",
+    "BuildOutputError",
+    "CorruptInputError",
+    "EngineError",
+    "GroupFailedError",
+    "InputError",
+    "SkippedInputError",
+    "UnsupportedInputError",
+]
 
 
 class InputError(ValueError):
@@ -29,3 +39,19 @@ class SkippedInputError(InputError):
     """A good input the build leaves out on purpose: a photo smaller than ``--min-side`` or the
     crop (without ``--upscale``), a licence or README file. Counted as skipped, listed in
     ``skipped.jsonl``, never a failure."""
+
+
+class BuildError(RuntimeError):
+    """A build that cannot start (bad --src, bad options, configuration clash in --out)."""
+
+
+class BuildOutputError(RuntimeError):
+    """A build that stopped because its output cannot be written (disk full, permissions)."""
+
+
+class EngineError(RuntimeError):
+    """An engine that cannot run here (unknown name, Ray not installed)."""
+
+
+class GroupFailedError(RuntimeError):
+    """A task failed for a reason that is not its inputs' (the output cannot be written)."""

@@ -2,19 +2,20 @@
 
 :func:`write_group` makes the samples of one group of sources, writes their shard
 (:class:`rawpairs.shards.ShardWriter`) and its resume record (``.state/shard-NNNNNN.json``), and
-returns that record (names, offsets, sizes, checksum, manifest rows, error records): the only
-thing that leaves the process that made the samples.
+returns that record (:class:`rawpairs.records.ShardRecord`: names, offsets, sizes, checksum,
+manifest rows, error records): the only thing that leaves the process that made the samples.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import warnings
 from typing import Any
 
 from rawpairs.errors import SkippedInputError
+from rawpairs.layout import record_name
 from rawpairs.messages import one_line
+from rawpairs.records import ShardRecord
 from rawpairs.sample import (
     BuildConfig,
     Source,
@@ -23,7 +24,7 @@ from rawpairs.sample import (
     sample_stream,
     skip_record,
 )
-from rawpairs.shards import ShardWriter, record_name
+from rawpairs.shards import ShardWriter
 from rawpairs.storage import OutputFolder
 
 __all__ = ["write_group"]
@@ -35,7 +36,7 @@ def write_group(
     sources: list[Source],
     config: BuildConfig,
     excluded: dict[str, dict[str, str]] | None = None,
-) -> dict[str, Any]:
+) -> ShardRecord:
     """Make the samples of ``sources`` (one group, in order), write them as shard ``index`` and
     its resume record; return the record. A group without any sample writes no shard (the
     record's ``name`` is ``None``).
@@ -95,19 +96,19 @@ def write_group(
     except BaseException:
         writer.abort()
         raise
-    record = {
-        "name": info.name if info else None,
-        "size": info.size if info else 0,
-        "sha256": info.sha256 if info else None,
-        "sources": len(sources),
-        "rows": rows,
-        "positions": info.samples if info else [],
-        "errors": errors,
-        "skipped": skipped,
-        "warnings": notes,
-        "upscaled": upscaled,
-    }
-    folder.write_bytes(record_name(index), json.dumps(record, sort_keys=True).encode("utf-8"))
+    record = ShardRecord(
+        name=info.name if info else None,
+        size=info.size if info else 0,
+        sha256=info.sha256 if info else None,
+        sources=len(sources),
+        rows=rows,
+        positions=info.samples if info else [],
+        errors=errors,
+        skipped=skipped,
+        warnings=notes,
+        upscaled=upscaled,
+    )
+    folder.write_bytes(record_name(index), record.to_json())
     return record
 
 

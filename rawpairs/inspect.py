@@ -23,6 +23,7 @@ import numpy as np
 
 from rawpairs.choices import Demosaic, Gamma
 from rawpairs.errors import CorruptInputError
+from rawpairs.layout import SPLITS
 from rawpairs.messages import one_line
 from rawpairs.sample import sample_raw
 from rawpairs.schema import (
@@ -569,8 +570,6 @@ def is_build_folder(path: str | Path) -> bool:
 def split_folders(path: str | Path) -> list[Path]:
     """The split builds (``train``, ``val``) of a ``--val-fraction`` output folder; empty when
     ``path`` is not one."""
-    from rawpairs.build import SPLITS
-
     path = Path(path)
     if not path.is_dir() or is_build_folder(path):
         return []

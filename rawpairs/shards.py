@@ -16,43 +16,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import secrets
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rawpairs.storage import sha256_file as sha256_file  # its home; imported from here before
+from rawpairs.layout import partial_name, shard_name
 
 if TYPE_CHECKING:
     from rawpairs.storage import OutputFolder
 
-__all__ = [
-    "SHARD_PATTERN",
-    "STATE_DIR",
-    "ShardInfo",
-    "ShardWriter",
-    "record_name",
-    "shard_name",
-]
+__all__ = ["ShardInfo", "ShardWriter", "tar_member"]
 
-SHARD_PATTERN = "rawpairs-{:06d}.tar"
-STATE_DIR = ".state"
 _MTIME = 0  # fixed member mtime: reproducible bytes
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 SPOOL_BYTES = 64 * 2**20  # a source's samples beyond this spill from memory to a temporary file
-
-
-def shard_name(index: int) -> str:
-    """File name of shard ``index``."""
-    return SHARD_PATTERN.format(index)
-
-
-def record_name(index: int) -> str:
-    """Path (inside the output folder) of the resume record of shard ``index``."""
-    return f"{STATE_DIR}/shard-{index:06d}.json"
 
 
 def _tarinfo_header(name: str, size: int) -> bytes:
@@ -104,7 +83,7 @@ class ShardWriter:
     def __init__(self, folder: OutputFolder, index: int) -> None:
         self.folder, self.index = folder, index
         self.name = shard_name(index)
-        self.partial = f".{self.name}.{os.getpid()}-{secrets.token_hex(4)}.partial"
+        self.partial = partial_name(self.name)
         self._file = folder.open_write(self.partial)
         self._sha256 = hashlib.sha256()
         self.size = 0  # bytes written so far

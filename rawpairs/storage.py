@@ -30,9 +30,10 @@ from typing import IO, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-__all__ = ["MARKER", "FolderLockedError", "OutputFolder", "is_url", "partial_name", "sha256_file"]
+from rawpairs.layout import MARKER, partial_name
 
-MARKER = ".rawpairs"  # marks a folder made by rawpairs build; locked while a build writes
+__all__ = ["FolderLockedError", "OutputFolder", "is_url", "sha256_file"]
+
 REMOTE_LOCK = ".rawpairs.lock"
 LOCK_REFRESH_S = 30.0
 LOCK_STALE_S = 300.0
@@ -64,13 +65,6 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def partial_name(name: str) -> str:
-    """A temporary name for ``name`` (same folder) unique to this writer."""
-    head, _, base = name.rpartition("/")
-    temp = f".{base}.{os.getpid()}-{secrets.token_hex(4)}.partial"
-    return f"{head}/{temp}" if head else temp
 
 
 class FolderLockedError(RuntimeError):

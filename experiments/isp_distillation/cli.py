@@ -61,8 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from rawpairs.build import BuildError
-    from rawpairs.errors import InputError
+    from rawpairs.errors import BuildError, InputError
 
     args = vars(_parser().parse_args(argv))
     for name in ("seeds", "ablation_seeds", "methods"):

@@ -42,7 +42,7 @@ from rawpairs.schema import (
     manifest_schema,
     read_shard,
 )
-from rawpairs.shards import sha256_file
+from rawpairs.storage import sha256_file
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 RAW_FILE = Path(__file__).resolve().parents[1] / "data" / "raw" / "Kodak-DC50-DC50IMG-DC0010S.KDC"

@@ -21,16 +21,12 @@ import pytest
 from click.testing import CliRunner
 from skimage import data
 
-from rawpairs.build import (
-    BuildError,
-    BuildOutputError,
-    build,
-    discover_sources,
-    estimated_bytes,
-    plan_groups,
-)
+from rawpairs.build import build
 from rawpairs.cli import main as cli
+from rawpairs.discover import discover_sources
 from rawpairs.dng import write_dng
+from rawpairs.errors import BuildError, BuildOutputError
+from rawpairs.plan import estimated_bytes, plan_groups
 from rawpairs.sample import BuildConfig
 from rawpairs.schema import decode_sample, read_shard
 from rawpairs.sources import read_raw
@@ -107,9 +103,9 @@ def mixed_src(tmp_path_factory, good_src) -> Path:
 def eager_workers(monkeypatch):
     """Workers start after two groups however small the build (by default a build too small to
     pay for their start-up runs in the building process)."""
-    import rawpairs.engines
+    import rawpairs.pool
 
-    monkeypatch.setattr(rawpairs.engines, "WORKERS_WORTH_S", 0.0)
+    monkeypatch.setattr(rawpairs.pool, "WORKERS_WORTH_S", 0.0)
 
 
 def _wait_for_a_worker(after_samples: int):
@@ -337,17 +333,17 @@ def test_interrupt_leaves_no_partial_shard(tmp_path, good_src, workers, eager_wo
 
     import threading
 
-    import rawpairs.engines
+    import rawpairs.pool
 
     started = []  # every worker process the build starts
-    spawn = rawpairs.engines._LocalPool._spawn
+    spawn = rawpairs.pool._LocalPool._spawn
 
     def recorded(self):
         worker = spawn(self)
         started.append(worker.process)
         return worker
 
-    monkeypatch.setattr(rawpairs.engines._LocalPool, "_spawn", recorded)
+    monkeypatch.setattr(rawpairs.pool._LocalPool, "_spawn", recorded)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         build(good_src, out, CONFIG, workers=workers, sources_per_shard=1, progress=progress)
@@ -659,10 +655,10 @@ def _killed_build(src: Path, out: Path, workers: int, when: int) -> list[int]:
     script = textwrap.dedent(
         f"""
         import multiprocessing, os, signal, sys, time
-        import rawpairs.engines
+        import rawpairs.pool
         from rawpairs.build import build
         from rawpairs.sample import BuildConfig
-        rawpairs.engines.WORKERS_WORTH_S = 0.0  # workers however small the build
+        rawpairs.pool.WORKERS_WORTH_S = 0.0  # workers however small the build
         def progress(done, total, written, errors):
             if written >= {when}:
                 while {workers} > 1 and not multiprocessing.active_children():

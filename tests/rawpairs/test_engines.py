@@ -27,7 +27,9 @@ from skimage import data
 
 from rawpairs.build import build
 from rawpairs.dng import write_dng
-from rawpairs.engines import RAY_MAX_RETRIES, EngineError, require_engine, run_groups
+from rawpairs.engines import require_engine, run_groups
+from rawpairs.errors import EngineError
+from rawpairs.ray_pool import RAY_MAX_RETRIES
 from rawpairs.sample import BuildConfig, Source
 from rawpairs.unprocess import simulate_raw
 
@@ -237,17 +239,17 @@ def test_driver_killed_mid_build_then_rerun_equals_uninterrupted(cluster, src, r
 def test_a_group_that_keeps_killing_workers_is_isolated_source_by_source():
     """The schedule (local and Ray): retries, then one probe per source, then the group without
     the source that killed every probe; a group that dies even then fails every source."""
-    from rawpairs.engines import _Schedule
+    from rawpairs.schedule import Schedule, TaskKind
 
     a, b, c = (Source(f"/x/{n}.png", f"{n}.png", "rgb") for n in "abc")
-    schedule = _Schedule({7: [a, b, c]}, retries=1)
+    schedule = Schedule({7: [a, b, c]}, retries=1)
     group = schedule.todo.popleft()
     schedule.died(group, "WorkerCrashed")
     assert list(schedule.todo) == [group]  # retried once
     schedule.died(schedule.todo.popleft(), "WorkerCrashed")
     probes = [schedule.todo.popleft() for _ in range(3)]
     assert [(t.kind, t.sources[0].relpath) for t in probes] == [
-        ("probe", "a.png"), ("probe", "b.png"), ("probe", "c.png"),
+        (TaskKind.PROBE, "a.png"), (TaskKind.PROBE, "b.png"), (TaskKind.PROBE, "c.png"),
     ]  # fmt: skip
     schedule.probe_survived(probes[0])
     schedule.died(probes[1], "WorkerCrashed")
@@ -255,7 +257,7 @@ def test_a_group_that_keeps_killing_workers_is_isolated_source_by_source():
     assert not schedule.todo
     schedule.probe_survived(probes[2])
     isolated = schedule.todo.popleft()
-    assert (isolated.kind, isolated.index, isolated.isolated) == ("group", 7, True)
+    assert (isolated.kind, isolated.index, isolated.isolated) == (TaskKind.GROUP, 7, True)
     assert list(isolated.excluded) == ["b.png"]
     assert isolated.excluded["b.png"]["error"] == "WorkerCrashed"
     schedule.died(isolated, "WorkerCrashed")

@@ -18,11 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from rawpairs.build import BuildError, BuildOutputError, build, build_splits, split_of
+from rawpairs.build import build, build_splits
 from rawpairs.cli import main as cli
+from rawpairs.errors import BuildError, BuildOutputError
 from rawpairs.inspect import summarize, verify_shards
 from rawpairs.sample import BuildConfig
 from rawpairs.schema import read_shard
+from rawpairs.splits import split_of
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rawpairs import engines, group
+from rawpairs import engines, errors, group, pool
 from rawpairs.build import build
 from rawpairs.cli import main
 from rawpairs.headers import MAX_PIXELS, jpeg_size
@@ -48,14 +48,14 @@ def test_workers_that_die_before_ready_are_counted(tmp_path, monkeypatch):
         child.close()
         process.join()
         died.set()
-        return engines._Worker(process, parent, 0.0)
+        return pool._Worker(process, parent, 0.0)
 
     def progress(done, total, written, errors):
         if written == 3:  # the rest is built once a worker has died (and is seen to have)
             assert died.wait(60)
 
-    monkeypatch.setattr(engines, "WORKERS_WORTH_S", 0.0)  # start workers however small the build
-    monkeypatch.setattr(engines._LocalPool, "_spawn", dead_on_arrival)
+    monkeypatch.setattr(pool, "WORKERS_WORTH_S", 0.0)  # start workers however small the build
+    monkeypatch.setattr(pool._LocalPool, "_spawn", dead_on_arrival)
     result = build(src, tmp_path / "out", BuildConfig(seed=1, crop=64, crops=1), workers=2,
                    sources_per_shard=1, progress=progress)  # fmt: skip
     assert result.samples == 6 and result.errors == 0
@@ -109,7 +109,7 @@ def test_the_engines_are_the_choice_enum(engine):
 
     assert not hasattr(engines, "ENGINES")
     with pytest.raises(
-        engines.EngineError, match=rf"^--engine must be one of \('local', 'ray'\), got '{engine}'$"
+        errors.EngineError, match=rf"^--engine must be one of \('local', 'ray'\), got '{engine}'$"
     ):
         engines.require_engine(engine)
     engines.require_engine(Engine.LOCAL)
@@ -150,8 +150,8 @@ def test_only_a_file_that_is_no_tar_is_called_not_a_tar_archive(tmp_path):
 
 
 def test_shards_is_a_pure_writer_and_sha256_file_lives_with_storage(tmp_path):
-    """``shards.py`` imports nothing that makes samples; the old import of ``sha256_file``
-    still works."""
+    """``shards.py`` imports nothing that makes samples (names come from the layout module);
+    ``sha256_file`` lives in storage only."""
     import ast
     import hashlib
     import inspect
@@ -160,8 +160,9 @@ def test_shards_is_a_pure_writer_and_sha256_file_lives_with_storage(tmp_path):
 
     tree = ast.parse(inspect.getsource(shards))
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert imported <= {"__future__", "dataclasses", "typing", "rawpairs.storage"}, imported
-    assert shards.sha256_file is storage.sha256_file
+    allowed = {"__future__", "dataclasses", "typing", "rawpairs.storage", "rawpairs.layout"}
+    assert imported <= allowed, imported
+    assert not hasattr(shards, "sha256_file")
     (tmp_path / "f").write_bytes(b"x" * (3 << 20))
     assert storage.sha256_file(tmp_path / "f") == hashlib.sha256(b"x" * (3 << 20)).hexdigest()
 

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from skimage import data
 
-from rawpairs.build import BuildError, build
+from rawpairs.build import build
+from rawpairs.errors import BuildError
 from rawpairs.sample import BuildConfig
 from rawpairs.shards import ShardWriter
 from rawpairs.storage import (
@@ -92,9 +93,9 @@ def test_interrupted_remote_build_resumes(photos, tmp_path):
 
 
 def test_file_urls_work_with_worker_processes(photos, tmp_path, monkeypatch):
-    import rawpairs.engines
+    import rawpairs.pool
 
-    monkeypatch.setattr(rawpairs.engines, "WORKERS_WORTH_S", 0.0)  # however small the build
+    monkeypatch.setattr(rawpairs.pool, "WORKERS_WORTH_S", 0.0)  # however small the build
 
     def progress(done, total, written, errors):
         deadline = time.monotonic() + 60
