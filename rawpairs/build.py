@@ -36,15 +36,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rawpairs.card import CARD_FILE, dataset_card
+from rawpairs.classmap import parse_class_map
 from rawpairs.engines import EngineError, GroupFailedError, require_engine, run_groups
+from rawpairs.manifest import RENAMED_COLUMNS, ShardEntry, index_document, manifest_schema
 from rawpairs.sample import BuildConfig, Source, is_documentation
-from rawpairs.schema import (
-    RENAMED_COLUMNS,
-    ShardEntry,
-    index_document,
-    manifest_schema,
-    parse_class_map,
-)
 from rawpairs.shards import STATE_DIR, shard_name
 from rawpairs.storage import MARKER, FolderLockedError, OutputFolder, is_url
 

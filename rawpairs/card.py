@@ -14,9 +14,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from rawpairs.manifest import ShardEntry
+from rawpairs.metadata import SCHEMA_VERSION, STORED_RAW_VERSION
 from rawpairs.priors import CapturePriors
 from rawpairs.sample import is_documentation
-from rawpairs.schema import SCHEMA_VERSION, STORED_RAW_VERSION, ShardEntry, rgb_member
+from rawpairs.schema import rgb_member
 
 __all__ = ["CARD_FILE", "dataset_card"]
 

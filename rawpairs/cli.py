@@ -79,7 +79,7 @@ def _read_priors(path: Path) -> CapturePriors:
 def _read_class_map(path: Path) -> dict[str, int]:
     """A ``--class-map``: a JSON file ``{name: id}`` (a build's ``classes.json``) or a build
     folder holding one."""
-    from rawpairs.schema import CLASSES_FILE, parse_class_map
+    from rawpairs.classmap import CLASSES_FILE, parse_class_map
 
     if path.is_dir():
         if not (path / CLASSES_FILE).is_file():

@@ -20,28 +20,29 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pyarrow as pa
+from braceexpand import braceexpand
 
+from rawpairs.build import SPLITS
 from rawpairs.choices import Demosaic, Gamma
+from rawpairs.classmap import CLASSES_FILE, read_class_map
 from rawpairs.errors import CorruptInputError
-from rawpairs.messages import one_line
-from rawpairs.sample import sample_raw
-from rawpairs.schema import (
-    CLASSES_FILE,
+from rawpairs.isp import process
+from rawpairs.manifest import (
     POSITION_COLUMNS,
-    DecodedSample,
     ShardEntry,
-    SourceKind,
-    decode_sample,
     manifest_row,
     manifest_schema,
     parse_index,
-    read_class_map,
     read_manifest,
-    read_shard,
-    split_member_name,
-    tar_cause,
 )
+from rawpairs.messages import one_line
+from rawpairs.metadata import SourceKind
+from rawpairs.sample import sample_raw
+from rawpairs.schema import DecodedSample, decode_sample
 from rawpairs.storage import sha256_file
+from rawpairs.tarwalk import read_shard, split_member_name, tar_cause
+from rawpairs.tone import DEFAULT_TONE
 
 __all__ = [
     "InspectError",
@@ -93,8 +94,6 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_manifest(path: Path) -> list[dict[str, Any]]:
-    import pyarrow as pa
-
     try:
         table = read_manifest(path)
     except (OSError, ValueError, pa.ArrowException) as err:
@@ -463,9 +462,6 @@ def _fit(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def _preview_row(sample: DecodedSample, tile: int) -> np.ndarray:
-    from rawpairs.isp import process
-    from rawpairs.tone import DEFAULT_TONE
-
     camera, render = sample.meta.camera, sample.meta.render
     raw = sample_raw(sample)
     h, w = raw.shape
@@ -569,8 +565,6 @@ def is_build_folder(path: str | Path) -> bool:
 def split_folders(path: str | Path) -> list[Path]:
     """The split builds (``train``, ``val``) of a ``--val-fraction`` output folder; empty when
     ``path`` is not one."""
-    from rawpairs.build import SPLITS
-
     path = Path(path)
     if not path.is_dir() or is_build_folder(path):
         return []
@@ -604,11 +598,8 @@ def resolve_tars(specs: list[str]) -> list[Path]:
 
 
 def _braces(spec: str) -> list[str]:
-    """``a-{000..002}.tar`` → the three names (webdataset's brace rule); others unchanged."""
-    try:
-        from braceexpand import braceexpand
-    except ImportError:  # a webdataset dependency; without it braces are literal
-        return [spec]
+    """``a-{000..002}.tar`` → the three names (webdataset's brace rule, its ``braceexpand``
+    dependency); others unchanged."""
     return list(braceexpand(spec))
 
 

@@ -22,7 +22,8 @@ from rawpairs.cli import main
 from rawpairs.inspect import verify_shards, write_preview
 from rawpairs.materialize import MaterializeError, materialize
 from rawpairs.sample import BuildConfig
-from rawpairs.schema import decode_sample, read_shard
+from rawpairs.schema import decode_sample
+from rawpairs.tarwalk import read_shard
 
 
 def write_photos(src: Path) -> None:

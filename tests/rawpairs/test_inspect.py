@@ -16,8 +16,9 @@ from click.testing import CliRunner
 from rawpairs.build import build
 from rawpairs.cli import main as cli
 from rawpairs.inspect import InspectError, summarize, verify_shards
+from rawpairs.manifest import manifest_schema
 from rawpairs.sample import BuildConfig
-from rawpairs.schema import manifest_schema, read_shard
+from rawpairs.tarwalk import read_shard
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from rawpairs.build import BuildError, BuildOutputError, build, build_splits, sp
 from rawpairs.cli import main as cli
 from rawpairs.inspect import summarize, verify_shards
 from rawpairs.sample import BuildConfig
-from rawpairs.schema import read_shard
+from rawpairs.tarwalk import read_shard
 
 ROOT = Path(__file__).resolve().parents[2]
 
