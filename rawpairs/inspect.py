@@ -1,9 +1,10 @@
 """Where shards are checked: summary, full verification, and a visual contact sheet.
 
-Samples are read and checked with :mod:`rawpairs.schema`, the same walker and decoder the
-training loader uses, so a folder that :func:`verify_shards` passes is one ``distill`` reads.
-Every problem, including a malformed ``index.json``, ``manifest.parquet``, ``build.json`` or
-``errors.jsonl``, is one line; nothing but regular files inside the folder is ever opened.
+Samples are read and checked with :func:`rawpairs.tarwalk.read_shard` and
+:func:`rawpairs.schema.decode_sample`, the same walker and decoder the training loader uses, so a
+folder that :func:`verify_shards` passes is one ``distill`` reads. Every problem, including a
+malformed ``index.json``, ``manifest.parquet``, ``build.json`` or ``errors.jsonl``, is one line;
+nothing but regular files inside the folder is ever opened.
 """
 
 from __future__ import annotations
