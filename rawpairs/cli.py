@@ -414,15 +414,9 @@ def inspect(
     """Summarise (and optionally verify or preview) SHARDS: a rawpairs build folder, the folder
     of a --val-fraction build (its train and val), several build folders, or any tar shards (a
     .tar, a folder of them, a glob, a brace range, a list), including other tools' shards."""
-    from rawpairs.inspect import (
-        InspectError,
-        check_preview_path,
-        format_tar_summary,
-        is_build_folder,
-        resolve_tars,
-        split_folders,
-        summarize_tars,
-    )
+    from rawpairs.buildfolder import InspectError, is_build_folder, split_folders
+    from rawpairs.inspect import format_tar_summary, resolve_tars, summarize_tars
+    from rawpairs.preview import check_preview_path
 
     if preview is not None:
         try:
@@ -490,7 +484,10 @@ def _inspect_build(
 ) -> tuple[dict, list[str]]:
     """The summary of one build folder and its problems (``--verify``); a malformed build is a
     usage error without ``--verify`` and a problem with it."""
-    from rawpairs.inspect import InspectError, summarize, verify_shards, write_preview
+    from rawpairs.buildfolder import InspectError
+    from rawpairs.inspect import summarize
+    from rawpairs.preview import write_preview
+    from rawpairs.verify import verify_shards
 
     try:
         summary = summarize(folder)
