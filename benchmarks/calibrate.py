@@ -39,8 +39,9 @@ from rawpairs.calibrate import calibrate, neighbour_noise, raw_files
 from rawpairs.camera import Camera
 from rawpairs.priors import CapturePriors
 from rawpairs.sample import BuildConfig, Source, make_samples
-from rawpairs.schema import decode_sample, read_shard
+from rawpairs.schema import decode_sample
 from rawpairs.sources import read_raw
+from rawpairs.tarwalk import read_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

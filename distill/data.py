@@ -51,11 +51,13 @@ from distill.config import DEFAULT_SHUFFLE_MIB, LoaderConfig
 from rawpairs import cfa as cfa_ops
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
-from rawpairs.choices import Gamma, Tone
+from rawpairs.choices import Gamma, NoisePlacement, Tone
+from rawpairs.classmap import read_class_map
 from rawpairs.errors import CorruptInputError
 from rawpairs.noise import add_noise, darken
 from rawpairs.rng import key_normals, sample_rng
-from rawpairs.schema import NoisePlacement, decode_sample, read_class_map, tar_cause, walk_tar
+from rawpairs.schema import decode_sample
+from rawpairs.tarwalk import tar_cause, walk_tar
 
 __all__ = [
     "STUDENT_INPUTS",

@@ -14,9 +14,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from rawpairs.manifest import ShardEntry
+from rawpairs.metadata import SCHEMA_VERSION, STORED_RAW_VERSION
 from rawpairs.priors import CapturePriors
 from rawpairs.sample import is_documentation
-from rawpairs.schema import SCHEMA_VERSION, STORED_RAW_VERSION, ShardEntry, rgb_member
+from rawpairs.schema import rgb_member
 
 __all__ = ["dataset_card"]
 
@@ -125,25 +127,9 @@ def _members(config: dict[str, Any]) -> list[str]:
     return _table(rows, ("member", "content"))
 
 
-def dataset_card(
-    header: dict[str, Any],
-    index: Sequence[ShardEntry],
-    rows: Sequence[dict[str, Any]],
-    skipped: Sequence[dict[str, Any]],
-    errors: Sequence[dict[str, Any]],
-) -> str:
-    """The card's Markdown text. ``header``: ``build.json``'s object (config, src, counts,
-    versions, class map, split); ``index``: the shards; ``rows``: the manifest rows;
-    ``skipped``/``errors``: the records of ``skipped.jsonl`` and ``errors.jsonl``. Only these
-    decide the text (byte-identical for identical builds)."""
-    config = header["config"]
-    counts = header["counts"]
-    versions = header.get("versions", {})
-    split = header.get("split")
-    pattern = _shard_pattern(index) if index else "rawpairs-000000.tar"
-    rgb = rgb_member(config.get("rgb_format", "png"))
-    at_load = config.get("unprocess") == "at_load"  # photos stored without raw.npy
-    total = sum(s.size for s in index)
+def _intro(header: dict[str, Any], rgb: str) -> list[str]:
+    """The title, what the build is and from what, and (split builds) how sources were split."""
+    versions, split = header.get("versions", {}), header.get("split")
     title = f"RAW–RGB pairs: {split['name']} split" if split else "RAW–RGB pairs"
     lines = [
         f"# {title}",
@@ -163,8 +149,21 @@ def dataset_card(
             f"2⁶⁴, are below {share} (`--val-fraction {share}`), else to `train`. All crops of "
             "a source are in one split, and the split does not change when the folder moves.",
         ]
+    return lines
+
+
+def _contents(
+    header: dict[str, Any],
+    index: Sequence[ShardEntry],
+    rows: Sequence[dict[str, Any]],
+    pattern: str,
+) -> list[str]:
+    """The counts table (samples, shards, sources, CFA layouts, sizes) and, with labels, the
+    classes."""
+    config, counts = header["config"], header["counts"]
+    total = sum(s.size for s in index)
     kinds = Counter(r["kind"] for r in rows)
-    lines += [
+    lines = [
         "",
         "## Contents",
         "",
@@ -190,9 +189,42 @@ def dataset_card(
         labels = Counter(r["label"] for r in rows)
         per_class = ", ".join(f"{name} ({i}): {labels[i]}" for name, i in sorted(class_map.items()))
         lines += ["", f"Classes (`classes.json`, `cls` member): {per_class}."]
-    lines += ["", "## Settings", "", *_settings(config)]
-    lines += ["", "## Licences", "", *_licences(skipped)]
-    lines += [
+    return lines
+
+
+def _hugging_face(config: dict[str, Any], at_load: bool) -> list[str]:
+    """How to load the shards with Hugging Face ``datasets``, or why an at-load build cannot."""
+    if at_load:
+        return [
+            "Its photos carry no `raw.npy`: their RAW is made at load by `distill.data` from "
+            "the recipe in their `json` (schema version 3), so readers other than rawpairs "
+            "get the RGB and metadata of every sample and the RAW of camera files only; "
+            "Hugging Face `datasets`, which needs one set of members per sample, is not "
+            "offered for such a build.",
+            "",
+        ]
+    return [
+        "Hugging Face `datasets` (its `webdataset` loader). Give it the json's types: it "
+        "infers them from the first samples, and a photo's null `source.make` then fails "
+        "a later camera RAW sample:",
+        "",
+        "```python",
+        "from datasets import load_dataset  # pip install datasets",
+        "from rawpairs.schema import hf_features",
+        'ds = load_dataset("webdataset", data_files="rawpairs-*.tar", split="train",',
+        f"                  features=hf_features(labels={bool(config.get('labels'))}, "
+        f'rgb_format="{config.get("rgb_format", "png")}"))',
+        "```",
+        "",
+    ]
+
+
+def _reading(header: dict[str, Any], pattern: str, rgb: str) -> list[str]:
+    """How to read the shards: plain webdataset, Hugging Face ``datasets``, DuckDB on the
+    manifest, and training."""
+    config = header["config"]
+    at_load = config.get("unprocess") == "at_load"  # photos stored without raw.npy
+    return [
         "",
         "## Reading it",
         "",
@@ -211,31 +243,7 @@ def dataset_card(
         ),
         "```",
         "",
-        *(
-            [
-                "Its photos carry no `raw.npy`: their RAW is made at load by `distill.data` from "
-                "the recipe in their `json` (schema version 3), so readers other than rawpairs "
-                "get the RGB and metadata of every sample and the RAW of camera files only; "
-                "Hugging Face `datasets`, which needs one set of members per sample, is not "
-                "offered for such a build.",
-                "",
-            ]
-            if at_load
-            else [
-                "Hugging Face `datasets` (its `webdataset` loader). Give it the json's types: it "
-                "infers them from the first samples, and a photo's null `source.make` then fails "
-                "a later camera RAW sample:",
-                "",
-                "```python",
-                "from datasets import load_dataset  # pip install datasets",
-                "from rawpairs.schema import hf_features",
-                'ds = load_dataset("webdataset", data_files="rawpairs-*.tar", split="train",',
-                f"                  features=hf_features(labels={bool(config.get('labels'))}, "
-                f'rgb_format="{config.get("rgb_format", "png")}"))',
-                "```",
-                "",
-            ]
-        ),
+        *_hugging_face(config, at_load),
         "DuckDB on the manifest (one row per sample; `byte_offset` and `size` locate the "
         "sample's tar entries in `shard`):",
         "",
@@ -248,10 +256,17 @@ def dataset_card(
             "Training, from the folder holding both splits (the rawpairs loader checks every "
             "sample): `python -m distill.train --shards train --val-shards val`, then "
             "`python -m distill.evaluate --shards val --checkpoint RUN/last.pt`."
-            if split
+            if header.get("split")
             else "Training (the rawpairs loader checks every sample): "
             "`python -m distill.train --shards .`."
         ),
+    ]
+
+
+def _format(header: dict[str, Any]) -> list[str]:
+    """The sample format (members and schema version) and the build's other files."""
+    config, versions = header["config"], header.get("versions", {})
+    return [
         "",
         f"## Sample format (schema version {_schema_version(config)})",
         "",
@@ -267,4 +282,24 @@ def dataset_card(
         + ".",
         "",
     ]
+
+
+def dataset_card(
+    header: dict[str, Any],
+    index: Sequence[ShardEntry],
+    rows: Sequence[dict[str, Any]],
+    skipped: Sequence[dict[str, Any]],
+    errors: Sequence[dict[str, Any]],
+) -> str:
+    """The card's Markdown text. ``header``: ``build.json``'s object (config, src, counts,
+    versions, class map, split); ``index``: the shards; ``rows``: the manifest rows;
+    ``skipped``/``errors``: the records of ``skipped.jsonl`` and ``errors.jsonl``. Only these
+    decide the text (byte-identical for identical builds)."""
+    config = header["config"]
+    pattern = _shard_pattern(index) if index else "rawpairs-000000.tar"
+    rgb = rgb_member(config.get("rgb_format", "png"))
+    lines = _intro(header, rgb) + _contents(header, index, rows, pattern)
+    lines += ["", "## Settings", "", *_settings(config)]
+    lines += ["", "## Licences", "", *_licences(skipped)]
+    lines += _reading(header, pattern, rgb) + _format(header)
     return "\n".join(lines)

@@ -79,7 +79,7 @@ def _read_priors(path: Path) -> CapturePriors:
 def _read_class_map(path: Path) -> dict[str, int]:
     """A ``--class-map``: a JSON file ``{name: id}`` (a build's ``classes.json``) or a build
     folder holding one."""
-    from rawpairs.schema import CLASSES_FILE, parse_class_map
+    from rawpairs.classmap import CLASSES_FILE, parse_class_map
 
     if path.is_dir():
         if not (path / CLASSES_FILE).is_file():
@@ -415,15 +415,9 @@ def inspect(
     """Summarise (and optionally verify or preview) SHARDS: a rawpairs build folder, the folder
     of a --val-fraction build (its train and val), several build folders, or any tar shards (a
     .tar, a folder of them, a glob, a brace range, a list), including other tools' shards."""
-    from rawpairs.inspect import (
-        InspectError,
-        check_preview_path,
-        format_tar_summary,
-        is_build_folder,
-        resolve_tars,
-        split_folders,
-        summarize_tars,
-    )
+    from rawpairs.buildfolder import InspectError, is_build_folder, split_folders
+    from rawpairs.inspect import format_tar_summary, resolve_tars, summarize_tars
+    from rawpairs.preview import check_preview_path
 
     if preview is not None:
         try:
@@ -491,7 +485,10 @@ def _inspect_build(
 ) -> tuple[dict, list[str]]:
     """The summary of one build folder and its problems (``--verify``); a malformed build is a
     usage error without ``--verify`` and a problem with it."""
-    from rawpairs.inspect import InspectError, summarize, verify_shards, write_preview
+    from rawpairs.buildfolder import InspectError
+    from rawpairs.inspect import summarize
+    from rawpairs.preview import write_preview
+    from rawpairs.verify import verify_shards
 
     try:
         summary = summarize(folder)

@@ -1,4 +1,5 @@
-"""Image sizes as file headers declare them, read before decoding: pure functions of bytes.
+"""Array and image sizes as file headers declare them, read before decoding: pure functions of
+bytes.
 
 A declared size lets a reader refuse an image too large to decode (:data:`MAX_PIXELS`) or
 whose size disagrees with its metadata without spending the memory to decode it.
@@ -6,7 +7,12 @@ whose size disagrees with its metadata without spending the memory to decode it.
 
 from __future__ import annotations
 
-__all__ = ["MAX_PIXELS", "jpeg_size"]
+import io
+import struct
+
+import numpy as np
+
+__all__ = ["MAX_PIXELS", "image_size", "jpeg_size", "npy_header"]
 
 # Largest image (in pixels, by its declared size) read unless the caller raises the limit: above
 # every camera sensor sold (the largest single-shot sensors are 150–200 MP), far below what
@@ -18,6 +24,24 @@ MAX_PIXELS = 300_000_000
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 # Start-of-frame markers SOF0–SOF15, less DHT (C4), JPG (C8) and DAC (CC), which share the range.
 _START_OF_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def image_size(data: bytes, name: str) -> tuple[int, int]:
+    """(height, width) declared by a PNG's IHDR (``name`` ends in ``.png``) or a JPEG's SOF
+    marker (any other ``name``), before any decoding; ``ValueError`` naming ``name`` when the
+    bytes are not that format or declare no size."""
+    if name.endswith(".png"):
+        if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+            raise ValueError(f"{name} is not a PNG")
+        width, height = struct.unpack(">II", data[16:24])
+        return height, width
+    if data[:2] != b"\xff\xd8":
+        raise ValueError(f"{name} is not a JPEG")
+    size = jpeg_size(data)
+    if size is None:
+        raise ValueError(f"{name} has no JPEG frame header")
+    return size
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -44,3 +68,17 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
         else:
             pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
     return None
+
+
+def npy_header(data: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, data offset) of ``.npy`` bytes, reading the header only."""
+    buf = io.BytesIO(data)
+    version = np.lib.format.read_magic(buf)
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    if version not in readers:
+        raise ValueError(f"unsupported .npy format version {version}")
+    shape, fortran, dtype = readers[version](buf)
+    return shape, fortran, dtype, buf.tell()

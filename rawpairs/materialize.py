@@ -17,22 +17,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from rawpairs.choices import Unprocess
+from rawpairs.classmap import CLASSES_FILE
 from rawpairs.errors import CorruptInputError
+from rawpairs.manifest import ShardEntry, index_document, manifest_row, manifest_schema, parse_index
 from rawpairs.sample import sample_raw
-from rawpairs.schema import (
-    CLASSES_FILE,
-    ShardEntry,
-    decode_sample,
-    encode_sample,
-    index_document,
-    manifest_row,
-    manifest_schema,
-    parse_index,
-    read_shard,
-)
+from rawpairs.schema import decode_sample, encode_sample
 from rawpairs.shards import ShardWriter
 from rawpairs.storage import OutputFolder
+from rawpairs.tarwalk import read_shard
 
 __all__ = ["MaterializeError", "materialize"]
 
@@ -119,8 +115,6 @@ def _write_bookkeeping(
     """``manifest.parquet``, ``index.json``, ``errors.jsonl``, ``classes.json`` and
     ``build.json`` (the source build's, its ``config.unprocess`` dropped, counts kept,
     ``materialized_from`` added; no timings, so the output is deterministic)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     def write_json(name: str, obj: Any) -> None:
         folder.write_bytes(name, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())

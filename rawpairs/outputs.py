@@ -27,8 +27,8 @@ from rawpairs.layout import (
     SKIPPED_FILE,
     STATE_DIR,
 )
+from rawpairs.manifest import ShardEntry, index_document, manifest_schema
 from rawpairs.records import ShardRecord
-from rawpairs.schema import ShardEntry, index_document, manifest_schema
 from rawpairs.storage import OutputFolder
 
 __all__ = ["versions", "write_json", "write_outputs"]

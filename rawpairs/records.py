@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from rawpairs.schema import RENAMED_COLUMNS
+from rawpairs.manifest import RENAMED_COLUMNS
 
 __all__ = ["ShardRecord"]
 

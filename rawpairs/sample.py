@@ -51,22 +51,13 @@ from rawpairs.errors import (
 )
 from rawpairs.headers import MAX_PIXELS
 from rawpairs.isp import auto_exposure, process
+from rawpairs.manifest import manifest_row
 from rawpairs.messages import MESSAGE_LIMIT, one_line
+from rawpairs.metadata import Crop, RenderInfo, RenderMethod, SampleMeta, SourceInfo, SourceKind
 from rawpairs.png import encode_png
 from rawpairs.priors import CapturePriors, sample_camera
 from rawpairs.rng import sample_rng, stream_key
-from rawpairs.schema import (
-    Crop,
-    DecodedSample,
-    RenderInfo,
-    RenderMethod,
-    SampleMeta,
-    SourceInfo,
-    SourceKind,
-    encode_at_load_sample,
-    encode_sample,
-    manifest_row,
-)
+from rawpairs.schema import DecodedSample, encode_at_load_sample, encode_sample
 from rawpairs.storage import is_url, sha256_file
 from rawpairs.tone import DEFAULT_TONE
 from rawpairs.unprocess import simulate_raw, unprocess

@@ -17,16 +17,9 @@ import numpy as np
 
 from rawpairs.camera import XYZ_TO_SRGB, Camera
 from rawpairs.cfa import CFA, channel_index_map
-from rawpairs.schema import (
-    Crop,
-    NoisePlacement,
-    RenderInfo,
-    RenderMethod,
-    SampleMeta,
-    SourceInfo,
-    SourceKind,
-    encode_sample,
-)
+from rawpairs.choices import NoisePlacement
+from rawpairs.metadata import Crop, RenderInfo, RenderMethod, SampleMeta, SourceInfo, SourceKind
+from rawpairs.schema import encode_sample
 
 
 def make_camera(cfa: CFA, black: tuple[float, ...], white: float, bits: int) -> Camera:

@@ -19,10 +19,12 @@ from distill.data import make_loader, make_loader_from
 from distill.unprocess import make_raw
 from rawpairs.build import build
 from rawpairs.cli import main
-from rawpairs.inspect import verify_shards, write_preview
 from rawpairs.materialize import MaterializeError, materialize
+from rawpairs.preview import write_preview
 from rawpairs.sample import BuildConfig
-from rawpairs.schema import decode_sample, read_shard
+from rawpairs.schema import decode_sample
+from rawpairs.tarwalk import read_shard
+from rawpairs.verify import verify_shards
 
 
 def write_photos(src: Path) -> None:

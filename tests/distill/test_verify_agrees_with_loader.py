@@ -24,25 +24,16 @@ from shardkit import make_camera, sample_meta, write_shard
 import distill.data as data
 from rawpairs.build import build
 from rawpairs.cfa import CFA
+from rawpairs.choices import NoisePlacement
 from rawpairs.cli import main as cli
 from rawpairs.errors import CorruptInputError
-from rawpairs.inspect import verify_shards
+from rawpairs.manifest import ShardEntry, index_document, manifest_row, manifest_schema
+from rawpairs.metadata import RenderInfo, RenderMethod, SampleMeta, SourceInfo, SourceKind
 from rawpairs.sample import BuildConfig
-from rawpairs.schema import (
-    NoisePlacement,
-    RenderInfo,
-    RenderMethod,
-    SampleMeta,
-    ShardEntry,
-    SourceInfo,
-    SourceKind,
-    encode_sample,
-    index_document,
-    manifest_row,
-    manifest_schema,
-    read_shard,
-)
+from rawpairs.schema import encode_sample
 from rawpairs.storage import sha256_file
+from rawpairs.tarwalk import read_shard
+from rawpairs.verify import verify_shards
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 RAW_FILE = Path(__file__).resolve().parents[1] / "data" / "raw" / "Kodak-DC50-DC50IMG-DC0010S.KDC"

@@ -28,8 +28,9 @@ from rawpairs.dng import write_dng
 from rawpairs.errors import BuildError, BuildOutputError
 from rawpairs.plan import estimated_bytes, plan_groups
 from rawpairs.sample import BuildConfig
-from rawpairs.schema import decode_sample, read_shard
+from rawpairs.schema import decode_sample
 from rawpairs.sources import read_raw
+from rawpairs.tarwalk import read_shard
 from rawpairs.unprocess import simulate_raw
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
@@ -421,7 +422,7 @@ def test_real_camera_files(tmp_path, render):
 
 
 def test_noise_at_load_stores_the_clean_mosaic(good_src, tmp_path):
-    from rawpairs.schema import SampleMeta
+    from rawpairs.metadata import SampleMeta
     from rawpairs.sources import read_rgb
     from rawpairs.unprocess import unprocess
 

@@ -257,7 +257,7 @@ def test_failed_calibration_keeps_the_previous_profile(tmp_path) -> None:
 def test_build_with_a_profile_simulates_that_camera(tmp_path) -> None:
     import cv2
 
-    from rawpairs.schema import read_shard
+    from rawpairs.tarwalk import read_shard
 
     camera = sensor(cfa="GBRG", black_level=(64.0,) * 4, white_level=1023.0, bit_depth=10)
     src = tmp_path / "raw"

@@ -14,10 +14,13 @@ import pytest
 from click.testing import CliRunner
 
 from rawpairs.build import build
+from rawpairs.buildfolder import InspectError
 from rawpairs.cli import main as cli
-from rawpairs.inspect import InspectError, summarize, verify_shards
+from rawpairs.inspect import summarize
+from rawpairs.manifest import manifest_schema
 from rawpairs.sample import BuildConfig
-from rawpairs.schema import manifest_schema, read_shard
+from rawpairs.tarwalk import read_shard
+from rawpairs.verify import verify_shards
 
 
 @pytest.fixture(scope="module")

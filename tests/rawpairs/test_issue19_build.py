@@ -17,7 +17,7 @@ from skimage import data
 from rawpairs.build import build
 from rawpairs.cli import main as cli
 from rawpairs.sample import BuildConfig, sample_key
-from rawpairs.schema import read_shard
+from rawpairs.tarwalk import read_shard
 
 
 def _photo(name: str, side: int = 64) -> np.ndarray:
@@ -158,7 +158,7 @@ def _labels_by_class(out: Path) -> dict[str, int]:
 
 
 def test_labelled_builds_write_classes_json_and_class_map_keeps_the_ids(tmp_path):
-    from rawpairs.schema import read_class_map
+    from rawpairs.classmap import read_class_map
 
     train = _labelled(tmp_path / "train", ("apple", "banana", "cherry"))
     val = _labelled(tmp_path / "val", ("apple", "cherry"))
@@ -212,7 +212,7 @@ def test_class_map_errors_are_one_line_exit_2(tmp_path):
 
 
 def test_read_class_map_of_unlabelled_and_older_builds(tmp_path):
-    from rawpairs.schema import read_class_map
+    from rawpairs.classmap import read_class_map
 
     src = _labelled(tmp_path / "src", ("apple", "banana"))
     build(src, tmp_path / "plain", BuildConfig(), workers=1)
@@ -319,7 +319,7 @@ def test_plain_readers_infer_one_schema_from_the_first_sample(mixed_json):
 
 
 def test_json_of_the_previous_schema_version_is_still_read(mixed_json):
-    from rawpairs.schema import SampleMeta
+    from rawpairs.metadata import SampleMeta
 
     def strip_nulls(d):
         return {

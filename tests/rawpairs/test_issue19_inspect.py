@@ -14,7 +14,7 @@ from rawpairs.sample import BuildConfig
 
 
 def test_a_preview_failure_names_shard_and_key(tmp_path, monkeypatch):
-    import rawpairs.inspect as inspect
+    import rawpairs.preview as preview
 
     src = tmp_path / "src"
     src.mkdir()
@@ -25,7 +25,7 @@ def test_a_preview_failure_names_shard_and_key(tmp_path, monkeypatch):
     def broken(sample, tile):
         raise ValueError("the ISP refuses")
 
-    monkeypatch.setattr(inspect, "_preview_row", broken)
+    monkeypatch.setattr(preview, "_preview_row", broken)
     shown = CliRunner().invoke(cli, ["inspect", str(out), "--preview", str(tmp_path / "p.png")])
     assert shown.exit_code == 1
     assert "rawpairs-000000.tar" in shown.output and "a_png_" in shown.output, shown.output

@@ -21,10 +21,11 @@ from click.testing import CliRunner
 from rawpairs.build import build, build_splits
 from rawpairs.cli import main as cli
 from rawpairs.errors import BuildError, BuildOutputError
-from rawpairs.inspect import summarize, verify_shards
+from rawpairs.inspect import summarize
 from rawpairs.sample import BuildConfig
-from rawpairs.schema import read_shard
 from rawpairs.splits import split_of
+from rawpairs.tarwalk import read_shard
+from rawpairs.verify import verify_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -561,7 +562,7 @@ def test_preview_labels_fit_their_panel():
     """Item 3: a preview label wider than its panel is cut (ending '..'), never drawn past it."""
     import cv2
 
-    from rawpairs.inspect import _fit_text
+    from rawpairs.preview import _fit_text
 
     width = 96
     long = "RGB holidays/rome/colosseum_at_sunset_0001.jpg"

@@ -14,9 +14,8 @@ import pytest
 from rawpairs import engines, errors, group, pool
 from rawpairs.build import build
 from rawpairs.cli import main
-from rawpairs.headers import MAX_PIXELS, jpeg_size
+from rawpairs.headers import MAX_PIXELS, image_size, jpeg_size
 from rawpairs.sample import BuildConfig
-from rawpairs.schema import _image_size
 from rawpairs.sources import read_photo
 
 
@@ -76,7 +75,7 @@ def test_one_jpeg_header_parser_reads_files_with_restart_markers(size):
     JPEG with a restart interval (RST0–RST7 in its scan) declares the size it decodes to."""
     data = _jpeg(*size, cv2.IMWRITE_JPEG_RST_INTERVAL, 1)
     assert any(bytes([0xFF, m]) in data for m in range(0xD0, 0xD8)) or size == (1, 1)
-    assert jpeg_size(data) == _image_size(data, "rgb.jpg") == size
+    assert jpeg_size(data) == image_size(data, "rgb.jpg") == size
     assert cv2.imdecode(np.frombuffer(data, np.uint8), 1).shape[:2] == size
 
 
@@ -85,7 +84,7 @@ def test_standalone_markers_and_fill_bytes_before_the_frame_header_are_stepped_o
     the next marker's bytes as a length and miss the frame header."""
     data = _jpeg(24, 40)
     padded = data[:2] + b"\xff\xd0\xff\x01\xff\xff" + data[2:]
-    assert jpeg_size(padded) == _image_size(padded, "rgb.jpg") == (24, 40)
+    assert jpeg_size(padded) == image_size(padded, "rgb.jpg") == (24, 40)
 
 
 @pytest.mark.parametrize("cut", [2, 3, 5, 12])
@@ -93,7 +92,7 @@ def test_a_jpeg_cut_before_its_frame_header_has_no_size(cut):
     data = _jpeg(24, 40)[:cut]
     assert jpeg_size(data) is None
     with pytest.raises(ValueError, match=r"^rgb\.jpg has no JPEG frame header$"):
-        _image_size(data, "rgb.jpg")
+        image_size(data, "rgb.jpg")
 
 
 def test_the_pixel_limit_is_one_constant():
@@ -136,7 +135,7 @@ def test_only_a_file_that_is_no_tar_is_called_not_a_tar_archive(tmp_path):
 
     from rawpairs.errors import CorruptInputError
     from rawpairs.messages import one_line
-    from rawpairs.schema import read_shard, tar_cause
+    from rawpairs.tarwalk import read_shard, tar_cause
 
     error = ValueError("cannot parse the footer:\ncolumn 3 is cut short")
     assert tar_cause(error) == one_line(error) == "cannot parse the footer: column 3 is cut short"

@@ -15,26 +15,19 @@ import pytest
 from shardkit import make_camera, sample_meta, write_shard
 
 from rawpairs.cfa import CFA
-from rawpairs.sample import sample_key
-from rawpairs.schema import (
+from rawpairs.choices import NoisePlacement
+from rawpairs.manifest import ShardEntry, index_document, manifest_row, manifest_schema, parse_index
+from rawpairs.metadata import (
     SCHEMA_VERSION,
-    NoisePlacement,
     RenderInfo,
     RenderMethod,
     SampleMeta,
-    SchemaVersionError,
-    ShardEntry,
     SourceInfo,
     SourceKind,
-    decode_sample,
-    encode_sample,
-    index_document,
-    manifest_row,
-    manifest_schema,
-    parse_index,
-    read_shard,
-    split_member_name,
 )
+from rawpairs.sample import sample_key
+from rawpairs.schema import SchemaVersionError, decode_sample, encode_sample
+from rawpairs.tarwalk import read_shard, split_member_name
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 RAW_FILE = Path(__file__).resolve().parents[1] / "data" / "raw" / "Kodak-DC50-DC50IMG-DC0010S.KDC"

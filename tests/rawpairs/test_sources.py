@@ -781,7 +781,8 @@ def test_huge_declared_png_is_refused_before_decoding(tmp_path):
 
 
 def test_build_config_limits_pixels_and_checks_render_options(tmp_path, photo):
-    from rawpairs.sample import MAX_PIXELS, BuildConfig, Source, make_samples
+    from rawpairs.headers import MAX_PIXELS
+    from rawpairs.sample import BuildConfig, Source, make_samples
     from rawpairs.sources import DEFAULT_MAX_PIXELS
 
     assert MAX_PIXELS == DEFAULT_MAX_PIXELS == BuildConfig().max_pixels >= 200_000_000
