@@ -58,7 +58,8 @@ def find_class_map(
     """The ``classes.json`` of the build that holds ``shards`` (the folder given, or the folder
     of the first shard) and its map, or ``None`` when there is none (or the shards are URLs)."""
     from distill.data import resolve_shards
-    from rawpairs.classmap import CLASSES_FILE, read_class_map
+    from rawpairs.classmap import read_class_map
+    from rawpairs.layout import CLASSES_FILE
 
     first = os.fspath(shards if isinstance(shards, str | os.PathLike) else shards[0])
     folder = first if os.path.isdir(first) else os.path.dirname(resolve_shards(shards)[0])

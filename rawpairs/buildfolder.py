@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rawpairs.layout import SPLITS
+from rawpairs.layout import BUILD_FILE, ERRORS_FILE, INDEX_FILE, MANIFEST_FILE, SKIPPED_FILE, SPLITS
 from rawpairs.manifest import ShardEntry, manifest_schema, parse_index, read_manifest
 from rawpairs.messages import one_line
 
@@ -31,7 +31,7 @@ __all__ = [
     "split_folders",
 ]
 
-_REQUIRED = ("index.json", "manifest.parquet", "build.json")
+_REQUIRED = (INDEX_FILE, MANIFEST_FILE, BUILD_FILE)
 _ERROR_FIELDS = ("path", "error", "message")
 _SKIP_FIELDS = ("path", "reason")
 BUILD_FILES = (*_REQUIRED, ".rawpairs")  # any of them: a rawpairs build folder (finished or not)
@@ -125,16 +125,16 @@ def load_build(folder: Path) -> BuildRecords:
         if not regular_file(folder / name):
             raise InspectError(f"{folder / name}: not a regular file")
     try:
-        index = parse_index(_read_json(folder / "index.json"))
+        index = parse_index(_read_json(folder / INDEX_FILE))
     except ValueError as err:
         raise InspectError(f"{folder / 'index.json'}: {err}") from err
-    header = _read_json(folder / "build.json")
+    header = _read_json(folder / BUILD_FILE)
     if not isinstance(header, dict):
         raise InspectError(f"{folder / 'build.json'}: not a JSON object")
-    rows = _read_manifest(folder / "manifest.parquet")
-    errors = _read_errors(folder / "errors.jsonl")
+    rows = _read_manifest(folder / MANIFEST_FILE)
+    errors = _read_errors(folder / ERRORS_FILE)
     return BuildRecords(
-        index, rows, header, errors, _read_errors(folder / "skipped.jsonl", _SKIP_FIELDS)
+        index, rows, header, errors, _read_errors(folder / SKIPPED_FILE, _SKIP_FIELDS)
     )
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import fsspec
 
+from rawpairs.layout import BUILD_FILE, CLASSES_FILE
 from rawpairs.messages import one_line
 
-__all__ = ["CLASSES_FILE", "parse_class_map", "read_class_map"]
+__all__ = ["parse_class_map", "read_class_map"]
 
-CLASSES_FILE = "classes.json"  # a labelled build's class map, {folder name: class id}
 
 
 def parse_class_map(d: Any, where: str = CLASSES_FILE) -> dict[str, int]:
@@ -47,7 +47,7 @@ def read_class_map(folder: str | Path) -> dict[str, int] | None:
     Readers that mix shard folders (training and validation, several training sets) compare
     these maps: the same ``cls`` means the same class only under one map."""
     fs, root = fsspec.core.url_to_fs(str(folder))
-    for name, field_name in ((CLASSES_FILE, None), ("build.json", "class_map")):
+    for name, field_name in ((CLASSES_FILE, None), (BUILD_FILE, "class_map")):
         path = f"{root.rstrip('/')}/{name}"
         if not fs.exists(path):
             continue

@@ -79,7 +79,8 @@ def _read_priors(path: Path) -> CapturePriors:
 def _read_class_map(path: Path) -> dict[str, int]:
     """A ``--class-map``: a JSON file ``{name: id}`` (a build's ``classes.json``) or a build
     folder holding one."""
-    from rawpairs.classmap import CLASSES_FILE, parse_class_map
+    from rawpairs.classmap import parse_class_map
+    from rawpairs.layout import CLASSES_FILE
 
     if path.is_dir():
         if not (path / CLASSES_FILE).is_file():

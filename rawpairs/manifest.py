@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rawpairs.jsonfields import check_fields, int_value, str_value
+from rawpairs.layout import INDEX_FILE
 from rawpairs.metadata import SampleMeta
 
 __all__ = [
@@ -133,7 +134,7 @@ def index_document(shards: Sequence[ShardEntry]) -> dict[str, Any]:
 def parse_index(d: Any) -> list[ShardEntry]:
     """Inverse of :func:`index_document`; ``ValueError`` for a malformed index, another schema
     version, or a shard name that is not a plain file name (no folders, no ``..``)."""
-    check_fields(d, "index.json", ("schema_version", "shards"))
+    check_fields(d, INDEX_FILE, ("schema_version", "shards"))
     if d["schema_version"] != INDEX_VERSION or isinstance(d["schema_version"], bool):
         raise ValueError(
             f"index.json has schema version {d['schema_version']!r:.20}, this rawpairs reads "

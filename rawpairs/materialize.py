@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rawpairs.choices import Unprocess
-from rawpairs.classmap import CLASSES_FILE
 from rawpairs.errors import CorruptInputError
+from rawpairs.layout import BUILD_FILE, CLASSES_FILE, ERRORS_FILE, INDEX_FILE, MANIFEST_FILE
 from rawpairs.manifest import ShardEntry, index_document, manifest_row, manifest_schema, parse_index
 from rawpairs.sample import sample_raw
 from rawpairs.schema import decode_sample, encode_sample
@@ -58,11 +58,11 @@ def materialize(src: str | Path, out: str, *, progress: Any = None) -> int:
     docstring); return the number of samples made from recipes. Raises :class:`MaterializeError`
     (one line) for an unfinished or damaged ``src`` or a non-empty ``out``."""
     src = Path(src)
-    header = _json(src, "build.json")
+    header = _json(src, BUILD_FILE)
     if not isinstance(header, dict) or header.get("status") != "complete":
         raise MaterializeError(f"{src}: not a finished rawpairs build (build.json)")
     try:
-        entries = parse_index(_json(src, "index.json"))
+        entries = parse_index(_json(src, INDEX_FILE))
     except ValueError as err:
         raise MaterializeError(f"{src / 'index.json'}: {err}") from err
     folder = OutputFolder(out)
@@ -125,16 +125,16 @@ def _write_bookkeeping(
     )
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer)
-    folder.write_bytes("manifest.parquet", buffer.getvalue().to_pybytes())
-    write_json("index.json", index_document(shards))
-    errors = src / "errors.jsonl"
-    folder.write_bytes("errors.jsonl", errors.read_bytes() if errors.exists() else b"")
+    folder.write_bytes(MANIFEST_FILE, buffer.getvalue().to_pybytes())
+    write_json(INDEX_FILE, index_document(shards))
+    errors = src / ERRORS_FILE
+    folder.write_bytes(ERRORS_FILE, errors.read_bytes() if errors.exists() else b"")
     if (src / CLASSES_FILE).exists():
         folder.write_bytes(CLASSES_FILE, (src / CLASSES_FILE).read_bytes())
     config = {k: v for k, v in header.get("config", {}).items() if k != "unprocess"}
     keep = ("class_map", "counts", "sources_fingerprint", "sources_per_shard", "src")
     write_json(
-        "build.json",
+        BUILD_FILE,
         {
             **{k: header[k] for k in keep if k in header},
             "config": config,

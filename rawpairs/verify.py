@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from rawpairs.buildfolder import BuildRecords, InspectError, load_build, regular_file
-from rawpairs.classmap import CLASSES_FILE, read_class_map
+from rawpairs.classmap import read_class_map
 from rawpairs.errors import CorruptInputError
+from rawpairs.layout import CLASSES_FILE, ERRORS_FILE, INDEX_FILE, MANIFEST_FILE, SKIPPED_FILE
 from rawpairs.manifest import POSITION_COLUMNS, ShardEntry, manifest_row
 from rawpairs.messages import one_line
 from rawpairs.sample import sample_raw
@@ -46,10 +47,10 @@ def _build_problems(folder: Path, b: BuildRecords) -> list[str]:
         "skipped": len(b.skipped),
     }
     where = {
-        "samples": "manifest.parquet rows",
-        "shards": "index.json",
-        "errors": "errors.jsonl",
-        "skipped": "skipped.jsonl",
+        "samples": f"{MANIFEST_FILE} rows",
+        "shards": INDEX_FILE,
+        "errors": ERRORS_FILE,
+        "skipped": SKIPPED_FILE,
     }
     if not isinstance(counts, dict):
         problems.append("build.json: no counts")
