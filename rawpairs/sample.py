@@ -16,6 +16,7 @@ own metadata (or by LibRaw; both at the gain of ``config.exposure``), and croppe
 so the CFA phase is kept.
 """
 
+# ruff: noqa: RUF009  (BuildConfig's option() calls return dataclass fields)
 from __future__ import annotations
 
 import hashlib
@@ -24,11 +25,12 @@ import re
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
+import fsspec
 import numpy as np
 
 from rawpairs import cfa as cfa_utils
@@ -52,6 +54,7 @@ from rawpairs.errors import (
 from rawpairs.headers import MAX_PIXELS
 from rawpairs.isp import auto_exposure, process
 from rawpairs.messages import MESSAGE_LIMIT, one_line
+from rawpairs.options import choice_fields, option
 from rawpairs.png import encode_png
 from rawpairs.priors import CapturePriors, sample_camera
 from rawpairs.rng import sample_rng, stream_key
@@ -67,14 +70,10 @@ from rawpairs.schema import (
     encode_sample,
     manifest_row,
 )
+from rawpairs.sources import Photo, read_photo, read_raw, read_stored_jpeg, render_libraw
 from rawpairs.storage import is_url, sha256_file
 from rawpairs.tone import DEFAULT_TONE
 from rawpairs.unprocess import simulate_raw, unprocess
-
-# rawpairs.sources (which imports rawpy, LibRaw) is imported inside the functions that read files,
-# so that readers of samples (rawpairs inspect) do not load LibRaw.
-if TYPE_CHECKING:
-    from rawpairs.sources import Photo
 
 __all__ = [
     "BuildConfig",
@@ -93,52 +92,72 @@ __all__ = [
 SEED_LIMIT = 2**63  # seeds are integers in [0, SEED_LIMIT)
 
 
-# The fields of BuildConfig that are choices, and their enums.
-_CHOICES = {
-    "crop_mode": CropMode,
-    "render": Render,
-    "demosaic": Demosaic,
-    "tone": Tone,
-    "gamma": Gamma,
-    "exposure": Exposure,
-    "rgb_format": RGBFormat,
-    "noise": NoisePlacement,
-    "unprocess": Unprocess,
-}
-
-
 @dataclass(frozen=True)
 class BuildConfig:
     """Everything that decides the bytes of a sample (and nothing that does not).
 
     The choices are :mod:`rawpairs.choices` enums; a string value is accepted and converted, so
     ``BuildConfig(tone="smoothstep").tone is Tone.SMOOTHSTEP``, and :meth:`to_dict` gives the
-    strings back (``build.json``).
+    strings back (``build.json``). Each field is also a ``rawpairs build`` option of the same
+    name (:func:`rawpairs.options.option`: its help, range and choices).
     """
 
-    seed: int = 0
-    crop: int | None = None
-    crop_mode: CropMode = CropMode.RANDOM
-    crops: int = 1
-    max_side: int | None = None
-    render: Render = Render.RAWPAIRS
-    demosaic: Demosaic = Demosaic.MALVAR
-    tone: Tone = DEFAULT_TONE
-    gamma: Gamma = Gamma.SRGB
-    exposure: Exposure = Exposure.AUTO
-    max_pixels: int | None = MAX_PIXELS
-    rgb_format: RGBFormat = RGBFormat.PNG
-    jpeg_quality: int = 95
-    png_compression: int = 1
-    priors: CapturePriors = field(default_factory=CapturePriors)
-    noise: NoisePlacement = NoisePlacement.IN_RAW
-    labels: bool = False
-    min_side: int | None = None
-    upscale: bool = False
-    unprocess: Unprocess = Unprocess.IN_BUILD
+    seed: int = option(0)
+    crop: int | None = option(None, "Crop N×N pairs at even offsets (default: whole image).")
+    crop_mode: CropMode = option(CropMode.RANDOM)
+    crops: int = option(1, "Random crops per source.")
+    max_side: int | None = option(
+        None, "Resize photos (Bayer-bin RAW) so the longer side is at most N."
+    )
+    render: Render = option(Render.RAWPAIRS, "How RAW files get their RGB.")
+    demosaic: Demosaic = option(Demosaic.MALVAR)
+    tone: Tone = option(
+        DEFAULT_TONE,
+        "Tone curve (both directions): smoothstep on display values, on linear values, or none.",
+    )
+    gamma: Gamma = option(Gamma.SRGB, choices=[g.value for g in Gamma if g is not Gamma.LINEAR])
+    exposure: Exposure = option(
+        Exposure.AUTO,
+        "RAW files: gain putting the 99th percentile at white (LibRaw's auto-bright), or none.",
+    )
+    max_pixels: int | None = option(
+        MAX_PIXELS,
+        "Refuse inputs whose declared size exceeds N pixels (checked before decoding).",
+        low=1,
+    )
+    rgb_format: RGBFormat = option(RGBFormat.PNG)
+    jpeg_quality: int = option(95, flag=False)
+    png_compression: int = option(1, flag=False)
+    priors: CapturePriors = option(factory=CapturePriors, flag=False)  # --camera FILE
+    noise: NoisePlacement = option(
+        NoisePlacement.IN_RAW,
+        "Simulated RAW: bake shot/read noise into raw.npy, or store it clean with its noise "
+        "parameters so the loader draws fresh noise every epoch.",
+    )
+    labels: bool = option(
+        False,
+        "Add `cls` from the parent folder name.",
+        choices=["folder"],
+        from_flag=lambda value: value == "folder",
+    )
+    min_side: int | None = option(
+        None,
+        "Skip sources whose shorter side (as read) is below N pixels [default: no minimum; "
+        "sources that cannot hold --crop are skipped unless --upscale].",
+        low=1,
+    )
+    upscale: bool = option(
+        False, "Resize photos smaller than --crop up to it (Lanczos) instead of skipping them."
+    )
+    unprocess: Unprocess = option(
+        Unprocess.IN_BUILD,
+        "Photos: simulate the RAW now and store it (raw.npy), or store the photo's RGB and the "
+        "recipe so the loader makes the RAW (about the JPEG's bytes, several times faster to "
+        "build).",
+    )
 
     def __post_init__(self) -> None:
-        for name, kind in _CHOICES.items():
+        for name, kind in choice_fields(BuildConfig).items():
             option = "--" + name.replace("_", "-")
             object.__setattr__(self, name, kind.parse(getattr(self, name), option))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -184,7 +203,7 @@ class BuildConfig:
         ``build.json`` reads as before the option existed, so such builds resume across it)."""
         d = asdict(self)
         d["priors"] = self.priors.to_dict()
-        for name in _CHOICES:
+        for name in choice_fields(BuildConfig):
             d[name] = d[name].value
         if self.unprocess is Unprocess.IN_BUILD:
             del d["unprocess"]
@@ -325,8 +344,6 @@ def _source_meta(source: Source, sha256: str, height: int, width: int, **extra: 
 def _whole_jpeg(source: Source, config: BuildConfig, data: bytes) -> Photo | None:
     """The photo of an at-load build whose only sample is the whole JPEG stored as it came,
     checked without decoding its pixels; ``None`` for any other source (then read it)."""
-    from rawpairs.sources import read_stored_jpeg
-
     if config.unprocess is not Unprocess.AT_LOAD or config.crop is not None:
         return None
     photo = read_stored_jpeg(source.path, config.max_pixels, data=data)
@@ -337,8 +354,6 @@ def _whole_jpeg(source: Source, config: BuildConfig, data: bytes) -> Photo | Non
 
 def _rgb_samples(source: Source, config: BuildConfig, data: bytes) -> Iterator[Sample]:
     """The samples of a photo whose file holds ``data``."""
-    from rawpairs.sources import read_photo
-
     sha256 = hashlib.sha256(data).hexdigest()
     photo = _whole_jpeg(source, config, data) or read_photo(
         source.path, config.max_pixels, data=data
@@ -441,8 +456,6 @@ def sample_raw(sample: DecodedSample) -> np.ndarray:
 
 
 def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
-    from rawpairs.sources import read_raw, render_libraw
-
     capture = read_raw(source.path, config.max_pixels)
     camera = capture.camera
     _check_min_side(source, *capture.mosaic.shape, config)
@@ -521,8 +534,6 @@ def make_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
 
 
 def _make_remote_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
-    import fsspec  # remote inputs only
-
     try:
         with fsspec.open(source.path, "rb") as f:
             data = f.read()
