@@ -38,9 +38,9 @@ from rawpairs.build import build
 from rawpairs.calibrate import calibrate, neighbour_noise, raw_files
 from rawpairs.camera import Camera
 from rawpairs.priors import CapturePriors
+from rawpairs.raw_files import read_raw
 from rawpairs.sample import BuildConfig, Source, make_samples
 from rawpairs.schema import decode_sample, read_shard
-from rawpairs.sources import read_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -36,7 +36,9 @@ from rawpairs.camera import Camera
 from rawpairs.errors import InputError
 from rawpairs.isp import auto_exposure
 from rawpairs.priors import MAX_NOISE_VARIANCE, Capture, CapturePriors, profile_name
-from rawpairs.sources import RAW_EXTENSIONS, bit_depth_for, read_raw
+from rawpairs.raw_files import read_raw
+from rawpairs.raw_metadata import bit_depth_for
+from rawpairs.sources import RAW_EXTENSIONS
 from rawpairs.storage import write_text_atomic
 
 __all__ = [
@@ -301,6 +303,37 @@ def make_profile(measurements: list[FileMeasurement], name: str) -> tuple[Captur
             "points, not distributions"
         )
     cameras = [m.camera for m in measurements]
+    fixed = _format_values(cameras, warnings)
+    chosen = next(
+        c for c in cameras if c.xyz_to_cam == fixed["xyz_to_cam"]
+    )  # whose matrix (and its provenance) is kept
+    matrix_source = chosen.provenance.get("xyz_to_cam", "unknown")
+    if matrix_source == "fallback:srgb":
+        warnings.append("no colour matrix in the files: camera RGB is taken as linear sRGB")
+    captures, files = _captures(measurements)
+    unmeasured = [f["file"] for f in files if f["noise_source"] == "none"]
+    if unmeasured:
+        warnings.append(
+            f"noise not measurable in {len(unmeasured)} file(s) ({', '.join(unmeasured[:3])}): "
+            "those captures draw noise from the default priors"
+        )
+    white = fixed["white_level"]
+    priors = CapturePriors(
+        cfa=(fixed["cfa"].value,),
+        bit_depth=bit_depth_for(white),
+        black_level=fixed["black_level"],
+        white_level=white,
+        xyz_to_cam=fixed["xyz_to_cam"],
+        captures=tuple(captures),
+        profile=name,
+        calibration=_calibration(measurements, files, matrix_source, warnings),
+    )
+    return priors, warnings
+
+
+def _format_values(cameras: list[Camera], warnings: list[str]) -> dict[str, Any]:
+    """The CFA, black level, white level and colour matrix most of ``cameras`` have (by field
+    name); a warning in ``warnings`` for each that differs between files."""
     fixed: dict[str, Any] = {}
     for field_name, label in (
         ("cfa", "CFA"),
@@ -316,12 +349,14 @@ def make_profile(measurements: list[FileMeasurement], name: str) -> tuple[Captur
                 f"{label} differs between files ({len(counted)} values); the profile keeps the "
                 f"most common, {shown} ({counted[value]} of {len(cameras)} files)"
             )
-    chosen = next(
-        c for c in cameras if c.xyz_to_cam == fixed["xyz_to_cam"]
-    )  # whose matrix (and its provenance) is kept
-    matrix_source = chosen.provenance.get("xyz_to_cam", "unknown")
-    if matrix_source == "fallback:srgb":
-        warnings.append("no colour matrix in the files: camera RGB is taken as linear sRGB")
+    return fixed
+
+
+def _captures(
+    measurements: list[FileMeasurement],
+) -> tuple[list[Capture], list[dict[str, Any]]]:
+    """One :class:`Capture` per measured file (white balance, exposure gain clamped to
+    [1/64, 64], noise: the NoiseProfile tag, else the estimate, else none) and its report."""
     captures, files = [], []
     for m in measurements:
         noise, source = None, "none"
@@ -342,15 +377,19 @@ def make_profile(measurements: list[FileMeasurement], name: str) -> tuple[Captur
             )
         )
         files.append(_file_report(m, source))
-    unmeasured = [f["file"] for f in files if f["noise_source"] == "none"]
-    if unmeasured:
-        warnings.append(
-            f"noise not measurable in {len(unmeasured)} file(s) ({', '.join(unmeasured[:3])}): "
-            "those captures draw noise from the default priors"
-        )
-    white = fixed["white_level"]
+    return captures, files
+
+
+def _calibration(
+    measurements: list[FileMeasurement],
+    files: list[dict[str, Any]],
+    matrix_source: str,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """The profile's ``calibration`` report: the camera, each file, where the matrix, white
+    balance, noise and exposure came from, and the warnings."""
     ident = measurements[0].identity
-    calibration = {
+    return {
         "camera": {"make": ident.make, "model": ident.model, "size": list(ident.size)},
         "files": files,
         "xyz_to_cam": matrix_source,
@@ -360,17 +399,6 @@ def make_profile(measurements: list[FileMeasurement], name: str) -> tuple[Captur
         "percentile rule); iso, shutter_s, aperture as LibRaw reports them (null: not reported)",
         "warnings": warnings,
     }
-    priors = CapturePriors(
-        cfa=(fixed["cfa"].value,),
-        bit_depth=bit_depth_for(white),
-        black_level=fixed["black_level"],
-        white_level=white,
-        xyz_to_cam=fixed["xyz_to_cam"],
-        captures=tuple(captures),
-        profile=name,
-        calibration=calibration,
-    )
-    return priors, warnings
 
 
 def _file_report(m: FileMeasurement, noise_source: str) -> dict[str, Any]:
@@ -443,7 +471,7 @@ def _exposure_info(path: Path) -> tuple[float | None, float | None, float | None
 
 def measure_file(path: str | Path) -> FileMeasurement:
     """Read one RAW file and measure it; raises :class:`rawpairs.errors.InputError` for bad input
-    (unreadable, not Bayer: :func:`rawpairs.sources.read_raw`)."""
+    (unreadable, not Bayer: :func:`rawpairs.raw_files.read_raw`)."""
     path = Path(path)
     capture = read_raw(path)  # non-square pixels are measured as stored: sites are what count
     camera = capture.camera

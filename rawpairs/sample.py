@@ -55,8 +55,10 @@ from rawpairs.headers import MAX_PIXELS
 from rawpairs.isp import auto_exposure, process
 from rawpairs.messages import MESSAGE_LIMIT, one_line
 from rawpairs.options import choice_fields, option
+from rawpairs.photos import Photo, read_photo, read_stored_jpeg
 from rawpairs.png import encode_png
 from rawpairs.priors import CapturePriors, sample_camera
+from rawpairs.raw_files import read_raw, render_libraw
 from rawpairs.rng import sample_rng, stream_key
 from rawpairs.schema import (
     Crop,
@@ -70,7 +72,6 @@ from rawpairs.schema import (
     encode_sample,
     manifest_row,
 )
-from rawpairs.sources import Photo, read_photo, read_raw, read_stored_jpeg, render_libraw
 from rawpairs.storage import is_url, sha256_file
 from rawpairs.tone import DEFAULT_TONE
 from rawpairs.unprocess import simulate_raw, unprocess
@@ -235,7 +236,7 @@ class Sample:
 
     An at-load sample has no ``raw``; ``rgb_member`` is its encoded RGB (member name, bytes);
     its ``rgb`` is ``None`` when the build stores the photo's bytes without decoding its pixels
-    (:func:`rawpairs.sources.read_stored_jpeg`)."""
+    (:func:`rawpairs.photos.read_stored_jpeg`)."""
 
     key: str
     raw: np.ndarray | None

@@ -137,7 +137,7 @@ def test_jpegs_that_decode_otherwise_are_re_encoded(tmp_path):
     image: the at-load sample's RGB is the upright photo either way."""
     from PIL import Image
 
-    from rawpairs.sources import read_rgb, read_stored_jpeg
+    from rawpairs.photos import read_rgb, read_stored_jpeg
 
     src = tmp_path / "src"
     src.mkdir()

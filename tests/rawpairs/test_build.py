@@ -31,9 +31,9 @@ from rawpairs.build import (
 )
 from rawpairs.cli import main as cli
 from rawpairs.dng import write_dng
+from rawpairs.raw_files import read_raw
 from rawpairs.sample import BuildConfig
 from rawpairs.schema import decode_sample, read_shard
-from rawpairs.sources import read_raw
 from rawpairs.unprocess import simulate_raw
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
@@ -425,8 +425,8 @@ def test_real_camera_files(tmp_path, render):
 
 
 def test_noise_at_load_stores_the_clean_mosaic(good_src, tmp_path):
+    from rawpairs.photos import read_rgb
     from rawpairs.schema import SampleMeta
-    from rawpairs.sources import read_rgb
     from rawpairs.unprocess import unprocess
 
     build(good_src, tmp_path / "out", BuildConfig(seed=3, noise="load"), workers=1)

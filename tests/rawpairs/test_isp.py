@@ -431,7 +431,7 @@ def test_dc120_pairs_have_square_pixels() -> None:
 
 
 def test_exposure_is_recorded_with_its_rule() -> None:
-    from rawpairs.sources import read_raw
+    from rawpairs.raw_files import read_raw
 
     name = "Kodak-DC50-DC50IMG-DC0010S.KDC"
     auto, none = _only_sample(name), _only_sample(name, exposure="none")

@@ -346,15 +346,15 @@ def test_manifest_byte_offset_locates_each_sample_and_old_manifests_still_verify
 def test_worker_warnings_reach_the_warn_callback_not_the_terminal(tmp_path, monkeypatch, capfd):
     """A library's warning while a source is made (here: a decoder's message) is reported by the
     build's ``warn`` (the CLI writes it above the progress bar), never printed by the worker."""
+    import rawpairs.decoder_output as decoder_output
     import rawpairs.sample as sample
-    import rawpairs.sources as sources
 
     one = tmp_path / "src"
     _photo(one / "a.png", 32, 32, 0)
     read_photo = sample.read_photo
 
     def chatty(path, max_pixels=None, **kwargs):
-        sources._decoder_warnings(["libpng warning: iCCP: known incorrect sRGB profile"])
+        decoder_output.decoder_warnings(["libpng warning: iCCP: known incorrect sRGB profile"])
         return read_photo(path, max_pixels, **kwargs)
 
     monkeypatch.setattr(sample, "read_photo", chatty)  # the name the sample maker calls

@@ -15,9 +15,9 @@ from rawpairs import engines, group
 from rawpairs.build import build
 from rawpairs.cli import main
 from rawpairs.headers import MAX_PIXELS, jpeg_size
+from rawpairs.photos import read_photo
 from rawpairs.sample import BuildConfig
 from rawpairs.schema import _image_size
-from rawpairs.sources import read_photo
 
 
 @pytest.mark.parametrize(

@@ -17,17 +17,10 @@ from rawpairs.camera import Camera
 from rawpairs.cfa import CFA, pack, unpack
 from rawpairs.dng import write_dng
 from rawpairs.errors import CorruptInputError, InputError, UnsupportedInputError
-from rawpairs.sources import (
-    RAW_EXTENSIONS,
-    RGB_EXTENSIONS,
-    bit_depth_for,
-    fit_color_matrix,
-    gray_world_gains,
-    read_raw,
-    read_rgb,
-    render_libraw,
-    source_kind,
-)
+from rawpairs.photos import read_rgb
+from rawpairs.raw_files import read_raw, render_libraw
+from rawpairs.raw_metadata import bit_depth_for, fit_color_matrix, gray_world_gains
+from rawpairs.sources import RAW_EXTENSIONS, RGB_EXTENSIONS, source_kind
 from rawpairs.tone import decode_gamma, encode_gamma
 
 # Real camera RAW files: three small ones ship in tests/data/raw (CC0, see the README there), the
@@ -157,7 +150,7 @@ def test_gray_world_gains_from_channel_means(cfa):
 def test_matrix_daylight_gains_make_d65_white_neutral():
     """Gains g with g · (xyz_to_cam · XYZ(D65)) equal in R, G, B: D65 white comes out neutral."""
     from rawpairs.camera import SRGB_TO_XYZ
-    from rawpairs.sources import matrix_daylight_gains
+    from rawpairs.raw_metadata import matrix_daylight_gains
 
     xyz_to_cam = np.asarray(make_camera().xyz_to_cam)
     gains = np.array(matrix_daylight_gains(xyz_to_cam))
