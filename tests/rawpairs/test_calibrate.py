@@ -17,13 +17,12 @@ from rawpairs.calibrate import (
     CalibrationError,
     calibrate,
     fit_noise_line,
-    identity,
-    identity_difference,
     measure_file,
     neighbour_noise,
     noise_profile_levels,
 )
 from rawpairs.camera import Camera
+from rawpairs.camera_profile import identity, identity_difference
 from rawpairs.cli import main
 from rawpairs.noise import add_noise
 from rawpairs.priors import CapturePriors, sample_camera
