@@ -3,8 +3,8 @@
 - :func:`read_raw`: the visible Bayer mosaic, exactly as stored, with a validated
   :class:`rawpairs.Camera` whose every value records where it came from (``provenance``; the
   rules are in :mod:`rawpairs.raw_metadata`).
-- :func:`render_libraw`: LibRaw's own rendering of the same file, aligned pixel for pixel with the
-  mosaic (a reference ISP).
+- :func:`rawpairs.libraw.render_libraw`: LibRaw's own rendering of the same file, aligned pixel
+  for pixel with the mosaic (a reference ISP).
 
 RAW files keep the sensor's orientation (LibRaw's ``sizes.flip`` is *not* applied), because
 rotating a mosaic changes its CFA phase. ``docs/sources.md`` lists the rules, fallbacks and
@@ -16,9 +16,6 @@ deadlock in a ``fork``ed child.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,40 +25,23 @@ import tifffile
 
 from rawpairs.camera import XYZ_TO_SRGB, Camera
 from rawpairs.cfa import CFA, cfa_from_rawpy
-from rawpairs.decoder_output import captured_stderr, decoder_warnings
-from rawpairs.errors import CorruptInputError, InputError, UnsupportedInputError
+from rawpairs.errors import UnsupportedInputError
+from rawpairs.libraw import check_counts, open_raw, with_libraw_fit
 from rawpairs.raw_metadata import (
     bit_depth_for,
     dng_xyz_to_cam,
     fallback_white_balance,
     file_white_balance,
-    fit_color_matrix,
     matrix_candidates,
     with_first_matrix,
-    with_matrix,
 )
 from rawpairs.sources import (
     DEFAULT_MAX_PIXELS,
     check_pixels,
-    has_raw_signature,
-    read_head,
     require_kind,
 )
 
-__all__ = ["RawCapture", "read_raw", "render_libraw"]
-
-# The LibRaw rendering of render_libraw (see its docstring).
-_LIBRAW_RENDER = {
-    "demosaic_algorithm": rawpy.DemosaicAlgorithm.AHD,
-    "use_camera_wb": True,
-    "use_auto_wb": False,
-    "no_auto_bright": True,
-    "adjust_maximum_thr": 0.0,
-    "output_color": rawpy.ColorSpace.sRGB,
-    "output_bps": 8,
-    "gamma": (2.4, 12.92),
-    "user_flip": 0,
-}
+__all__ = ["RawCapture", "read_raw"]
 
 
 @dataclass(frozen=True)
@@ -82,81 +62,6 @@ class RawCapture:
     make: str
     model: str
     pixel_aspect: float = 1.0
-
-
-def _libraw_message(e: Exception) -> str:
-    msg = e.args[0] if e.args else ""
-    if isinstance(msg, bytes):
-        msg = msg.decode("utf-8", "replace")
-    return str(msg) or type(e).__name__
-
-
-@contextmanager
-def _open_raw(path: Path) -> Iterator[rawpy.RawPy]:
-    """``rawpy.imread`` with LibRaw's errors (while opening or while used) mapped to InputErrors.
-
-    What the decoders print while the file is open is captured (file descriptor 2): a warning of
-    libjpeg (lossy Kodak KDC, DNGs with JPEG tiles) or of LibRaw's data checks means it decoded
-    damaged data by inventing pixels, so it is a :class:`CorruptInputError` naming the file and the
-    decoder's first message, also when LibRaw itself reports no error.
-    """
-    head = read_head(path)
-    with captured_stderr() as lines:
-        try:
-            with rawpy.imread(str(path)) as raw:
-                yield raw
-        except rawpy.LibRawFileUnsupportedError as e:
-            if not has_raw_signature(head):
-                raise CorruptInputError(
-                    path, f"not a RAW file: no known RAW signature at its start ({head[:8]!r})"
-                ) from e
-            raise UnsupportedInputError(
-                path,
-                "LibRaw cannot decode it (unsupported camera or format, or a damaged file): "
-                + _libraw_message(e),
-            ) from e
-        except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
-            raise CorruptInputError(
-                path, f"damaged or truncated RAW data (LibRaw: {_libraw_message(e)})"
-            ) from e
-        except rawpy.LibRawError as e:
-            raise UnsupportedInputError(
-                path, f"LibRaw {type(e).__name__}: {_libraw_message(e)}"
-            ) from e
-        except NotImplementedError as e:  # rawpy's raw_pattern on an exotic filter layout
-            raise UnsupportedInputError(path, f"unsupported colour filter layout ({e})") from e
-    warnings = decoder_warnings(lines, path)
-    if warnings:
-        raise CorruptInputError(
-            path, f"damaged RAW data, decoded with invented pixels (decoder: {warnings[0]})"
-        )
-
-
-def _libraw_fit(path: Path) -> np.ndarray | None:
-    """LibRaw's own camera → sRGB matrix of ``path``, recovered by :func:`fit_color_matrix`.
-
-    LibRaw renders some cameras (e.g. Kodak DC50/DC120) with a matrix it does not expose: render
-    the file twice at half size (no demosaicing: deterministic, cheap), linear 16-bit, as-shot
-    white balance, no auto-brightness, once in camera RGB and once in sRGB, and fit.
-    """
-    renders = []
-    for space in (rawpy.ColorSpace.raw, rawpy.ColorSpace.sRGB):
-        try:
-            with _open_raw(path) as raw:
-                renders.append(
-                    raw.postprocess(
-                        half_size=True,
-                        output_color=space,
-                        gamma=(1, 1),
-                        no_auto_bright=True,
-                        output_bps=16,
-                        use_camera_wb=True,
-                        user_flip=0,
-                    )
-                )
-        except InputError:  # LibRaw cannot render it: no matrix to recover
-            return None
-    return fit_color_matrix(*renders)
 
 
 def _tiff_metadata(path: Path) -> tuple[str, str, tuple[str, np.ndarray] | None]:
@@ -207,13 +112,13 @@ def read_raw(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> R
     require_kind(path, "raw")
     f = _read_libraw(path, max_pixels)
     make, model, dng_matrix = _tiff_metadata(path)
-    _check_counts(path, f.mosaic, f.white)
+    check_counts(path, f.mosaic, f.white)
     file_wb = file_white_balance(f.camera_wb, f.daylight_wb, f.desc)
     # Without one, unity stands in while the colour matrix is chosen (it does not depend on it).
     camera = _file_camera(path, f, file_wb or ((1.0, 1.0, 1.0), "fallback:unity"))
     camera = with_first_matrix(camera, matrix_candidates(dng_matrix, f.rgb_xyz, f.cam_to_srgb))
     if camera.provenance["xyz_to_cam"] == "fallback:srgb":
-        camera = _with_libraw_fit(path, camera)
+        camera = with_libraw_fit(path, camera)
     if file_wb is None:
         gains, source = fallback_white_balance(camera, f.mosaic)
         camera = camera.replace(
@@ -246,7 +151,7 @@ class _LibRawFile:
 def _read_libraw(path: Path, max_pixels: int | None) -> _LibRawFile:
     """Open ``path`` with LibRaw and copy out the mosaic and metadata; refuses an oversized,
     non-mosaic or non-Bayer file (:class:`UnsupportedInputError`)."""
-    with _open_raw(path) as raw:
+    with open_raw(path) as raw:
         sizes = raw.sizes
         check_pixels(path, sizes.raw_height, sizes.raw_width, max_pixels)
         if raw.raw_type != rawpy.RawType.Flat:
@@ -317,63 +222,3 @@ def _file_camera(path: Path, f: _LibRawFile, wb: tuple[tuple[float, float, float
         )
     except ValueError as e:
         raise UnsupportedInputError(path, f"invalid camera metadata: {e}") from None
-
-
-def _with_libraw_fit(path: Path, camera: Camera) -> Camera:
-    """``camera`` with the matrix LibRaw renders ``path`` with (:func:`_libraw_fit`), when there
-    is one: a fit that is the identity means LibRaw has no matrix either (e.g. a DNG without
-    ColorMatrix), and one a :class:`Camera` rejects keeps the fallback."""
-    fitted = _libraw_fit(path)
-    if fitted is not None and not np.allclose(fitted, np.eye(3), rtol=0, atol=1e-4):
-        with suppress(ValueError):
-            camera = with_matrix(camera, "file:libraw_fit", fitted, cam_to_srgb=True)
-    return camera
-
-
-def _check_counts(path: Path, mosaic: np.ndarray, white: float) -> None:
-    """Refuse a mosaic whose counts do not fit the bit depth of its white level (the range a
-    sample's ``raw.npy`` may hold): the file's WhiteLevel does not describe its data."""
-    if not 0 < white < float("inf"):
-        return  # the Camera check names a bad white level
-    top = int(mosaic.max(initial=0))
-    limit = 2 ** bit_depth_for(white) - 1
-    if top > limit:
-        raise UnsupportedInputError(
-            path,
-            f"sensor counts reach {top}, above {limit}, the {bit_depth_for(white)}-bit range of "
-            f"its white level {white:g}: the white level does not describe the data",
-        )
-
-
-def render_libraw(path: str | Path, *, digital_gain: float = 1.0) -> np.ndarray:
-    """LibRaw's sRGB rendering of a RAW file: uint8 H×W×3, aligned with ``read_raw(path).mosaic``.
-
-    Fixed parameters: AHD demosaic, the camera's as-shot white balance (LibRaw's own fallback when
-    it is missing), the file's white level as is (``adjust_maximum_thr=0``), highlights clipped,
-    sRGB primaries, sRGB-like gamma (power 2.4, toe slope 12.92), no rotation. Exposure: linear
-    values are multiplied by ``digital_gain`` (LibRaw's ``bright``, its own auto-brightness off),
-    so a caller applies the same exposure policy as the default render, e.g.
-    ``digital_gain=rawpairs.isp.auto_exposure(mosaic, camera)`` (what ``--exposure auto`` does).
-    Files with non-square pixels (LibRaw would stretch the render) raise
-    :class:`UnsupportedInputError`.
-    """
-    path = Path(path)
-    require_kind(path, "raw")
-    if not (math.isfinite(digital_gain) and digital_gain > 0):
-        raise ValueError(f"digital_gain must be a positive finite number, got {digital_gain}")
-    with _open_raw(path) as raw:
-        aspect = float(raw.sizes.pixel_aspect)
-        if abs(aspect - 1.0) > 1e-6:
-            raise UnsupportedInputError(
-                path,
-                f"non-square pixels (pixel_aspect {aspect:.4g}): LibRaw's render is resampled "
-                "and cannot align with the mosaic",
-            )
-        h, w = raw.raw_image_visible.shape
-        _check_counts(path, raw.raw_image_visible[: h - h % 2, : w - w % 2], raw.white_level)
-        rgb = raw.postprocess(**_LIBRAW_RENDER, bright=float(digital_gain))
-    if rgb.shape != (h, w, 3):
-        raise UnsupportedInputError(
-            path, f"LibRaw renders {rgb.shape[0]}×{rgb.shape[1]}, not the visible {h}×{w} mosaic"
-        )
-    return np.ascontiguousarray(rgb[: h - h % 2, : w - w % 2])

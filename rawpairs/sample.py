@@ -53,12 +53,13 @@ from rawpairs.errors import (
 )
 from rawpairs.headers import MAX_PIXELS
 from rawpairs.isp import auto_exposure, process
+from rawpairs.libraw import render_libraw
 from rawpairs.messages import MESSAGE_LIMIT, one_line
 from rawpairs.options import choice_fields, option
 from rawpairs.photos import Photo, read_photo, read_stored_jpeg
 from rawpairs.png import encode_png
 from rawpairs.priors import CapturePriors, sample_camera
-from rawpairs.raw_files import read_raw, render_libraw
+from rawpairs.raw_files import read_raw
 from rawpairs.rng import sample_rng, stream_key
 from rawpairs.schema import (
     Crop,

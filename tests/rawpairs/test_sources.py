@@ -17,8 +17,9 @@ from rawpairs.camera import Camera
 from rawpairs.cfa import CFA, pack, unpack
 from rawpairs.dng import write_dng
 from rawpairs.errors import CorruptInputError, InputError, UnsupportedInputError
+from rawpairs.libraw import render_libraw
 from rawpairs.photos import read_rgb
-from rawpairs.raw_files import read_raw, render_libraw
+from rawpairs.raw_files import read_raw
 from rawpairs.raw_metadata import bit_depth_for, fit_color_matrix, gray_world_gains
 from rawpairs.sources import RAW_EXTENSIONS, RGB_EXTENSIONS, source_kind
 from rawpairs.tone import decode_gamma, encode_gamma
