@@ -36,8 +36,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rawpairs.card import CARD_FILE, dataset_card
+from rawpairs.config import BuildConfig
 from rawpairs.engines import EngineError, GroupFailedError, require_engine, run_groups
-from rawpairs.sample import BuildConfig, Source, is_documentation
+from rawpairs.sample import Source, is_documentation
 from rawpairs.schema import (
     RENAMED_COLUMNS,
     ShardEntry,

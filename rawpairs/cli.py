@@ -20,6 +20,7 @@ from rawpairs.build import build as run_build
 from rawpairs.calibrate import CalibrationError
 from rawpairs.calibrate import calibrate as run_calibrate
 from rawpairs.choices import Engine
+from rawpairs.config import BuildConfig
 from rawpairs.inspect import (
     InspectError,
     check_preview_path,
@@ -37,7 +38,6 @@ from rawpairs.materialize import MaterializeError
 from rawpairs.materialize import materialize as run_materialize
 from rawpairs.options import click_options, from_flags
 from rawpairs.priors import CapturePriors, profile_name
-from rawpairs.sample import BuildConfig
 from rawpairs.schema import CLASSES_FILE, parse_class_map
 
 __all__ = ["main"]

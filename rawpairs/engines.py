@@ -51,8 +51,9 @@ import numpy as np
 
 from rawpairs import isp
 from rawpairs.choices import Engine
+from rawpairs.config import BuildConfig
 from rawpairs.group import write_group
-from rawpairs.sample import BuildConfig, Source, sample_stream
+from rawpairs.sample import Source, sample_stream
 from rawpairs.shards import shard_name
 from rawpairs.storage import OutputFolder
 from rawpairs.unprocess import simulate_raw

@@ -13,16 +13,10 @@ import json
 import warnings
 from typing import Any
 
+from rawpairs.config import BuildConfig
 from rawpairs.errors import SkippedInputError
 from rawpairs.messages import one_line
-from rawpairs.sample import (
-    BuildConfig,
-    Source,
-    UpscaledPhoto,
-    error_record,
-    sample_stream,
-    skip_record,
-)
+from rawpairs.sample import Source, UpscaledPhoto, error_record, sample_stream, skip_record
 from rawpairs.shards import ShardWriter, record_name
 from rawpairs.storage import OutputFolder
 

@@ -3,7 +3,7 @@
 :func:`option` declares a field together with its flag's help text, range and choices;
 :func:`click_options` turns the fields of such a dataclass into ``click`` options (``max_side``
 → ``--max-side``), so ``rawpairs build`` writes each option once, in
-:class:`rawpairs.sample.BuildConfig`. :func:`choice_fields` names the fields that are
+:class:`rawpairs.config.BuildConfig`. :func:`choice_fields` names the fields that are
 :class:`rawpairs.choices.Choice` enums (parsed from their strings, written back as strings).
 """
 

@@ -19,9 +19,9 @@ from distill.data import make_loader, make_loader_from
 from distill.unprocess import make_raw
 from rawpairs.build import build
 from rawpairs.cli import main
+from rawpairs.config import BuildConfig
 from rawpairs.inspect import verify_shards, write_preview
 from rawpairs.materialize import MaterializeError, materialize
-from rawpairs.sample import BuildConfig
 from rawpairs.schema import decode_sample, read_shard
 
 

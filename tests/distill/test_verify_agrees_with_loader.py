@@ -25,9 +25,9 @@ import distill.data as data
 from rawpairs.build import build
 from rawpairs.cfa import CFA
 from rawpairs.cli import main as cli
+from rawpairs.config import BuildConfig
 from rawpairs.errors import CorruptInputError
 from rawpairs.inspect import verify_shards
-from rawpairs.sample import BuildConfig
 from rawpairs.schema import (
     NoisePlacement,
     RenderInfo,

@@ -30,9 +30,9 @@ from rawpairs.build import (
     plan_groups,
 )
 from rawpairs.cli import main as cli
+from rawpairs.config import BuildConfig
 from rawpairs.dng import write_dng
 from rawpairs.raw_files import read_raw
-from rawpairs.sample import BuildConfig
 from rawpairs.schema import decode_sample, read_shard
 from rawpairs.unprocess import simulate_raw
 
@@ -216,7 +216,7 @@ def test_kill_9_mid_build_then_rerun_equals_uninterrupted(good_src, tmp_path):
         f"""
         import os, signal
         from rawpairs.build import build
-        from rawpairs.sample import BuildConfig
+        from rawpairs.config import BuildConfig
         def progress(done, total, written, errors):
             if written >= 5:  # mid-shard: one shard committed, the next one half written
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -661,7 +661,7 @@ def _killed_build(src: Path, out: Path, workers: int, when: int) -> list[int]:
         import multiprocessing, os, signal, sys, time
         import rawpairs.engines
         from rawpairs.build import build
-        from rawpairs.sample import BuildConfig
+        from rawpairs.config import BuildConfig
         rawpairs.engines.WORKERS_WORTH_S = 0.0  # workers however small the build
         def progress(done, total, written, errors):
             if written >= {when}:

@@ -21,9 +21,9 @@ from rawpairs.choices import (
     RGBFormat,
     Tone,
 )
+from rawpairs.config import BuildConfig
 from rawpairs.demosaic import demosaic
 from rawpairs.isp import process
-from rawpairs.sample import BuildConfig
 from rawpairs.schema import RenderInfo, RenderMethod, rgb_member
 from rawpairs.tone import decode_gamma, encode_gamma, inverse_tone, linear_lut, tone
 from rawpairs.unprocess import unprocess

@@ -26,9 +26,10 @@ import pytest
 from skimage import data
 
 from rawpairs.build import build
+from rawpairs.config import BuildConfig
 from rawpairs.dng import write_dng
 from rawpairs.engines import RAY_MAX_RETRIES, EngineError, require_engine, run_groups
-from rawpairs.sample import BuildConfig, Source
+from rawpairs.sample import Source
 from rawpairs.unprocess import simulate_raw
 
 try:
@@ -219,7 +220,7 @@ def test_driver_killed_mid_build_then_rerun_equals_uninterrupted(cluster, src, r
         f"""
         import os, signal
         from rawpairs.build import build
-        from rawpairs.sample import BuildConfig
+        from rawpairs.config import BuildConfig
         def progress(done, total, written, errors):
             if written >= 6:  # two shards committed, others being written
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from rawpairs.build import build
 from rawpairs.cli import main as cli
+from rawpairs.config import BuildConfig
 from rawpairs.inspect import InspectError, summarize, verify_shards
-from rawpairs.sample import BuildConfig
 from rawpairs.schema import manifest_schema, read_shard
 
 

@@ -15,6 +15,7 @@ from hypothesis.extra.numpy import arrays
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA, channel_index_map, unpack
 from rawpairs.choices import Gamma, Tone
+from rawpairs.config import BuildConfig
 from rawpairs.demosaic import demosaic
 from rawpairs.isp import (
     STAGES,
@@ -25,7 +26,6 @@ from rawpairs.isp import (
     quantize8,
     white_balance,
 )
-from rawpairs.sample import BuildConfig
 from rawpairs.tone import (
     DEFAULT_TONE,
     decode_gamma,

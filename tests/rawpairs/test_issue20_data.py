@@ -20,8 +20,8 @@ from click.testing import CliRunner
 
 from rawpairs.build import BuildError, BuildOutputError, build, build_splits, split_of
 from rawpairs.cli import main as cli
+from rawpairs.config import BuildConfig
 from rawpairs.inspect import summarize, verify_shards
-from rawpairs.sample import BuildConfig
 from rawpairs.schema import read_shard
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ import pytest
 from rawpairs import engines, group
 from rawpairs.build import build
 from rawpairs.cli import main
+from rawpairs.config import BuildConfig
 from rawpairs.headers import MAX_PIXELS, jpeg_size
 from rawpairs.photos import read_photo
-from rawpairs.sample import BuildConfig
 from rawpairs.schema import _image_size
 
 

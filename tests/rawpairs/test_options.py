@@ -9,9 +9,9 @@ import pytest
 
 from rawpairs.choices import Gamma, Tone
 from rawpairs.cli import build
+from rawpairs.config import BuildConfig
 from rawpairs.options import choice_fields, from_flags
 from rawpairs.priors import CapturePriors
-from rawpairs.sample import BuildConfig
 
 FLAGGED = [f for f in dataclasses.fields(BuildConfig) if f.metadata["flag"]]
 

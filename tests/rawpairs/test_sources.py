@@ -493,7 +493,8 @@ def test_counts_above_the_white_levels_bit_depth_are_refused_by_both_renders(tmp
     """A DNG whose counts exceed the bit depth of its WhiteLevel: a sample could not hold them
     (verify rejects them). read_raw refuses it, and so does the LibRaw render (it used to write
     the sample), both with one line naming the file."""
-    from rawpairs.sample import BuildConfig, Source, make_samples
+    from rawpairs.config import BuildConfig
+    from rawpairs.sample import Source, make_samples
 
     mosaic = np.full((64, 64), 500, np.uint16)
     mosaic[10:20, 10:20] = 1500
@@ -775,7 +776,9 @@ def test_huge_declared_png_is_refused_before_decoding(tmp_path):
 
 
 def test_build_config_limits_pixels_and_checks_render_options(tmp_path, photo):
-    from rawpairs.sample import MAX_PIXELS, BuildConfig, Source, make_samples
+    from rawpairs.config import BuildConfig
+    from rawpairs.headers import MAX_PIXELS
+    from rawpairs.sample import Source, make_samples
     from rawpairs.sources import DEFAULT_MAX_PIXELS
 
     assert MAX_PIXELS == DEFAULT_MAX_PIXELS == BuildConfig().max_pixels >= 200_000_000

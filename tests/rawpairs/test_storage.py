@@ -14,7 +14,7 @@ import pytest
 from skimage import data
 
 from rawpairs.build import BuildError, build
-from rawpairs.sample import BuildConfig
+from rawpairs.config import BuildConfig
 from rawpairs.shards import ShardWriter
 from rawpairs.storage import (
     LOCK_STALE_S,
