@@ -31,7 +31,7 @@ import torch
 
 from benchmarks.build import make_inputs, steady_rate, tree_cpu_seconds
 from rawpairs.build import build
-from rawpairs.sample import BuildConfig
+from rawpairs.config import BuildConfig
 
 
 def _tar_bytes(folder: Path) -> int:

@@ -32,8 +32,8 @@ from skimage import data
 from webdataset import TarWriter
 
 from rawpairs.build import BuildResult, build
+from rawpairs.config import BuildConfig
 from rawpairs.dng import write_dng
-from rawpairs.sample import BuildConfig
 from rawpairs.unprocess import simulate_raw
 
 NAMES = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "immunohistochemistry")

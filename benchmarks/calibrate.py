@@ -37,10 +37,11 @@ import numpy as np
 from rawpairs.build import build
 from rawpairs.calibrate import calibrate, neighbour_noise, raw_files
 from rawpairs.camera import Camera
+from rawpairs.config import BuildConfig
 from rawpairs.priors import CapturePriors
-from rawpairs.sample import BuildConfig, Source, make_samples
+from rawpairs.raw_files import read_raw
+from rawpairs.sample import Source, make_samples
 from rawpairs.schema import decode_sample
-from rawpairs.sources import read_raw
 from rawpairs.tarwalk import read_shard
 
 ROOT = Path(__file__).resolve().parents[1]

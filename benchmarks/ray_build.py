@@ -34,7 +34,7 @@ import ray
 
 from benchmarks.build import make_inputs, tree_cpu_seconds
 from rawpairs.build import BuildResult, build
-from rawpairs.sample import BuildConfig
+from rawpairs.config import BuildConfig
 
 CONFIG = BuildConfig()
 WORKERS = 2

@@ -33,7 +33,8 @@ import cv2
 import numpy as np
 import rawpy
 
-from rawpairs.sample import BuildConfig, Source, make_samples
+from rawpairs.config import BuildConfig
+from rawpairs.sample import Source, make_samples
 from rawpairs.sources import RAW_EXTENSIONS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -246,7 +246,7 @@ def input_spec(
                 "dtype": "float32",
                 "shape": ["batch", 3],
                 "meaning": "the camera's white-balance gains R, G, B normalised to G = 1 "
-                "(a DNG's 1 / AsShotNeutral; rawpairs.sources.read_raw: camera.wb_gains)",
+                "(a DNG's 1 / AsShotNeutral; rawpairs.raw_files.read_raw: camera.wb_gains)",
             }
         )
     return {

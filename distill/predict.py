@@ -1,6 +1,6 @@
 """Where an exported student meets real RAW files: ``distill predict --model EXPORT --src FILES``.
 
-Reads each RAW file with ``rawpairs.sources.read_raw`` (LibRaw via rawpy: DNG, CRW, KDC, NEF …),
+Reads each RAW file with ``rawpairs.raw_files.read_raw`` (LibRaw via rawpy: DNG, CRW, KDC, NEF …),
 squares non-square pixels and optionally Bayer-bins it to ``--max-side`` as ``rawpairs build``
 does, cuts the RGGB window the export's ``student.json`` (:mod:`distill.export`) asks for — a
 centre crop of its fixed size, or the largest centred window whose sides are multiples of 32 when
@@ -36,7 +36,8 @@ from rawpairs import cfa as cfa_ops
 from rawpairs.cfa import CFA, square_and_bin
 from rawpairs.errors import InputError
 from rawpairs.messages import one_line
-from rawpairs.sources import RawCapture, read_raw, source_kind
+from rawpairs.raw_files import RawCapture, read_raw
+from rawpairs.sources import source_kind
 
 __all__ = [
     "Export",
@@ -174,7 +175,7 @@ def prepare(
     max_side: int | None = None,
     side: int | None = None,
 ) -> RawInput:
-    """The graph's input from a RAW file read by ``rawpairs.sources.read_raw`` (see module);
+    """The graph's input from a RAW file read by ``rawpairs.raw_files.read_raw`` (see module);
     ``side``: a centred ``side``×``side`` window instead of the largest (exports that take any
     size only)."""
     from distill.data import rggb_black_level

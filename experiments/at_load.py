@@ -45,7 +45,7 @@ def _sources(folder: Path) -> None:
 
 def _build(src: Path, out: Path, unprocess: str, crops: int) -> int:
     from rawpairs.build import build
-    from rawpairs.sample import BuildConfig
+    from rawpairs.config import BuildConfig
 
     config = BuildConfig(seed=0, crop=112, crops=crops, max_side=384, unprocess=unprocess)
     return build(src, out, config, workers=1, samples_per_shard=64).samples

@@ -42,7 +42,7 @@ def _build(src: Path, out: Path, config, crops: int, priors) -> None:  # type: i
     """Pairs of ``src`` as :func:`experiments.isp_distillation.data.build_shards` makes them
     (random ``build_crop`` crops, seed 0), with these capture priors."""
     from rawpairs.build import build
-    from rawpairs.sample import BuildConfig
+    from rawpairs.config import BuildConfig
 
     build_config = BuildConfig(
         seed=0, crop=config.build_crop, crops=crops, max_side=config.max_side, priors=priors

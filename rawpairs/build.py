@@ -26,15 +26,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rawpairs.config import BuildConfig
 from rawpairs.discover import discover_sources, display_name
 from rawpairs.engines import require_engine, run_groups
 from rawpairs.errors import BuildError, BuildOutputError, EngineError, GroupFailedError
-from rawpairs.layout import BUILD_FILE, MARKER, SPLITS, STATE_DIR, split_folder
+from rawpairs.layout import (
+    BUILD_FILE,
+    MARKER,
+    SPLITS,
+    STATE_DIR,
+    split_folder,
+)
 from rawpairs.outputs import versions, write_json, write_outputs
 from rawpairs.plan import BuildPlan, make_plan, select_sources
 from rawpairs.records import ShardRecord
 from rawpairs.resume import clean_partials, number_shards, prepare_out, resume_records
-from rawpairs.sample import BuildConfig, Source, is_documentation
+from rawpairs.sample import Source, is_documentation
 from rawpairs.splits import Split, check_val_fraction, split_of
 from rawpairs.storage import OutputFolder
 

@@ -8,8 +8,8 @@ simulated camera draws one. Its ``calibration`` object says where each value cam
 could not be measured.
 
 Pure estimation (numpy in, numbers out): :func:`neighbour_noise` and :func:`fit_noise_line` (noise
-against signal level), :func:`noise_profile_levels` (a DNG NoiseProfile tag), :func:`identity` and
-:func:`identity_difference` (is it the same camera?), :func:`make_profile` (measurements → priors).
+against signal level), :func:`noise_profile_levels` (a DNG NoiseProfile tag); whether two files
+are one camera and the profile of their measurements are :mod:`rawpairs.camera_profile`.
 File reading is at the edge: :func:`measure_file`, :func:`calibrate` (a folder → written profile).
 
 Noise model (as :mod:`rawpairs.noise`): a site of normalised level ``x`` in [0, 1] (black removed,
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -33,22 +31,24 @@ import rawpy
 import tifffile
 
 from rawpairs.camera import Camera
+from rawpairs.camera_profile import (
+    FileMeasurement,
+    NoiseEstimate,
+    identity,
+    identity_difference,
+    make_profile,
+)
 from rawpairs.errors import InputError
 from rawpairs.isp import auto_exposure
-from rawpairs.priors import MAX_NOISE_VARIANCE, Capture, CapturePriors, profile_name
-from rawpairs.sources import RAW_EXTENSIONS, bit_depth_for, read_raw
+from rawpairs.priors import MAX_NOISE_VARIANCE, CapturePriors, profile_name
+from rawpairs.raw_files import read_raw
+from rawpairs.sources import RAW_EXTENSIONS
 from rawpairs.storage import write_text_atomic
 
 __all__ = [
     "CalibrationError",
-    "CameraIdentity",
-    "FileMeasurement",
-    "NoiseEstimate",
     "calibrate",
     "fit_noise_line",
-    "identity",
-    "identity_difference",
-    "make_profile",
     "measure_file",
     "neighbour_noise",
     "noise_profile_levels",
@@ -74,50 +74,6 @@ PROFILE_KEYS = (
 
 class CalibrationError(ValueError):
     """Input that cannot be calibrated: the message is one line naming the file and the cause."""
-
-
-@dataclass(frozen=True)
-class NoiseEstimate:
-    """Noise variances (normalised units) with the points they were fitted to.
-
-    ``levels``, ``variances``: per signal-level bin, the mean level and the estimated variance
-    (each in [0, 1]); ``blocks``: how many flat-enough blocks gave each point.
-    """
-
-    shot: float
-    read: float
-    levels: tuple[float, ...]
-    variances: tuple[float, ...]
-    blocks: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class CameraIdentity:
-    """What makes two files the same camera: make and model where LibRaw reports them, else the
-    sensor format (CFA, black and white levels, colour matrix, visible size)."""
-
-    make: str
-    model: str
-    cfa: str
-    black_level: tuple[float, ...]
-    white_level: float
-    xyz_to_cam: tuple[float, ...]
-    size: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class FileMeasurement:
-    """What :func:`measure_file` learns from one RAW file."""
-
-    name: str
-    camera: Camera
-    identity: CameraIdentity
-    digital_gain: float
-    estimated_noise: NoiseEstimate | None
-    tagged_noise: tuple[float, float] | None
-    iso: float | None
-    shutter_s: float | None
-    aperture: float | None
 
 
 # Pure estimation -------------------------------------------------------------------------------
@@ -237,187 +193,6 @@ def noise_profile_levels(values: Any) -> tuple[float, float] | None:
     return shot, read
 
 
-def identity(camera: Camera, make: str, model: str, size: tuple[int, int]) -> CameraIdentity:
-    """The :class:`CameraIdentity` of a file read with this camera, make, model and size."""
-    matrix = tuple(round(v, 4) for row in camera.xyz_to_cam for v in row)
-    return CameraIdentity(
-        make.strip(),
-        model.strip(),
-        camera.cfa.value,
-        tuple(camera.black_level),
-        camera.white_level,
-        matrix,
-        (int(size[0]), int(size[1])),
-    )
-
-
-def identity_difference(a: CameraIdentity, b: CameraIdentity) -> str | None:
-    """How two files' cameras differ (a short phrase), or ``None`` when they are one camera.
-
-    With make and model on both, they decide alone (one camera may store other levels in another
-    mode); otherwise CFA, black and white levels, colour matrix and visible size must all match.
-    """
-    if a.model and b.model:
-        if (a.make, a.model) != (b.make, b.model):
-            return f"camera {a.make} {a.model} vs {b.make} {b.model}"
-        return None
-    if bool(a.model) != bool(b.model):
-        return f"camera {a.make} {a.model or '(none)'} vs {b.make} {b.model or '(none)'}"
-    for name, label in (
-        ("cfa", "CFA"),
-        ("black_level", "black level"),
-        ("white_level", "white level"),
-        ("xyz_to_cam", "colour matrix"),
-        ("size", "sensor size"),
-    ):
-        va, vb = getattr(a, name), getattr(b, name)
-        if va != vb:
-            if name == "xyz_to_cam":
-                return f"colour matrix (first row {list(va[:3])} vs {list(vb[:3])})"
-            return f"{label} {va} vs {vb}"
-    return None
-
-
-def _most_common(values: list[Any]) -> tuple[Any, Counter]:
-    counted = Counter(values)
-    return counted.most_common(1)[0][0], counted
-
-
-def make_profile(measurements: list[FileMeasurement], name: str) -> tuple[CapturePriors, list[str]]:
-    """The camera profile of one camera's measured files, and its warnings (one line each).
-
-    Format values (CFA, levels, colour matrix) are the files' own; where files of one model differ
-    (e.g. a camera's lossy mode with another white level), the most common value is kept and a
-    warning says so. Each file gives one :class:`Capture`: its white balance, its exposure gain,
-    and its noise: the NoiseProfile tag where the file has one, else the estimate, else none
-    (those cameras then draw noise from the default priors). ``ValueError`` for no measurement.
-    """
-    if not measurements:
-        raise ValueError("no files measured")
-    warnings: list[str] = []
-    if len(measurements) == 1:
-        warnings.append(
-            f"one file ({measurements[0].name}): white balance, exposure and noise are single "
-            "points, not distributions"
-        )
-    cameras = [m.camera for m in measurements]
-    fixed: dict[str, Any] = {}
-    for field_name, label in (
-        ("cfa", "CFA"),
-        ("black_level", "black level"),
-        ("white_level", "white level"),
-        ("xyz_to_cam", "colour matrix"),
-    ):
-        value, counted = _most_common([getattr(c, field_name) for c in cameras])
-        fixed[field_name] = value
-        if len(counted) > 1:
-            shown = value.value if field_name == "cfa" else value
-            warnings.append(
-                f"{label} differs between files ({len(counted)} values); the profile keeps the "
-                f"most common, {shown} ({counted[value]} of {len(cameras)} files)"
-            )
-    chosen = next(
-        c for c in cameras if c.xyz_to_cam == fixed["xyz_to_cam"]
-    )  # whose matrix (and its provenance) is kept
-    matrix_source = chosen.provenance.get("xyz_to_cam", "unknown")
-    if matrix_source == "fallback:srgb":
-        warnings.append("no colour matrix in the files: camera RGB is taken as linear sRGB")
-    captures, files = [], []
-    for m in measurements:
-        noise, source = None, "none"
-        if m.tagged_noise is not None:
-            noise, source = m.tagged_noise, "file:NoiseProfile"
-        elif m.estimated_noise is not None:
-            noise, source = (
-                (m.estimated_noise.shot, m.estimated_noise.read),
-                "neighbour_differences",
-            )
-        captures.append(
-            Capture(
-                red_gain=m.camera.wb_gains[0],
-                blue_gain=m.camera.wb_gains[2],
-                digital_gain=min(max(m.digital_gain, 1 / 64), 64.0),
-                noise_shot=None if noise is None else noise[0],
-                noise_read=None if noise is None else noise[1],
-            )
-        )
-        files.append(_file_report(m, source))
-    unmeasured = [f["file"] for f in files if f["noise_source"] == "none"]
-    if unmeasured:
-        warnings.append(
-            f"noise not measurable in {len(unmeasured)} file(s) ({', '.join(unmeasured[:3])}): "
-            "those captures draw noise from the default priors"
-        )
-    white = fixed["white_level"]
-    ident = measurements[0].identity
-    calibration = {
-        "camera": {"make": ident.make, "model": ident.model, "size": list(ident.size)},
-        "files": files,
-        "xyz_to_cam": matrix_source,
-        "wb_gains": sorted({m.camera.provenance.get("wb_gains", "unknown") for m in measurements}),
-        "noise": _noise_summary(measurements, files),
-        "exposure": "digital_gain = rawpairs.isp.auto_exposure of each file (LibRaw's 99th-"
-        "percentile rule); iso, shutter_s, aperture as LibRaw reports them (null: not reported)",
-        "warnings": warnings,
-    }
-    priors = CapturePriors(
-        cfa=(fixed["cfa"].value,),
-        bit_depth=bit_depth_for(white),
-        black_level=fixed["black_level"],
-        white_level=white,
-        xyz_to_cam=fixed["xyz_to_cam"],
-        captures=tuple(captures),
-        profile=name,
-        calibration=calibration,
-    )
-    return priors, warnings
-
-
-def _file_report(m: FileMeasurement, noise_source: str) -> dict[str, Any]:
-    est = m.estimated_noise
-    return {
-        "file": m.name,
-        "wb_gains": list(m.camera.wb_gains),
-        "wb_source": m.camera.provenance.get("wb_gains", "unknown"),
-        "digital_gain": m.digital_gain,
-        "iso": m.iso,
-        "shutter_s": m.shutter_s,
-        "aperture": m.aperture,
-        "noise_source": noise_source,
-        "noise_tag": None if m.tagged_noise is None else list(m.tagged_noise),
-        "noise_estimate": None
-        if est is None
-        else {
-            "shot": est.shot,
-            "read": est.read,
-            "levels": list(est.levels),
-            "variances": list(est.variances),
-            "blocks": list(est.blocks),
-        },
-    }
-
-
-def _noise_summary(measurements: list[FileMeasurement], files: list[dict[str, Any]]) -> dict:
-    """Which noise source was used, and how the estimate compares with the tag where both exist."""
-    agreement = []
-    for m in measurements:
-        if m.tagged_noise is not None and m.estimated_noise is not None:
-            shot, read = m.tagged_noise
-            agreement.append(
-                {
-                    "file": m.name,
-                    "shot_ratio": m.estimated_noise.shot / shot if shot > 0 else None,
-                    "read_ratio": m.estimated_noise.read / read if read > 0 else None,
-                }
-            )
-    return {
-        "sources": dict(Counter(f["noise_source"] for f in files)),
-        "method": "DNG NoiseProfile where present, else estimated from differences of "
-        "neighbouring same-colour sites (rawpairs.calibrate.neighbour_noise)",
-        "estimate_vs_tag": agreement,
-    }
-
-
 # File reading ----------------------------------------------------------------------------------
 
 
@@ -443,7 +218,7 @@ def _exposure_info(path: Path) -> tuple[float | None, float | None, float | None
 
 def measure_file(path: str | Path) -> FileMeasurement:
     """Read one RAW file and measure it; raises :class:`rawpairs.errors.InputError` for bad input
-    (unreadable, not Bayer: :func:`rawpairs.sources.read_raw`)."""
+    (unreadable, not Bayer: :func:`rawpairs.raw_files.read_raw`)."""
     path = Path(path)
     capture = read_raw(path)  # non-square pixels are measured as stored: sites are what count
     camera = capture.camera

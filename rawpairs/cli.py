@@ -7,28 +7,37 @@ import functools
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
+from tqdm import tqdm
 
 from rawpairs import messages
-from rawpairs.choices import (
-    CropMode,
-    Demosaic,
-    Engine,
-    Exposure,
-    Gamma,
-    NoisePlacement,
-    Render,
-    RGBFormat,
-    Tone,
-    Unprocess,
+from rawpairs.build import BuildResult, build_splits
+from rawpairs.build import build as run_build
+from rawpairs.buildfolder import InspectError, is_build_folder, split_folders
+from rawpairs.calibrate import CalibrationError
+from rawpairs.calibrate import calibrate as run_calibrate
+from rawpairs.choices import Engine
+from rawpairs.classmap import parse_class_map
+from rawpairs.config import BuildConfig
+from rawpairs.errors import BuildError, BuildOutputError
+from rawpairs.inspect import (
+    format_summary,
+    format_tar_summary,
+    resolve_tars,
+    summarize,
+    summarize_tars,
 )
-from rawpairs.headers import MAX_PIXELS
-
-if TYPE_CHECKING:
-    from rawpairs.priors import CapturePriors
+from rawpairs.layout import CLASSES_FILE
+from rawpairs.materialize import MaterializeError
+from rawpairs.materialize import materialize as run_materialize
+from rawpairs.options import click_options, from_flags
+from rawpairs.preview import check_preview_path, write_preview
+from rawpairs.priors import CapturePriors, profile_name
+from rawpairs.verify import verify_shards
 
 __all__ = ["main"]
 
@@ -66,10 +75,6 @@ def _read_camera(path: Path) -> str:
 def _read_priors(path: Path) -> CapturePriors:
     """The capture priors of a ``--camera`` file; a camera profile (one with a ``profile`` name,
     from ``rawpairs calibrate``) is recorded under this file's name (``profile:<file>``)."""
-    from dataclasses import replace
-
-    from rawpairs.priors import CapturePriors, profile_name
-
     priors = CapturePriors.from_json(_read_camera(path))
     if priors.profile is not None:
         priors = replace(priors, profile=profile_name(path.name))
@@ -79,9 +84,6 @@ def _read_priors(path: Path) -> CapturePriors:
 def _read_class_map(path: Path) -> dict[str, int]:
     """A ``--class-map``: a JSON file ``{name: id}`` (a build's ``classes.json``) or a build
     folder holding one."""
-    from rawpairs.classmap import parse_class_map
-    from rawpairs.layout import CLASSES_FILE
-
     if path.is_dir():
         if not (path / CLASSES_FILE).is_file():
             raise ValueError(f"a folder without {CLASSES_FILE} (not a labelled build)")
@@ -107,86 +109,13 @@ def main() -> None:
 @click.option(
     "--out", required=True, help="Output folder for shards: a path or an fsspec URL (s3://…)."
 )
-@click.option(
-    "--crop", type=int, default=None, help="Crop N×N pairs at even offsets (default: whole image)."
-)
-@click.option(
-    "--crop-mode",
-    type=click.Choice(CropMode.values()),
-    default=CropMode.RANDOM.value,
-    show_default=True,
-)
-@click.option("--crops", type=int, default=1, show_default=True, help="Random crops per source.")
-@click.option(
-    "--max-side",
-    type=int,
-    default=None,
-    help="Resize photos (Bayer-bin RAW) so the longer side is at most N.",
-)
-@click.option(
-    "--min-side",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Skip sources whose shorter side (as read) is below N pixels [default: no minimum; "
-    "sources that cannot hold --crop are skipped unless --upscale].",
-)
-@click.option(
-    "--upscale",
-    is_flag=True,
-    help="Resize photos smaller than --crop up to it (Lanczos) instead of skipping them.",
-)
+@click_options(BuildConfig)  # one option per field: --seed, --crop, … --unprocess
 @click.option(
     "--val-fraction",
     type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
     default=None,
     help="Split the sources by a hash of their path into OUT/train and OUT/val (this fraction), "
     "each a complete build [default: no split].",
-)
-@click.option(
-    "--render",
-    type=click.Choice(Render.values()),
-    default=Render.RAWPAIRS.value,
-    show_default=True,
-    help="How RAW files get their RGB.",
-)
-@click.option(
-    "--demosaic",
-    type=click.Choice(Demosaic.values()),
-    default=Demosaic.MALVAR.value,
-    show_default=True,
-)
-@click.option(
-    "--tone",
-    type=click.Choice(Tone.values()),
-    default=Tone.DISPLAY_SMOOTHSTEP.value,
-    show_default=True,
-    help="Tone curve (both directions): smoothstep on display values, on linear values, or none.",
-)
-@click.option(
-    "--gamma",
-    type=click.Choice([g.value for g in Gamma if g is not Gamma.LINEAR]),
-    default=Gamma.SRGB.value,
-    show_default=True,
-)
-@click.option(
-    "--exposure",
-    type=click.Choice(Exposure.values()),
-    default=Exposure.AUTO.value,
-    show_default=True,
-    help="RAW files: gain putting the 99th percentile at white (LibRaw's auto-bright), or none.",
-)
-@click.option(
-    "--max-pixels",
-    type=click.IntRange(min=1),
-    default=MAX_PIXELS,
-    show_default=True,
-    help="Refuse inputs whose declared size exceeds N pixels (checked before decoding).",
-)
-@click.option(
-    "--rgb-format",
-    type=click.Choice(RGBFormat.values()),
-    default=RGBFormat.PNG.value,
-    show_default=True,
 )
 @click.option(
     "--camera",
@@ -196,28 +125,6 @@ def main() -> None:
     help="JSON file fixing or narrowing the capture priors.",
 )
 @click.option(
-    "--noise",
-    type=click.Choice(NoisePlacement.values()),
-    default=NoisePlacement.IN_RAW.value,
-    show_default=True,
-    help="Simulated RAW: bake shot/read noise into raw.npy, or store it clean with its noise "
-    "parameters so the loader draws fresh noise every epoch.",
-)
-@click.option(
-    "--unprocess",
-    type=click.Choice(Unprocess.values()),
-    default=Unprocess.IN_BUILD.value,
-    show_default=True,
-    help="Photos: simulate the RAW now and store it (raw.npy), or store the photo's RGB and the "
-    "recipe so the loader makes the RAW (about the JPEG's bytes, several times faster to build).",
-)
-@click.option(
-    "--labels",
-    type=click.Choice(["folder"]),
-    default=None,
-    help="Add `cls` from the parent folder name.",
-)
-@click.option(
     "--class-map",
     "class_map_file",
     type=click.Path(exists=True, path_type=Path),
@@ -225,7 +132,6 @@ def main() -> None:
     help="With --labels folder: use these class ids (a classes.json {name: id}, or a build "
     "folder holding one) instead of numbering this build's folders.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -270,26 +176,9 @@ def main() -> None:
 def build(
     src: str,
     out: str,
-    crop: int | None,
-    crop_mode: str,
-    crops: int,
-    max_side: int | None,
-    min_side: int | None,
-    upscale: bool,
     val_fraction: float | None,
-    render: str,
-    demosaic: str,
-    tone: str,
-    gamma: str,
-    exposure: str,
-    max_pixels: int,
-    rgb_format: str,
     camera_json: Path | None,
-    noise: str,
-    unprocess: str,
-    labels: str | None,
     class_map_file: Path | None,
-    seed: int,
     workers: int | None,
     samples_per_shard: int,
     shard_size: int,
@@ -299,67 +188,12 @@ def build(
     overwrite: bool,
     strict: bool,
     quiet: bool,
+    **flags: Any,
 ) -> None:
     """Turn RAW files and photos under --src into pair shards in --out."""
-    from tqdm import tqdm
-
-    from rawpairs.build import build as run_build
-    from rawpairs.build import build_splits
-    from rawpairs.errors import BuildError, BuildOutputError
-    from rawpairs.priors import CapturePriors
-    from rawpairs.sample import BuildConfig
-
-    try:
-        priors = _read_priors(camera_json) if camera_json else None
-        config = BuildConfig(
-            seed=seed,
-            crop=crop,
-            crop_mode=crop_mode,
-            crops=crops,
-            max_side=max_side,
-            render=render,
-            demosaic=demosaic,
-            tone=tone,
-            gamma=gamma,
-            exposure=exposure,
-            max_pixels=max_pixels,
-            rgb_format=rgb_format,
-            priors=priors or CapturePriors(),
-            noise=noise,
-            labels=labels == "folder",
-            min_side=min_side,
-            upscale=upscale,
-            unprocess=unprocess,
-        )
-    except (ValueError, TypeError, RecursionError, OSError) as err:  # JSONDecodeError: ValueError
-        cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err
-        raise click.UsageError(one_line(f"{camera_json or 'options'}: {cause}")) from err
-
-    class_map = None
-    if class_map_file is not None:
-        try:
-            class_map = _read_class_map(class_map_file)
-        except (ValueError, OSError, RecursionError) as err:
-            cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err
-            raise click.UsageError(one_line(f"--class-map {class_map_file}: {cause}")) from err
-
-    bars: list = []  # one progress bar per build (two with --val-fraction), none with --quiet
-
-    def new_bar(name: str = "") -> None:
-        if bars:
-            bars[-1].close()
-        if not quiet:
-            bars.append(tqdm(desc=name or None, unit="src", dynamic_ncols=True, file=sys.stderr))
-
-    def progress(done: int, total: int, written: int, errors: int) -> None:
-        if bars:
-            bars[-1].total, bars[-1].n = total, done
-            bars[-1].set_postfix(samples=written, errors=errors)
-
-    def warn(line: str) -> None:  # above the bar, never into its line
-        (bars[-1].write if bars else click.echo)(f"warning: {line}", file=sys.stderr)
-
-    options: dict = dict(
+    config = _build_config(flags, camera_json)
+    bars = _ProgressBars(quiet)
+    options: dict[str, Any] = dict(
         workers=workers,
         samples_per_shard=samples_per_shard,
         shard_size=shard_size,
@@ -367,23 +201,77 @@ def build(
         overwrite=overwrite,
         engine=engine,
         address=address,
-        progress=progress,
-        warn=warn,
-        class_map=class_map,
+        progress=bars.progress,
+        warn=bars.warn,
+        class_map=_class_map(class_map_file) if class_map_file is not None else None,
     )
     try:
         if val_fraction is None:
-            new_bar()
+            bars.new()
             results = {"": run_build(src, out, config, **options)}
         else:
-            results = build_splits(src, out, config, val_fraction, on_split=new_bar, **options)
+            results = build_splits(src, out, config, val_fraction, on_split=bars.new, **options)
     except BuildError as err:
         raise click.UsageError(one_line(str(err))) from err
     except BuildOutputError as err:
         raise click.ClickException(one_line(str(err))) from err
     finally:
-        if bars:
-            bars[-1].close()
+        bars.close()
+    _report(results, out, strict)
+
+
+def _build_config(flags: dict[str, Any], camera_json: Path | None) -> BuildConfig:
+    """The :class:`BuildConfig` of ``rawpairs build``'s flags and its ``--camera`` file (a usage
+    error naming the file or the options when either is refused)."""
+    try:
+        priors = _read_priors(camera_json) if camera_json else CapturePriors()
+        return from_flags(BuildConfig, flags, priors=priors)
+    except (ValueError, TypeError, RecursionError, OSError) as err:  # JSONDecodeError: ValueError
+        cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err
+        raise click.UsageError(one_line(f"{camera_json or 'options'}: {cause}")) from err
+
+
+def _class_map(path: Path) -> dict[str, int]:
+    """``--class-map``'s ids (:func:`_read_class_map`), a usage error naming the file if refused."""
+    try:
+        return _read_class_map(path)
+    except (ValueError, OSError, RecursionError) as err:
+        cause = "JSON nested too deeply" if isinstance(err, RecursionError) else err
+        raise click.UsageError(one_line(f"--class-map {path}: {cause}")) from err
+
+
+class _ProgressBars:
+    """One progress bar per build (two with --val-fraction) on stderr; none when ``quiet``."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bars: list[tqdm] = []
+
+    def new(self, name: str = "") -> None:
+        """Close the current bar and start one named ``name`` (a split)."""
+        self.close()
+        if not self.quiet:
+            self.bars.append(
+                tqdm(desc=name or None, unit="src", dynamic_ncols=True, file=sys.stderr)
+            )
+
+    def progress(self, done: int, total: int, written: int, errors: int) -> None:
+        if self.bars:
+            self.bars[-1].total, self.bars[-1].n = total, done
+            self.bars[-1].set_postfix(samples=written, errors=errors)
+
+    def warn(self, line: str) -> None:
+        """A warning above the bar, never into its line."""
+        (self.bars[-1].write if self.bars else click.echo)(f"warning: {line}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bars:
+            self.bars[-1].close()
+
+
+def _report(results: dict[str, BuildResult], out: str, strict: bool) -> None:
+    """Print each build's summary; exit 1 when a build wrote no sample, or with ``--strict``
+    when any input failed."""
     for name, result in results.items():
         click.echo(f"{name}: {result.summary}" if name else result.summary)
     if any(result.samples == 0 for result in results.values()):
@@ -416,10 +304,6 @@ def inspect(
     """Summarise (and optionally verify or preview) SHARDS: a rawpairs build folder, the folder
     of a --val-fraction build (its train and val), several build folders, or any tar shards (a
     .tar, a folder of them, a glob, a brace range, a list), including other tools' shards."""
-    from rawpairs.buildfolder import InspectError, is_build_folder, split_folders
-    from rawpairs.inspect import format_tar_summary, resolve_tars, summarize_tars
-    from rawpairs.preview import check_preview_path
-
     if preview is not None:
         try:
             check_preview_path(preview)  # a name it cannot write: before anything is read
@@ -438,7 +322,7 @@ def inspect(
             click.echo(json.dumps(summaries[0] if len(shards) == 1 and len(folders) == 1
                                   else summaries, indent=2, sort_keys=True))  # fmt: skip
         else:
-            click.echo("\n\n".join(map(_format_build, summaries)))
+            click.echo("\n\n".join(map(format_summary, summaries)))
         problems = [p for _, found in results for p in found]
         for p in problems if not as_json else []:
             click.echo(f"problem: {p}", err=True)
@@ -475,22 +359,11 @@ def inspect(
         raise click.exceptions.Exit(1)
 
 
-def _format_build(summary: dict) -> str:
-    from rawpairs.inspect import format_summary
-
-    return format_summary(summary)
-
-
 def _inspect_build(
     folder: Path, verify: bool, preview: Path | None, preview_samples: int
 ) -> tuple[dict, list[str]]:
     """The summary of one build folder and its problems (``--verify``); a malformed build is a
     usage error without ``--verify`` and a problem with it."""
-    from rawpairs.buildfolder import InspectError
-    from rawpairs.inspect import summarize
-    from rawpairs.preview import write_preview
-    from rawpairs.verify import verify_shards
-
     try:
         summary = summarize(folder)
     except InspectError as err:
@@ -526,9 +399,6 @@ def _inspect_build(
 )
 def calibrate(src: Path, out: Path) -> None:
     """Measure one camera from its RAW files and write a profile for `build --camera`."""
-    from rawpairs.calibrate import CalibrationError
-    from rawpairs.calibrate import calibrate as run_calibrate
-
     try:
         profile, warnings = run_calibrate(src, out)
     except CalibrationError as err:
@@ -553,9 +423,6 @@ def materialize(src: Path, out: str) -> None:
     """Write the at-load build SRC (a local folder) as stored-RAW shards into the new folder OUT
     (path or URL):
     each at-load sample gets the RAW its recipe implies; other samples are copied."""
-    from rawpairs.materialize import MaterializeError
-    from rawpairs.materialize import materialize as run_materialize
-
     try:
         made = run_materialize(src, out)
     except MaterializeError as err:

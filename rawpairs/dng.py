@@ -20,7 +20,7 @@ Make, Model                the ``make`` and ``model`` arguments
 UniqueCameraModel          ``"<make> <model>"``
 =========================  ==================================================================
 
-:func:`rawpairs.sources.read_raw` reads such a file back with the mosaic bit-exact and the
+:func:`rawpairs.raw_files.read_raw` reads such a file back with the mosaic bit-exact and the
 camera's CFA, black and white levels, white balance and colour matrix recovered (see
 ``docs/sources.md``). Not written: ``digital_gain`` and the noise parameters (they describe the
 simulation, not the sensor), and ``bit_depth`` (storage is 16-bit; a reader derives the bit depth
@@ -44,7 +44,7 @@ from rawpairs.camera import Camera
 __all__ = ["MIN_SIDE", "write_dng"]
 
 # LibRaw (dcraw's identify) refuses images with a side under 22 pixels, so smaller DNGs could be
-# written but never read back by rawpairs.sources.read_raw.
+# written but never read back by rawpairs.raw_files.read_raw.
 MIN_SIDE = 22
 
 _D65 = 21

@@ -38,10 +38,11 @@ from collections.abc import Generator
 from typing import Any
 
 from rawpairs.choices import Engine
+from rawpairs.config import BuildConfig
 from rawpairs.errors import EngineError
 from rawpairs.pool import run_local
 from rawpairs.ray_pool import import_ray, run_ray
-from rawpairs.sample import BuildConfig, Source
+from rawpairs.sample import Source
 from rawpairs.schedule import Record
 
 __all__ = ["require_engine", "run_groups"]

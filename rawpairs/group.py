@@ -12,18 +12,12 @@ import errno
 import warnings
 from typing import Any
 
+from rawpairs.config import BuildConfig
 from rawpairs.errors import SkippedInputError
 from rawpairs.layout import record_name
 from rawpairs.messages import one_line
 from rawpairs.records import ShardRecord
-from rawpairs.sample import (
-    BuildConfig,
-    Source,
-    UpscaledPhoto,
-    error_record,
-    sample_stream,
-    skip_record,
-)
+from rawpairs.sample import Source, UpscaledPhoto, error_record, sample_stream, skip_record
 from rawpairs.shards import ShardWriter
 from rawpairs.storage import OutputFolder
 

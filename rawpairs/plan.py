@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from rawpairs.classmap import parse_class_map
+from rawpairs.config import BuildConfig
 from rawpairs.discover import content_fingerprint, discover_sources, listing_fingerprint
 from rawpairs.errors import BuildError
-from rawpairs.sample import BuildConfig, Source, is_documentation
+from rawpairs.sample import Source, is_documentation
 from rawpairs.splits import Split, check_val_fraction, in_split
 
 __all__ = [

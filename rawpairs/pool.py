@@ -27,8 +27,9 @@ import cv2
 import numpy as np
 
 from rawpairs import isp
+from rawpairs.config import BuildConfig
 from rawpairs.errors import GroupFailedError
-from rawpairs.sample import BuildConfig, Source
+from rawpairs.sample import Source
 from rawpairs.schedule import (
     Event,
     PoolEvent,

@@ -11,8 +11,9 @@ import logging
 from collections.abc import Generator
 from typing import Any
 
+from rawpairs.config import BuildConfig
 from rawpairs.errors import EngineError
-from rawpairs.sample import BuildConfig, Source
+from rawpairs.sample import Source
 from rawpairs.schedule import Event, PoolEvent, Record, Schedule, Task, drive, dumps, run_task
 
 __all__ = [

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rawpairs.config import BuildConfig
 from rawpairs.errors import BuildError
 from rawpairs.layout import (
     BUILD_FILE,
@@ -28,7 +29,6 @@ from rawpairs.layout import (
 )
 from rawpairs.outputs import write_json
 from rawpairs.records import ShardRecord
-from rawpairs.sample import BuildConfig
 from rawpairs.storage import FolderLockedError, OutputFolder
 
 __all__ = ["clean_partials", "load_records", "number_shards", "prepare_out", "resume_records"]

@@ -24,51 +24,46 @@ import re
 import tempfile
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
+import fsspec
 import numpy as np
 
 from rawpairs import cfa as cfa_utils
 from rawpairs.choices import (
     CropMode,
-    Demosaic,
     Exposure,
     Gamma,
     NoisePlacement,
     Render,
-    RGBFormat,
-    Tone,
     Unprocess,
 )
+from rawpairs.config import BuildConfig
 from rawpairs.errors import (
     CorruptInputError,
     InputError,
     SkippedInputError,
     UnsupportedInputError,
 )
-from rawpairs.headers import MAX_PIXELS
 from rawpairs.isp import auto_exposure, process
+from rawpairs.libraw import render_libraw
 from rawpairs.manifest import manifest_row
 from rawpairs.messages import MESSAGE_LIMIT, one_line
 from rawpairs.metadata import Crop, RenderInfo, RenderMethod, SampleMeta, SourceInfo, SourceKind
+from rawpairs.photos import Photo, read_photo, read_stored_jpeg
 from rawpairs.png import encode_png
-from rawpairs.priors import CapturePriors, sample_camera
+from rawpairs.priors import sample_camera
+from rawpairs.raw_files import read_raw
 from rawpairs.rng import sample_rng, stream_key
 from rawpairs.schema import DecodedSample, encode_at_load_sample, encode_sample
 from rawpairs.storage import is_url, sha256_file
 from rawpairs.tone import DEFAULT_TONE
 from rawpairs.unprocess import simulate_raw, unprocess
 
-# rawpairs.sources (which imports rawpy, LibRaw) is imported inside the functions that read files,
-# so that readers of samples (rawpairs inspect) do not load LibRaw.
-if TYPE_CHECKING:
-    from rawpairs.sources import Photo
-
 __all__ = [
-    "BuildConfig",
     "Sample",
     "Source",
     "UpscaledPhoto",
@@ -80,113 +75,6 @@ __all__ = [
     "sample_stream",
     "skip_record",
 ]
-
-SEED_LIMIT = 2**63  # seeds are integers in [0, SEED_LIMIT)
-
-
-# The fields of BuildConfig that are choices, and their enums.
-_CHOICES = {
-    "crop_mode": CropMode,
-    "render": Render,
-    "demosaic": Demosaic,
-    "tone": Tone,
-    "gamma": Gamma,
-    "exposure": Exposure,
-    "rgb_format": RGBFormat,
-    "noise": NoisePlacement,
-    "unprocess": Unprocess,
-}
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """Everything that decides the bytes of a sample (and nothing that does not).
-
-    The choices are :mod:`rawpairs.choices` enums; a string value is accepted and converted, so
-    ``BuildConfig(tone="smoothstep").tone is Tone.SMOOTHSTEP``, and :meth:`to_dict` gives the
-    strings back (``build.json``).
-    """
-
-    seed: int = 0
-    crop: int | None = None
-    crop_mode: CropMode = CropMode.RANDOM
-    crops: int = 1
-    max_side: int | None = None
-    render: Render = Render.RAWPAIRS
-    demosaic: Demosaic = Demosaic.MALVAR
-    tone: Tone = DEFAULT_TONE
-    gamma: Gamma = Gamma.SRGB
-    exposure: Exposure = Exposure.AUTO
-    max_pixels: int | None = MAX_PIXELS
-    rgb_format: RGBFormat = RGBFormat.PNG
-    jpeg_quality: int = 95
-    png_compression: int = 1
-    priors: CapturePriors = field(default_factory=CapturePriors)
-    noise: NoisePlacement = NoisePlacement.IN_RAW
-    labels: bool = False
-    min_side: int | None = None
-    upscale: bool = False
-    unprocess: Unprocess = Unprocess.IN_BUILD
-
-    def __post_init__(self) -> None:
-        for name, kind in _CHOICES.items():
-            option = "--" + name.replace("_", "-")
-            object.__setattr__(self, name, kind.parse(getattr(self, name), option))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"--seed must be an integer, got {self.seed!r}")
-        if not 0 <= self.seed < SEED_LIMIT:
-            raise ValueError(f"--seed must be in [0, 2**63), got {self.seed}")
-        if self.crop is not None and (self.crop < 2 or self.crop % 2):
-            raise ValueError(f"--crop must be an even number >= 2, got {self.crop}")
-        if self.crops < 1:
-            raise ValueError(f"--crops must be >= 1, got {self.crops}")
-        if self.max_side is not None and self.max_side < 2:
-            raise ValueError(f"--max-side must be >= 2, got {self.max_side}")
-        if self.crop is not None and self.max_side is not None and self.crop > self.max_side:
-            raise ValueError(
-                f"--crop {self.crop} is larger than --max-side {self.max_side}: no resized image "
-                "can hold the crop"
-            )
-        if self.min_side is not None and (
-            isinstance(self.min_side, bool)
-            or not isinstance(self.min_side, int)
-            or self.min_side < 1
-        ):
-            raise ValueError(f"--min-side must be a positive integer, got {self.min_side!r}")
-        if self.upscale and self.crop is None:
-            raise ValueError("--upscale needs --crop (photos are resized up to the crop)")
-        if self.crop_mode is CropMode.TILE and self.crops != 1:
-            raise ValueError("--crops applies to --crop-mode random (tile takes every tile)")
-        if self.render is Render.LIBRAW and self.max_side is not None:
-            raise ValueError("--max-side cannot be used with --render libraw (full size only)")
-        if not 95 <= self.jpeg_quality <= 100:
-            raise ValueError(f"JPEG quality must be in [95, 100], got {self.jpeg_quality}")
-        if not 0 <= self.png_compression <= 3:
-            raise ValueError(f"PNG compression must be in [0, 3], got {self.png_compression}")
-        if self.max_pixels is not None and (
-            isinstance(self.max_pixels, bool)
-            or not isinstance(self.max_pixels, int)
-            or self.max_pixels < 1
-        ):
-            raise ValueError(f"--max-pixels must be a positive integer, got {self.max_pixels!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields; ``unprocess`` only when ``at_load`` (an ``in_build`` build's
-        ``build.json`` reads as before the option existed, so such builds resume across it)."""
-        d = asdict(self)
-        d["priors"] = self.priors.to_dict()
-        for name in _CHOICES:
-            d[name] = d[name].value
-        if self.unprocess is Unprocess.IN_BUILD:
-            del d["unprocess"]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BuildConfig:
-        d = dict(d)
-        d["priors"] = CapturePriors.from_dict(d.get("priors", {}))
-        return cls(**d)
-
 
 @dataclass(frozen=True)
 class Source:
@@ -207,7 +95,7 @@ class Sample:
 
     An at-load sample has no ``raw``; ``rgb_member`` is its encoded RGB (member name, bytes);
     its ``rgb`` is ``None`` when the build stores the photo's bytes without decoding its pixels
-    (:func:`rawpairs.sources.read_stored_jpeg`)."""
+    (:func:`rawpairs.photos.read_stored_jpeg`)."""
 
     key: str
     raw: np.ndarray | None
@@ -316,8 +204,6 @@ def _source_meta(source: Source, sha256: str, height: int, width: int, **extra: 
 def _whole_jpeg(source: Source, config: BuildConfig, data: bytes) -> Photo | None:
     """The photo of an at-load build whose only sample is the whole JPEG stored as it came,
     checked without decoding its pixels; ``None`` for any other source (then read it)."""
-    from rawpairs.sources import read_stored_jpeg
-
     if config.unprocess is not Unprocess.AT_LOAD or config.crop is not None:
         return None
     photo = read_stored_jpeg(source.path, config.max_pixels, data=data)
@@ -328,8 +214,6 @@ def _whole_jpeg(source: Source, config: BuildConfig, data: bytes) -> Photo | Non
 
 def _rgb_samples(source: Source, config: BuildConfig, data: bytes) -> Iterator[Sample]:
     """The samples of a photo whose file holds ``data``."""
-    from rawpairs.sources import read_photo
-
     sha256 = hashlib.sha256(data).hexdigest()
     photo = _whole_jpeg(source, config, data) or read_photo(
         source.path, config.max_pixels, data=data
@@ -432,8 +316,6 @@ def sample_raw(sample: DecodedSample) -> np.ndarray:
 
 
 def _raw_samples(source: Source, config: BuildConfig, sha256: str) -> Iterator[Sample]:
-    from rawpairs.sources import read_raw, render_libraw
-
     capture = read_raw(source.path, config.max_pixels)
     camera = capture.camera
     _check_min_side(source, *capture.mosaic.shape, config)
@@ -512,8 +394,6 @@ def make_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
 
 
 def _make_remote_samples(source: Source, config: BuildConfig) -> Iterator[Sample]:
-    import fsspec  # remote inputs only
-
     try:
         with fsspec.open(source.path, "rb") as f:
             data = f.read()

@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rawpairs.config import BuildConfig
 from rawpairs.errors import GroupFailedError
 from rawpairs.group import write_group
 from rawpairs.layout import shard_name
 from rawpairs.records import ShardRecord
-from rawpairs.sample import BuildConfig, Source, sample_stream
+from rawpairs.sample import Source, sample_stream
 from rawpairs.storage import OutputFolder
 
 __all__ = [

@@ -124,7 +124,7 @@ def _existing_shards(folder: Path) -> dict[str, Any]:
 def build_shards(src: Path, out: Path, config: ExperimentConfig, crops: int) -> dict[str, Any]:
     """Pair shards of ``src`` (random ``build_crop`` crops, seed 0); returns the build counts."""
     from rawpairs.build import build
-    from rawpairs.sample import BuildConfig
+    from rawpairs.config import BuildConfig
 
     build_config = BuildConfig(
         seed=0,

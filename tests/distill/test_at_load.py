@@ -19,9 +19,9 @@ from distill.data import make_loader, make_loader_from
 from distill.unprocess import make_raw
 from rawpairs.build import build
 from rawpairs.cli import main
+from rawpairs.config import BuildConfig
 from rawpairs.materialize import MaterializeError, materialize
 from rawpairs.preview import write_preview
-from rawpairs.sample import BuildConfig
 from rawpairs.schema import decode_sample
 from rawpairs.tarwalk import read_shard
 from rawpairs.verify import verify_shards
@@ -139,7 +139,7 @@ def test_jpegs_that_decode_otherwise_are_re_encoded(tmp_path):
     image: the at-load sample's RGB is the upright photo either way."""
     from PIL import Image
 
-    from rawpairs.sources import read_rgb, read_stored_jpeg
+    from rawpairs.photos import read_rgb, read_stored_jpeg
 
     src = tmp_path / "src"
     src.mkdir()

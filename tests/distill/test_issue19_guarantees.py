@@ -47,7 +47,7 @@ def test_a_source_over_64_mib_spills_to_a_file_and_a_small_one_stays_in_memory(
 ) -> None:
     import rawpairs.shards as shards
     from rawpairs.build import build
-    from rawpairs.sample import BuildConfig
+    from rawpairs.config import BuildConfig
 
     assert shards.SPOOL_BYTES == 64 * 2**20
     spools: list = []

@@ -26,10 +26,10 @@ from rawpairs.build import build
 from rawpairs.cfa import CFA
 from rawpairs.choices import NoisePlacement
 from rawpairs.cli import main as cli
+from rawpairs.config import BuildConfig
 from rawpairs.errors import CorruptInputError
 from rawpairs.manifest import ShardEntry, index_document, manifest_row, manifest_schema
 from rawpairs.metadata import RenderInfo, RenderMethod, SampleMeta, SourceInfo, SourceKind
-from rawpairs.sample import BuildConfig
 from rawpairs.schema import encode_sample
 from rawpairs.storage import sha256_file
 from rawpairs.tarwalk import read_shard

@@ -12,10 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rawpairs.camera import Camera
+from rawpairs.decoder_output import captured_stderr
+from rawpairs.photos import _jpeg_truncated
 from rawpairs.priors import DEFAULT_PRIORS, sample_camera
 from rawpairs.rng import sample_rng
 from rawpairs.shards import tar_member
-from rawpairs.sources import _captured_stderr, _jpeg_truncated
 
 
 def _tarfile_header(name: str, size: int) -> bytes:
@@ -94,14 +95,14 @@ def test_camera_refuses_what_np_linalg_cond_refuses() -> None:
 
 
 def test_stderr_captures_are_separate_and_nest() -> None:
-    with _captured_stderr() as first:
+    with captured_stderr() as first:
         os.write(2, b"one\n")
-    with _captured_stderr() as outer:
+    with captured_stderr() as outer:
         os.write(2, b"outer before\n")
-        with _captured_stderr() as inner:
+        with captured_stderr() as inner:
             os.write(2, b"inner\n")
         os.write(2, b"outer after\n")
-    with _captured_stderr() as empty:
+    with captured_stderr() as empty:
         pass
     assert first == ["one"]
     assert inner == ["inner"]

@@ -23,13 +23,13 @@ from skimage import data
 
 from rawpairs.build import build
 from rawpairs.cli import main as cli
+from rawpairs.config import BuildConfig
 from rawpairs.discover import discover_sources
 from rawpairs.dng import write_dng
 from rawpairs.errors import BuildError, BuildOutputError
 from rawpairs.plan import estimated_bytes, plan_groups
-from rawpairs.sample import BuildConfig
+from rawpairs.raw_files import read_raw
 from rawpairs.schema import decode_sample
-from rawpairs.sources import read_raw
 from rawpairs.tarwalk import read_shard
 from rawpairs.unprocess import simulate_raw
 
@@ -213,7 +213,7 @@ def test_kill_9_mid_build_then_rerun_equals_uninterrupted(good_src, tmp_path):
         f"""
         import os, signal
         from rawpairs.build import build
-        from rawpairs.sample import BuildConfig
+        from rawpairs.config import BuildConfig
         def progress(done, total, written, errors):
             if written >= 5:  # mid-shard: one shard committed, the next one half written
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -423,7 +423,7 @@ def test_real_camera_files(tmp_path, render):
 
 def test_noise_at_load_stores_the_clean_mosaic(good_src, tmp_path):
     from rawpairs.metadata import SampleMeta
-    from rawpairs.sources import read_rgb
+    from rawpairs.photos import read_rgb
     from rawpairs.unprocess import unprocess
 
     build(good_src, tmp_path / "out", BuildConfig(seed=3, noise="load"), workers=1)
@@ -658,7 +658,7 @@ def _killed_build(src: Path, out: Path, workers: int, when: int) -> list[int]:
         import multiprocessing, os, signal, sys, time
         import rawpairs.pool
         from rawpairs.build import build
-        from rawpairs.sample import BuildConfig
+        from rawpairs.config import BuildConfig
         rawpairs.pool.WORKERS_WORTH_S = 0.0  # workers however small the build
         def progress(done, total, written, errors):
             if written >= {when}:

@@ -17,13 +17,12 @@ from rawpairs.calibrate import (
     CalibrationError,
     calibrate,
     fit_noise_line,
-    identity,
-    identity_difference,
     measure_file,
     neighbour_noise,
     noise_profile_levels,
 )
 from rawpairs.camera import Camera
+from rawpairs.camera_profile import identity, identity_difference
 from rawpairs.cli import main
 from rawpairs.noise import add_noise
 from rawpairs.priors import CapturePriors, sample_camera
@@ -317,7 +316,7 @@ def test_calibrate_a_real_camera_and_build_from_it(tmp_path) -> None:
     (src / "CRW_0104.CRW").symlink_to(SHIPPED / "Canon-PowerShot_S40-CRW_0104.CRW")
     profile, warnings = calibrate(src, tmp_path / "s40.json")
     assert "single points" in warnings[0]
-    from rawpairs.sources import read_raw
+    from rawpairs.raw_files import read_raw
 
     real = read_raw(src / "CRW_0104.CRW").camera
     assert profile.xyz_to_cam == real.xyz_to_cam and profile.cfa == (real.cfa.value,)

@@ -21,10 +21,10 @@ from rawpairs.choices import (
     RGBFormat,
     Tone,
 )
+from rawpairs.config import BuildConfig
 from rawpairs.demosaic import demosaic
 from rawpairs.isp import process
 from rawpairs.metadata import RenderInfo, RenderMethod
-from rawpairs.sample import BuildConfig
 from rawpairs.schema import rgb_member
 from rawpairs.tone import decode_gamma, encode_gamma, inverse_tone, linear_lut, tone
 from rawpairs.unprocess import unprocess

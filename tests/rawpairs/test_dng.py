@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
 from rawpairs.dng import MIN_SIDE, write_dng
-from rawpairs.sources import read_raw, render_libraw
+from rawpairs.libraw import render_libraw
+from rawpairs.raw_files import read_raw
 from rawpairs.tone import encode_gamma
 
 # XYZ → camera of the Canon PowerShot G2 (LibRaw's table), a realistic non-trivial matrix.

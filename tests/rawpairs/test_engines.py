@@ -26,11 +26,12 @@ import pytest
 from skimage import data
 
 from rawpairs.build import build
+from rawpairs.config import BuildConfig
 from rawpairs.dng import write_dng
 from rawpairs.engines import require_engine, run_groups
 from rawpairs.errors import EngineError
 from rawpairs.ray_pool import RAY_MAX_RETRIES
-from rawpairs.sample import BuildConfig, Source
+from rawpairs.sample import Source
 from rawpairs.unprocess import simulate_raw
 
 try:
@@ -221,7 +222,7 @@ def test_driver_killed_mid_build_then_rerun_equals_uninterrupted(cluster, src, r
         f"""
         import os, signal
         from rawpairs.build import build
-        from rawpairs.sample import BuildConfig
+        from rawpairs.config import BuildConfig
         def progress(done, total, written, errors):
             if written >= 6:  # two shards committed, others being written
                 os.kill(os.getpid(), signal.SIGKILL)

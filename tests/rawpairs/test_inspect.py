@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from rawpairs.build import build
 from rawpairs.buildfolder import InspectError
 from rawpairs.cli import main as cli
+from rawpairs.config import BuildConfig
 from rawpairs.inspect import summarize
 from rawpairs.manifest import manifest_schema
-from rawpairs.sample import BuildConfig
 from rawpairs.tarwalk import read_shard
 from rawpairs.verify import verify_shards
 

@@ -15,6 +15,7 @@ from hypothesis.extra.numpy import arrays
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA, channel_index_map, unpack
 from rawpairs.choices import Gamma, Tone
+from rawpairs.config import BuildConfig
 from rawpairs.demosaic import demosaic
 from rawpairs.isp import (
     STAGES,
@@ -25,7 +26,6 @@ from rawpairs.isp import (
     quantize8,
     white_balance,
 )
-from rawpairs.sample import BuildConfig
 from rawpairs.tone import (
     DEFAULT_TONE,
     decode_gamma,
@@ -431,7 +431,7 @@ def test_dc120_pairs_have_square_pixels() -> None:
 
 
 def test_exposure_is_recorded_with_its_rule() -> None:
-    from rawpairs.sources import read_raw
+    from rawpairs.raw_files import read_raw
 
     name = "Kodak-DC50-DC50IMG-DC0010S.KDC"
     auto, none = _only_sample(name), _only_sample(name, exposure="none")

@@ -16,7 +16,8 @@ from skimage import data
 
 from rawpairs.build import build
 from rawpairs.cli import main as cli
-from rawpairs.sample import BuildConfig, sample_key
+from rawpairs.config import BuildConfig
+from rawpairs.sample import sample_key
 from rawpairs.tarwalk import read_shard
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from rawpairs.build import build
 from rawpairs.cli import main as cli
-from rawpairs.sample import BuildConfig
+from rawpairs.config import BuildConfig
 
 
 def test_a_preview_failure_names_shard_and_key(tmp_path, monkeypatch):

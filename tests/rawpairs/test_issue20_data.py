@@ -20,9 +20,9 @@ from click.testing import CliRunner
 
 from rawpairs.build import build, build_splits
 from rawpairs.cli import main as cli
+from rawpairs.config import BuildConfig
 from rawpairs.errors import BuildError, BuildOutputError
 from rawpairs.inspect import summarize
-from rawpairs.sample import BuildConfig
 from rawpairs.splits import split_of
 from rawpairs.tarwalk import read_shard
 from rawpairs.verify import verify_shards
@@ -349,17 +349,18 @@ def test_manifest_byte_offset_locates_each_sample_and_old_manifests_still_verify
 def test_worker_warnings_reach_the_warn_callback_not_the_terminal(tmp_path, monkeypatch, capfd):
     """A library's warning while a source is made (here: a decoder's message) is reported by the
     build's ``warn`` (the CLI writes it above the progress bar), never printed by the worker."""
-    import rawpairs.sources as sources
+    import rawpairs.decoder_output as decoder_output
+    import rawpairs.sample as sample
 
     one = tmp_path / "src"
     _photo(one / "a.png", 32, 32, 0)
-    read_photo = sources.read_photo
+    read_photo = sample.read_photo
 
     def chatty(path, max_pixels=None, **kwargs):
-        sources._decoder_warnings(["libpng warning: iCCP: known incorrect sRGB profile"])
+        decoder_output.decoder_warnings(["libpng warning: iCCP: known incorrect sRGB profile"])
         return read_photo(path, max_pixels, **kwargs)
 
-    monkeypatch.setattr(sources, "read_photo", chatty)
+    monkeypatch.setattr(sample, "read_photo", chatty)  # the name the sample maker calls
     lines: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing escapes the build as a warning either

@@ -14,9 +14,9 @@ import pytest
 from rawpairs import engines, errors, group, pool
 from rawpairs.build import build
 from rawpairs.cli import main
+from rawpairs.config import BuildConfig
 from rawpairs.headers import MAX_PIXELS, image_size, jpeg_size
-from rawpairs.sample import BuildConfig
-from rawpairs.sources import read_photo
+from rawpairs.photos import read_photo
 
 
 @pytest.mark.parametrize(

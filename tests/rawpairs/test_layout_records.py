@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from rawpairs.config import BuildConfig
 from rawpairs.group import write_group
 from rawpairs.layout import (
     OUTPUT_FILES,
@@ -23,7 +24,7 @@ from rawpairs.layout import (
     staged_name,
 )
 from rawpairs.records import ShardRecord
-from rawpairs.sample import BuildConfig, Source
+from rawpairs.sample import Source
 from rawpairs.schedule import PoolEvent
 from rawpairs.storage import OutputFolder
 

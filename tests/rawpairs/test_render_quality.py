@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rawpairs.sample import BuildConfig
+from rawpairs.config import BuildConfig
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 # The README of ../shared/data lists these; listed here so that a missing file is a skip, not a

@@ -157,7 +157,7 @@ def test_docs_examples_are_what_the_code_writes() -> None:
         path, index = meta.source.path, int(meta.key.rsplit("_c", 1)[1])
         assert sample_key(path, index) == meta.key  # the documented key format
         if meta.source.kind is SourceKind.RAW:  # the provenance keys a camera RAW gets
-            from rawpairs.sources import read_raw
+            from rawpairs.raw_files import read_raw
 
             real = read_raw(RAW_FILE).camera.provenance
             assert set(meta.camera.provenance) == set(real) | {"digital_gain"}

@@ -17,17 +17,11 @@ from rawpairs.camera import Camera
 from rawpairs.cfa import CFA, pack, unpack
 from rawpairs.dng import write_dng
 from rawpairs.errors import CorruptInputError, InputError, UnsupportedInputError
-from rawpairs.sources import (
-    RAW_EXTENSIONS,
-    RGB_EXTENSIONS,
-    bit_depth_for,
-    fit_color_matrix,
-    gray_world_gains,
-    read_raw,
-    read_rgb,
-    render_libraw,
-    source_kind,
-)
+from rawpairs.libraw import render_libraw
+from rawpairs.photos import read_rgb
+from rawpairs.raw_files import read_raw
+from rawpairs.raw_metadata import bit_depth_for, fit_color_matrix, gray_world_gains
+from rawpairs.sources import RAW_EXTENSIONS, RGB_EXTENSIONS, source_kind
 from rawpairs.tone import decode_gamma, encode_gamma
 
 # Real camera RAW files: three small ones ship in tests/data/raw (CC0, see the README there), the
@@ -157,7 +151,7 @@ def test_gray_world_gains_from_channel_means(cfa):
 def test_matrix_daylight_gains_make_d65_white_neutral():
     """Gains g with g · (xyz_to_cam · XYZ(D65)) equal in R, G, B: D65 white comes out neutral."""
     from rawpairs.camera import SRGB_TO_XYZ
-    from rawpairs.sources import matrix_daylight_gains
+    from rawpairs.raw_metadata import matrix_daylight_gains
 
     xyz_to_cam = np.asarray(make_camera().xyz_to_cam)
     gains = np.array(matrix_daylight_gains(xyz_to_cam))
@@ -499,7 +493,8 @@ def test_counts_above_the_white_levels_bit_depth_are_refused_by_both_renders(tmp
     """A DNG whose counts exceed the bit depth of its WhiteLevel: a sample could not hold them
     (verify rejects them). read_raw refuses it, and so does the LibRaw render (it used to write
     the sample), both with one line naming the file."""
-    from rawpairs.sample import BuildConfig, Source, make_samples
+    from rawpairs.config import BuildConfig
+    from rawpairs.sample import Source, make_samples
 
     mosaic = np.full((64, 64), 500, np.uint16)
     mosaic[10:20, 10:20] = 1500
@@ -781,11 +776,11 @@ def test_huge_declared_png_is_refused_before_decoding(tmp_path):
 
 
 def test_build_config_limits_pixels_and_checks_render_options(tmp_path, photo):
+    from rawpairs.config import BuildConfig
     from rawpairs.headers import MAX_PIXELS
-    from rawpairs.sample import BuildConfig, Source, make_samples
-    from rawpairs.sources import DEFAULT_MAX_PIXELS
+    from rawpairs.sample import Source, make_samples
 
-    assert MAX_PIXELS == DEFAULT_MAX_PIXELS == BuildConfig().max_pixels >= 200_000_000
+    assert MAX_PIXELS == BuildConfig().max_pixels >= 200_000_000
     path = write_rgb(tmp_path / "p.png", photo)
     source = Source(str(path), "p.png", "rgb")
     with pytest.raises(UnsupportedInputError, match=r"declared size 32×24"):

@@ -14,8 +14,8 @@ import pytest
 from skimage import data
 
 from rawpairs.build import build
+from rawpairs.config import BuildConfig
 from rawpairs.errors import BuildError
-from rawpairs.sample import BuildConfig
 from rawpairs.shards import ShardWriter
 from rawpairs.storage import (
     LOCK_STALE_S,
