@@ -27,9 +27,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from distill.config import DEFAULT_TEACHER
 from distill.data import make_loader
 from distill.losses import CombinedLoss, Outputs
-from distill.models import DEFAULT_TEACHER, build_student, load_teacher, task_of
+from distill.models import build_student, load_teacher, task_of
 
 
 def _sync(device: torch.device) -> None:

@@ -28,10 +28,20 @@ from typing import Any
 from distill.options import HelpFormatter, add_config_option, parse_args
 
 __all__ = [
+    "BUILTIN_TEACHERS",
     "DEFAULT_SHUFFLE_MIB",
+    "DEFAULT_TEACHER",
+    "DEFAULT_TEACHERS",
+    "DEFAULT_WB",
     "EXTRA_INSTALL",
+    "NORMALIZATIONS",
     "OBJECTIVES",
     "OPTIMIZERS",
+    "SEGMENT_TEACHER",
+    "STUDENT_INPUTS",
+    "TASKS",
+    "TEACHER_NORMS",
+    "WB_MODES",
     "LoaderConfig",
     "OneLineParser",
     "TrainConfig",
@@ -52,11 +62,21 @@ __all__ = [
 OPTIMIZERS = ("adamw", "sgd")
 # "distill": KD (+ optional MSE on logits, feature matching); the others are baselines.
 OBJECTIVES = ("distill", "supervised", "hard-labels")
-STUDENT_INPUTS = ("packed", "mosaic")  # as distill.data.STUDENT_INPUTS
-TEACHER_NORMS = ("tf", "imagenet", "none")  # the keys of distill.models.NORMALIZATIONS
-DEFAULT_TEACHER = "efficientnet-lite0"  # distill.models.DEFAULT_TEACHER
-TASKS = ("classify", "segment")  # distill.models.TASKS
-DEFAULT_TEACHERS = {"classify": DEFAULT_TEACHER, "segment": "selfie-segmentation"}
+STUDENT_INPUTS = ("packed", "mosaic")  # RAW layouts the loader makes (distill.data)
+# Per-channel (mean, std) applied to sRGB in [0, 1] before the teacher (distill.models). The
+# EfficientNet-Lite0 weights were trained with TensorFlow's (x·255 − 127) / 128: the stem's
+# BatchNorm running statistics match that normalisation, not torchvision's ImageNet one (checked
+# on scikit-image photos, docs/distill.md).
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "tf": ((127 / 255,) * 3, (128 / 255,) * 3),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "none": ((0.0,) * 3, (1.0,) * 3),
+}
+TEACHER_NORMS = tuple(NORMALIZATIONS)
+DEFAULT_TEACHER = "efficientnet-lite0"
+SEGMENT_TEACHER = "selfie-segmentation"
+TASKS = ("classify", "segment")
+DEFAULT_TEACHERS = {"classify": DEFAULT_TEACHER, "segment": SEGMENT_TEACHER}
 # The names distill.models.TEACHERS loads without running user code.
 BUILTIN_TEACHERS = ("efficientnet-lite0", "efficientnet-lite0-dense", "selfie-segmentation")
 WB_MODES = ("none", "grayworld", "metadata")  # the RAW front-end's white balance (distill.frontend)

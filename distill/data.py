@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 
-from distill.config import DEFAULT_SHUFFLE_MIB, LoaderConfig
+from distill.config import DEFAULT_SHUFFLE_MIB, STUDENT_INPUTS, LoaderConfig
 from rawpairs import cfa as cfa_ops
 from rawpairs.camera import Camera
 from rawpairs.cfa import CFA
@@ -58,7 +58,6 @@ from rawpairs.rng import key_normals, sample_rng
 from rawpairs.schema import NoisePlacement, decode_sample, read_class_map, tar_cause, walk_tar
 
 __all__ = [
-    "STUDENT_INPUTS",
     "Pair",
     "PairStream",
     "Record",
@@ -77,7 +76,6 @@ __all__ = [
     "rggb_black_level",
 ]
 
-STUDENT_INPUTS = ("packed", "mosaic")
 _URL_PREFIXES = ("pipe:", "http://", "https://", "gs://", "s3://", "ais://")
 # Domain tags keep the three seed derivations apart even for equal numbers.
 _EPOCH_TAG, _SHUFFLE_TAG, _SAMPLE_TAG = 0x45504F43, 0x53485546, 0x53414D50

@@ -10,7 +10,10 @@ import pytest
 
 from distill.config import (
     BUILTIN_TEACHERS,
+    DEFAULT_TEACHER,
     DEFAULT_TEACHERS,
+    NORMALIZATIONS,
+    STUDENT_INPUTS,
     TASKS,
     LoaderConfig,
     TrainConfig,
@@ -121,21 +124,23 @@ def test_command_line_rejects_bad_values_before_training(
     assert "invalid choice: 'kd'" in capsys.readouterr().err
 
 
-def test_defaults_validate_and_agree_with_the_modules_they_mirror() -> None:
+def test_defaults_validate_and_the_modules_share_one_definition() -> None:
     TrainConfig(shards="x").validate()
     models = pytest.importorskip("distill.models")
-    from distill.data import STUDENT_INPUTS
+    data = pytest.importorskip("distill.data")
 
     config = TrainConfig(shards="x")
-    assert config.teacher == models.DEFAULT_TEACHER
-    assert TrainConfig(shards="x", task="segment").teacher == models.DEFAULT_TEACHERS["segment"]
+    assert config.teacher == DEFAULT_TEACHER and models.DEFAULT_TEACHER is DEFAULT_TEACHER
+    assert TrainConfig(shards="x", task="segment").teacher == DEFAULT_TEACHERS["segment"]
+    assert DEFAULT_TEACHERS["segment"] in models.TEACHERS
     assert TrainConfig(shards="x", task="segment", teacher="t.pt").teacher == "t.pt"
     assert set(BUILTIN_TEACHERS) == set(models.TEACHERS)
-    assert set(TASKS) == set(models.TASKS)
-    assert DEFAULT_TEACHERS == models.DEFAULT_TEACHERS
     parser = {a.dest: a for a in build_parser()._actions}
-    assert set(parser["teacher_norm"].choices) == set(models.NORMALIZATIONS)
-    assert set(parser["student_input"].choices) == set(STUDENT_INPUTS)
+    assert models.NORMALIZATIONS is NORMALIZATIONS
+    assert tuple(parser["teacher_norm"].choices) == tuple(NORMALIZATIONS)
+    assert data.STUDENT_INPUTS is STUDENT_INPUTS
+    assert tuple(parser["student_input"].choices) == STUDENT_INPUTS
+    assert tuple(parser["task"].choices) == TASKS
 
 
 def test_loader_config_is_make_loaders_keywords() -> None:
