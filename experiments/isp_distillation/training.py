@@ -64,8 +64,8 @@ def train_and_score(
     from distill.checkpoint import load_checkpoint
     from distill.evaluate import score, student_logits
     from distill.models import load_teacher
+    from distill.step import build_student_for
     from distill.train import train
-    from distill.trainer import build_student_for
 
     if run_dir.exists():
         shutil.rmtree(run_dir)

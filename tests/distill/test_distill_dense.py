@@ -23,8 +23,8 @@ from distill.metrics import (
     segment_values,
 )
 from distill.models import DenseClassifier, Teacher, build_student, load_teacher, task_of
+from distill.step import check_task
 from distill.train import TrainConfig, train
-from distill.trainer import check_task
 
 
 def _per_pixel_kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> float:
