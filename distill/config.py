@@ -5,8 +5,8 @@ allowed range or choices, argparse extras) generates the ``python -m distill.tra
 same name (``batch_size`` → ``--batch-size``; a ``bool`` becomes ``--flag/--no-flag``) and the
 range checks of :meth:`TrainConfig.validate`. Adding a field adds its flag and its check.
 
-:class:`LoaderConfig` is the one description of how the trainer's loader is built
-(``distill.data.make_loader``'s keyword arguments; ``distill.data.make_loader_from`` takes it).
+:class:`LoaderConfig` is the one description of how a loader is built, with its checks
+(``distill.data.make_loader_from`` takes it; ``distill.data.make_loader`` its fields as keywords).
 This module imports neither torch nor the models, so the command line can report a missing
 ``rawpairs[distill]`` extra in one line.
 """
@@ -445,7 +445,20 @@ def data_order_fields() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class LoaderConfig:
-    """Keyword arguments of ``distill.data.make_loader`` (see there for units and ranges)."""
+    """How ``distill.data.make_loader`` reads pair shards (units and the batch contract there).
+
+    ``batch_size``: samples per batch; ``seed``: of the data order and the augmentation;
+    ``num_workers``: DataLoader worker processes (0: in this process); ``rank`` of
+    ``world_size`` processes; ``start_batch``: the first batch (a resume); ``crop``: RAW crop
+    side, even, pixels; ``teacher_size``: the RGB side, pixels; ``student_input``: one of
+    :data:`STUDENT_INPUTS`; ``hflip``: random left-right flips; ``low_light``: darkening factor
+    range (1 <= min <= max); ``shuffle_buffer``: records; ``shuffle_bytes``: buffer bytes per
+    process; ``repeat``: endless, shuffled and augmented (else one pass, centre crops);
+    ``isp_reference``: also the forward-ISP render; ``fresh_cameras``: a new camera per epoch
+    for at-load samples; ``raw_on_device``: their RAW made by the consumer (``recipe``).
+
+    Every setting is checked here: ``ValueError`` (one line) naming the first bad one.
+    """
 
     batch_size: int
     seed: int = 0
@@ -464,6 +477,50 @@ class LoaderConfig:
     isp_reference: bool = False
     fresh_cameras: bool = False
     raw_on_device: bool = False
+
+    def __post_init__(self) -> None:
+        for name, low in (
+            ("batch_size", 1),
+            ("seed", 0),
+            ("num_workers", 0),
+            ("world_size", 1),
+            ("start_batch", 0),
+            ("teacher_size", 1),
+            ("shuffle_buffer", 1),
+            ("shuffle_bytes", 1),
+        ):
+            value = getattr(self, name)
+            if int(value) != value or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(
+                f"rank must lie in [0, world_size={self.world_size}), got {self.rank}"
+            )
+        if self.crop <= 0 or self.crop % 2:
+            raise ValueError(f"crop must be a positive even number, got {self.crop}")
+        if self.student_input not in STUDENT_INPUTS:
+            raise ValueError(
+                f"student_input must be one of {STUDENT_INPUTS}, got {self.student_input!r}"
+            )
+        self._check_combinations()
+        if self.low_light is not None:  # factors as floats: the draws do not depend on the type
+            low_light = (float(self.low_light[0]), float(self.low_light[1]))
+            object.__setattr__(self, "low_light", low_light)
+
+    def _check_combinations(self) -> None:
+        if self.low_light is not None:
+            lo, hi = self.low_light
+            if not 1 <= lo <= hi:
+                raise ValueError(
+                    f"low_light factors must satisfy 1 <= min <= max, got {self.low_light}"
+                )
+        if self.raw_on_device and self.isp_reference:
+            raise ValueError("isp_reference needs the RAW in the loader: pass raw_on_device=False")
+        if self.start_batch and not self.repeat and self.num_workers > 1:
+            raise ValueError(
+                "start_batch needs repeat=True or num_workers <= 1: a single pass ends unevenly "
+                "across workers, so its batch numbers do not follow the round-robin order"
+            )
 
 
 # ---------------------------------------------------------------------------------------------

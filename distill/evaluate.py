@@ -53,7 +53,7 @@ from distill.config import (
     loader_bytes,
     require_extra,
 )
-from distill.data import check_class_maps, make_loader, resolve_shards
+from distill.data import make_loader
 from distill.frontend import naive_render, srgb_encode
 from distill.labels import find_class_map, relabel
 from distill.metrics import (
@@ -74,6 +74,7 @@ from distill.models import (
 )
 from distill.options import HelpFormatter, add_config_option, parse_args
 from distill.runtime import resolve_device
+from distill.shardlist import check_class_maps, resolve_shards
 from rawpairs.errors import InputError
 
 __all__ = [

@@ -33,7 +33,7 @@ from distill.checkpoint import (
     warn_inexact,
 )
 from distill.config import TrainConfig, check_output_folder
-from distill.data import check_class_maps, make_loader_from
+from distill.data import make_loader_from
 from distill.ema import EmaWeights
 from distill.evaluate import label_report, load_heldout, score, student_logits
 from distill.losses import Outputs, match_teacher
@@ -41,6 +41,7 @@ from distill.models import distill_mode
 from distill.optim import lr_factors, make_optimizer
 from distill.runlog import RunLog, append_val_record, claim_out, sync_file, truncate_logs
 from distill.runtime import rng_state, set_rng_state, setup_process
+from distill.shardlist import check_class_maps
 from distill.step import DistillStep, build_models
 from distill.unprocess import make_raw
 from rawpairs.messages import one_line
