@@ -25,6 +25,11 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+try:
+    import resource  # POSIX only: the address-space limit (ulimit -v)
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+
 from distill.options import HelpFormatter, add_config_option, parse_args
 
 __all__ = [
@@ -565,14 +570,13 @@ def available_memory() -> int | None:
     cgroup_used = _read_int("/sys/fs/cgroup/memory.current")
     if cgroup_max is not None and cgroup_used is not None:
         limits.append(max(0, cgroup_max - cgroup_used))
-    try:
-        import resource  # POSIX only
-
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if soft != resource.RLIM_INFINITY:
-            limits.append(soft)
-    except (ImportError, OSError, ValueError):
-        pass
+    if resource is not None:
+        try:
+            soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+            if soft != resource.RLIM_INFINITY:
+                limits.append(soft)
+        except (OSError, ValueError):
+            pass
     return min(limits) if limits else None
 
 

@@ -148,7 +148,7 @@ def _efficientnet_lite0_dense() -> nn.Module:
 
 
 def _selfie_segmentation() -> nn.Module:
-    from distill.selfie import selfie_segmenter
+    from distill.selfie import selfie_segmenter  # needs the tflite package, loaded on demand
 
     return selfie_segmenter()
 

@@ -398,46 +398,18 @@ class Trainer:
             ),
         )
         end = config.stop_after or config.steps
-        self.run_log = RunLog(self.out, self.resumed_step) if proc.main else None
-        self.keys_file = (
-            (self.out / f"keys-rank{proc.rank}.txt").open("a", encoding="utf-8")
-            if config.log_keys
-            else None
-        )
+        self._open_logs()
         bar = _progress(end, self.step_count, config.progress and proc.main)
         validating = config.val_shards is not None and proc.main
         validations = [self.validate()] if validating and self.resumed_step is None else []
-        losses: list[float] = []
         started = time.perf_counter()
-        samples = 0
         iterator = iter(loader)  # draws a base seed from the global RNG: restore the RNG after it
         if self.rng is not None:
             set_rng_state(self.rng)
         else:
             torch.manual_seed(self.data_seed * 1000 + proc.rank + 1)  # per-rank dropout streams
         try:
-            while self.step_count < end:
-                t0 = time.perf_counter()
-                totals = self.step(iterator)
-                samples += config.batch_size * config.accum * proc.world_size
-                losses.append(totals["loss"])
-                step = self.step_count
-                if step % config.log_every == 0 or step == end:
-                    record = self.log(totals, time.perf_counter() - t0)
-                    if bar is not None:
-                        bar.set_postfix(
-                            loss=f"{record['loss']:.4f}",
-                            agree=f"{record.get('agree', float('nan')):.3f}",
-                            sps=f"{record['samples_per_s']:.1f}",
-                        )
-                if bar is not None:
-                    bar.update(1)
-                if validating and (
-                    step == end or (config.val_every and step % config.val_every == 0)
-                ):
-                    validations.append(self.validate())
-                if step == end or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                    self.save()
+            losses = self._train_to(end, iterator, bar, validations if validating else None)
         except KeyboardInterrupt:
             raise TrainingInterrupted(
                 f"interrupted at step {self.step_count}: {self._kept()}; continue with "
@@ -450,13 +422,78 @@ class Trainer:
                 "(same effective batch) or a smaller --crop"
             ) from err
         finally:
+            self._close_logs(bar)
+        return self._summary(losses, time.perf_counter() - started, validations)
+
+    def _open_logs(self) -> None:
+        """The step logs (rank 0) and, with ``--log-keys``, this rank's keys file."""
+        config, proc = self.config, self.proc
+        self.run_log = RunLog(self.out, self.resumed_step) if proc.main else None
+        self.keys_file = (
+            (self.out / f"keys-rank{proc.rank}.txt").open("a", encoding="utf-8")
+            if config.log_keys
+            else None
+        )
+
+    def _close_logs(self, bar: Any) -> None:
+        if bar is not None:
+            bar.close()
+        if self.run_log is not None:
+            self.run_log.close()
+        if self.keys_file is not None:
+            self.keys_file.close()
+
+    def _train_to(
+        self,
+        end: int,
+        iterator: Iterator[dict[str, Any]],
+        bar: Any,
+        validations: list[dict[str, Any]] | None,
+    ) -> list[float]:
+        """Steps until ``end``, each followed by :meth:`_after_step`; returns their losses.
+        ``validations``: the list validation records are appended to (``None``: none)."""
+        losses: list[float] = []
+        while self.step_count < end:
+            t0 = time.perf_counter()
+            totals = self.step(iterator)
+            losses.append(totals["loss"])
+            self._after_step(totals, time.perf_counter() - t0, end, bar, validations)
+        return losses
+
+    def _after_step(
+        self,
+        totals: dict[str, float],
+        seconds: float,
+        end: int,
+        bar: Any,
+        validations: list[dict[str, Any]] | None,
+    ) -> None:
+        """Log (every ``log_every`` steps and at ``end``), validate (every ``val_every``
+        steps and at ``end``) and checkpoint (every ``checkpoint_every`` steps and at ``end``)."""
+        config, step = self.config, self.step_count
+        if step % config.log_every == 0 or step == end:
+            record = self.log(totals, seconds)
             if bar is not None:
-                bar.close()
-            if self.run_log is not None:
-                self.run_log.close()
-            if self.keys_file is not None:
-                self.keys_file.close()
-        elapsed = time.perf_counter() - started
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4f}",
+                    agree=f"{record.get('agree', float('nan')):.3f}",
+                    sps=f"{record['samples_per_s']:.1f}",
+                )
+        if bar is not None:
+            bar.update(1)
+        if validations is not None and (
+            step == end or (config.val_every and step % config.val_every == 0)
+        ):
+            validations.append(self.validate())
+        if step == end or (config.checkpoint_every and step % config.checkpoint_every == 0):
+            self.save()
+
+    def _summary(
+        self, losses: list[float], elapsed: float, validations: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """What :meth:`run` returns (see :func:`train`)."""
+        config, proc = self.config, self.proc
+        samples = len(losses) * config.batch_size * config.accum * proc.world_size
         return {
             "steps": self.step_count,
             "first_loss": losses[0] if losses else None,
