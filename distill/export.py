@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from distill.config import exit_if_command  # torch-free: reports a missing extra
+
 try:
     import torch
     import torch.nn.functional as F
     from torch import nn
 except ModuleNotFoundError as err:  # `python -m distill.export` without rawpairs[distill]
-    from distill.config import exit_if_command
-
     exit_if_command(err, __name__)
     raise
 

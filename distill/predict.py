@@ -24,12 +24,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from distill.config import exit_if_command  # torch-free: reports a missing extra
+
 try:
     import torch
     import torch.nn.functional as F
 except ModuleNotFoundError as err:  # `python -m distill.predict` without rawpairs[distill]
-    from distill.config import exit_if_command
-
     exit_if_command(err, __name__)
     raise
 

@@ -35,7 +35,7 @@ from distill.checkpoint import (
 from distill.config import TrainConfig, check_output_folder
 from distill.data import make_loader_from
 from distill.ema import EmaWeights
-from distill.evaluate import label_report, load_heldout, score, student_logits
+from distill.heldout import label_report, load_heldout, score, student_logits
 from distill.losses import Outputs, match_teacher
 from distill.models import distill_mode
 from distill.optim import lr_factors, make_optimizer
@@ -130,7 +130,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factors(config))
         self.ema = EmaWeights(self.student, config.ema) if config.ema > 0 else None
         self.best: dict[str, Any] | None = None  # {"step", "kl", ...} of best.pt
-        self.held: Any = None  # the --val-shards batches (distill.evaluate.HeldOut), rank 0
+        self.held: Any = None  # the --val-shards batches (distill.heldout.HeldOut), rank 0
         self.naive_baseline: dict[str, Any] | None = None  # the teacher on their naive render
 
     def prepare(self) -> None:

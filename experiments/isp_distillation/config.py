@@ -74,7 +74,7 @@ class ExperimentConfig:
 
     preset: str
     task: str = "classify"
-    teacher: str | None = None  # default: the task's (distill.models.DEFAULT_TEACHERS)
+    teacher: str | None = None  # default: the task's (distill.config.DEFAULT_TEACHERS)
     out: str = "experiments/results"
     figures: str = "docs/figures"
     work: str | None = None

@@ -27,7 +27,8 @@ def _log(started: float, message: str) -> None:
 
 def run(config: ExperimentConfig) -> dict[str, Any]:
     """Run the whole comparison; write tables and figures; return the ``results.json`` content."""
-    from distill.models import DEFAULT_TEACHERS, load_teacher
+    from distill.config import DEFAULT_TEACHERS
+    from distill.models import load_teacher
 
     config.validate()
     segment = config.task == "segment"

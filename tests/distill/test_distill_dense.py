@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.data import make_loader
-from distill.evaluate import HeldOut, evaluate, naive_render, summarize
+from distill.evaluate import evaluate, summarize
+from distill.frontend import naive_render
+from distill.heldout import HeldOut
 from distill.losses import CombinedLoss, HardLabelLoss, KDLoss, Outputs, match_teacher
 from distill.metrics import (
     SampleValues,

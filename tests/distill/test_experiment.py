@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.evaluate import BASELINES
+from distill.heldout import BASELINES
 from distill.models import load_teacher
 from experiments.isp_distillation import (
     ABLATIONS,
