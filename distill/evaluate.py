@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.config import exit_if_command  # torch-free: reports a missing extra
+from distill.extras import exit_if_command, require_extra  # torch-free
 
 try:
     import torch
@@ -43,18 +43,12 @@ except ModuleNotFoundError as err:  # `python -m distill.evaluate` without rawpa
     raise
 
 from distill.checkpoint import add_trust_argument, load_checkpoint
-from distill.config import (
-    OneLineParser,
-    check_crop,
-    check_memory,
-    check_output_folder,
-    loader_bytes,
-    require_extra,
-)
+from distill.config import OneLineParser
 from distill.heldout import HeldOut, accuracy, label_report, load_heldout, student_logits
 from distill.metrics import METRICS, intervals, paired_intervals
 from distill.models import RawStudent, Teacher
 from distill.options import HelpFormatter, add_config_option, parse_args
+from distill.resources import check_crop, check_memory, check_output_folder, loader_bytes
 from distill.runtime import resolve_device
 from distill.shardlist import check_class_maps, resolve_shards
 from rawpairs.errors import InputError

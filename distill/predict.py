@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from distill.config import exit_if_command  # torch-free: reports a missing extra
+from distill.extras import exit_if_command  # torch-free: reports a missing extra
 
 try:
     import torch

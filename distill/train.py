@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from distill.config import TrainConfig, config_from_args, missing_extra
+from distill.config import TrainConfig, config_from_args
+from distill.extras import missing_extra
 from distill.options import CONFIG_NAME, write_config
 from rawpairs.errors import InputError
 from rawpairs.storage import write_text_atomic

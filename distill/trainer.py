@@ -32,13 +32,14 @@ from distill.checkpoint import (
     save_checkpoint,
     warn_inexact,
 )
-from distill.config import TrainConfig, check_output_folder
+from distill.config import TrainConfig
 from distill.data import make_loader_from
 from distill.ema import EmaWeights
 from distill.heldout import label_report, load_heldout, score, student_logits
 from distill.losses import Outputs, match_teacher
 from distill.models import distill_mode
 from distill.optim import lr_factors, make_optimizer
+from distill.resources import check_output_folder
 from distill.runlog import RunLog, append_val_record, claim_out, sync_file, truncate_logs
 from distill.runtime import rng_state, set_rng_state, setup_process
 from distill.shardlist import check_class_maps

@@ -20,8 +20,8 @@ from distill.config import (
     build_parser,
     config_from_args,
     data_order_fields,
-    missing_extra,
 )
+from distill.extras import missing_extra
 
 
 def to_argv(config: TrainConfig) -> list[str]:
