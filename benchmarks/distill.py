@@ -23,13 +23,15 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
+from distill.config import DEFAULT_TEACHER
 from distill.data import make_loader
 from distill.losses import CombinedLoss, Outputs
-from distill.models import DEFAULT_TEACHER, build_student, load_teacher, task_of
+from distill.models import build_student, load_teacher, task_of
 
 
 def _sync(device: torch.device) -> None:
@@ -54,7 +56,7 @@ def _median_steps(fns: dict, steps: int, warmup: int, device: torch.device) -> d
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shards", required=True)
     p.add_argument("--batch-size", type=int, default=8)
@@ -64,34 +66,26 @@ def main() -> None:
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--teacher", default=DEFAULT_TEACHER, help="a distill.models.TEACHERS name")
-    args = p.parse_args()
-    device = torch.device(args.device)
-    amp = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+    return p.parse_args()
 
-    loader = make_loader(
-        args.shards,
-        batch_size=args.batch_size,
-        crop=args.crop,
-        teacher_size=args.crop,
-        num_workers=args.num_workers,
-    )
-    batches = iter(loader)
+
+def _loader_rate(batches: Iterator[dict], args: argparse.Namespace) -> float:
+    """Samples per second the loader delivers (after ``warmup`` batches)."""
     for _ in range(args.warmup):
         next(batches)
     start = time.perf_counter()
     for _ in range(args.steps * 3):
         next(batches)
-    loader_sps = args.steps * 3 * args.batch_size / (time.perf_counter() - start)
+    return args.steps * 3 * args.batch_size / (time.perf_counter() - start)
 
-    batch = next(batches)
+
+def _step_functions(
+    batch: dict, teacher: torch.nn.Module, labels: torch.Tensor, task: str, device: torch.device
+) -> dict[str, Callable[[], None]]:
+    """One training step of each mode (supervised, distillation with and without the RAW
+    front-end), each with its own student and optimiser, on the same ``batch``."""
+    amp = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
     raw, rgb, wb = batch["raw"].to(device), batch["rgb"].to(device), batch["wb"].to(device)
-    teacher = load_teacher(args.teacher).to(device)
-    with torch.no_grad():
-        probe = teacher(rgb)
-    task = task_of(probe)
-    # One class per image, or (dense) one per pixel of the student's map.
-    label_shape = (args.batch_size,) if task == "classify" else (args.batch_size, *probe.shape[2:])
-    labels = torch.randint(0, probe.shape[1], label_shape, device=device)
     modes = (
         ("supervised", {"ce": 1.0}, True),
         ("distillation", {"kd": 1.0}, True),
@@ -120,6 +114,30 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
 
         steps[mode] = step
+    return steps
+
+
+def main() -> None:
+    args = _parse_args()
+    device = torch.device(args.device)
+    loader = make_loader(
+        args.shards,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        teacher_size=args.crop,
+        num_workers=args.num_workers,
+    )
+    batches = iter(loader)
+    loader_sps = _loader_rate(batches, args)
+    batch = next(batches)
+    teacher = load_teacher(args.teacher).to(device)
+    with torch.no_grad():
+        probe = teacher(batch["rgb"].to(device))
+    task = task_of(probe)
+    # One class per image, or (dense) one per pixel of the student's map.
+    label_shape = (args.batch_size,) if task == "classify" else (args.batch_size, *probe.shape[2:])
+    labels = torch.randint(0, probe.shape[1], label_shape, device=device)
+    steps = _step_functions(batch, teacher, labels, task, device)
     results = _median_steps(steps, args.steps, args.warmup, device)
     distill_sps = args.batch_size / results["distillation"]
     report = {

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from distill.config import BUILTIN_TEACHERS, TrainConfig, data_order_fields, missing_extra
+from distill.config import BUILTIN_TEACHERS, TrainConfig, data_order_fields
+from distill.extras import missing_extra
 from distill.models import build_student, load_teacher
 from rawpairs.messages import one_line
 

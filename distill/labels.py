@@ -17,6 +17,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+
+from distill.shardlist import resolve_shards
+from rawpairs.classmap import read_class_map
+from rawpairs.layout import CLASSES_FILE
+
 __all__ = ["find_class_map", "match_classes", "relabel"]
 
 
@@ -57,10 +63,6 @@ def find_class_map(
 ) -> tuple[str, dict[str, int]] | None:
     """The ``classes.json`` of the build that holds ``shards`` (the folder given, or the folder
     of the first shard) and its map, or ``None`` when there is none (or the shards are URLs)."""
-    from distill.data import resolve_shards
-    from rawpairs.classmap import read_class_map
-    from rawpairs.layout import CLASSES_FILE
-
     first = os.fspath(shards if isinstance(shards, str | os.PathLike) else shards[0])
     folder = first if os.path.isdir(first) else os.path.dirname(resolve_shards(shards)[0])
     if "://" in folder or not os.path.isdir(folder or "."):
@@ -83,8 +85,6 @@ def relabel(
 
     Without a class map the labels are taken as teacher indices, as before (``note`` says so).
     """
-    import torch
-
     present = sorted({int(v) for t in labels for v in t.tolist() if int(v) >= 0})
     info: dict[str, Any] = {
         "class_map": None,

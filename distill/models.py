@@ -28,15 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.config import DEFAULT_WB
+from distill.config import (
+    DEFAULT_TEACHER,
+    DEFAULT_WB,
+    NORMALIZATIONS,
+    SEGMENT_TEACHER,
+)
 from distill.frontend import RawFrontEnd
 
 __all__ = [
-    "DEFAULT_TEACHER",
-    "DEFAULT_TEACHERS",
-    "DEFAULT_WB",
-    "NORMALIZATIONS",
-    "TASKS",
     "TEACHERS",
     "BuiltinTeacher",
     "DenseClassifier",
@@ -52,20 +52,6 @@ __all__ = [
     "network_logits",
     "task_of",
 ]
-
-DEFAULT_TEACHER = "efficientnet-lite0"
-SEGMENT_TEACHER = "selfie-segmentation"
-TASKS = ("classify", "segment")
-DEFAULT_TEACHERS = {"classify": DEFAULT_TEACHER, "segment": SEGMENT_TEACHER}
-
-# Per-channel (mean, std) applied to sRGB in [0, 1]. The EfficientNet-Lite0 weights were trained
-# with TensorFlow's (x·255 − 127) / 128: the stem's BatchNorm running statistics match that
-# normalisation, not torchvision's ImageNet one (checked on scikit-image photos, docs/distill.md).
-NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "tf": ((127 / 255,) * 3, (128 / 255,) * 3),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "none": ((0.0,) * 3, (1.0,) * 3),
-}
 
 
 def task_of(logits: torch.Tensor) -> str:
@@ -162,7 +148,7 @@ def _efficientnet_lite0_dense() -> nn.Module:
 
 
 def _selfie_segmentation() -> nn.Module:
-    from distill.selfie import selfie_segmenter
+    from distill.selfie import selfie_segmenter  # needs the tflite package, loaded on demand
 
     return selfie_segmenter()
 

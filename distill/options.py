@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import yaml
+
 from rawpairs.storage import write_text_atomic
 
 __all__ = [
@@ -142,8 +144,6 @@ def read_config(path: str | os.PathLike[str], parser: argparse.ArgumentParser) -
     Raises ``ValueError`` (one line naming the file and the key) for a missing or unreadable file,
     invalid YAML, a top level that is not a mapping, an unknown key or a bad value.
     """
-    import yaml
-
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -202,8 +202,6 @@ def parse_args(
 def write_config(values: Mapping[str, Any], path: str | os.PathLike[str], header: str = "") -> Path:
     """Write ``values`` (plain data) as a flat YAML mapping to ``path`` atomically (temporary
     file, then rename); ``header``: comment lines put first. Returns the path."""
-    import yaml
-
     path = Path(path)
     comment = "".join(f"# {line}\n" for line in header.splitlines())
     text = comment + yaml.safe_dump(dict(values), sort_keys=False, default_flow_style=None)

@@ -21,17 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+
+from distill.extras import exit_if_command  # torch-free: reports a missing extra
 
 try:
     import torch
     import torch.nn.functional as F
 except ModuleNotFoundError as err:  # `python -m distill.predict` without rawpairs[distill]
-    from distill.config import exit_if_command
-
     exit_if_command(err, __name__)
     raise
 
+from distill.export import SPEC_NAME
+from distill.options import HelpFormatter, add_config_option, parse_args
+from distill.pair import rggb_black_level
 from rawpairs import cfa as cfa_ops
 from rawpairs.cfa import CFA, square_and_bin
 from rawpairs.errors import InputError
@@ -99,8 +103,6 @@ def _onnx_runner(path: Path, takes_wb: bool) -> Callable[[np.ndarray, np.ndarray
 def load_export(model: str | Path) -> Export:
     """The export at ``model``: its folder (TorchScript preferred) or a graph file with
     ``student.json`` beside it. ``ValueError`` (one line) if the spec or the graph is missing."""
-    from distill.export import SPEC_NAME
-
     model = Path(model)
     folder = model if model.is_dir() else model.parent
     spec_path = folder / SPEC_NAME
@@ -178,8 +180,6 @@ def prepare(
     """The graph's input from a RAW file read by ``rawpairs.raw_files.read_raw`` (see module);
     ``side``: a centred ``side``×``side`` window instead of the largest (exports that take any
     size only)."""
-    from distill.data import rggb_black_level
-
     camera = capture.camera
     mosaic, factor = square_and_bin(capture.mosaic, capture.pixel_aspect, max_side)
     h, w = mosaic.shape
@@ -226,8 +226,6 @@ def predict(
     Returns ``{"file", "window", "description", "top_k": [(class, p), …]}`` for a classifier,
     ``{"file", "window", "description", "mask": PNG path, "fractions"}`` for a segmenter (the
     mask is written to ``out``). Raises ``InputError``/``ValueError`` naming the file."""
-    import cv2
-
     spec = export.spec
     prepared = prepare(read_raw(path), spec, max_side, side)
     logits = export.run(prepared.raw, prepared.wb)
@@ -273,8 +271,6 @@ def _expand(sources: Sequence[str]) -> list[Path]:
 
 def build_parser(prog: str = "python -m distill.predict") -> argparse.ArgumentParser:
     """The ``distill predict`` options (and ``--config``, :mod:`distill.options`)."""
-    from distill.options import HelpFormatter, add_config_option
-
     p = argparse.ArgumentParser(
         prog=prog,
         description="Run an exported student (distill export) on RAW files.",
@@ -311,8 +307,6 @@ def build_parser(prog: str = "python -m distill.predict") -> argparse.ArgumentPa
 def main(argv: Sequence[str] | None = None, prog: str = "python -m distill.predict") -> int:
     """Predict every file; a file that cannot be read is one line on stderr (exit status 2 at
     the end), the others are still predicted."""
-    from distill.options import parse_args
-
     args = parse_args(build_parser(prog), argv)
     if args.top_k < 1:
         print("error: --top-k must be at least 1", file=sys.stderr)

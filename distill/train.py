@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from distill.config import TrainConfig, config_from_args, missing_extra
+from distill.config import TrainConfig, config_from_args
+from distill.extras import missing_extra
 from distill.options import CONFIG_NAME, write_config
 from rawpairs.errors import InputError
 from rawpairs.storage import write_text_atomic
@@ -55,7 +56,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     Rank 0 writes ``<out>/config.yaml`` once the settings are checked and
     ``<out>/summary.json`` (all but ``losses``, which ``log.jsonl`` holds) at the end.
     """
-    from distill.trainer import Trainer  # torch: this module's command line must run without it
+    # Lazy on purpose: distill.trainer imports torch (the optional rawpairs[distill] extra), and
+    # this module's command line (--help, option errors, the missing-extra line) runs without it
+    # in 0.15 s instead of 1.4 s.
+    from distill.trainer import Trainer
 
     trainer = Trainer(config)  # checks every setting (and reads a resume) before writing
     trainer.resume()

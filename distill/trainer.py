@@ -9,18 +9,17 @@ GPU or Gloo on CPU; rank 0 writes logs and checkpoints (``distill.checkpoint``).
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
 from distill.checkpoint import (
     BEST_NAME,
@@ -33,40 +32,22 @@ from distill.checkpoint import (
     save_checkpoint,
     warn_inexact,
 )
-from distill.config import TrainConfig, check_output_folder
-from distill.data import check_class_maps, make_loader_from
-from distill.losses import CombinedLoss, Outputs, match_teacher
-from distill.models import (
-    FeatureTap,
-    RawStudent,
-    Teacher,
-    build_student,
-    distill_mode,
-    load_teacher,
-    task_of,
-)
-from distill.runtime import resolve_device, rng_state, set_rng_state, setup_process
+from distill.config import TrainConfig
+from distill.data import make_loader_from
+from distill.ema import EmaWeights
+from distill.heldout import label_report, load_heldout, score, student_logits
+from distill.losses import Outputs, match_teacher
+from distill.models import distill_mode
+from distill.optim import lr_factors, make_optimizer
+from distill.resources import check_output_folder
+from distill.runlog import RunLog, append_val_record, claim_out, sync_file, truncate_logs
+from distill.runtime import rng_state, set_rng_state, setup_process
+from distill.shardlist import check_class_maps
+from distill.step import DistillStep, build_models
 from distill.unprocess import make_raw
 from rawpairs.messages import one_line
-from rawpairs.storage import write_text_atomic
 
-__all__ = [
-    "DistillStep",
-    "Trainer",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-    "build_models",
-    "check_task",
-    "claim_out",
-    "lr_factor",
-    "resolve_device",
-    "run_files",
-    "train",
-]
-
-# What a run writes in its --out (besides keys-rank*.txt and TensorBoard events): all that
-# --overwrite deletes.
-RUN_FILES = (CHECKPOINT_NAME, BEST_NAME, "log.jsonl", "log.csv", "val.jsonl", "summary.json")
+__all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "train"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -77,247 +58,9 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) during training; ``str()`` says which step ``last.pt`` keeps."""
 
 
-def lr_factor(step: int, steps: int, warmup: int, min_ratio: float) -> float:
-    """Learning-rate multiplier for 0-based ``step``: linear warm-up, then cosine decay.
-
-    Steps ``0 … warmup−1`` ramp as (step+1)/warmup; afterwards
-    ``min_ratio + (1 − min_ratio)·(1 + cos(π·t))/2`` with t the fraction of the decay done.
-    """
-    if step < warmup:
-        return (step + 1) / warmup
-    decay = max(1, steps - warmup)
-    t = min(1.0, (step - warmup) / decay)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-
-class DistillStep(nn.Module):
-    """Student forward plus loss in one module, so DDP sees the adapters' parameters too.
-
-    ``forward(raw, wb, teacher, labels)`` → (total loss, unweighted terms, student logits);
-    ``wb``: the samples' recorded white-balance gains B×3 (used by a ``metadata`` front-end).
-    """
-
-    def __init__(
-        self, student: RawStudent, criterion: CombinedLoss, student_layers: Sequence[str]
-    ) -> None:
-        super().__init__()
-        self.student = student
-        self.criterion = criterion
-        self.tap = FeatureTap(student.net, student_layers) if student_layers else None
-
-    def forward(
-        self, raw: torch.Tensor, wb: torch.Tensor, teacher: Outputs | None, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        if self.tap is not None:
-            self.tap.clear()
-        logits = self.student(raw, wb)
-        student = Outputs(logits, self.tap.features() if self.tap is not None else [])
-        total, parts = self.criterion(student, teacher, labels)
-        return total, parts, logits
-
-
-def build_student_for(config: TrainConfig, teacher: Teacher) -> RawStudent:
-    """The student ``config`` describes (architecture, initialisation, front-end), on the CPU."""
-    return build_student(
-        teacher,
-        config.student,
-        init=config.student_init,
-        weights=config.student_weights,
-        wb=config.raw_wb,
-        learn_colour=config.learn_colour,
-        learn_tone=config.learn_tone,
-    )
-
-
-def build_models(
-    config: TrainConfig, device: torch.device
-) -> tuple[Teacher, RawStudent, CombinedLoss, FeatureTap | None]:
-    """Teacher, student, criterion (with feature adapters sized by a probe pass) and teacher tap.
-
-    Raises ``ValueError`` when teacher and student predict different things (class count,
-    classification vs dense) or the teacher's task is not ``config.task``.
-    """
-    teacher = load_teacher(
-        config.teacher, weights=config.teacher_weights, normalization=config.teacher_norm
-    ).to(device)
-    student = build_student_for(config, teacher).to(device)
-    pairs = config.layer_pairs
-    teacher_size = config.teacher_size or config.crop
-    rgb = torch.zeros(1, 3, teacher_size, teacher_size, device=device)
-    raw = torch.zeros(1, 4, config.crop // 2, config.crop // 2, device=device)
-    t_tap = FeatureTap(teacher.net, [t for t, _ in pairs]) if pairs else None
-    student.eval()  # the probe must not touch BatchNorm statistics
-    with torch.no_grad(), FeatureTap(student.net, [s for _, s in pairs]) as s_tap:
-        t_logits, s_logits = teacher(rgb), student(raw, torch.ones(1, 3, device=device))
-        t_channels = [f.shape[1] for f in t_tap.features()] if t_tap else []
-        s_channels = [f.shape[1] for f in s_tap.features()] if pairs else []
-    student.train()
-    check_task(config, t_logits, s_logits)
-    options: dict[str, dict[str, Any]] = {"kd": {"temperature": config.temperature}}
-    if pairs:
-        options["feature"] = {"student_channels": s_channels, "teacher_channels": t_channels}
-    criterion = CombinedLoss(config.loss_weights, options).to(device)
-    return teacher, student, criterion, t_tap
-
-
-def check_task(config: TrainConfig, teacher: torch.Tensor, student: torch.Tensor) -> str:
-    """The task of probe logits (``task_of``); ``ValueError`` if student and teacher disagree
-    (classification vs dense, class count) or it is not ``config.task``. Dense maps may differ in
-    size (the teacher's is resized to the student's)."""
-    task = task_of(teacher)
-    if config.task is not None and task != config.task:
-        shape = "B×K" if task == "classify" else "B×K×h×w"
-        raise ValueError(
-            f"teacher {config.teacher!r} returns {shape} logits ({task}), not what --task "
-            f"{config.task} needs; pass a {'dense' if config.task == 'segment' else 'classifier'} "
-            "teacher or drop --task"
-        )
-    if teacher.ndim != student.ndim or teacher.shape[1] != student.shape[1]:
-        raise ValueError(
-            f"teacher {config.teacher!r} outputs {tuple(teacher.shape[1:])} per sample but "
-            f"student {config.student!r} outputs {tuple(student.shape[1:])}: they must predict "
-            "the same classes the same way (both B×K, or both B×K×h×w)"
-        )
-    return task
-
-
-# ---------------------------------------------------------------------------------------------
-# Logs
-# ---------------------------------------------------------------------------------------------
-def _keep_lines(path: Path, keep: Callable[[str], bool], header: int = 0) -> None:
-    """Rewrite text file ``path`` (atomically) with its first ``header`` lines and the following
-    complete lines for which ``keep`` is true, up to the first line ``keep`` cannot read (a line
-    cut by a kill ends the file)."""
-    if not path.is_file():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = lines[:header]
-    for line in lines[header:]:
-        try:
-            if not line.endswith("\n"):
-                break
-            if keep(line):
-                kept.append(line)
-        except ValueError:
-            break
-    if kept == lines:
-        return
-    write_text_atomic(path, "".join(kept))
-
-
-def truncate_logs(out: Path, step: int) -> None:
-    """Drop log records after ``step`` (and keys of later steps): a resume from the checkpoint
-    of ``step`` writes them again, so the logs never repeat a step."""
-    _keep_lines(out / "log.jsonl", lambda line: int(json.loads(line)["step"]) <= step)
-    _keep_lines(out / "log.csv", lambda line: int(line.split(",", 1)[0]) <= step, header=1)
-    _keep_lines(out / "val.jsonl", lambda line: int(json.loads(line)["step"]) <= step)
-    for keys in out.glob("keys-rank*.txt"):  # one line per sample: <0-based step>\t<key>
-        _keep_lines(keys, lambda line: int(line.split("\t", 1)[0]) < step)
-
-
-def run_files(out: Path) -> list[Path]:
-    """The files a run wrote in ``out``: :data:`RUN_FILES`, ``keys-rank*.txt`` and TensorBoard's
-    ``tensorboard/events.out.tfevents.*`` (what ``--overwrite`` deletes)."""
-    files = [out / name for name in RUN_FILES if (out / name).is_file()]
-    files += sorted(p for p in out.glob("keys-rank*.txt") if p.is_file())
-    files += sorted(p for p in (out / "tensorboard").glob("events.out.tfevents.*") if p.is_file())
-    return files
-
-
-def remove_run_files(out: Path) -> None:
-    """Delete :func:`run_files` (and the ``tensorboard`` folder if that leaves it empty)."""
-    for path in run_files(out):
-        path.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        (out / "tensorboard").rmdir()
-
-
-def claim_out(config: TrainConfig, main: bool) -> None:
-    """Make ``--out`` ready for a run that does not resume, without ever mixing two runs' logs.
-
-    An ``--out`` holding a checkpoint or log records (:func:`run_files`, TensorBoard aside) is
-    refused with one line (``ValueError``) naming ``--resume auto`` and ``--overwrite``; with
-    ``--overwrite`` the main process deletes the run's files (never other files). With
-    ``--resume auto`` and no ``last.pt`` (a run killed before its first checkpoint) the run's
-    files are deleted too: there is nothing to continue.
-    """
-    out = Path(config.out)
-    if config.resume is not None and (config.resume != "auto" or find_resume(config)):
-        return
-    records = [p for p in run_files(out) if p.parent == out and p.stat().st_size > 0]
-    if records and config.resume is None and not config.overwrite:
-        raise ValueError(
-            f"--out {out} holds a run ({', '.join(p.name for p in records)}): continue it with "
-            "--resume auto, or start a new run there with --overwrite (deletes only what a run "
-            "writes)"
-        )
-    if main:
-        remove_run_files(out)
-
-
-class RunLog:
-    """Appends records to ``log.jsonl`` and ``log.csv`` (and TensorBoard when installed).
-
-    ``resumed_step``: the step a resume continues from; TensorBoard events after it are purged
-    (the text logs are cut by :func:`truncate_logs`).
-    """
-
-    def __init__(self, out: Path, resumed_step: int | None = None) -> None:
-        self.jsonl = (out / "log.jsonl").open("a", encoding="utf-8")
-        csv_path = out / "log.csv"
-        fieldnames = None
-        if csv_path.exists() and csv_path.stat().st_size:
-            with csv_path.open(encoding="utf-8") as f:
-                fieldnames = next(csv.reader(f), None)
-        self.csv_file = csv_path.open("a", encoding="utf-8", newline="")
-        self.csv: csv.DictWriter | None = None
-        self.fieldnames = fieldnames
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            purge = None if resumed_step is None else resumed_step + 1
-            self.tensorboard: Any = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
-        except ImportError:
-            self.tensorboard = None
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.jsonl.write(json.dumps(record) + "\n")
-        self.jsonl.flush()
-        if self.csv is None:
-            self.csv = csv.DictWriter(
-                self.csv_file, fieldnames=self.fieldnames or list(record), extrasaction="ignore"
-            )
-            if self.fieldnames is None:
-                self.csv.writeheader()
-        self.csv.writerow(record)
-        self.csv_file.flush()
-        if self.tensorboard is not None:
-            for name, value in record.items():
-                if name != "step" and isinstance(value, int | float):
-                    self.tensorboard.add_scalar(name, value, record["step"])
-
-    def sync(self) -> None:
-        """Flush and fsync both text logs (before a checkpoint is written)."""
-        for f in (self.jsonl, self.csv_file):
-            _sync(f)
-
-    def close(self) -> None:
-        self.jsonl.close()
-        self.csv_file.close()
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-
-
-def _sync(f: Any) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-
-
 def _progress(total: int, initial: int, enabled: bool) -> Any:
     if not enabled:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
@@ -327,45 +70,6 @@ def _next_batch(iterator: Iterator[dict[str, Any]], shards: Any) -> dict[str, An
         return next(iterator)
     except StopIteration:
         raise ValueError(f"{shards}: the shards yielded no batch") from None
-
-
-class EmaWeights:
-    """Exponential moving average of a module's floating-point parameters and buffers.
-
-    After each update ``avg ← decay·avg + (1 − decay)·weight``; :meth:`applied` swaps the averages
-    into the module for a ``with`` block (validation, ``best.pt``) and restores the weights after.
-    """
-
-    def __init__(self, module: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.average = {
-            name: value.detach().clone()
-            for name, value in module.state_dict().items()
-            if isinstance(value, torch.Tensor) and value.is_floating_point()
-        }
-
-    @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
-        for name, value in module.state_dict().items():
-            if name in self.average:
-                self.average[name].lerp_(value.detach(), 1 - self.decay)
-
-    @contextlib.contextmanager
-    def applied(self, module: nn.Module) -> Iterator[None]:
-        state = module.state_dict()
-        kept = {name: state[name].detach().clone() for name in self.average}
-        module.load_state_dict(self.average, strict=False)
-        try:
-            yield
-        finally:
-            module.load_state_dict(kept, strict=False)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.average)
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name, value in state.items():
-            self.average[name].copy_(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,56 +127,12 @@ class Trainer:
         self.step_module = DistillStep(
             self.student, self.criterion, [s for _, s in config.layer_pairs]
         )
-        self.optimizer = self.make_optimizer()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factors())
+        self.optimizer = make_optimizer(config, self.step_module, self.student.frontend)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factors(config))
         self.ema = EmaWeights(self.student, config.ema) if config.ema > 0 else None
         self.best: dict[str, Any] | None = None  # {"step", "kl", ...} of best.pt
-        self.held: Any = None  # the --val-shards batches (distill.evaluate.HeldOut), rank 0
+        self.held: Any = None  # the --val-shards batches (distill.heldout.HeldOut), rank 0
         self.naive_baseline: dict[str, Any] | None = None  # the teacher on their naive render
-
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        """The optimiser over every trainable parameter of the step module, in three groups:
-        the RAW front-end (``frontend_lr``, no weight decay: its identity/sRGB initialisation is
-        not a small-weight prior), the network's weights (``lr``, ``weight_decay``) and its 1-D
-        parameters — norm scales and shifts, biases — (``lr``, no weight decay: shrinking them
-        is no regulariser; timm's ``param_groups_weight_decay``)."""
-        config = self.config
-        front = {id(p) for p in self.student.frontend.parameters()}
-        params = [p for p in self.step_module.parameters() if p.requires_grad]
-        network = [p for p in params if id(p) not in front]
-        groups = [
-            {
-                "params": [p for p in params if id(p) in front],
-                "lr": config.frontend_lr,
-                "weight_decay": 0.0,
-            },
-            {"params": [p for p in network if p.ndim > 1]},
-            {"params": [p for p in network if p.ndim <= 1], "weight_decay": 0.0},
-        ]
-        if config.optimizer == "adamw":
-            return torch.optim.AdamW(
-                groups, lr=config.lr, weight_decay=config.weight_decay, foreach=True
-            )
-        return torch.optim.SGD(
-            groups,
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            foreach=True,
-        )
-
-    def lr_factors(self) -> list[Callable[[int], float]]:
-        """Learning-rate multipliers of the three groups: warm-up + cosine (:func:`lr_factor`);
-        the network's two are 0 for the first ``freeze_backbone_steps`` steps."""
-        config = self.config
-
-        def front(step: int) -> float:
-            return lr_factor(step, config.steps, config.warmup_steps, config.min_lr_ratio)
-
-        def backbone(step: int) -> float:
-            return 0.0 if step < config.freeze_backbone_steps else front(step)
-
-        return [front, backbone, backbone]
 
     def prepare(self) -> None:
         """Train/eval modes, DDP and compile wrappers: after :meth:`resume`, before the loop."""
@@ -505,8 +165,6 @@ class Trainer:
         ``<out>/val.jsonl`` and writes ``<out>/best.pt`` (weights and config, loadable by
         ``distill.checkpoint.load_checkpoint``) when the KL is the lowest so far.
         """
-        from distill.evaluate import label_report, load_heldout, score, student_logits
-
         config = self.config
         if self.held is None:
             self.held = load_heldout(
@@ -535,8 +193,7 @@ class Trainer:
                 save_checkpoint(self.out / BEST_NAME, weights)
         self.train_mode()
         record = {"step": self.step_count, **metrics, "best": best}
-        with (self.out / "val.jsonl").open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_val_record(self.out, record)
         return record
 
     # -- checkpoint state --------------------------------------------------------------------
@@ -622,7 +279,7 @@ class Trainer:
         proc = self.proc
         # Every record and key of the steps this checkpoint holds reaches the disk first.
         if self.keys_file is not None:
-            _sync(self.keys_file)
+            sync_file(self.keys_file)
         if self.run_log is not None:
             self.run_log.sync()
         rng = [rng_state()]
@@ -742,46 +399,18 @@ class Trainer:
             ),
         )
         end = config.stop_after or config.steps
-        self.run_log = RunLog(self.out, self.resumed_step) if proc.main else None
-        self.keys_file = (
-            (self.out / f"keys-rank{proc.rank}.txt").open("a", encoding="utf-8")
-            if config.log_keys
-            else None
-        )
+        self._open_logs()
         bar = _progress(end, self.step_count, config.progress and proc.main)
         validating = config.val_shards is not None and proc.main
         validations = [self.validate()] if validating and self.resumed_step is None else []
-        losses: list[float] = []
         started = time.perf_counter()
-        samples = 0
         iterator = iter(loader)  # draws a base seed from the global RNG: restore the RNG after it
         if self.rng is not None:
             set_rng_state(self.rng)
         else:
             torch.manual_seed(self.data_seed * 1000 + proc.rank + 1)  # per-rank dropout streams
         try:
-            while self.step_count < end:
-                t0 = time.perf_counter()
-                totals = self.step(iterator)
-                samples += config.batch_size * config.accum * proc.world_size
-                losses.append(totals["loss"])
-                step = self.step_count
-                if step % config.log_every == 0 or step == end:
-                    record = self.log(totals, time.perf_counter() - t0)
-                    if bar is not None:
-                        bar.set_postfix(
-                            loss=f"{record['loss']:.4f}",
-                            agree=f"{record.get('agree', float('nan')):.3f}",
-                            sps=f"{record['samples_per_s']:.1f}",
-                        )
-                if bar is not None:
-                    bar.update(1)
-                if validating and (
-                    step == end or (config.val_every and step % config.val_every == 0)
-                ):
-                    validations.append(self.validate())
-                if step == end or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                    self.save()
+            losses = self._train_to(end, iterator, bar, validations if validating else None)
         except KeyboardInterrupt:
             raise TrainingInterrupted(
                 f"interrupted at step {self.step_count}: {self._kept()}; continue with "
@@ -794,13 +423,78 @@ class Trainer:
                 "(same effective batch) or a smaller --crop"
             ) from err
         finally:
+            self._close_logs(bar)
+        return self._summary(losses, time.perf_counter() - started, validations)
+
+    def _open_logs(self) -> None:
+        """The step logs (rank 0) and, with ``--log-keys``, this rank's keys file."""
+        config, proc = self.config, self.proc
+        self.run_log = RunLog(self.out, self.resumed_step) if proc.main else None
+        self.keys_file = (
+            (self.out / f"keys-rank{proc.rank}.txt").open("a", encoding="utf-8")
+            if config.log_keys
+            else None
+        )
+
+    def _close_logs(self, bar: Any) -> None:
+        if bar is not None:
+            bar.close()
+        if self.run_log is not None:
+            self.run_log.close()
+        if self.keys_file is not None:
+            self.keys_file.close()
+
+    def _train_to(
+        self,
+        end: int,
+        iterator: Iterator[dict[str, Any]],
+        bar: Any,
+        validations: list[dict[str, Any]] | None,
+    ) -> list[float]:
+        """Steps until ``end``, each followed by :meth:`_after_step`; returns their losses.
+        ``validations``: the list validation records are appended to (``None``: none)."""
+        losses: list[float] = []
+        while self.step_count < end:
+            t0 = time.perf_counter()
+            totals = self.step(iterator)
+            losses.append(totals["loss"])
+            self._after_step(totals, time.perf_counter() - t0, end, bar, validations)
+        return losses
+
+    def _after_step(
+        self,
+        totals: dict[str, float],
+        seconds: float,
+        end: int,
+        bar: Any,
+        validations: list[dict[str, Any]] | None,
+    ) -> None:
+        """Log (every ``log_every`` steps and at ``end``), validate (every ``val_every``
+        steps and at ``end``) and checkpoint (every ``checkpoint_every`` steps and at ``end``)."""
+        config, step = self.config, self.step_count
+        if step % config.log_every == 0 or step == end:
+            record = self.log(totals, seconds)
             if bar is not None:
-                bar.close()
-            if self.run_log is not None:
-                self.run_log.close()
-            if self.keys_file is not None:
-                self.keys_file.close()
-        elapsed = time.perf_counter() - started
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4f}",
+                    agree=f"{record.get('agree', float('nan')):.3f}",
+                    sps=f"{record['samples_per_s']:.1f}",
+                )
+        if bar is not None:
+            bar.update(1)
+        if validations is not None and (
+            step == end or (config.val_every and step % config.val_every == 0)
+        ):
+            validations.append(self.validate())
+        if step == end or (config.checkpoint_every and step % config.checkpoint_every == 0):
+            self.save()
+
+    def _summary(
+        self, losses: list[float], elapsed: float, validations: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """What :meth:`run` returns (see :func:`train`)."""
+        config, proc = self.config, self.proc
+        samples = len(losses) * config.batch_size * config.accum * proc.world_size
         return {
             "steps": self.step_count,
             "first_loss": losses[0] if losses else None,

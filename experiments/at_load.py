@@ -62,7 +62,8 @@ def run(steps: int, seeds: list[int], out: Path) -> dict[str, Any]:
 
 def _run(work: Path, steps: int, seeds: list[int], out: Path) -> dict[str, Any]:
     from distill.checkpoint import load_checkpoint
-    from distill.evaluate import BASELINES, evaluate
+    from distill.evaluate import evaluate
+    from distill.heldout import BASELINES
     from distill.train import TrainConfig, train
 
     _sources(work)

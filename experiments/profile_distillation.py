@@ -53,7 +53,8 @@ def _build(src: Path, out: Path, config, crops: int, priors) -> None:  # type: i
 
 
 def run(camera: str, seeds: tuple[int, ...], work: Path, steps: int | None = None) -> dict:
-    from distill.models import DEFAULT_TEACHERS, load_teacher
+    from distill.config import DEFAULT_TEACHERS
+    from distill.models import load_teacher
     from rawpairs.calibrate import calibrate, raw_files
     from rawpairs.priors import CapturePriors
 

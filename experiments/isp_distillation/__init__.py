@@ -14,8 +14,8 @@ comparison of *ISP Distillation* (Schwartz, Bronstein, Giryes, arXiv 2101.10203)
    randomly initialised student, KD on darkened noisier RAW (low light), and cross-entropy on true
    labels when the data has them.
 3. **Scores** on the held-out pairs, against the teacher on the aligned RGB: top-1 / top-5
-   agreement and mean KL(teacher ‖ model) in nats (:class:`distill.evaluate.Scores`), also for the
-   teacher on a naive render of the RAW ("no ISP", :func:`distill.evaluate.naive_render`).
+   agreement and mean KL(teacher ‖ model) in nats (:func:`distill.heldout.score`), also for the
+   teacher on a naive render of the RAW ("no ISP", :func:`distill.frontend.naive_render`).
    Students are scored at several steps (training resumes exactly between them), over seeds.
 
 Outputs: ``<out>/results.json`` (configuration, every score, summary, timings),

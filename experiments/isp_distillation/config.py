@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.config import TASKS
+
 # Held-out split of the bundled sources: no photo (and no scene: the two motorcycle views) is on
 # both sides. skimage.data.cat is the chelsea photo, so it is not used.
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "retina", "immunohistochemistry")
@@ -20,7 +22,6 @@ VAL_RAWS = (
 TUNE_PHOTOS = ("coffee",)
 TUNE_RAWS = ("Kodak-DC50-DC50IMG-DC0008L.KDC", "Canon-EOS550D-colorchart.dng")
 SPLITS = ("heldout", "tune")
-TASKS = ("classify", "segment")
 RAW_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "raw"
 RAW_EXTENSIONS = (".crw", ".kdc", ".dng", ".cr2", ".nef", ".arw")
 
@@ -73,7 +74,7 @@ class ExperimentConfig:
 
     preset: str
     task: str = "classify"
-    teacher: str | None = None  # default: the task's (distill.models.DEFAULT_TEACHERS)
+    teacher: str | None = None  # default: the task's (distill.config.DEFAULT_TEACHERS)
     out: str = "experiments/results"
     figures: str = "docs/figures"
     work: str | None = None

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from distill.evaluate import HeldOut
+    from distill.heldout import HeldOut
 
 
 _TITLES = {
@@ -122,7 +122,7 @@ def plot_examples(held: HeldOut, student: torch.nn.Module, count: int, path: Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from distill.evaluate import naive_render
+    from distill.frontend import naive_render
     from distill.models import imagenet_class_names
 
     names = imagenet_class_names()
@@ -181,7 +181,7 @@ def plot_masks(held: HeldOut, student: torch.nn.Module, count: int, path: Path) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from distill.evaluate import naive_render
+    from distill.frontend import naive_render
     from distill.metrics import iou_per_class
 
     raw, wb, rgb = torch.cat(held.raw), torch.cat(held.wb), torch.cat(held.rgb).float() / 255

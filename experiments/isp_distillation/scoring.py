@@ -10,7 +10,7 @@ import torch
 from .config import ExperimentConfig
 
 if TYPE_CHECKING:
-    from distill.evaluate import HeldOut
+    from distill.heldout import HeldOut
 
 
 def load_held_out(
@@ -19,9 +19,9 @@ def load_held_out(
     config: ExperimentConfig,
     low_light: tuple[float, float] | None = None,
 ) -> HeldOut:
-    """The held-out pairs as :func:`distill.evaluate.load_heldout` reads them (centre crops, no
+    """The held-out pairs as :func:`distill.heldout.load_heldout` reads them (centre crops, no
     flip; darkened when ``low_light``), with the teacher's logits on the RGB and every baseline."""
-    from distill.evaluate import load_heldout
+    from distill.heldout import load_heldout
 
     return load_heldout(
         shards,
@@ -36,7 +36,7 @@ def load_held_out(
 
 def reference_rows(condition: str, held: HeldOut) -> list[dict[str, Any]]:
     """Rows of the teacher on RGB (100 % by definition) and of every baseline on ``held``."""
-    from distill.evaluate import BASELINES, score
+    from distill.heldout import BASELINES, score
 
     head = {"seed": 0, "step": -1, "condition": condition}
     rows = [{"method": "teacher", **head} | score(held.teacher, held)]
@@ -56,7 +56,7 @@ def source_intervals(
     and, for students, ``<metric>_vs_<baseline>`` = [difference, low, high] against each baseline
     (paired: the same resampled sources) for the task's headline metrics.
     """
-    from distill.evaluate import BASELINES
+    from distill.heldout import BASELINES
     from distill.metrics import METRICS, intervals, paired_intervals
 
     out = []

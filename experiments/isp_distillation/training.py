@@ -12,7 +12,7 @@ import torch
 from .config import ExperimentConfig, Method
 
 if TYPE_CHECKING:
-    from distill.evaluate import HeldOut
+    from distill.heldout import HeldOut
 
 
 def _train_config(config: ExperimentConfig, method: Method, seed: int, shards: Path, out: Path):
@@ -58,14 +58,14 @@ def train_and_score(
     Training runs in segments (``stop_after``) that resume exactly from the last checkpoint, so
     the scored students are those of one uninterrupted run. At intermediate steps the student is
     scored on its own condition; at the last step on every condition in ``helds``. Scores come
-    from :mod:`distill.evaluate` (:func:`~distill.evaluate.student_logits`,
-    :func:`~distill.evaluate.score`).
+    from :mod:`distill.heldout` (:func:`~distill.heldout.student_logits`,
+    :func:`~distill.heldout.score`).
     """
     from distill.checkpoint import load_checkpoint
-    from distill.evaluate import score, student_logits
+    from distill.heldout import score, student_logits
     from distill.models import load_teacher
+    from distill.step import build_student_for
     from distill.train import train
-    from distill.trainer import build_student_for
 
     if run_dir.exists():
         shutil.rmtree(run_dir)

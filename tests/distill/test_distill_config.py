@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
 from distill.config import (
     BUILTIN_TEACHERS,
+    DEFAULT_TEACHER,
     DEFAULT_TEACHERS,
+    NORMALIZATIONS,
+    STUDENT_INPUTS,
     TASKS,
     LoaderConfig,
     TrainConfig,
     build_parser,
     config_from_args,
     data_order_fields,
-    missing_extra,
 )
+from distill.extras import missing_extra
 
 
 def to_argv(config: TrainConfig) -> list[str]:
@@ -121,36 +124,50 @@ def test_command_line_rejects_bad_values_before_training(
     assert "invalid choice: 'kd'" in capsys.readouterr().err
 
 
-def test_defaults_validate_and_agree_with_the_modules_they_mirror() -> None:
+def test_defaults_validate_and_the_modules_share_one_definition() -> None:
     TrainConfig(shards="x").validate()
     models = pytest.importorskip("distill.models")
-    from distill.data import STUDENT_INPUTS
+    examples = pytest.importorskip("distill.examples")
 
     config = TrainConfig(shards="x")
-    assert config.teacher == models.DEFAULT_TEACHER
-    assert TrainConfig(shards="x", task="segment").teacher == models.DEFAULT_TEACHERS["segment"]
+    assert config.teacher == DEFAULT_TEACHER and models.DEFAULT_TEACHER is DEFAULT_TEACHER
+    assert TrainConfig(shards="x", task="segment").teacher == DEFAULT_TEACHERS["segment"]
+    assert DEFAULT_TEACHERS["segment"] in models.TEACHERS
     assert TrainConfig(shards="x", task="segment", teacher="t.pt").teacher == "t.pt"
     assert set(BUILTIN_TEACHERS) == set(models.TEACHERS)
-    assert set(TASKS) == set(models.TASKS)
-    assert DEFAULT_TEACHERS == models.DEFAULT_TEACHERS
     parser = {a.dest: a for a in build_parser()._actions}
-    assert set(parser["teacher_norm"].choices) == set(models.NORMALIZATIONS)
-    assert set(parser["student_input"].choices) == set(STUDENT_INPUTS)
+    assert models.NORMALIZATIONS is NORMALIZATIONS
+    assert tuple(parser["teacher_norm"].choices) == tuple(NORMALIZATIONS)
+    assert examples.STUDENT_INPUTS is STUDENT_INPUTS
+    assert tuple(parser["student_input"].choices) == STUDENT_INPUTS
+    assert tuple(parser["task"].choices) == TASKS
 
 
-def test_loader_config_is_make_loaders_keywords() -> None:
-    from distill.data import make_loader
-
-    keywords = {
-        name
-        for name, p in inspect.signature(make_loader).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-    assert {f.name for f in fields(LoaderConfig)} == keywords
-    config = TrainConfig(shards="x", crop=64, low_light=(2.0, 3.0))
+def test_loader_config_checks_its_settings_and_make_loader_takes_them_once(
+    pair_shards: Path,
+) -> None:
+    data = pytest.importorskip("distill.data")
+    config = TrainConfig(shards="x", crop=64, low_light=(2, 3))
     loader = config.loader(seed=5, rank=1, world_size=2, start_batch=7)
     assert (loader.seed, loader.rank, loader.world_size, loader.start_batch) == (5, 1, 2, 7)
     assert loader.teacher_size == 64 and loader.low_light == (2.0, 3.0) and loader.repeat
+    assert all(isinstance(f, float) for f in loader.low_light)
+    settings = {"batch_size": 2, "crop": 8, "teacher_size": 8, "repeat": False}
+    made = data.make_loader(str(pair_shards), **settings)
+    assert made.dataset.config == LoaderConfig(**settings)
+    with pytest.raises(TypeError, match="shuffle"):
+        data.make_loader(str(pair_shards), batch_size=2, shuffle=True)
+    for bad, message in [
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"batch_size": 1, "rank": 2, "world_size": 2}, r"rank must lie in \[0, world_size=2\)"),
+        ({"batch_size": 1, "crop": 7}, "crop must be a positive even number"),
+        ({"batch_size": 1, "student_input": "rgb"}, "student_input must be one of"),
+        ({"batch_size": 1, "low_light": (2, 1)}, "1 <= min <= max"),
+        ({"batch_size": 1, "raw_on_device": True, "isp_reference": True}, "raw_on_device=False"),
+        ({"batch_size": 1, "start_batch": 1, "repeat": False, "num_workers": 2}, "start_batch"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            LoaderConfig(**bad)
 
 
 def test_data_order_fields() -> None:

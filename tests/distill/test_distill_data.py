@@ -21,6 +21,12 @@ from hypothesis import strategies as st
 from shardkit import encode_members, make_camera, pattern_sample, write_shard
 
 import distill.data as data
+from distill.examples import make_example
+from distill.pair import Pair, decode_pair, paired_rggb_crop
+from distill.records import iter_records
+from distill.shardlist import resolve_shards
+from distill.shuffle import buffer_shuffle, dealt_shards
+from distill.targets import SmallSampleWarning
 from rawpairs.cfa import CFA, channel_index_map, unpack
 from rawpairs.errors import CorruptInputError
 from rawpairs.noise import add_noise
@@ -41,12 +47,12 @@ def assert_same_batches(a: list[dict], b: list[dict]) -> None:
             assert torch.equal(x[name], y[name]), name
 
 
-def originals(folder: Path) -> dict[str, data.Pair]:
+def originals(folder: Path) -> dict[str, Pair]:
     """Every sample of a folder's shards, decoded as stored: the oracle for the tests."""
     return {
-        r.key: data.decode_pair(r.members, r.shard, r.key)
-        for shard in data.resolve_shards(str(folder))
-        for r in data.iter_records(shard, 0, 0)
+        r.key: decode_pair(r.members, r.shard, r.key)
+        for shard in resolve_shards(str(folder))
+        for r in iter_records(shard, 0, 0)
     }
 
 
@@ -55,18 +61,18 @@ def test_resolve_shards_folder_glob_brace_list(pair_shards: Path, tmp_path: Path
     names = [f"rawpairs-{i:06d}.tar" for i in range(3)]
     expected = [str(pair_shards / n) for n in names]
     (tmp_path / "index.json").write_text("{}")
-    assert data.resolve_shards(str(pair_shards)) == expected
-    assert data.resolve_shards(str(pair_shards / "rawpairs-*.tar")) == expected
-    assert data.resolve_shards(str(pair_shards / "rawpairs-{000002..000000}.tar")) == expected[::-1]
-    assert data.resolve_shards([expected[1], str(pair_shards / "*-000000.tar")]) == [
+    assert resolve_shards(str(pair_shards)) == expected
+    assert resolve_shards(str(pair_shards / "rawpairs-*.tar")) == expected
+    assert resolve_shards(str(pair_shards / "rawpairs-{000002..000000}.tar")) == expected[::-1]
+    assert resolve_shards([expected[1], str(pair_shards / "*-000000.tar")]) == [
         expected[1],
         expected[0],
     ]
-    assert data.resolve_shards("pipe:cat /d/s-{0..1}.tar") == [
+    assert resolve_shards("pipe:cat /d/s-{0..1}.tar") == [
         "pipe:cat /d/s-0.tar",
         "pipe:cat /d/s-1.tar",
     ]
-    assert data.resolve_shards("https://host/s-{00..01}.tar") == [
+    assert resolve_shards("https://host/s-{00..01}.tar") == [
         "https://host/s-00.tar",
         "https://host/s-01.tar",
     ]
@@ -74,15 +80,15 @@ def test_resolve_shards_folder_glob_brace_list(pair_shards: Path, tmp_path: Path
 
 def test_resolve_shards_errors(pair_shards: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=f"no shards found at {tmp_path}"):
-        data.resolve_shards(str(tmp_path))
+        resolve_shards(str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"no shards found at .*nothing-"):
-        data.resolve_shards(str(tmp_path / "nothing-*.tar"))
+        resolve_shards(str(tmp_path / "nothing-*.tar"))
     with pytest.raises(FileNotFoundError, match=r"rawpairs-000003\.tar does not exist"):
-        data.resolve_shards(str(pair_shards / "rawpairs-{000000..000003}.tar"))
+        resolve_shards(str(pair_shards / "rawpairs-{000000..000003}.tar"))
 
 
 # --- alignment, phase and normalisation -------------------------------------------------------
-def check_aligned(batch: dict, pairs: dict[str, data.Pair], student_input: str) -> list[bool]:
+def check_aligned(batch: dict, pairs: dict[str, Pair], student_input: str) -> list[bool]:
     """Check every site of every example against the stored sample; return which were flipped."""
     flipped = []
     for i, key in enumerate(batch["key"]):
@@ -164,7 +170,7 @@ def test_paired_rggb_crop_phase_property(
     site = channel_index_map(cfa, h, w).astype(np.int64)
     mosaic = (site * 10000 + y * 100 + x).astype(np.uint16)
     rgb = np.stack([y, x, site], -1).astype(np.uint8)
-    out, out_rgb = data.paired_rggb_crop(
+    out, out_rgb = paired_rggb_crop(
         mosaic, rgb, cfa, size, hflip=hflip, rng=np.random.default_rng(seed)
     )
     ch, cw = out.shape
@@ -182,7 +188,7 @@ def test_small_samples_are_padded_and_stay_aligned(tmp_path: Path) -> None:
     pairs = originals(tmp_path)
     loader = data.make_loader(str(tmp_path), batch_size=1, crop=24, teacher_size=24, repeat=False)
     with pytest.warns(
-        data.SmallSampleWarning,
+        SmallSampleWarning,
         match=r"'tiny' \(21×30, GBRG\) holds only a 18×24 RGGB window, less than the 24×24",
     ):
         (batch,) = list(loader)
@@ -269,7 +275,7 @@ def test_dealing_gives_each_shard_once_per_epoch_to_one_slot() -> None:
     shards = [f"s{i}" for i in range(3)]
     slots = 4
     dealt = {
-        s: list(islice(data.dealt_shards(shards, seed=7, slot=s, slots=slots, repeat=True), 6))
+        s: list(islice(dealt_shards(shards, seed=7, slot=s, slots=slots, repeat=True), 6))
         for s in range(slots)
     }
     per_epoch: dict[int, list[str]] = {}
@@ -329,15 +335,15 @@ def test_the_shuffle_buffer_is_bounded_in_records_and_bytes(
             pulled.append(i)
             yield i
 
-    stream = data.buffer_shuffle(
+    stream = buffer_shuffle(
         items(), size, random.Random(seed), max_bytes=max_bytes, nbytes=lambda i: sizes[i]
     )
     emitted.extend(stream)
     assert sorted(emitted) == list(range(len(sizes)))
     # A budget that never binds leaves the record-bounded order unchanged.
-    unbounded = data.buffer_shuffle(iter(range(len(sizes))), size, random.Random(seed))
+    unbounded = buffer_shuffle(iter(range(len(sizes))), size, random.Random(seed))
     size_of = sizes.__getitem__
-    roomy = data.buffer_shuffle(
+    roomy = buffer_shuffle(
         iter(range(len(sizes))), size, random.Random(seed), max_bytes=2**40, nbytes=size_of
     )
     assert list(unbounded) == list(roomy)
@@ -377,7 +383,7 @@ def test_evaluation_resume(pair_shards: Path) -> None:
 
 def test_streamed_urls_give_the_same_batches(pair_shards: Path) -> None:
     """``pipe:`` URLs are read as streams (skipped members are read past), files by seeking."""
-    shards = data.resolve_shards(str(pair_shards))
+    shards = resolve_shards(str(pair_shards))
     kwargs = dict(batch_size=5, crop=32, teacher_size=32, seed=2, shuffle_buffer=6)
     local = take(data.make_loader(shards, **kwargs), 6)
     urls = [f"pipe:cat {s}" for s in shards]
@@ -510,8 +516,8 @@ def test_low_light_noise_statistics() -> None:
     # GRBG is re-phased by dropping a column: 258 columns give a full 256×256 RGGB crop.
     captured = add_noise(np.full((256, 258), x, np.float32), shot, read, np.random.default_rng(1))
     mosaic = np.rint(black + captured * (white - black)).astype(np.uint16)
-    pair = data.Pair("flat", mosaic, np.zeros((256, 258, 3), np.uint8), camera, -1)
-    example = data.make_example(
+    pair = Pair("flat", mosaic, np.zeros((256, 258, 3), np.uint8), camera, -1)
+    example = make_example(
         pair, np.random.default_rng(0), crop=256, teacher_size=256, low_light=(4.0, 4.0)
     )
     raw = example["raw"]
@@ -520,7 +526,7 @@ def test_low_light_noise_statistics() -> None:
     assert abs(raw.mean() - x / 4) < 4 * np.sqrt(expected_var / raw.size)
     assert raw.var() == pytest.approx(expected_var, rel=0.03)
     factors = [
-        x / data.make_example(pair, np.random.default_rng(s), crop=8, teacher_size=8,
+        x / make_example(pair, np.random.default_rng(s), crop=8, teacher_size=8,
                               low_light=(2.0, 6.0))["raw"].mean()
         for s in range(200)
     ]  # fmt: skip
@@ -533,17 +539,17 @@ def test_noise_at_load_draws_fresh_noise_with_the_stored_parameters():
     x = 0.25
     mosaic = np.full((128, 128), round(64 + x * (4095 - 64)), np.uint16)
     rgb = np.full((128, 128, 3), 128, np.uint8)
-    pair = data.Pair(key="k", mosaic=mosaic, rgb=rgb, camera=camera, cls=-1, noise_at_load=True)
+    pair = Pair(key="k", mosaic=mosaic, rgb=rgb, camera=camera, cls=-1, noise_at_load=True)
     kwargs = {"crop": 120, "teacher_size": 120, "augment": False}
-    a = data.make_example(pair, np.random.default_rng(0), **kwargs)["raw"]
-    b = data.make_example(pair, np.random.default_rng(1), **kwargs)["raw"]
-    again = data.make_example(pair, np.random.default_rng(0), **kwargs)["raw"]
+    a = make_example(pair, np.random.default_rng(0), **kwargs)["raw"]
+    b = make_example(pair, np.random.default_rng(1), **kwargs)["raw"]
+    again = make_example(pair, np.random.default_rng(0), **kwargs)["raw"]
     np.testing.assert_array_equal(a, again)
     assert not np.array_equal(a, b)
     level = (float(mosaic[0, 0]) - 64) / (4095 - 64)
     expected = camera.noise_shot * level + camera.noise_read
     assert abs(float(a.mean()) - level) < 1e-3
     assert abs(float(a.var()) / expected - 1) < 0.05
-    clean = data.Pair(key="k", mosaic=mosaic, rgb=rgb, camera=camera, cls=-1)
-    flat = data.make_example(clean, np.random.default_rng(0), **kwargs)["raw"]
+    clean = Pair(key="k", mosaic=mosaic, rgb=rgb, camera=camera, cls=-1)
+    flat = make_example(clean, np.random.default_rng(0), **kwargs)["raw"]
     assert float(flat.var()) == 0.0

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.data import make_loader
-from distill.evaluate import HeldOut, evaluate, naive_render, summarize
+from distill.evaluate import evaluate, summarize
+from distill.frontend import naive_render
+from distill.heldout import HeldOut
 from distill.losses import CombinedLoss, HardLabelLoss, KDLoss, Outputs, match_teacher
 from distill.metrics import (
     SampleValues,
@@ -23,8 +25,8 @@ from distill.metrics import (
     segment_values,
 )
 from distill.models import DenseClassifier, Teacher, build_student, load_teacher, task_of
+from distill.step import check_task
 from distill.train import TrainConfig, train
-from distill.trainer import check_task
 
 
 def _per_pixel_kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> float:

@@ -13,7 +13,11 @@ import torch
 
 from distill import evaluate as ev
 from distill import export
-from distill.evaluate import HeldOut, evaluate, load_checkpoint, naive_render, score, srgb_encode
+from distill.checkpoint import load_checkpoint
+from distill.evaluate import evaluate
+from distill.frontend import naive_render, srgb_encode
+from distill.heldout import HeldOut, score, source_of
+from distill.metrics import bootstrap_ci
 from distill.models import build_student, load_teacher
 from distill.train import TrainConfig, train
 
@@ -99,20 +103,20 @@ def test_evaluate_reports_student_baselines_and_intervals(pair_shards: Path) -> 
 
 
 def test_bootstrap_resamples_whole_sources() -> None:
-    assert ev.source_of("photos_astronaut_png_1a2b3c4d_c0012") == "photos_astronaut_png_1a2b3c4d"
-    assert ev.source_of("no-crop-index") == "no-crop-index"
+    assert source_of("photos_astronaut_png_1a2b3c4d_c0012") == "photos_astronaut_png_1a2b3c4d"
+    assert source_of("no-crop-index") == "no-crop-index"
     # Two sources, one always right, one always wrong: a resample is all-right, all-wrong or
     # half and half, whatever the number of crops per source.
     values = np.array([1.0] * 50 + [0.0] * 50)
     sources = ["a"] * 50 + ["b"] * 50
-    lo, hi = ev.bootstrap_ci(values, sources, resamples=500)
+    lo, hi = bootstrap_ci(values, sources, resamples=500)
     assert (lo, hi) == (0.0, 1.0)
-    assert ev.bootstrap_ci(values, sources, resamples=500) == (lo, hi)  # deterministic
+    assert bootstrap_ci(values, sources, resamples=500) == (lo, hi)  # deterministic
     # Identical sources give a zero-width interval at the mean.
-    same = ev.bootstrap_ci(np.array([1.0, 0.0] * 4), ["a", "a", "b", "b"] * 2, resamples=200)
+    same = bootstrap_ci(np.array([1.0, 0.0] * 4), ["a", "a", "b", "b"] * 2, resamples=200)
     assert same == (0.5, 0.5)
     with pytest.raises(ValueError, match="one source per value"):
-        ev.bootstrap_ci(np.ones(3), ["a", "b"])
+        bootstrap_ci(np.ones(3), ["a", "b"])
 
 
 def test_checkpoint_round_trip_and_cli(checkpoint: Path, pair_shards: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from distill.config import NORMALIZATIONS
 from distill.data import make_loader
 from distill.frontend import (
     RawFrontEnd,
@@ -17,7 +18,7 @@ from distill.frontend import (
     srgb_encode,
     white_balance_gains,
 )
-from distill.models import NORMALIZATIONS, Teacher, build_student, load_teacher
+from distill.models import Teacher, build_student, load_teacher
 
 TF_MEAN, TF_STD = NORMALIZATIONS["tf"]
 

@@ -11,9 +11,10 @@ import torch
 
 from distill.checkpoint import load_checkpoint
 from distill.config import TrainConfig
+from distill.ema import EmaWeights
 from distill.evaluate import evaluate
 from distill.models import build_student, load_teacher
-from distill.trainer import EmaWeights, Trainer, train
+from distill.trainer import Trainer, train
 
 
 def tiny(pair_shards: Path, out: Path, **overrides: object) -> TrainConfig:

@@ -22,8 +22,9 @@ from torch import nn
 from distill.checkpoint import elastic_data_seed, load_checkpoint
 from distill.evaluate import evaluate
 from distill.models import build_student, load_teacher
+from distill.optim import lr_factor
 from distill.train import TrainConfig, config_from_args, main, train
-from distill.trainer import Trainer, lr_factor
+from distill.trainer import Trainer
 from rawpairs.errors import CorruptInputError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.evaluate import BASELINES
+from distill.heldout import BASELINES
 from distill.models import load_teacher
 from experiments.isp_distillation import (
     ABLATIONS,
@@ -107,7 +107,7 @@ def test_low_light_held_out_is_darker_and_deterministic(pair_shards: Path) -> No
     assert 0.08 < float(ratio) < 0.2
 
 
-@pytest.mark.filterwarnings("ignore::distill.data.SmallSampleWarning")
+@pytest.mark.filterwarnings("ignore::distill.targets.SmallSampleWarning")
 def test_tiny_run_writes_every_method_and_sane_ranges(tmp_path: Path) -> None:
     config = make_config(
         "tiny", out=str(tmp_path / "out"), figures=str(tmp_path / "fig"), work=str(tmp_path / "w")
@@ -165,7 +165,7 @@ def test_ablations_flag_adds_every_ablation(monkeypatch: pytest.MonkeyPatch) -> 
     assert seen["c"].ablation_seeds == (0,)
 
 
-@pytest.mark.filterwarnings("ignore::distill.data.SmallSampleWarning")
+@pytest.mark.filterwarnings("ignore::distill.targets.SmallSampleWarning")
 def test_tiny_segmentation_run_on_a_users_folders(tmp_path: Path) -> None:
     # --task segment on any --train-src/--val-src (here scikit-image photos) with a dense
     # teacher that needs no download: the same tables and figures, with dense metrics.

@@ -1,5 +1,5 @@
 """Issue 19 item 2: ``--shards`` names are paths, not glob patterns, unless they hold no file or
-folder of that name (``distill.data.resolve_shards``)."""
+folder of that name (``distill.shardlist.resolve_shards``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.data import resolve_shards
+from distill.shardlist import resolve_shards
 
 
 def _shard(path: Path) -> Path:

@@ -26,6 +26,8 @@ from click.testing import CliRunner
 from distill import data, export
 from distill import evaluate as ev
 from distill.checkpoint import read_checkpoint
+from distill.records import iter_records
+from distill.shardlist import check_class_maps, resolve_shards
 from distill.train import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,7 +176,7 @@ def test_the_loaders_shuffle_buffer_is_bounded_in_bytes_and_resumes_exactly(
     pair_shards: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records = [
-        r for shard in data.resolve_shards(str(pair_shards)) for r in data.iter_records(shard, 0, 0)
+        r for shard in resolve_shards(str(pair_shards)) for r in iter_records(shard, 0, 0)
     ]
     sizes = sorted(r.nbytes for r in records)
     assert sizes[0] > 0 and all(r.nbytes >= sum(map(len, r.members.values())) for r in records)
@@ -442,11 +444,11 @@ def test_training_and_evaluation_refuse_shards_of_different_class_maps(
     val = _labelled_copy(pair_shards, tmp_path / "val", {"apple": 0, "cherry": 1})
     same = _labelled_copy(pair_shards, tmp_path / "same", {"apple": 0, "banana": 1, "cherry": 2})
     plain = pair_shards  # no labels: mixes with any map
-    assert data.check_class_maps(str(train), [str(same), str(plain)]) == json.loads(
+    assert check_class_maps(str(train), [str(same), str(plain)]) == json.loads(
         (train / "classes.json").read_text()
     )
     with pytest.raises(ValueError, match="'cherry' is 2 in the first, 1 in the second"):
-        data.check_class_maps(str(train), str(val))
+        check_class_maps(str(train), str(val))
 
     out = tmp_path / "run"
     args = ["--shards", str(train), "--out", str(out), "--steps", "1", *TINY]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
+import distill
 from distill import runtime, trainer
 
 
@@ -78,3 +82,39 @@ def test_the_white_balance_modes_are_written_once():
     assert frontend.WB_MODES is config.WB_MODES
     assert models.DEFAULT_WB is config.DEFAULT_WB in config.WB_MODES
     assert config.TrainConfig.__dataclass_fields__["raw_wb"].metadata["choices"] == config.WB_MODES
+
+
+def _distill_imports(tree: ast.Module) -> set[str]:
+    """The ``distill.*`` modules a parsed module imports, at any level (functions included)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("distill."):
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("distill."))
+    return names
+
+
+def test_distill_modules_import_without_a_loop_and_keep_functions_short():
+    package = Path(distill.__file__).parent
+    trees = {f"distill.{p.stem}": ast.parse(p.read_text()) for p in package.glob("*.py")}
+    long = [
+        f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for name, tree in trees.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > 80  # type: ignore[operator]
+    ]
+    assert not long
+    graph = {name: _distill_imports(tree) & set(trees) for name, tree in trees.items()}
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, " → ".join((*path, name))
+        if name not in done:
+            for imported in sorted(graph[name]):
+                visit(imported, (*path, name))
+            done.add(name)
+
+    for name in sorted(graph):
+        visit(name, ())
