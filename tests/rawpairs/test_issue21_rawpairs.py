@@ -217,3 +217,17 @@ def test_no_module_of_rawpairs_or_distill_imports_itself_through_others():
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+def test_no_function_of_rawpairs_is_over_80_lines():
+    """Long functions are split into named steps (distill's own: tests/distill)."""
+    import ast
+    from pathlib import Path
+
+    long = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "rawpairs").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                long += [f"{path.name}:{node.lineno} {node.name} ({lines})"] if lines > 80 else []
+    assert not long, long
