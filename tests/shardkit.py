@@ -83,3 +83,23 @@ def pattern_sample(
     channel = channel_index_map(cfa, height, width).astype(np.int64)
     rgb = np.stack([y, x, 100 * channel], axis=-1).astype(np.uint8)
     return key, encode_members(key, mosaic, rgb, camera)
+
+
+def pair(height: int = 12, width: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A random 10-bit mosaic and 8-bit RGB of one size (seeded)."""
+    rng = np.random.default_rng(seed)
+    return (
+        rng.integers(0, 1024, (height, width), dtype=np.uint16),
+        rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+    )
+
+
+CAMERA = make_camera(CFA.GBRG, (64.0, 60.0, 62.0, 66.0), 1023.0, 10)
+
+
+def members_of(key: str = "k0", label: int | None = None, **kwargs) -> dict[str, bytes]:
+    """A random sample's members (``shape=``, ``meta=`` and encoder options in ``kwargs``)."""
+    raw, rgb = pair(*kwargs.pop("shape", (12, 16)))
+    meta = kwargs.pop("meta", None) or sample_meta(key, CAMERA, *raw.shape)
+    members = encode_sample(meta, raw, rgb, label, **kwargs)
+    return {k: v for k, v in members.items() if k != "__key__"}  # type: ignore[misc]

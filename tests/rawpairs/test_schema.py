@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shardkit import make_camera, sample_meta, write_shard
+from shardkit import CAMERA, members_of, pair, sample_meta, write_shard
 
-from rawpairs.cfa import CFA
 from rawpairs.choices import NoisePlacement
 from rawpairs.manifest import ShardEntry, index_document, manifest_row, manifest_schema, parse_index
 from rawpairs.metadata import (
@@ -31,24 +30,6 @@ from rawpairs.tarwalk import read_shard, split_member_name
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 RAW_FILE = Path(__file__).resolve().parents[1] / "data" / "raw" / "Kodak-DC50-DC50IMG-DC0010S.KDC"
-
-
-def pair(height: int = 12, width: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return (
-        rng.integers(0, 1024, (height, width), dtype=np.uint16),
-        rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
-    )
-
-
-CAMERA = make_camera(CFA.GBRG, (64.0, 60.0, 62.0, 66.0), 1023.0, 10)
-
-
-def members_of(key: str = "k0", label: int | None = None, **kwargs) -> dict[str, bytes]:
-    raw, rgb = pair(*kwargs.pop("shape", (12, 16)))
-    meta = kwargs.pop("meta", None) or sample_meta(key, CAMERA, *raw.shape)
-    members = encode_sample(meta, raw, rgb, label, **kwargs)
-    return {k: v for k, v in members.items() if k != "__key__"}  # type: ignore[misc]
 
 
 # --- both ways ---------------------------------------------------------------------------------
