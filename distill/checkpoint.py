@@ -25,6 +25,7 @@ import torch
 from distill.config import BUILTIN_TEACHERS, TrainConfig, data_order_fields
 from distill.extras import missing_extra
 from distill.models import build_student, load_teacher
+from distill.runtime import interrupts_deferred
 from rawpairs.messages import one_line
 
 __all__ = [
@@ -73,11 +74,12 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     path = Path(path)
     tmp = _temporary(path)
     try:
-        with tmp.open("wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with interrupts_deferred():  # a Ctrl-C lands after the rename, never inside torch.save
+            with tmp.open("wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

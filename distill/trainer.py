@@ -41,7 +41,7 @@ from distill.models import distill_mode
 from distill.optim import lr_factors, make_optimizer
 from distill.resources import check_output_folder
 from distill.runlog import RunLog, append_val_record, claim_out, sync_file, truncate_logs
-from distill.runtime import rng_state, set_rng_state, setup_process
+from distill.runtime import interrupts_deferred, rng_state, set_rng_state, setup_process
 from distill.shardlist import check_class_maps
 from distill.step import DistillStep, build_models
 from distill.unprocess import make_raw
@@ -286,11 +286,12 @@ class Trainer:
         if proc.distributed:
             rng = [None] * proc.world_size  # type: ignore[list-item]
             dist.all_gather_object(rng, rng_state())
-        if proc.main:
-            save_checkpoint(self.checkpoint, self.state_dict(rng))
-        if proc.distributed:
-            dist.barrier()
-        self.saved_step = self.step_count
+        with interrupts_deferred():  # a Ctrl-C here lands once saved_step names what was saved
+            if proc.main:
+                save_checkpoint(self.checkpoint, self.state_dict(rng))
+            if proc.distributed:
+                dist.barrier()
+            self.saved_step = self.step_count
 
     # -- the loop ----------------------------------------------------------------------------
     def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from distill.checkpoint import (
     save_checkpoint,
 )
 from distill.models import build_student, load_teacher
+from distill.runtime import interrupts_deferred
 from distill.train import TrainConfig, main, train
 from distill.trainer import TrainingDiverged
 
@@ -304,3 +306,26 @@ def test_a_missing_teacher_package_is_one_line(pair_shards: Path, tmp_path: Path
     assert result.returncode == 2, result.stderr
     line = one_line(result.stderr)
     assert "efficientnet_lite_pytorch" in line and "rawpairs[distill]" in line
+
+
+def test_a_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path: Path, monkeypatch) -> None:
+    """SIGINT inside torch.save is held until last.pt is renamed into place, then raised as
+    KeyboardInterrupt (cut inside torch.save it surfaced as torch's RuntimeError, exit 2)."""
+    real_save = torch.save
+
+    def save_interrupted(obj, f, *args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # what Ctrl-C does, mid-write
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_interrupted)
+    path = tmp_path / "last.pt"
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"step": 7, "w": torch.arange(4.0)})
+    assert torch.load(path, weights_only=True)["step"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    ran = []
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        signal.raise_signal(signal.SIGINT)
+        ran.append("after the signal")
+    assert ran == ["after the signal"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
