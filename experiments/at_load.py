@@ -81,6 +81,7 @@ def _run(work: Path, steps: int, seeds: list[int], out: Path) -> dict[str, Any]:
         )
     _build(work / "jpg" / "val", work / "val", "in_build", 24)
     rows = []
+    step0: dict[int, dict[str, Any]] = {}
     for name, (unprocess, fresh) in CONDITIONS.items():
         for seed in seeds:
             run_dir = work / f"run-{unprocess}-{fresh}-{seed}"
@@ -91,10 +92,12 @@ def _run(work: Path, steps: int, seeds: list[int], out: Path) -> dict[str, Any]:
                 log_every=max(1, steps // 20), checkpoint_every=0, progress=False,
                 fresh_cameras=fresh,
             )  # fmt: skip
-            torch.manual_seed(seed)  # the student's initialisation at step 0, as train draws it
-            teacher = load_teacher(config.teacher)
-            initial = build_student_for(config, teacher)
-            start = evaluate(initial, teacher, str(work / "val"), batch_size=32, crop=96)
+            if seed not in step0:  # the untrained student depends on the seed, not the shards
+                torch.manual_seed(seed)  # its initialisation, as train draws it
+                teacher = load_teacher(config.teacher)
+                initial = build_student_for(config, teacher)
+                step0[seed] = evaluate(initial, teacher, str(work / "val"), batch_size=32, crop=96)
+            start = step0[seed]
             summary = train(config)
             student, teacher, _ = load_checkpoint(summary["checkpoint"])
             scores = evaluate(student, teacher, str(work / "val"), batch_size=32, crop=96)

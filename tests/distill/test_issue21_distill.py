@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 import torch
+from codeshape import import_graph, import_loop, long_functions
 
-import distill
 from distill import runtime, trainer
 
 
@@ -84,37 +81,6 @@ def test_the_white_balance_modes_are_written_once():
     assert config.TrainConfig.__dataclass_fields__["raw_wb"].metadata["choices"] == config.WB_MODES
 
 
-def _distill_imports(tree: ast.Module) -> set[str]:
-    """The ``distill.*`` modules a parsed module imports, at any level (functions included)."""
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("distill."):
-            names.add(node.module)
-        elif isinstance(node, ast.Import):
-            names.update(a.name for a in node.names if a.name.startswith("distill."))
-    return names
-
-
 def test_distill_modules_import_without_a_loop_and_keep_functions_short():
-    package = Path(distill.__file__).parent
-    trees = {f"distill.{p.stem}": ast.parse(p.read_text()) for p in package.glob("*.py")}
-    long = [
-        f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)"
-        for name, tree in trees.items()
-        for node in ast.walk(tree)
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.end_lineno - node.lineno + 1 > 80  # type: ignore[operator]
-    ]
-    assert not long
-    graph = {name: _distill_imports(tree) & set(trees) for name, tree in trees.items()}
-    done: set[str] = set()
-
-    def visit(name: str, path: tuple[str, ...]) -> None:
-        assert name not in path, " → ".join((*path, name))
-        if name not in done:
-            for imported in sorted(graph[name]):
-                visit(imported, (*path, name))
-            done.add(name)
-
-    for name in sorted(graph):
-        visit(name, ())
+    assert not long_functions("distill")
+    assert import_loop(import_graph("distill")) is None

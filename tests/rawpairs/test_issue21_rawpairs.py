@@ -5,11 +5,11 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Iterator
 
 import cv2
 import numpy as np
 import pytest
+from codeshape import PACKAGES, import_graph, import_loop, long_functions
 
 from rawpairs import engines, errors, group, pool
 from rawpairs.build import build
@@ -166,68 +166,14 @@ def test_shards_is_a_pure_writer_and_sha256_file_lives_with_storage(tmp_path):
     assert storage.sha256_file(tmp_path / "f") == hashlib.sha256(b"x" * (3 << 20)).hexdigest()
 
 
-def _imports_between_modules() -> dict[str, set[str]]:
-    """``{module: modules of rawpairs/ and distill/ it imports}``, function-level imports
-    included, ``if TYPE_CHECKING:`` blocks (never run) left out."""
-    import ast
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    files = {
-        f"{package}.{path.stem}".removesuffix(".__init__"): path
-        for package in ("rawpairs", "distill")
-        for path in (root / package).glob("*.py")
-    }
-
-    def walk(node: ast.AST) -> Iterator[ast.AST]:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                yield from (n for s in child.orelse for n in walk(s))
-                continue
-            yield child
-            yield from walk(child)
-
-    graph = {}
-    for module, path in files.items():
-        names = set()
-        for node in walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-        graph[module] = {name for name in names if name in files} - {module}
-    return graph
-
-
 def test_no_module_of_rawpairs_or_distill_imports_itself_through_others():
     """No import loop, function-level imports included: each package reads as layers."""
-    graph = _imports_between_modules()
+    graph = import_graph(*PACKAGES)
     assert {"rawpairs.sample", "rawpairs.group", "distill.trainer"} <= set(graph)
     assert "rawpairs.storage" in graph["rawpairs.sample"]  # function-level and top imports
-    state: dict[str, str] = {}
-
-    def visit(module: str, path: list[str]) -> None:
-        state[module] = "open"
-        for imported in sorted(graph[module]):
-            assert state.get(imported) != "open", " → ".join([*path, module, imported])
-            if imported not in state:
-                visit(imported, [*path, module])
-        state[module] = "done"
-
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [])
+    assert import_loop(graph) is None, " → ".join(import_loop(graph) or [])
 
 
 def test_no_function_of_rawpairs_is_over_80_lines():
     """Long functions are split into named steps (distill's own: tests/distill)."""
-    import ast
-    from pathlib import Path
-
-    long = []
-    for path in sorted((Path(__file__).resolve().parents[2] / "rawpairs").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                lines = node.end_lineno - node.lineno + 1
-                long += [f"{path.name}:{node.lineno} {node.name} ({lines})"] if lines > 80 else []
-    assert not long, long
+    assert not long_functions("rawpairs")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from codeshape import imported_names, module_trees
 from shardkit import CAMERA, members_of, pair, sample_meta, write_shard
 
 from rawpairs.choices import NoisePlacement
@@ -145,31 +146,14 @@ def test_docs_examples_are_what_the_code_writes() -> None:
 
 
 # --- who imports whom ----------------------------------------------------------------------------
-ROOT = Path(__file__).resolve().parents[2]
 WRITER = {"rawpairs.build", "rawpairs.engines", "rawpairs.group", "rawpairs.sample"}
 WRITER |= {"rawpairs.shards", "rawpairs.discover", "rawpairs.plan", "rawpairs.splits"}
 WRITER |= {"rawpairs.resume", "rawpairs.outputs", "rawpairs.records", "rawpairs.schedule"}
 WRITER |= {"rawpairs.pool", "rawpairs.ray_pool"}
 
 
-def imported_modules(package: str) -> dict[str, set[str]]:
-    """Every module a package's files import (also inside functions), by file."""
-    import ast
-
-    found = {}
-    for path in sorted((ROOT / package).glob("*.py")):
-        names = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-        found[path.name] = names
-    return found
-
-
 def test_rawpairs_imports_nothing_from_distill_and_distill_nothing_from_the_writer() -> None:
-    for name, modules in imported_modules("rawpairs").items():
-        assert not {m for m in modules if m.split(".")[0] == "distill"}, name
-    for name, modules in imported_modules("distill").items():
-        assert not modules & WRITER, name
+    for name, tree in module_trees("rawpairs").items():
+        assert not {m for m in imported_names(tree) if m.split(".")[0] == "distill"}, name
+    for name, tree in module_trees("distill").items():
+        assert not imported_names(tree) & WRITER, name

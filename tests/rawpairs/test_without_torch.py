@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from codeshape import imported_names
+
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ("torch", "ray", "distill")
 
@@ -40,16 +42,12 @@ def test_rawpairs_and_its_tests_load_without_torch_ray_or_distill() -> None:
 
 def test_no_rawpairs_test_imports_torch_or_distill_anywhere() -> None:
     """Function-level imports too (collection does not run them)."""
-    found = []
     tests = ROOT / "tests"
-    shared = [tests / "conftest.py", tests / "shardkit.py"]
-    for path in [*sorted((tests / "rawpairs").glob("*.py")), *shared]:
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names = [node.module]
-            unwanted = [n for n in names if n.split(".")[0] in ("torch", "distill")]
-            found += [f"{path.name}:{node.lineno} {n}" for n in unwanted]
+    shared = [tests / "conftest.py", tests / "shardkit.py", tests / "codeshape.py"]
+    found = [
+        f"{path.name}: {name}"
+        for path in [*sorted((tests / "rawpairs").glob("*.py")), *shared]
+        for name in imported_names(ast.parse(path.read_text()))
+        if name.split(".")[0] in ("torch", "distill")
+    ]
     assert not found, found
